@@ -1,0 +1,32 @@
+"""Backend names -> engines: "python" (the reference) and "cython" (the compiled graph)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from .params import MatrixSlot
+
+BACKENDS = ("cython", "python")
+DEFAULT_BACKEND = "cython"
+
+
+def check_backend(name: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
+    return name
+
+
+def make_engine(name: str, layout: list[MatrixSlot], weights: Sequence[float], block_size: int):
+    """A fresh engine holding `weights` (flat, state-dict order)."""
+    check_backend(name)
+    if name == "python":
+        from .reference import ReferenceEngine
+
+        return ReferenceEngine(layout, weights)
+    try:
+        from .graph_engine import GraphEngine
+    except ImportError as exc:  # a source checkout that was never built
+        raise RuntimeError(
+            "the compiled engine is not built; install the package with `pip install .` "
+            f"or use backend='python' ({exc})"
+        ) from exc
+    return GraphEngine(layout, weights, block_size)

@@ -1,0 +1,57 @@
+"""The GPT itself, written once against the engine interface (see ``engine.py``).
+
+microgpt's architecture: GPT-2 with rmsnorm instead of layernorm, no biases and ReLU
+instead of GeLU; one token at a time with a key/value cache.  The same code drives the
+pure-Python reference engine and the compiled engine; only the engine under it changes.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from .config import GPTConfig
+from .params import layer_name
+
+
+class KVCache:
+    """Per-layer lists of the key and value vectors of every position seen so far."""
+
+    def __init__(self, n_layer: int) -> None:
+        self.keys: list[list[Any]] = [[] for _ in range(n_layer)]
+        self.values: list[list[Any]] = [[] for _ in range(n_layer)]
+
+
+def gpt(engine, config: GPTConfig, token_id: int, pos_id: int, cache: KVCache):
+    """Logits over the next token, given one token, its position and the cache."""
+    x = engine.add(engine.row("wte", token_id), engine.row("wpe", pos_id))  # (n_embd,)
+    x = engine.rmsnorm(x)  # not redundant: the residual path below skips the block norms
+    for li in range(config.n_layer):
+        # 1) multi-head attention block
+        x_residual = x
+        x = engine.rmsnorm(x)
+        q = engine.linear(x, engine.matrix(layer_name(li, "attn_wq")))  # (n_embd,)
+        k = engine.linear(x, engine.matrix(layer_name(li, "attn_wk")))  # (n_embd,)
+        v = engine.linear(x, engine.matrix(layer_name(li, "attn_wv")))  # (n_embd,)
+        cache.keys[li].append(k)
+        cache.values[li].append(v)
+        x = engine.attention(q, cache.keys[li], cache.values[li], config.n_head)  # (n_embd,)
+        x = engine.linear(x, engine.matrix(layer_name(li, "attn_wo")))
+        x = engine.add(x, x_residual)
+        # 2) MLP block
+        x_residual = x
+        x = engine.rmsnorm(x)
+        x = engine.linear(x, engine.matrix(layer_name(li, "mlp_fc1")))  # (4 * n_embd,)
+        x = engine.relu(x)
+        x = engine.linear(x, engine.matrix(layer_name(li, "mlp_fc2")))  # (n_embd,)
+        x = engine.add(x, x_residual)
+    return engine.linear(x, engine.matrix("lm_head"))  # (vocab_size,)
+
+
+def sequence_loss(engine, config: GPTConfig, tokens: Sequence[int]):
+    """Mean next-token cross-entropy over a tokenised document, truncated to block_size."""
+    n = min(config.block_size, len(tokens) - 1)
+    cache = KVCache(config.n_layer)
+    losses = []
+    for pos_id in range(n):
+        logits = gpt(engine, config, tokens[pos_id], pos_id, cache)
+        losses.append(engine.nll(logits, tokens[pos_id + 1]))
+    return engine.mean(losses)

@@ -1,0 +1,59 @@
+"""Where every weight lives: the state-dict layout and its random initialisation.
+
+Both engines store the same flat list of weights in microgpt's state-dict order
+(wte, wpe, lm_head, then per layer wq, wk, wv, wo, fc1, fc2; each matrix row by row),
+so one seed gives both engines bit-identical starting weights.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from .config import GPTConfig
+
+INIT_STD = 0.08  # microgpt's N(0, 0.08) initialisation
+
+
+@dataclass(frozen=True)
+class MatrixSlot:
+    name: str
+    rows: int  # output features (nout)
+    cols: int  # input features (nin)
+    offset: int  # index of element [0, 0] in the flat weight list
+
+    @property
+    def size(self) -> int:
+        return self.rows * self.cols
+
+
+def layer_name(layer: int, part: str) -> str:
+    return f"layer{layer}.{part}"
+
+
+def state_dict_layout(config: GPTConfig, vocab_size: int) -> list[MatrixSlot]:
+    """Every weight matrix, in microgpt's state-dict (and therefore RNG) order."""
+    e = config.n_embd
+    shapes = [("wte", vocab_size, e), ("wpe", config.block_size, e), ("lm_head", vocab_size, e)]
+    for li in range(config.n_layer):
+        shapes += [
+            (layer_name(li, "attn_wq"), e, e),
+            (layer_name(li, "attn_wk"), e, e),
+            (layer_name(li, "attn_wv"), e, e),
+            (layer_name(li, "attn_wo"), e, e),
+            (layer_name(li, "mlp_fc1"), 4 * e, e),
+            (layer_name(li, "mlp_fc2"), e, 4 * e),
+        ]
+    layout, offset = [], 0
+    for name, rows, cols in shapes:
+        layout.append(MatrixSlot(name, rows, cols, offset))
+        offset += rows * cols
+    return layout
+
+
+def num_params(layout: list[MatrixSlot]) -> int:
+    return sum(slot.size for slot in layout)
+
+
+def init_weights(rng: random.Random, layout: list[MatrixSlot]) -> list[float]:
+    """One gauss(0, 0.08) draw per weight, in layout order: microgpt's RNG consumption."""
+    return [rng.gauss(0, INIT_STD) for _ in range(num_params(layout))]

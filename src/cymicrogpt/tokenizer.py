@@ -1,0 +1,33 @@
+"""Character-level tokenizer: each distinct character is a token, plus one BOS token."""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+
+class Tokenizer:
+    """Token ids 0..len(chars)-1 are the sorted characters; id len(chars) is BOS.
+
+    BOS ("beginning of sequence") marks both ends of every document, as in microgpt.
+    """
+
+    def __init__(self, chars: str) -> None:
+        if len(set(chars)) != len(chars):
+            raise ValueError("tokenizer characters must be distinct")
+        self.chars = chars
+        self.bos = len(chars)
+        self.vocab_size = len(chars) + 1
+        self._ids = {ch: i for i, ch in enumerate(chars)}
+
+    @classmethod
+    def from_docs(cls, docs: Iterable[str]) -> "Tokenizer":
+        return cls("".join(sorted(set("".join(docs)))))
+
+    def encode(self, doc: str) -> list[int]:
+        """[BOS, ids of doc's characters..., BOS]."""
+        try:
+            return [self.bos] + [self._ids[ch] for ch in doc] + [self.bos]
+        except KeyError as exc:
+            raise ValueError(f"character {exc.args[0]!r} is not in the vocabulary") from None
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self.chars[i] for i in ids)
