@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from .config import GPTConfig
 from .params import MatrixSlot
 
 BACKENDS = ("cython", "python")
@@ -15,7 +16,7 @@ def check_backend(name: str) -> str:
     return name
 
 
-def make_engine(name: str, layout: list[MatrixSlot], weights: Sequence[float], block_size: int):
+def make_engine(name: str, layout: list[MatrixSlot], weights: Sequence[float], config: GPTConfig):
     """A fresh engine holding `weights` (flat, state-dict order)."""
     check_backend(name)
     if name == "python":
@@ -29,4 +30,4 @@ def make_engine(name: str, layout: list[MatrixSlot], weights: Sequence[float], b
             "the compiled engine is not built; install the package with `pip install .` "
             f"or use backend='python' ({exc})"
         ) from exc
-    return GraphEngine(layout, weights, block_size)
+    return GraphEngine(layout, weights, config)

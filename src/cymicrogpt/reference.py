@@ -181,8 +181,8 @@ class ReferenceEngine:
         return loss.data
 
     # --- inference ----------------------------------------------------------------------
-    def begin_sequence(self) -> None:
-        """Nothing to do: Python's garbage collector frees the previous graph."""
+    def begin_sequence(self, record: bool = True) -> None:
+        """Nothing to do: Python frees the previous graph; Values always record one."""
 
     def probs(self, logits, temperature: float) -> list[float]:
         return [p.data for p in self.softmax([l / temperature for l in logits])]

@@ -10,7 +10,7 @@ from .tokenizer import Tokenizer
 
 def sample_one(engine, config: GPTConfig, tokenizer: Tokenizer, rng: random.Random, temperature: float) -> str:
     """One document, token by token, until BOS or block_size tokens."""
-    engine.begin_sequence()
+    engine.begin_sequence(False)  # inference: values only, no graph
     cache = KVCache(config.n_layer)
     token_id = tokenizer.bos
     out = []

@@ -71,7 +71,7 @@ class Run:
         engine, config = self.engine, self.config
         while self.step < until:
             doc = self.docs[self.step % len(self.docs)]
-            engine.begin_sequence()
+            engine.begin_sequence(True)
             loss = sequence_loss(engine, config, self.tokenizer.encode(doc))
             loss_value = engine.backward(loss)
             self.optimizer.step(self.step, self.num_steps)
@@ -107,7 +107,7 @@ def start_run(docs: Iterable[str], config: GPTConfig = GPTConfig(), steps: int =
     rng.shuffle(docs)
     tokenizer = Tokenizer.from_docs(docs)
     layout = state_dict_layout(config, tokenizer.vocab_size)
-    engine = make_engine(backend, layout, init_weights(rng, layout), config.block_size)
+    engine = make_engine(backend, layout, init_weights(rng, layout), config)
     return Run(config=config, tokenizer=tokenizer, docs=docs, engine=engine,
                optimizer=engine.make_optimizer(lr), rng=rng, num_steps=steps, lr=lr, seed=seed,
                backend=backend)
