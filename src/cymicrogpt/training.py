@@ -65,20 +65,26 @@ class Run:
     def num_params(self) -> int:
         return num_params(state_dict_layout(self.config, self.tokenizer.vocab_size))
 
+    def forward_backward(self) -> float:
+        """Loss of the current step's document, with gradients left in the engine."""
+        doc = self.docs[self.step % len(self.docs)]
+        self.engine.begin_sequence(True)
+        loss = sequence_loss(self.engine, self.config, self.tokenizer.encode(doc))
+        return self.engine.backward(loss)
+
     def train(self, until: Optional[int] = None, on_step: Optional[Callable[["Run"], None]] = None) -> None:
         """Train up to step `until` (default: the end), calling `on_step` after each step."""
         until = self.num_steps if until is None else min(until, self.num_steps)
-        engine, config = self.engine, self.config
         while self.step < until:
-            doc = self.docs[self.step % len(self.docs)]
-            engine.begin_sequence(True)
-            loss = sequence_loss(engine, config, self.tokenizer.encode(doc))
-            loss_value = engine.backward(loss)
-            self.optimizer.step(self.step, self.num_steps)
-            self.losses.append(loss_value)
-            self.step += 1
+            self.finish_step(self.forward_backward())
             if on_step is not None:
                 on_step(self)
+
+    def finish_step(self, loss_value: float) -> None:
+        """Apply Adam with the gradients forward_backward() left, and record the loss."""
+        self.optimizer.step(self.step, self.num_steps)
+        self.losses.append(loss_value)
+        self.step += 1
 
     def sample(self, num: int = 20, temperature: float = 0.5) -> list[str]:
         """`num` new documents; continues the run's random stream as microgpt does."""
