@@ -1,0 +1,125 @@
+"""Training speed of the reference and compiled backends, side by side in one run.
+
+For each config both backends start from the same seed (same weights, same document
+order), take one warm-up step, then are timed with time.perf_counter over the same
+following steps; the ratio is over those identical documents.  The compiled backend's
+timing is the best of several repeats (fresh runs) because a step takes well under a
+millisecond.  A breakdown splits the compiled step into graph build (forward),
+backward and Adam.  Then the Value micro-benchmark: a small MLP's forward + backward
+with the reference Value and cymicrogpt.Value.
+
+    python benchmarks/bench_engines.py [--data PATH] [--ref-steps 20] [--repeats 5]
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import random
+import statistics
+import time
+
+import cymicrogpt as mg
+from cymicrogpt.config import GPTConfig
+from cymicrogpt.model import sequence_loss
+from cymicrogpt.reference import Value as RefValue
+from cymicrogpt.training import start_run
+
+CONFIGS = {
+    "default (1 layer, n_embd 16, block 16)": (GPTConfig(), 20),
+    "large (4 layers, n_embd 64, block 32)": (GPTConfig(n_layer=4, n_embd=64, block_size=32, n_head=4), 3),
+}
+
+
+def time_steps(run, count: int) -> float:
+    """Seconds for `count` training steps after one untimed warm-up step."""
+    run.train(until=run.step + 1)
+    start = time.perf_counter()
+    run.train(until=run.step + count)
+    return time.perf_counter() - start
+
+
+def compiled_breakdown(docs, config, steps: int) -> dict:
+    run = start_run(list(docs), config=config, steps=steps + 1, backend="cython")
+    run.train(until=1)
+    forward = backward = adam = 0.0
+    engine = run.engine
+    for _ in range(steps):
+        doc = run.docs[run.step % len(run.docs)]
+        t0 = time.perf_counter()
+        engine.begin_sequence(True)
+        loss = sequence_loss(engine, config, run.tokenizer.encode(doc))
+        t1 = time.perf_counter()
+        value = engine.backward(loss)
+        t2 = time.perf_counter()
+        run.finish_step(value)
+        t3 = time.perf_counter()
+        forward, backward, adam = forward + t1 - t0, backward + t2 - t1, adam + t3 - t2
+    return {"graph build (forward)": forward / steps, "backward": backward / steps, "Adam": adam / steps}
+
+
+def bench_training(docs, ref_steps_override, repeats: int) -> None:
+    for label, (config, ref_steps) in CONFIGS.items():
+        ref_steps = ref_steps_override or ref_steps
+        total = ref_steps + 2
+        ref = start_run(list(docs), config=config, steps=total, backend="python")
+        ref_s = time_steps(ref, ref_steps) / ref_steps
+        fast_s = min(
+            time_steps(start_run(list(docs), config=config, steps=total, backend="cython"), ref_steps) / ref_steps
+            for _ in range(repeats)
+        )
+        # a longer compiled run, for a steadier number (docs of every length)
+        long_run = start_run(list(docs), config=config, steps=1000, backend="cython")
+        long_s = time_steps(long_run, 999) / 999 if config == GPTConfig() else None
+        print(f"\n## {label}")
+        print(f"python reference : {ref_s * 1e3:10.2f} ms/step  (steps 2..{ref_steps + 1})")
+        print(f"cython backend   : {fast_s * 1e3:10.4f} ms/step  (same steps, best of {repeats})")
+        print(f"speed-up         : {ref_s / fast_s:10.0f}x")
+        if long_s is not None:
+            print(f"cython, steps 2..1000 of a 1000-step run: {long_s * 1e3:.4f} ms/step")
+        for part, seconds in compiled_breakdown(docs, config, 200 if config == GPTConfig() else 20).items():
+            print(f"  {part:22s} {seconds * 1e3:8.4f} ms/step")
+
+
+def mlp_forward_backward(V, rng_seed: int = 0, width: int = 32, samples: int = 8):
+    """A 2-layer ReLU MLP on random data: sum of squared errors, then backward."""
+    rng = random.Random(rng_seed)
+    w1 = [[V(rng.uniform(-1, 1)) for _ in range(width)] for _ in range(width)]
+    w2 = [V(rng.uniform(-1, 1)) for _ in range(width)]
+    xs = [[rng.uniform(-1, 1) for _ in range(width)] for _ in range(samples)]
+    start = time.perf_counter()
+    loss = 0
+    for x in xs:
+        h = [sum(wi * xi for wi, xi in zip(row, x)).relu() for row in w1]
+        out = sum(wi * hi for wi, hi in zip(w2, h))
+        loss = loss + (out - 1.0) ** 2
+    loss.backward()
+    return time.perf_counter() - start, loss.data, w1[0][0].grad
+
+
+def bench_value(repeats: int) -> None:
+    ref = min(mlp_forward_backward(RefValue)[0] for _ in range(repeats))
+    fast = min(mlp_forward_backward(mg.Value)[0] for _ in range(repeats))
+    same = mlp_forward_backward(RefValue)[1:] == mlp_forward_backward(mg.Value)[1:]
+    print("\n## Value micro-benchmark (MLP 32x32, 8 samples, forward + backward, ~17k nodes)")
+    print(f"reference Value  : {ref * 1e3:8.2f} ms")
+    print(f"cymicrogpt.Value : {fast * 1e3:8.2f} ms")
+    print(f"speed-up         : {ref / fast:8.1f}x   (identical loss and grads: {same})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=None, help="text file, one document per line (default: names.txt)")
+    parser.add_argument("--ref-steps", type=int, default=None, help="timed reference steps per config")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    path = args.data or mg.data.default_dataset()
+    docs = mg.load_docs(path)
+    print(f"# cymicrogpt {mg.__version__} | Python {platform.python_version()} | {platform.machine()} | "
+          f"{platform.processor() or platform.platform()}")
+    print(f"data: {path} ({len(docs)} docs)")
+    bench_training(docs, args.ref_steps, args.repeats)
+    bench_value(args.repeats)
+
+
+if __name__ == "__main__":
+    main()
