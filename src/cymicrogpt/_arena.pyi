@@ -1,0 +1,3 @@
+"""Type stub: the graph arena (all of its interface is C-level, see _arena.pxd)."""
+
+class Arena: ...
