@@ -1,0 +1,313 @@
+"""Checkpoints: exact round trips, bit-identical resumes, and clear errors for bad files."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cymicrogpt.checkpoint as checkpoint
+from cymicrogpt.checkpoint import CheckpointError, checkpoint_arrays, load_checkpoint, save_checkpoint
+from cymicrogpt.config import GPTConfig
+from cymicrogpt.data import load_docs
+from cymicrogpt.training import Run, start_run, train
+
+BACKENDS = ["python", "cython"]
+STEPS = 12
+
+
+def tiny_run(docs, config, backend="cython", until=5, **kwargs) -> Run:
+    run = start_run(docs, config=config, steps=STEPS, backend=backend, seed=7, **kwargs)
+    run.train(until=until)
+    return run
+
+
+def moments(run: Run):
+    m, v = run.optimizer.moments()
+    return list(map(float, m)), list(map(float, v))
+
+
+def assert_same_run(a: Run, b: Run) -> None:
+    assert a.config == b.config
+    assert a.tokenizer.chars == b.tokenizer.chars
+    assert a.docs == b.docs
+    assert a.engine.weights() == b.engine.weights()
+    assert moments(a) == moments(b)
+    assert (a.step, a.num_steps, a.lr, a.seed) == (b.step, b.num_steps, b.lr, b.seed)
+    assert a.losses == b.losses
+    assert a.rng.getstate() == b.rng.getstate()
+
+
+# --- round trips ---------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_round_trip(tmp_path: Path, tiny_docs, tiny_config, backend: str) -> None:
+    run = tiny_run(tiny_docs, tiny_config, backend)
+    save_checkpoint(run, tmp_path / "run.npz")
+    loaded = load_checkpoint(tmp_path / "run.npz")
+    assert loaded.backend == backend
+    assert_same_run(run, loaded)
+    assert all(type(x) is float for x in loaded.losses + loaded.engine.weights())
+
+
+def test_backend_can_be_chosen_on_load(tmp_path: Path, tiny_docs, tiny_config) -> None:
+    run = tiny_run(tiny_docs, tiny_config, "python")
+    save_checkpoint(run, tmp_path / "run.npz")
+    loaded = load_checkpoint(tmp_path / "run.npz", backend="cython")
+    assert loaded.backend == "cython"
+    assert_same_run(run, loaded)
+
+
+@pytest.mark.parametrize("gauss_next", [None, 0.123456789])
+def test_random_state_is_restored_exactly(tmp_path: Path, tiny_docs, tiny_config, gauss_next) -> None:
+    run = tiny_run(tiny_docs, tiny_config)
+    version, words, _ = run.rng.getstate()
+    run.rng.setstate((version, words, gauss_next))
+    save_checkpoint(run, tmp_path / "run.npz")
+    rng = load_checkpoint(tmp_path / "run.npz").rng
+    assert rng.getstate() == (version, words, gauss_next)
+    assert [rng.gauss(0, 1) for _ in range(3)] == [run.rng.gauss(0, 1) for _ in range(3)]
+
+
+def test_unusual_text_and_seed_round_trip(tmp_path: Path, tiny_config) -> None:
+    docs = ["zoë", "a\x00b", "😀x", "ab\x00", "née"]  # NULs, trailing NULs, non-BMP
+    run = start_run(docs, config=tiny_config, steps=3, seed=2**100, lr=0.02)
+    save_checkpoint(run, tmp_path / "run.npz")
+    loaded = load_checkpoint(tmp_path / "run.npz")
+    assert_same_run(run, loaded)
+    assert loaded.seed == 2**100
+
+
+def test_saves_to_the_exact_path(tmp_path: Path, tiny_docs, tiny_config) -> None:
+    run = tiny_run(tiny_docs, tiny_config)
+    save_checkpoint(run, str(tmp_path / "run.ckpt"))  # NumPy would append .npz to a path
+    assert os.listdir(tmp_path) == ["run.ckpt"]
+    assert load_checkpoint(tmp_path / "run.ckpt").step == 5
+
+
+def test_run_save_method(tmp_path: Path, tiny_docs, tiny_config) -> None:
+    run = tiny_run(tiny_docs, tiny_config)
+    run.save(tmp_path / "run.npz")
+    assert_same_run(run, load_checkpoint(tmp_path / "run.npz"))
+
+
+# --- resuming is bit-identical -------------------------------------------------------------
+@pytest.mark.parametrize("saved_on", BACKENDS)
+@pytest.mark.parametrize("resumed_on", BACKENDS)
+@pytest.mark.parametrize("k", [0, 5, STEPS])
+def test_resume_is_bit_identical(tmp_path: Path, tiny_docs, tiny_config, saved_on, resumed_on, k) -> None:
+    full = train(tiny_docs, config=tiny_config, steps=STEPS, backend=saved_on, seed=7)
+    run = tiny_run(tiny_docs, tiny_config, saved_on, until=k)
+    save_checkpoint(run, tmp_path / "run.npz")
+    resumed = load_checkpoint(tmp_path / "run.npz", backend=resumed_on)
+    resumed.train()
+    assert resumed.losses == full.losses  # steps k+1..N float-== the uninterrupted run's
+    assert resumed.engine.weights() == full.engine.weights()
+    assert resumed.sample(8) == full.sample(8)
+
+
+def test_resume_twice(tmp_path: Path, tiny_docs, tiny_config) -> None:
+    full = train(tiny_docs, config=tiny_config, steps=STEPS, seed=7)
+    run = tiny_run(tiny_docs, tiny_config, until=3)
+    for until in (6, 9):
+        save_checkpoint(run, tmp_path / "run.npz")
+        run = load_checkpoint(tmp_path / "run.npz")
+        run.train(until=until)
+    save_checkpoint(run, tmp_path / "run.npz")
+    run = load_checkpoint(tmp_path / "run.npz")
+    run.train()
+    assert run.losses == full.losses
+
+
+def test_resume_on_names(tmp_path: Path, names_path: Path) -> None:
+    docs = load_docs(names_path)
+    full = train(docs, steps=20, backend="cython")
+    run = start_run(docs, steps=20, backend="cython")
+    run.train(until=8)
+    save_checkpoint(run, tmp_path / "names.npz")
+    resumed = load_checkpoint(tmp_path / "names.npz")
+    assert len(resumed.docs) == 32033
+    resumed.train()
+    assert resumed.losses == full.losses
+    assert resumed.sample(10) == full.sample(10)
+
+
+# --- atomic writes -------------------------------------------------------------------------
+def test_failed_write_keeps_old_checkpoint_and_no_temp_file(tmp_path: Path, tiny_docs, tiny_config,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tiny_run(tiny_docs, tiny_config)
+    save_checkpoint(run, tmp_path / "run.npz")
+    before = (tmp_path / "run.npz").read_bytes()
+    run.train(until=8)
+
+    def disk_full(file, **arrays):
+        file.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.np, "savez", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        save_checkpoint(run, tmp_path / "run.npz")
+    assert os.listdir(tmp_path) == ["run.npz"]
+    assert (tmp_path / "run.npz").read_bytes() == before
+
+
+def test_overwrite_leaves_only_the_checkpoint(tmp_path: Path, tiny_docs, tiny_config) -> None:
+    run = tiny_run(tiny_docs, tiny_config)
+    for _ in range(3):
+        save_checkpoint(run, tmp_path / "run.npz")
+    assert os.listdir(tmp_path) == ["run.npz"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "run.npz").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_missing_directory_is_an_os_error(tmp_path: Path, tiny_docs, tiny_config) -> None:
+    with pytest.raises(FileNotFoundError):
+        save_checkpoint(tiny_run(tiny_docs, tiny_config), tmp_path / "no" / "run.npz")
+
+
+# --- bad files -----------------------------------------------------------------------------
+@pytest.fixture
+def arrays(tiny_docs, tiny_config) -> dict:
+    return checkpoint_arrays(tiny_run(tiny_docs, tiny_config))
+
+
+def write(path: Path, **arrays) -> Path:
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+    return path
+
+
+def assert_rejected(path: Path, *fragments: str) -> None:
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert str(path) in message
+    for fragment in fragments:
+        assert fragment in message
+    assert "\n" not in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    assert_rejected(tmp_path / "nope.npz", "not found")
+
+
+def test_directory(tmp_path: Path) -> None:
+    assert_rejected(tmp_path, "directory")
+
+
+@pytest.mark.parametrize("cut", [0.1, 0.5, 0.9, 0.999])
+def test_truncated_file(tmp_path: Path, arrays, cut: float) -> None:
+    data = write(tmp_path / "full.npz", **arrays).read_bytes()
+    path = tmp_path / "cut.npz"
+    path.write_bytes(data[: int(len(data) * cut)])
+    assert_rejected(path)
+
+
+def test_corrupt_member(tmp_path: Path, arrays) -> None:
+    data = bytearray(write(tmp_path / "full.npz", **arrays).read_bytes())
+    data[200:240] = b"\xff" * 40  # inside the first member: a bad CRC or header
+    path = tmp_path / "bad.npz"
+    path.write_bytes(bytes(data))
+    assert_rejected(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage, not a zip file at all" * 10, bytes(range(256)) * 4])
+def test_garbage_bytes(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "garbage.npz"
+    path.write_bytes(content)
+    assert_rejected(path)
+
+
+def test_foreign_npz(tmp_path: Path) -> None:
+    assert_rejected(write(tmp_path / "other.npz", x=np.arange(3)), "not a cymicrogpt checkpoint")
+
+
+def test_wrong_format_tag(tmp_path: Path, arrays) -> None:
+    arrays["format"] = np.array("someone-else")
+    assert_rejected(write(tmp_path / "other.npz", **arrays), "format tag")
+
+
+def test_bare_npy_file(tmp_path: Path) -> None:
+    path = tmp_path / "array.npy"
+    np.save(path, np.arange(3))
+    assert_rejected(path, "not a cymicrogpt checkpoint")
+
+
+def test_pickled_member_is_never_unpickled(tmp_path: Path, arrays) -> None:
+    arrays["weights"] = np.array([object()], dtype=object)
+    with open(tmp_path / "pickled.npz", "wb") as fh:
+        np.savez(fh, allow_pickle=True, **arrays)
+    assert_rejected(tmp_path / "pickled.npz", "pickle")
+
+
+def test_unknown_version(tmp_path: Path, arrays) -> None:
+    arrays["version"] = np.array(99)
+    assert_rejected(write(tmp_path / "v99.npz", **arrays), "version 99")
+
+
+@pytest.mark.parametrize("field", ["config", "chars", "weights", "adam_m", "adam_v", "step", "rng_state",
+                                   "rng_gauss_next", "losses", "docs_codes", "seed", "backend"])
+def test_missing_field(tmp_path: Path, arrays, field: str) -> None:
+    del arrays[field]
+    assert_rejected(write(tmp_path / "partial.npz", **arrays), f"missing field {field!r}")
+
+
+@pytest.mark.parametrize("field", ["weights", "adam_m", "adam_v"])
+def test_mismatched_lengths(tmp_path: Path, arrays, field: str) -> None:
+    expected = len(arrays[field])
+    arrays[field] = arrays[field][:-1]
+    assert_rejected(write(tmp_path / "short.npz", **arrays), field, str(expected))
+
+
+def test_weights_for_another_config(tmp_path: Path, arrays) -> None:
+    arrays["config"] = np.array([2, 8, 8, 2])  # two layers: more weights than stored
+    assert_rejected(write(tmp_path / "cfg.npz", **arrays), "weights")
+
+
+def test_float32_weights(tmp_path: Path, arrays) -> None:
+    arrays["weights"] = arrays["weights"].astype(np.float32)
+    assert_rejected(write(tmp_path / "f32.npz", **arrays), "float64")
+
+
+@pytest.mark.parametrize(
+    "field, value, fragment",
+    [
+        ("step", 13, "outside"),
+        ("step", -1, "outside"),
+        ("num_steps", 0, "num_steps"),
+        ("lr", -0.5, "lr"),
+        ("lr", float("nan"), "lr"),
+        ("config", [1, 8, 8, 0], "n_head"),
+        ("config", [1, 8, 8, 3], "divisible"),
+        ("config", [0, 8, 8, 2], "n_layer"),
+        ("config", [1, 8, 8], "config"),
+        ("seed", "forty-two", "seed"),
+        ("backend", "fortran", "fortran"),
+        ("docs_lengths", [1, 2], "document lengths"),
+        ("chars", [97, 97], "vocabulary"),
+        ("chars", [98], "outside the vocabulary"),
+        ("rng_version", 2, "random"),
+        ("rng_state", [5] * 624, "rng_state"),
+        ("rng_gauss_next", [0.1, 0.2], "rng_gauss_next"),
+    ],
+)
+def test_bad_values(tmp_path: Path, arrays, field: str, value, fragment: str) -> None:
+    arrays[field] = np.array(value)
+    assert_rejected(write(tmp_path / "bad.npz", **arrays), fragment)
+
+
+def test_losses_must_match_step(tmp_path: Path, arrays) -> None:
+    arrays["losses"] = arrays["losses"][:-1]
+    assert_rejected(write(tmp_path / "bad.npz", **arrays), "losses")
+
+
+def test_checkpoint_error_is_a_value_error() -> None:
+    assert issubclass(CheckpointError, ValueError)
+
+
+def test_config_and_rng_types_used(tiny_config) -> None:
+    # The format stores what these types hold; keep the test honest if they change.
+    assert len(random.Random(1).getstate()[1]) == checkpoint.RNG_STATE_LEN
+    assert tuple(f for f in GPTConfig.__dataclass_fields__) == checkpoint.CONFIG_FIELDS
