@@ -122,9 +122,11 @@ cdef class GraphOps:
         return v
 
     cdef int check(self, Vec x) except -1:
-        """A vector from an earlier sequence points at nodes that no longer exist."""
+        """Refuse vectors whose nodes are gone (an earlier sequence) or were never ours."""
         if x.generation != -1 and x.generation != self.arena.generation:
             raise ValueError("this vector belongs to a graph that was reset (begin_sequence)")
+        if x.start < 0 or x.size <= 0 or x.start + <Py_ssize_t>x.size > self.arena.n_nodes:
+            raise ValueError(f"{x!r} lies outside this engine's graph")
         return 0
 
     def matrix(self, str name):
@@ -181,6 +183,8 @@ cdef class GraphOps:
     def linear(self, Vec x, Mat w):
         """w @ x: one DOT node per output row (microgpt's sum(wi * xi for ...))."""
         self.check(x)
+        if w.start < 0 or w.start + <Py_ssize_t>w.rows * w.cols > self.arena.n_fixed:
+            raise ValueError(f"{w!r} is not a weight matrix of this engine")
         if x.size != w.cols:
             raise ValueError(f"linear: input has {x.size} features, matrix expects {w.cols}")
         cdef Arena ar = self.arena
