@@ -82,3 +82,15 @@ def test_gradients_match_central_differences():
 
         numeric = (loss_at(h) - loss_at(-h)) / (2 * h)
         assert grads[i] == pytest.approx(numeric, rel=1e-4, abs=1e-8), f"parameter {i}"
+
+
+def test_cython_backend_reproduces_the_full_seed_run():
+    """All 1000 steps and 20 samples of microgpt.py (golden values from running the seed's
+    script unchanged, see tests/fixtures/), on the compiled backend."""
+    import json
+    from paths import FIXTURES
+
+    gold = json.loads((FIXTURES / "seed_default_1000steps.json").read_text())
+    run = mg.train(mg.load_docs(names_path()), steps=gold["num_steps"], backend="cython", seed=42)
+    assert run.losses == gold["losses"]
+    assert run.sample(len(gold["samples"]), temperature=0.5) == gold["samples"]
