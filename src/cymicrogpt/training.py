@@ -73,7 +73,12 @@ class Run:
         return self.engine.backward(loss)
 
     def train(self, until: Optional[int] = None, on_step: Optional[Callable[["Run"], None]] = None) -> None:
-        """Train up to step `until` (default: the end), calling `on_step` after each step."""
+        """Train up to step `until` (default: the end), calling `on_step` after each step.
+
+        A KeyboardInterrupt inside a step can leave that step half applied (Adam updates
+        the weights in place); to stop cleanly, stop between steps (from `on_step`, as the
+        CLI does) before saving.
+        """
         until = self.num_steps if until is None else min(until, self.num_steps)
         while self.step < until:
             self.finish_step(self.forward_backward())
