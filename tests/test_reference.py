@@ -131,3 +131,22 @@ def test_train_rejects_bad_arguments(bad):
 def test_train_rejects_no_documents():
     with pytest.raises(ValueError, match="no documents"):
         mg.train([], steps=1)
+
+
+def test_reference_needs_neither_numpy_nor_the_extension():
+    """The oracle must run where nothing was compiled and NumPy is missing."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "sys.modules['numpy'] = None\n"  # any `import numpy` now raises ImportError
+        "for m in ('_arena', '_ops', '_value', '_libm'): sys.modules['cymicrogpt.' + m] = None\n"
+        "import cymicrogpt as mg\n"
+        "from cymicrogpt.reference import Value\n"
+        "run = mg.train(['ab', 'ba', 'abba'], config=mg.GPTConfig(n_embd=8, n_head=2, block_size=6),"
+        " steps=3, backend='python')\n"
+        "print(len(run.losses), run.sample(2))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("3 ")
