@@ -50,5 +50,8 @@ class GraphEngine(GraphOps):
     def gradients(self) -> list[float]:
         return self.grads.tolist()
 
+    def zero_grad(self) -> None:
+        self.grads[:] = 0.0
+
     def make_optimizer(self, lr: float) -> VectorAdam:
         return VectorAdam(lambda: (self.params, self.grads), self.num_params, lr)

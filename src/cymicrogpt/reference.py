@@ -130,6 +130,10 @@ class ReferenceEngine:
     def gradients(self) -> list[float]:
         return [float(p.grad) for p in self.params]
 
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = 0
+
     # --- graph ops (microgpt's functions) ---------------------------------------------
     def add(self, a, b):
         return [ai + bi for ai, bi in zip(a, b)]
