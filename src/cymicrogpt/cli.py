@@ -23,7 +23,9 @@ from typing import Iterator, NoReturn, Optional, Sequence
 
 from ._version import __version__
 from .backends import BACKENDS, DEFAULT_BACKEND
+from .bench import DEFAULT_REF_STEPS, compare, format_table, parse_impls, run_ladder, write_outputs
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .ladder import IMPLEMENTATIONS
 from .config import GPTConfig
 from .data import DataError, default_dataset, load_docs
 from .progress import Progress
@@ -103,7 +105,7 @@ def _int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Train and sample microgpt, bit-exact, on a compiled engine.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,bench}")
 
     train = commands.add_parser("train", help="train a model (by default: microgpt's run on names.txt)")
     train.add_argument("--data", metavar="PATH", help="text file, one document per line (default: names.txt, "
@@ -133,6 +135,22 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=integer, help="sample with random.Random(SEED) (default: continue the "
                         "checkpoint's random stream)")
     sample.add_argument("--backend", choices=BACKENDS, help="engine (default: the checkpoint's)")
+
+    bench = commands.add_parser("bench", help="the efficiency ladder: the same training run on every "
+                                "implementation, timed side by side")
+    bench.add_argument("--data", metavar="PATH", help="text file, one document per line (default: names.txt)")
+    bench.add_argument("--steps", type=positive_int, default=300, help="training steps per implementation "
+                       "(default: 300)")
+    bench.add_argument("--ref-steps", type=positive_int, default=DEFAULT_REF_STEPS, help="steps for the slow "
+                       f"python reference (default: {DEFAULT_REF_STEPS})")
+    bench.add_argument("--impl", default=",".join(IMPLEMENTATIONS), help="comma-separated implementations "
+                       f"(default: {','.join(IMPLEMENTATIONS)})")
+    bench.add_argument("--n-layer", type=positive_int, default=1, help="transformer blocks (default: 1)")
+    bench.add_argument("--n-embd", type=positive_int, default=16, help="embedding width (default: 16)")
+    bench.add_argument("--block-size", type=positive_int, default=16, help="context length (default: 16)")
+    bench.add_argument("--n-head", type=positive_int, default=4, help="attention heads (default: 4)")
+    bench.add_argument("--out", metavar="DIR", default="ladder", help="where ladder.md and ladder.png go "
+                       "(default: ./ladder)")
     return parser
 
 
@@ -141,6 +159,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "bench":
+            return cmd_bench(args, argv)
         return cmd_sample(args)
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK
@@ -313,4 +333,30 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.seed is not None:
         run.rng = random.Random(args.seed)
     print_samples(run, args.num, args.temperature)
+    return EXIT_OK
+
+
+# --- bench -------------------------------------------------------------------------------
+def cmd_bench(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
+    try:
+        impls = parse_impls(args.impl)
+    except ValueError as exc:
+        raise UsageError(f"--impl: {exc}") from None
+    config = make_config(vars(args))
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {args.out}: exists and is not a directory")
+    docs = load_docs(args.data if args.data is not None else default_dataset())
+    rows = run_ladder(docs, config, args.steps, impls, ref_steps=args.ref_steps)
+    table = compare(rows)
+    print()
+    print(format_table(table))
+    command = " ".join([PROG] + list(sys.argv[1:] if argv is None else argv))
+    try:
+        notes = write_outputs(out_dir, rows, table, config, command)
+    except OSError as exc:
+        raise Failure(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
+    for note in notes:
+        print(note)
+    print(f"wrote {out_dir / 'ladder.md'}" + ("" if notes else f" and {out_dir / 'ladder.png'}"))
     return EXIT_OK
