@@ -1,4 +1,4 @@
-"""The command line: ``cymicrogpt train`` and ``cymicrogpt sample``.
+"""The command line: ``cymicrogpt train``, ``cymicrogpt sample`` and ``cymicrogpt bench``.
 
 ``cymicrogpt train`` with no options is microgpt's run: names.txt, the default model,
 1000 steps, then 20 names at temperature 0.5, printed in microgpt's format.  Runs can be
@@ -7,7 +7,7 @@ of the current step) and resumed (``--resume``) bit for bit.
 
 Exit codes: 0 done, 1 unusable data or checkpoint (or a failed write), 2 bad arguments,
 130 interrupted.  Errors are one line on stderr, ``cymicrogpt: error: ...``, never a
-traceback.
+traceback.  ``cymicrogpt bench`` runs the efficiency ladder (see bench.py).
 """
 from __future__ import annotations
 
