@@ -86,3 +86,9 @@ def test_bench_command_writes_the_ladder(tmp_path, capsys):
 def test_bench_bad_arguments_exit_2(argv, tmp_path, capsys):
     assert main(["bench", "--data", str(tmp_path / "missing.txt")] + argv) == 2
     assert capsys.readouterr().err.startswith("cymicrogpt: error:")
+
+
+@pytest.mark.parametrize("impl", ["python", "cython"])
+def test_graph_trainers_reject_a_one_token_document(impl):
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        first_step(impl, GPTConfig(n_layer=1, n_embd=8, block_size=8, n_head=2), [26])

@@ -147,7 +147,7 @@ def environment() -> str:
     try:
         import torch
 
-        torch_version = torch.__version__
+        torch_version = f"{torch.__version__} ({torch.get_num_threads()} threads)"
     except ImportError:
         torch_version = "not installed"
     from . import __version__

@@ -48,6 +48,8 @@ def gpt(engine, config: GPTConfig, token_id: int, pos_id: int, cache: KVCache):
 
 def sequence_loss(engine, config: GPTConfig, tokens: Sequence[int]):
     """Mean next-token cross-entropy over a tokenised document, truncated to block_size."""
+    if len(tokens) < 2:
+        raise ValueError(f"a tokenised document needs at least 2 tokens (BOS ... BOS), got {len(tokens)}")
     n = min(config.block_size, len(tokens) - 1)
     cache = KVCache(config.n_layer)
     losses = []
