@@ -1,15 +1,13 @@
 """Training runs in concurrent threads are independent: each equals its single-threaded run.
 
 Every run owns its engine (a GraphOps with its own arena), its optimizer and its random
-stream, and the compiled loops release the GIL, so threads really interleave inside the
-engine. Each threaded run must still be float-== to the same run trained alone: losses,
-final weights, Adam moments and samples.
+stream; the threads interleave between ops (the compiled ops hold the GIL, so no thread
+can reallocate an arena under another's loop). Each threaded run must still be float-==
+to the same run trained alone: losses, final weights, Adam moments and samples.
 
-`cymicrogpt.Value` is a different matter: all Values share one module-global arena
-(csrc/cymicrogpt/_value.pyx), which is not locked (and Value.backward() releases the GIL
-while it walks it), so Values must not be created or used from several threads at once.
-That is why the free-threaded 3.14t wheels stay skipped (pyproject.toml,
-[tool.cibuildwheel]); this test covers the training engine only.
+`cymicrogpt.Value` shares one module-global arena across threads; it is safe under the GIL
+(tests/test_value.py) but not locked, which is why the free-threaded 3.14t wheels stay
+skipped (pyproject.toml, [tool.cibuildwheel]).
 """
 import sys
 import threading

@@ -150,3 +150,33 @@ def test_graph_memory_is_released():
     assert kept <= len(w) + 10  # the parameters (and little else) survive
     assert all(wi.data == pytest.approx(0.1 * i) for i, wi in enumerate(w))
     assert w[3].grad == pytest.approx(1000 * 2 * w[3].data)  # grads survived the compactions
+
+
+def test_values_from_several_threads_stay_exact():
+    """The arena is shared by all threads; the GIL serialises every op on it, so threads
+    building and differentiating graphs at once (collections included) stay exact."""
+    import sys
+    import threading
+
+    def work(seed, out):
+        rng = random.Random(seed)
+        w = [Value(rng.uniform(-1, 1)) for _ in range(30)]
+        for _ in range(300):
+            loss = sum((wi * rng.uniform(-1, 1)).relu() + wi**2 for wi in w) / 7
+            loss.backward()
+        out[seed] = [(wi.data, wi.grad) for wi in w]
+
+    expected, got = {}, {}
+    for seed in range(4):
+        work(seed, expected)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=work, args=(seed, got)) for seed in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert got == expected

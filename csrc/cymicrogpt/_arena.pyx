@@ -49,16 +49,21 @@ cdef class Arena:
         """Make room for `nodes` more nodes and `edges` more child links."""
         cdef Py_ssize_t need = self.n_nodes + nodes
         cdef Py_ssize_t cap
+        cdef double* new_data
+        cdef double* new_grad
         if need > self.node_capacity:
             cap = max(need, 2 * self.node_capacity, MIN_CAPACITY)
-            # data/grad: new NumPy arrays (old views stay valid, they just stop updating)
+            # data/grad: new NumPy arrays (old views stay valid, they just stop updating).
+            # Copied with memcpy, not NumPy slicing, which may release the GIL mid-copy.
             data_array = np.empty(cap)
             grad_array = np.empty(cap)
-            data_array[: self.n_nodes] = self.data_array[: self.n_nodes]
-            grad_array[: self.n_nodes] = self.grad_array[: self.n_nodes]
+            new_data = <double*><size_t>data_array.ctypes.data
+            new_grad = <double*><size_t>grad_array.ctypes.data
+            if self.n_nodes:
+                memcpy(new_data, self.data, self.n_nodes * sizeof(double))
+                memcpy(new_grad, self.grad, self.n_nodes * sizeof(double))
             self.data_array, self.grad_array = data_array, grad_array
-            self.data = <double*><size_t>data_array.ctypes.data
-            self.grad = <double*><size_t>grad_array.ctypes.data
+            self.data, self.grad = new_data, new_grad
             self.aux = <double*>grow(self.aux, cap, sizeof(double))
             self.kind = <uint8_t*>grow(self.kind, cap, sizeof(uint8_t))
             self.first_child = <int64_t*>grow(self.first_child, cap + 1, sizeof(int64_t))

@@ -14,6 +14,10 @@ that gives exactly the same gradients.  Two choices keep that true:
   own leaf node in microgpt receives a gradient nobody reads, so it is left out.
 Every `**` goes through libm `pow`, as Python's float `**` does; no `sqrt`, no `x*x`.
 The build adds -ffp-contract=off so the C compiler never fuses a*b+c into one FMA.
+
+The loops hold the GIL on purpose: an op takes microseconds (releasing the GIL would cost
+more than it frees), and it guarantees that no other thread can grow (reallocate) this
+arena while a loop writes into it.  Separate engines may be used from separate threads.
 """
 from libc.math cimport exp, log, pow
 from libc.stdint cimport int32_t, int64_t
@@ -172,12 +176,11 @@ cdef class GraphOps:
         ar.reserve(a.size, 2 * a.size)
         cdef int32_t start = <int32_t>ar.n_nodes
         cdef int32_t i, o
-        with nogil:
-            for i in range(a.size):
-                o = open_node(ar, SUM)
-                add_child(ar, a.start + i)
-                add_child(ar, b.start + i)
-                close_node(ar, o, ar.data[a.start + i] + ar.data[b.start + i], 0.0)
+        for i in range(a.size):
+            o = open_node(ar, SUM)
+            add_child(ar, a.start + i)
+            add_child(ar, b.start + i)
+            close_node(ar, o, ar.data[a.start + i] + ar.data[b.start + i], 0.0)
         return self.vec(start, a.size)
 
     def linear(self, Vec x, Mat w):
@@ -193,16 +196,15 @@ cdef class GraphOps:
         cdef int32_t r, j, o, wi
         cdef double acc
         cdef double* data = ar.data
-        with nogil:
-            for r in range(w.rows):  # out: (rows,)
-                o = open_node(ar, DOT)
-                acc = 0.0  # microgpt's sum() starts from 0
-                wi = w.start + r * w.cols
-                for j in range(w.cols):
-                    acc = acc + data[wi + j] * data[x.start + j]
-                    add_child(ar, wi + j)
-                    add_child(ar, x.start + j)
-                close_node(ar, o, acc, 0.0)
+        for r in range(w.rows):  # out: (rows,)
+            o = open_node(ar, DOT)
+            acc = 0.0  # microgpt's sum() starts from 0
+            wi = w.start + r * w.cols
+            for j in range(w.cols):
+                acc = acc + data[wi + j] * data[x.start + j]
+                add_child(ar, wi + j)
+                add_child(ar, x.start + j)
+            close_node(ar, o, acc, 0.0)
         return self.vec(start, w.rows)
 
     def relu(self, Vec x):
@@ -213,12 +215,11 @@ cdef class GraphOps:
         cdef int32_t start = <int32_t>ar.n_nodes
         cdef int32_t i, o
         cdef double v
-        with nogil:
-            for i in range(x.size):
-                v = ar.data[x.start + i]
-                o = open_node(ar, UNARY)
-                add_child(ar, x.start + i)
-                close_node(ar, o, v if v > 0 else 0.0, 1.0 if v > 0 else 0.0)
+        for i in range(x.size):
+            v = ar.data[x.start + i]
+            o = open_node(ar, UNARY)
+            add_child(ar, x.start + i)
+            close_node(ar, o, v if v > 0 else 0.0, 1.0 if v > 0 else 0.0)
         return self.vec(start, x.size)
 
     def rmsnorm(self, Vec x):
@@ -231,32 +232,30 @@ cdef class GraphOps:
         cdef double acc = 0.0, v
         # len(x)**-1 is an int raised to a negative int: Python computes it with float pow
         cdef double inv_n = pow(<double>n, -1.0)
-        with nogil:
-            sum_sq = open_node(ar, DOT)  # sum(xi * xi for xi in x)
-            for i in range(n):
-                acc = acc + ar.data[x.start + i] * ar.data[x.start + i]
-                add_child(ar, x.start + i)
-                add_child(ar, x.start + i)
-            close_node(ar, sum_sq, acc, 0.0)
-            ms = open_node(ar, UNARY)  # / len(x)  ==  * len(x)**-1
-            add_child(ar, sum_sq)
-            close_node(ar, ms, acc * inv_n, inv_n)
-            v = ar.data[ms]
-            shifted = open_node(ar, UNARY)  # + 1e-5
-            add_child(ar, ms)
-            close_node(ar, shifted, v + RMSNORM_EPS, 1.0)
-            v = ar.data[shifted]
-            scale = open_node(ar, UNARY)  # ** -0.5, local grad -0.5 * v**-1.5
-            add_child(ar, shifted)
-            close_node(ar, scale, pow(v, -0.5), -0.5 * pow(v, -1.5))
-            v = ar.data[scale]
+        sum_sq = open_node(ar, DOT)  # sum(xi * xi for xi in x)
+        for i in range(n):
+            acc = acc + ar.data[x.start + i] * ar.data[x.start + i]
+            add_child(ar, x.start + i)
+            add_child(ar, x.start + i)
+        close_node(ar, sum_sq, acc, 0.0)
+        ms = open_node(ar, UNARY)  # / len(x)  ==  * len(x)**-1
+        add_child(ar, sum_sq)
+        close_node(ar, ms, acc * inv_n, inv_n)
+        v = ar.data[ms]
+        shifted = open_node(ar, UNARY)  # + 1e-5
+        add_child(ar, ms)
+        close_node(ar, shifted, v + RMSNORM_EPS, 1.0)
+        v = ar.data[shifted]
+        scale = open_node(ar, UNARY)  # ** -0.5, local grad -0.5 * v**-1.5
+        add_child(ar, shifted)
+        close_node(ar, scale, pow(v, -0.5), -0.5 * pow(v, -1.5))
+        v = ar.data[scale]
         cdef int32_t start = <int32_t>ar.n_nodes
-        with nogil:
-            for i in range(n):  # out: (n,)
-                o = open_node(ar, DOT)
-                add_child(ar, x.start + i)
-                add_child(ar, scale)
-                close_node(ar, o, ar.data[x.start + i] * v, 0.0)
+        for i in range(n):  # out: (n,)
+            o = open_node(ar, DOT)
+            add_child(ar, x.start + i)
+            add_child(ar, scale)
+            close_node(ar, o, ar.data[x.start + i] * v, 0.0)
         return self.vec(start, n)
 
     def attention(self, Vec q, list keys, list values, int n_head):
@@ -289,35 +288,34 @@ cdef class GraphOps:
         cdef int32_t h, j, o, hs, logit_start, scaled_start, start
         cdef double acc
         cdef double* data = ar.data
-        with nogil:
-            for h in range(n_head):
-                hs = h * hd
-                logit_start = <int32_t>ar.n_nodes
-                for t in range(T):  # q_h . k_h[t]: (T,)
-                    o = open_node(ar, DOT)
-                    acc = 0.0
-                    for j in range(hd):
-                        acc = acc + data[q.start + hs + j] * data[at[t] + hs + j]
-                        add_child(ar, q.start + hs + j)
-                        add_child(ar, at[t] + hs + j)
-                    close_node(ar, o, acc, 0.0)
-                scaled_start = <int32_t>ar.n_nodes
-                for t in range(T):  # / head_dim**0.5: (T,)
-                    o = open_node(ar, UNARY)
-                    add_child(ar, logit_start + t)
-                    close_node(ar, o, data[logit_start + t] * inv_sqrt, inv_sqrt)
-                at[2 * T + h] = softmax_nodes(ar, scaled_start, <int32_t>T, -1)  # weights: (T,), stride 2
-            start = <int32_t>ar.n_nodes
-            for h in range(n_head):  # head_out[j] = sum_t weights[t] * v_h[t][j]: (n,)
-                hs = h * hd
+        for h in range(n_head):
+            hs = h * hd
+            logit_start = <int32_t>ar.n_nodes
+            for t in range(T):  # q_h . k_h[t]: (T,)
+                o = open_node(ar, DOT)
+                acc = 0.0
                 for j in range(hd):
-                    o = open_node(ar, DOT)
-                    acc = 0.0
-                    for t in range(T):
-                        acc = acc + data[at[2 * T + h] + 2 * t] * data[at[T + t] + hs + j]
-                        add_child(ar, at[2 * T + h] + 2 * t)
-                        add_child(ar, at[T + t] + hs + j)
-                    close_node(ar, o, acc, 0.0)
+                    acc = acc + data[q.start + hs + j] * data[at[t] + hs + j]
+                    add_child(ar, q.start + hs + j)
+                    add_child(ar, at[t] + hs + j)
+                close_node(ar, o, acc, 0.0)
+            scaled_start = <int32_t>ar.n_nodes
+            for t in range(T):  # / head_dim**0.5: (T,)
+                o = open_node(ar, UNARY)
+                add_child(ar, logit_start + t)
+                close_node(ar, o, data[logit_start + t] * inv_sqrt, inv_sqrt)
+            at[2 * T + h] = softmax_nodes(ar, scaled_start, <int32_t>T, -1)  # weights: (T,), stride 2
+        start = <int32_t>ar.n_nodes
+        for h in range(n_head):  # head_out[j] = sum_t weights[t] * v_h[t][j]: (n,)
+            hs = h * hd
+            for j in range(hd):
+                o = open_node(ar, DOT)
+                acc = 0.0
+                for t in range(T):
+                    acc = acc + data[at[2 * T + h] + 2 * t] * data[at[T + t] + hs + j]
+                    add_child(ar, at[2 * T + h] + 2 * t)
+                    add_child(ar, at[T + t] + hs + j)
+                close_node(ar, o, acc, 0.0)
         return self.vec(start, n)
 
     cdef int32_t* scratch_for(self, Py_ssize_t count) except NULL:
@@ -342,18 +340,16 @@ cdef class GraphOps:
         ar.reserve(3 * count + 5, 3 * count + 5)
         cdef int32_t prob, lg, out
         cdef double p
-        with nogil:
-            prob = softmax_nodes(ar, logits.start, count, <int32_t>target)
-            p = ar.data[prob]
+        prob = softmax_nodes(ar, logits.start, count, <int32_t>target)
+        p = ar.data[prob]
         if not p > 0:  # math.log(0.0) raises in microgpt; so do we
             raise ValueError(f"math domain error: log of probability {p!r}")
-        with nogil:
-            lg = open_node(ar, UNARY)  # .log(), local grad 1/p
-            add_child(ar, prob)
-            close_node(ar, lg, log(p), 1.0 / p)
-            out = open_node(ar, UNARY)  # -x  ==  x * -1
-            add_child(ar, lg)
-            close_node(ar, out, ar.data[lg] * -1.0, -1.0)
+        lg = open_node(ar, UNARY)  # .log(), local grad 1/p
+        add_child(ar, prob)
+        close_node(ar, lg, log(p), 1.0 / p)
+        out = open_node(ar, UNARY)  # -x  ==  x * -1
+        add_child(ar, lg)
+        close_node(ar, out, ar.data[lg] * -1.0, -1.0)
         return self.vec(out, 1)
 
     def mean(self, list losses):
@@ -383,8 +379,7 @@ cdef class GraphOps:
         self.check(loss)
         if loss.size != 1:
             raise ValueError("backward needs a scalar (size-1) vector")
-        with nogil:
-            self.arena.backward(loss.start)
+        self.arena.backward(loss.start)
         return self.arena.data[loss.start]
 
     def probs(self, Vec logits, double temperature):
@@ -399,12 +394,11 @@ cdef class GraphOps:
         cdef double inv_t = pow(temperature, -1.0)  # l / temperature  ==  l * temperature**-1
         cdef int32_t i, o, src, prob
         ar.recording = False
-        with nogil:
-            src = <int32_t>ar.n_nodes
-            for i in range(count):
-                o = open_node(ar, UNARY)
-                close_node(ar, o, ar.data[logits.start + i] * inv_t, inv_t)
-            prob = softmax_nodes(ar, src, count, -1)
+        src = <int32_t>ar.n_nodes
+        for i in range(count):
+            o = open_node(ar, UNARY)
+            close_node(ar, o, ar.data[logits.start + i] * inv_t, inv_t)
+        prob = softmax_nodes(ar, src, count, -1)
         ar.recording = was_recording
         return [ar.data[prob + 2 * i] for i in range(count)]
 

@@ -268,6 +268,7 @@ cdef class Value:
 
     def backward(self):
         """Gradients of this Value into every node it was computed from (microgpt's order)."""
+        # The GIL stays held: the arena is shared by every thread, and another thread's
+        # op could otherwise grow (reallocate) it under this loop.
         cdef int32_t i = node(self)
-        with nogil:
-            tape.backward(i)
+        tape.backward(i)
