@@ -48,8 +48,6 @@ def _measure(impl: str, config: GPTConfig, layout, weights, token_seqs, lr: floa
              queue) -> None:
     """Worker process: train `impl` on token_seqs, one per step, as the first steps of a
     num_steps-long run (the learning-rate decay depends on it); report a Row on `queue`."""
-    import resource
-
     row = Row(impl)
     try:
         trainer = trainer_class(impl)(config, layout, weights, lr, num_steps)
@@ -69,10 +67,18 @@ def _measure(impl: str, config: GPTConfig, layout, weights, token_seqs, lr: floa
     except Exception as exc:  # a failing implementation is reported in its row, not fatal
         row.status = f"failed: {type(exc).__name__}: {exc}"
         traceback.print_exc(limit=3, file=sys.stderr)
-    # ru_maxrss is KiB on Linux, bytes on macOS
-    scale = 1024 * 1024 if sys.platform == "darwin" else 1024
-    row.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+    row.peak_rss_mib = peak_rss_mib()
     queue.put(row)
+
+
+def peak_rss_mib() -> Optional[float]:
+    """This process's peak resident memory, or None where `resource` is missing (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 
 
 def run_ladder(docs: Sequence[str], config: GPTConfig, steps: int, impls: Sequence[str],
