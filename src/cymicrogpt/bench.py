@@ -29,6 +29,7 @@ from .tokenizer import Tokenizer
 from .training import DEFAULT_LR
 
 DEFAULT_REF_STEPS = 20  # the reference takes ~0.2 s per default step; more is just waiting
+LOSS_WINDOW = 50  # steps per point of the chart's smoothed loss curves
 
 
 @dataclass
@@ -182,20 +183,26 @@ def write_outputs(out_dir: Path, rows: list[Row], table: list[dict], config: GPT
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import numpy as np
     except ImportError:
         notes.append("matplotlib is not installed (pip install 'cymicrogpt[bench]'): no ladder.png")
         return notes
     ok = [c for c in table if c["ms"] is not None]
     fig, (ax_speed, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
-    ax_speed.barh([c["impl"] for c in ok], [c["ms"] for c in ok], color="tab:blue")
+    bars = ax_speed.barh([c["impl"] for c in ok], [c["ms"] for c in ok], color="tab:blue")
+    ax_speed.bar_label(bars, labels=[f"{c['ms']:.3g} ms" for c in ok], padding=3, fontsize=8)
     ax_speed.set_xscale("log")
+    ax_speed.set_xlim(right=max(c["ms"] for c in ok) * 20)
     ax_speed.set_xlabel("ms per training step (log scale)")
     ax_speed.invert_yaxis()
+    longest = max((len(row.losses) for row in rows), default=0)
+    window = max(1, min(LOSS_WINDOW, longest // 10))
     for row in rows:
-        if row.losses:
-            ax_loss.plot(range(1, len(row.losses) + 1), row.losses, label=row.impl, linewidth=1)
+        if len(row.losses) >= window:
+            smooth = np.convolve(row.losses, np.ones(window) / window, mode="valid")  # running mean
+            ax_loss.plot(range(window, len(row.losses) + 1), smooth, label=row.impl, linewidth=1)
     ax_loss.set_xlabel("step")
-    ax_loss.set_ylabel("loss")
+    ax_loss.set_ylabel("loss" if window == 1 else f"loss (running mean of {window} steps)")
     ax_loss.legend()
     fig.suptitle(f"microgpt training: n_layer={config.n_layer}, n_embd={config.n_embd}, "
                  f"block_size={config.block_size}")
