@@ -6,7 +6,7 @@ from typing import Sequence
 import numpy as np
 
 from ..config import GPTConfig
-from ..params import MatrixSlot
+from ..params import MatrixSlot, num_params
 
 
 class Trainer:
@@ -22,11 +22,23 @@ class Trainer:
 
     def __init__(self, config: GPTConfig, layout: list[MatrixSlot], weights: Sequence[float],
                  lr: float, num_steps: int) -> None:
+        if len(weights) != num_params(layout):
+            raise ValueError(f"expected {num_params(layout)} weights, got {len(weights)}")
         self.config = config
         self.layout = layout
+        self.vocab_size = layout[0].rows  # wte: one row per token
         self.lr = lr
         self.num_steps = num_steps
         self.steps_done = 0
+
+    def check_tokens(self, tokens: Sequence[int]) -> list[int]:
+        """A tokenised document as a list; at least BOS ... BOS, every id in the vocabulary."""
+        tokens = list(tokens)
+        if len(tokens) < 2:
+            raise ValueError(f"a document needs at least 2 tokens (BOS ... BOS), got {len(tokens)}")
+        if min(tokens) < 0 or max(tokens) >= self.vocab_size:
+            raise ValueError(f"token ids must lie in [0, {self.vocab_size}), got {tokens}")
+        return tokens
 
     def loss_and_grads(self, tokens: Sequence[int]) -> tuple[float, np.ndarray]:
         """Mean cross-entropy of one tokenised document (BOS ... BOS, truncated to

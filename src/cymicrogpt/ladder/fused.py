@@ -15,14 +15,13 @@ class FusedTrainer(Trainer):
     def __init__(self, config, layout, weights, lr, num_steps) -> None:
         super().__init__(config, layout, weights, lr, num_steps)
         offsets = [slot.offset for slot in layout]  # wte, wpe, lm_head, then 6 per layer
-        vocab = layout[0].rows
-        self.model = FusedGPT(config.n_layer, config.n_embd, config.n_head, vocab, config.block_size,
+        self.model = FusedGPT(config.n_layer, config.n_embd, config.n_head, self.vocab_size, config.block_size,
                               offsets, np.asarray(weights, dtype=np.float64))
         self.m = np.zeros(len(weights))  # Adam moments
         self.v = np.zeros(len(weights))
 
     def _tokens(self, tokens: Sequence[int]) -> np.ndarray:
-        return np.asarray(tokens, dtype=np.intp)
+        return np.asarray(self.check_tokens(tokens), dtype=np.intp)
 
     def loss_and_grads(self, tokens):
         loss = self.model.loss_and_grads(self._tokens(tokens))

@@ -20,6 +20,7 @@ def graph_trainer(backend: str) -> type:
             self.optimizer = self.engine.make_optimizer(lr)
 
         def _forward_backward(self, tokens: Sequence[int]) -> float:
+            tokens = self.check_tokens(tokens)
             self.engine.begin_sequence(True)
             return self.engine.backward(sequence_loss(self.engine, self.config, tokens))
 

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..params import layer_name, num_params
+from ..params import layer_name
 from .base import Trainer
 
 RMS_EPS = 1e-5  # rmsnorm: x * (mean(x**2) + 1e-5) ** -0.5, no learned gain
@@ -156,21 +156,14 @@ class NumpyTrainer(Trainer):
     def __init__(self, config, layout, weights, lr, num_steps) -> None:
         super().__init__(config, layout, weights, lr, num_steps)
         self.w = np.array(weights, dtype=np.float64)  # (P,) flat, state-dict order
-        if self.w.shape != (num_params(layout),):
-            raise ValueError(f"expected {num_params(layout)} weights, got {self.w.shape}")
         self.g = np.zeros_like(self.w)  # (P,) gradient of the last loss_and_grads/step
         self.m = np.zeros_like(self.w)  # (P,) Adam first moment
         self.v = np.zeros_like(self.w)  # (P,) Adam second moment
         self.params = matrix_views(self.w, layout)
         self.grads = matrix_views(self.g, layout)
-        self.vocab_size = self.params["wte"].shape[0]
 
     def _forward_backward(self, tokens: Sequence[int]) -> float:
-        tokens = list(tokens)
-        if len(tokens) < 2:
-            raise ValueError(f"a document needs at least 2 tokens (BOS ... BOS), got {len(tokens)}")
-        if min(tokens) < 0 or max(tokens) >= self.vocab_size:
-            raise ValueError(f"token ids must lie in [0, {self.vocab_size}), got {tokens}")
+        tokens = self.check_tokens(tokens)
         loss, cache = forward(self.params, self.config, tokens)
         self.g.fill(0.0)
         backward(self.params, self.grads, self.config, cache)

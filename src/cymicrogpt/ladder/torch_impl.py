@@ -38,7 +38,7 @@ except (ImportError, OSError) as exc:  # OSError: a torch whose shared libraries
 
 import numpy as np
 
-from ..params import layer_name, num_params
+from ..params import layer_name
 
 DTYPE = torch.float64
 RMS_EPS = 1e-5  # rmsnorm: x * (mean(x**2) + 1e-5) ** -0.5, no learned gain
@@ -101,23 +101,16 @@ class TorchTrainer(Trainer):
     def __init__(self, config, layout, weights, lr, num_steps) -> None:
         super().__init__(config, layout, weights, lr, num_steps)
         w = torch.tensor(np.asarray(weights, dtype=np.float64), dtype=DTYPE)  # (P,)
-        if w.shape != (num_params(layout),):
-            raise ValueError(f"expected {num_params(layout)} weights, got {tuple(w.shape)}")
         self.w = w.requires_grad_(True)  # the one leaf: grads come out flat, state-dict order
         self.m = torch.zeros_like(w)  # (P,) Adam first moment
         self.v = torch.zeros_like(w)  # (P,) Adam second moment
-        self.vocab_size = layout[0].rows  # wte
 
     def _params(self):
         """name -> (rows, cols) view of the flat leaf, taken inside the graph."""
         return {s.name: self.w[s.offset : s.offset + s.size].view(s.rows, s.cols) for s in self.layout}
 
     def _forward_backward(self, tokens: Sequence[int]) -> float:
-        tokens = list(tokens)
-        if len(tokens) < 2:
-            raise ValueError(f"a document needs at least 2 tokens (BOS ... BOS), got {len(tokens)}")
-        if min(tokens) < 0 or max(tokens) >= self.vocab_size:
-            raise ValueError(f"token ids must lie in [0, {self.vocab_size}), got {tokens}")
+        tokens = self.check_tokens(tokens)
         self.w.grad = None
         loss = forward(self._params(), self.config, tokens)
         loss.backward()
