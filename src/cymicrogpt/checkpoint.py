@@ -14,6 +14,7 @@ Every problem with a file to load raises ``CheckpointError`` naming the file.
 """
 from __future__ import annotations
 
+import io
 import os
 import random
 import tempfile
@@ -26,6 +27,7 @@ import numpy as np
 
 from .backends import check_backend, make_engine
 from .config import GPTConfig
+from .data import read_bytes
 from .params import num_params, state_dict_layout
 from .tokenizer import Tokenizer
 from .training import Run, check_docs, check_lr
@@ -127,21 +129,16 @@ def _fsync_directory(directory: Path) -> None:
 # --- loading ---------------------------------------------------------------------------
 def read_arrays(path: Path) -> dict[str, np.ndarray]:
     """Every array of the archive at `path`, read eagerly so that corruption shows here."""
+    raw = read_bytes(path, "checkpoint", CheckpointError)
     try:
-        loaded = np.load(path, allow_pickle=False)
+        loaded = np.load(io.BytesIO(raw), allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             raise CheckpointError(f"{path} is not a cymicrogpt checkpoint (a bare .npy array, not an .npz archive)")
         with loaded:
             return {name: loaded[name] for name in loaded.files}
     except CheckpointError:
         raise
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint file not found: {path}") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"checkpoint path is a directory, not a file: {path}") from None
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
-    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, NotImplementedError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, NotImplementedError) as exc:
         raise CheckpointError(
             f"{path} is not a readable checkpoint (truncated or corrupt file?): {exc}"
         ) from None

@@ -23,17 +23,22 @@ class DataError(ValueError):
     """A dataset that cannot be used; the message says why and what to do."""
 
 
+def read_bytes(path: Path, what: str, error: type[Exception]) -> bytes:
+    """The bytes of `path`, or `error` with one line saying why not (`what`: "data", ...)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{what} file not found: {path}") from None
+    except IsADirectoryError:
+        raise error(f"{what} path is a directory, not a file: {path}") from None
+    except OSError as exc:
+        raise error(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
+
+
 def load_docs(path: Union[str, os.PathLike]) -> list[str]:
     """Stripped, non-blank lines of a UTF-8 text file, in file order (microgpt's `docs`)."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"data file not found: {path}") from None
-    except IsADirectoryError:
-        raise DataError(f"data path is a directory, not a file: {path}") from None
-    except OSError as exc:
-        raise DataError(f"cannot read data file {path}: {exc.strerror or exc}") from None
+    raw = read_bytes(path, "data", DataError)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
