@@ -25,6 +25,8 @@ def test_arena_does_not_grow_over_2000_steps():
     assert run.engine.capacity == capacity
     run.train()
     assert run.engine.capacity == capacity
+    run.sample(50)  # sampling's value-only passes fit in the same room
+    assert run.engine.capacity == capacity
     run.engine.begin_sequence(True)
     assert run.engine.num_nodes == run.engine.num_params  # a reset keeps only the parameters
     assert run.engine.params.base is params.base  # which never moved: still the same array

@@ -13,7 +13,7 @@ import numpy as np
 from ._ops import GraphOps
 from .adam import VectorAdam
 from .config import GPTConfig
-from .model import sequence_loss
+from .model import KVCache, gpt, sequence_loss
 from .params import MatrixSlot
 
 
@@ -23,10 +23,18 @@ class GraphEngine(GraphOps):
     def __init__(self, layout: list[MatrixSlot], weights: Sequence[float], config: GPTConfig) -> None:
         super().__init__(layout, weights)
         self.num_params = len(weights)
-        # The graph of a block_size-long sequence is the largest any step builds: build
-        # and drop it once, so the arena reaches its final size before the first step.
+        self._reserve_largest_sequences(config)
+
+    def _reserve_largest_sequences(self, config: GPTConfig) -> None:
+        """Build and drop the largest graph a training step builds (a block_size-long
+        document) and the largest sampling pass (block_size tokens, softmax at each), so
+        the arena reaches its final size before the first step and never grows after."""
         self.begin_sequence(True)
         sequence_loss(self, config, [0] * (config.block_size + 1))
+        self.begin_sequence(False)
+        cache = KVCache(config.n_layer)
+        for pos_id in range(config.block_size):
+            self.probs(gpt(self, config, 0, pos_id, cache), 1.0)
         self.begin_sequence(True)
 
     # --- parameters ----------------------------------------------------------------------
