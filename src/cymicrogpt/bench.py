@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import multiprocessing
 import platform
-import random
 import statistics
 import sys
 import time
@@ -23,10 +22,8 @@ from typing import Optional, Sequence
 
 from .config import GPTConfig
 from .ladder import IMPLEMENTATIONS, NotInstalled, trainer_class
-from .params import init_weights, state_dict_layout
 from .progress import Progress
-from .tokenizer import Tokenizer
-from .training import DEFAULT_LR
+from .training import DEFAULT_LR, initialise
 
 DEFAULT_REF_STEPS = 20  # the reference takes ~0.2 s per default step; more is just waiting
 LOSS_WINDOW = 50  # steps per point of the chart's smoothed loss curves
@@ -85,12 +82,8 @@ def peak_rss_mib() -> Optional[float]:
 def run_ladder(docs: Sequence[str], config: GPTConfig, steps: int, impls: Sequence[str],
                ref_steps: int = DEFAULT_REF_STEPS, seed: int = 42, lr: float = DEFAULT_LR) -> list[Row]:
     """One Row per implementation, each measured in a fresh process."""
-    rng = random.Random(seed)
     docs = list(docs)
-    rng.shuffle(docs)  # microgpt's order: shuffle, then init
-    tokenizer = Tokenizer.from_docs(docs)
-    layout = state_dict_layout(config, tokenizer.vocab_size)
-    weights = init_weights(rng, layout)
+    _, tokenizer, layout, weights = initialise(docs, config, seed)  # the same start as train()
     token_seqs = [tokenizer.encode(docs[i % len(docs)]) for i in range(steps)]
     context = multiprocessing.get_context("spawn")
     rows = []

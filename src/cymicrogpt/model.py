@@ -57,3 +57,10 @@ def sequence_loss(engine, config: GPTConfig, tokens: Sequence[int]):
         logits = gpt(engine, config, tokens[pos_id], pos_id, cache)
         losses.append(engine.nll(logits, tokens[pos_id + 1]))
     return engine.mean(losses)
+
+
+def forward_backward(engine, config: GPTConfig, tokens: Sequence[int]) -> float:
+    """One training pass over a document on a fresh graph: its loss, with the gradients
+    accumulated into the engine's parameters."""
+    engine.begin_sequence(True)
+    return engine.backward(sequence_loss(engine, config, tokens))

@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Optional
 
 from .backends import DEFAULT_BACKEND, check_backend, make_engine
 from .config import GPTConfig
-from .model import sequence_loss
+from .model import forward_backward
 from .params import init_weights, num_params, state_dict_layout
 from .sampling import check_temperature, sample_one
 from .tokenizer import Tokenizer
@@ -68,9 +68,7 @@ class Run:
     def forward_backward(self) -> float:
         """Loss of the current step's document, with gradients left in the engine."""
         doc = self.docs[self.step % len(self.docs)]
-        self.engine.begin_sequence(True)
-        loss = sequence_loss(self.engine, self.config, self.tokenizer.encode(doc))
-        return self.engine.backward(loss)
+        return forward_backward(self.engine, self.config, self.tokenizer.encode(doc))
 
     def train(self, until: Optional[int] = None, on_step: Optional[Callable[["Run"], None]] = None) -> None:
         """Train up to step `until` (default: the end), calling `on_step` after each step.
@@ -103,6 +101,17 @@ class Run:
         save_checkpoint(self, path)
 
 
+def initialise(docs: list[str], config: GPTConfig, seed: int):
+    """microgpt's start, in its RNG order: shuffle `docs` in place, build the tokenizer,
+    then draw every initial weight.  Returns (rng, tokenizer, layout, weights); the rng
+    goes on to serve sampling."""
+    rng = random.Random(seed)
+    rng.shuffle(docs)
+    tokenizer = Tokenizer.from_docs(docs)
+    layout = state_dict_layout(config, tokenizer.vocab_size)
+    return rng, tokenizer, layout, init_weights(rng, layout)
+
+
 def start_run(docs: Iterable[str], config: GPTConfig = GPTConfig(), steps: int = 1000,
               backend: str = DEFAULT_BACKEND, seed: int = 42, lr: float = DEFAULT_LR) -> Run:
     """Shuffle, tokenise and initialise, in microgpt's RNG order; no training yet."""
@@ -114,11 +123,8 @@ def start_run(docs: Iterable[str], config: GPTConfig = GPTConfig(), steps: int =
     lr = check_lr(lr)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, got {seed!r}")
-    rng = random.Random(seed)
-    rng.shuffle(docs)
-    tokenizer = Tokenizer.from_docs(docs)
-    layout = state_dict_layout(config, tokenizer.vocab_size)
-    engine = make_engine(backend, layout, init_weights(rng, layout), config)
+    rng, tokenizer, layout, weights = initialise(docs, config, seed)
+    engine = make_engine(backend, layout, weights, config)
     return Run(config=config, tokenizer=tokenizer, docs=docs, engine=engine,
                optimizer=engine.make_optimizer(lr), rng=rng, num_steps=steps, lr=lr, seed=seed,
                backend=backend)

@@ -6,7 +6,7 @@ from typing import Sequence
 import numpy as np
 
 from ..backends import make_engine
-from ..model import sequence_loss
+from ..model import forward_backward
 from .base import Trainer
 
 
@@ -20,9 +20,7 @@ def graph_trainer(backend: str) -> type:
             self.optimizer = self.engine.make_optimizer(lr)
 
         def _forward_backward(self, tokens: Sequence[int]) -> float:
-            tokens = self.check_tokens(tokens)
-            self.engine.begin_sequence(True)
-            return self.engine.backward(sequence_loss(self.engine, self.config, tokens))
+            return forward_backward(self.engine, self.config, self.check_tokens(tokens))
 
         def loss_and_grads(self, tokens):
             loss = self._forward_backward(tokens)
