@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,9 @@ import cymicrogpt.cli as cli
 from cymicrogpt.checkpoint import load_checkpoint
 from cymicrogpt.data import DataError
 from cymicrogpt.progress import Progress, format_duration
+from command import TINY, assert_one_error_line, run_command, samples_of
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-
-TINY = ["--n-embd", "8", "--block-size", "8", "--n-head", "2"]
 
 
 @pytest.fixture(autouse=True)
@@ -35,18 +33,6 @@ def run_cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
     code = cli.main([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def samples_of(out: str) -> list[str]:
-    return [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("sample ")]
-
-
-def assert_one_error_line(err: str, *fragments: str) -> None:
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("cymicrogpt: error: ")
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 # --- microgpt's run ------------------------------------------------------------------------
@@ -137,7 +123,7 @@ def test_interrupt_then_resume_equals_uninterrupted(capsys, tmp_path: Path, tiny
         interrupt_at(6, patch)
         code, out, err = run_cli(capsys, "train", *common, "--save", part)
     assert code == 130
-    assert "interrupted at step 6 / 16" in err and f"saved to {part}" in err
+    assert "interrupted by SIGINT at step 6 / 16" in err and f"saved to {part}" in err
     assert "Traceback" not in err and samples_of(out) == []
     assert load_checkpoint(part).step == 6
 
@@ -278,52 +264,30 @@ def test_failed_write(capsys, tmp_path: Path, tiny_data_file: Path, monkeypatch)
 
 
 # --- as a program --------------------------------------------------------------------------
-def run_program(*args, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "cymicrogpt", *map(str, args)], capture_output=True,
-                          text=True, timeout=60, env=env, **kwargs)
-
-
 def test_program_errors_have_no_traceback(tmp_path: Path) -> None:
-    bad_arg = run_program("train", "--steps", "0")
+    bad_arg = run_command("train", "--steps", "0")
     assert bad_arg.returncode == 2 and bad_arg.stdout == ""
     assert bad_arg.stderr.splitlines() == ["cymicrogpt: error: argument --steps: must be a positive integer, got '0'"]
-    missing = run_program("train", "--data", tmp_path / "none.txt")
+    missing = run_command("train", "--data", tmp_path / "none.txt")
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     assert len(missing.stderr.splitlines()) == 1
 
 
 def test_program_train_and_sample(tmp_path: Path, tiny_data_file: Path) -> None:
     ckpt = tmp_path / "run.npz"
-    trained = run_program("train", "--data", tiny_data_file, "--steps", 10, *TINY, "--save", ckpt, "--samples", 3)
+    trained = run_command("train", "--data", tiny_data_file, "--steps", 10, *TINY, "--save", ckpt, "--samples", 3)
     assert (trained.returncode, trained.stderr) == (0, "")
-    sampled = run_program("sample", "--checkpoint", ckpt, "--num", 3)
+    sampled = run_command("sample", "--checkpoint", ckpt, "--num", 3)
     assert (sampled.returncode, sampled.stderr) == (0, "")
     assert samples_of(sampled.stdout) == samples_of(trained.stdout)
 
 
-def test_program_ctrl_c_saves(tmp_path: Path, tiny_data_file: Path) -> None:
-    ckpt = tmp_path / "run.npz"
-    steps = 10**7  # far more than can run before the interrupt
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cymicrogpt", "train", "--data", str(tiny_data_file), "--steps", str(steps), *TINY,
-         "--save", str(ckpt), "--save-every", "50"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not ckpt.exists() and time.monotonic() < deadline:  # training is under way
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130
-    assert "Traceback" not in err
-    assert err.startswith("cymicrogpt: interrupted at step ") and f"saved to {ckpt}" in err
-    run = load_checkpoint(ckpt)
-    assert 50 <= run.step < steps and len(run.losses) == run.step
-    assert f"interrupted at step {run.step} / {steps};" in err
+def test_python_dash_m_is_the_same_command(tiny_data_file: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "cymicrogpt", "train", "--data", str(tiny_data_file), "--steps", "3",
+                           *TINY, "--samples", "2"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert samples_of(done.stdout) == samples_of(run_command("train", "--data", tiny_data_file, "--steps", 3, *TINY,
+                                                             "--samples", 2).stdout)
 
 
 # --- the progress line ---------------------------------------------------------------------

@@ -1,4 +1,4 @@
 """`python -m cymicrogpt ...`: the same command line as the `cymicrogpt` script."""
-from .cli import main
+from .launch import main
 
 raise SystemExit(main())

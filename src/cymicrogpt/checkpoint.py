@@ -6,31 +6,34 @@ training order (no data file is needed to resume), the weights and Adam moments 
 flat state-dict order), the step counters, learning rate, seed, backend, the losses so
 far and the exact state of the run's ``random.Random`` stream.
 
-The file is a plain ``np.savez`` archive of numeric and string arrays: no pickle is
-written and none is read (``allow_pickle=False``).  Text (characters, documents) is
-stored as UTF-32 code points, because NumPy string arrays drop trailing NUL characters.
-Writes are atomic: a crash never leaves a half-written checkpoint under the target name.
-Every problem with a file to load raises ``CheckpointError`` naming the file.
+The file is a plain ``np.savez`` archive (uncompressed members) of numeric and string
+arrays.  Text (characters, documents) is stored as UTF-32 code points, because NumPy
+string arrays drop trailing NUL characters.  Writes are atomic (see files.py).
+
+Loading trusts nothing in the file: only the members the format defines are read, each
+one's zip entry and ``.npy`` header (dtype, shape, size) are checked before its data is
+read, compressed members are refused (so nothing inflates: no member can hold more bytes
+than the file does), and no pickle is ever loaded.  Every problem raises
+``CheckpointError`` naming the file once.
 """
 from __future__ import annotations
 
-import io
+import math
 import os
 import random
-import tempfile
 import zipfile
 import zlib
-from pathlib import Path
-from typing import Optional, Union
+from typing import BinaryIO, Optional, Union
 
 import numpy as np
 
 from .backends import check_backend, make_engine
+from .checks import check_count
 from .config import GPTConfig
-from .data import read_bytes
+from .files import open_regular, write_atomically
 from .params import num_params, state_dict_layout
 from .tokenizer import Tokenizer
-from .training import Run, check_docs, check_lr
+from .training import Run, check_docs, check_lr, check_model_size
 
 FORMAT_TAG = "cymicrogpt-checkpoint"
 FORMAT_VERSION = 1
@@ -84,132 +87,120 @@ def checkpoint_arrays(run: Run) -> dict[str, np.ndarray]:
 
 
 def save_checkpoint(run: Run, path: PathLike) -> None:
-    """Write `run` to `path` atomically (temp file, fsync, rename); OSError if it cannot."""
-    path = Path(path)
+    """Write `run` to `path` atomically, through symlinks (see files.write_atomically);
+    OSError if it cannot (also for an existing target that is not a regular file)."""
     arrays = checkpoint_arrays(run)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)  # a file object: NumPy does not append ".npz"
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_directory(path.parent)
-
-
-def _umask() -> int:
-    # The only portable way to read the umask is to set it and put it back (not thread-safe,
-    # but a checkpoint is written by the thread that trains).
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable, where the platform allows it."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    write_atomically(path, lambda fh: np.savez(fh, **arrays))  # a file object: no ".npz" appended
 
 
 # --- loading ---------------------------------------------------------------------------
-def read_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Every array of the archive at `path`, read eagerly so that corruption shows here."""
-    raw = read_bytes(path, "checkpoint", CheckpointError)
-    try:
-        loaded = np.load(io.BytesIO(raw), allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise CheckpointError(f"{path} is not a cymicrogpt checkpoint (a bare .npy array, not an .npz archive)")
-        with loaded:
-            return {name: loaded[name] for name in loaded.files}
-    except CheckpointError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, NotImplementedError) as exc:
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint (truncated or corrupt file?): {exc}"
-        ) from None
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty archive
+_NPY_MAGIC = b"\x93NUMPY"
+_EXPECTED_DTYPE = {"int": "an integer dtype", "float": "float64", "text": "a unicode string dtype"}
 
 
-class _Fields:
-    """Typed access to the arrays of one checkpoint, with errors that name the file."""
+class _Archive:
+    """The members of one checkpoint, read one at a time and checked before reading."""
 
-    def __init__(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
+    def __init__(self, path: PathLike, fh: BinaryIO) -> None:
         self.path = path
-        self.arrays = arrays
+        magic = fh.read(len(_NPY_MAGIC))
+        if magic.startswith(_NPY_MAGIC):
+            raise self.fail("not a cymicrogpt checkpoint (a bare .npy array, not an .npz archive)")
+        if magic[:4] not in _ZIP_MAGIC:
+            raise self.fail("not a cymicrogpt checkpoint (not an .npz archive)")
+        fh.seek(0)
+        self.zip = zipfile.ZipFile(fh)
 
     def fail(self, problem: str) -> CheckpointError:
         return CheckpointError(f"checkpoint {self.path}: {problem}")
 
-    def get(self, name: str, kinds: str, ndim: int) -> np.ndarray:
-        """Field `name`; its dtype kind must be in `kinds` ('i' int, 'u' unsigned, 'f', 'U')."""
-        if name not in self.arrays:
-            raise self.fail(f"missing field {name!r}")
-        array = self.arrays[name]
-        if array.dtype.kind not in kinds or array.ndim != ndim:
-            shape = "a scalar" if ndim == 0 else f"{ndim}-D"
-            raise self.fail(f"field {name!r} has dtype {array.dtype} and shape {array.shape}, expected {shape}")
-        return array
+    def has(self, name: str) -> bool:
+        return name + ".npy" in self.zip.namelist()
+
+    def get(self, name: str, kind: str, ndim: int, length: Optional[int] = None) -> np.ndarray:
+        """Field `name` (kind "int", "float" or "text"; `ndim` 0 or 1; `length` if fixed)."""
+        try:
+            info = self.zip.getinfo(name + ".npy")
+        except KeyError:
+            raise self.fail(f"missing field {name!r}") from None
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+            raise self.fail(f"field {name!r} is a compressed zip member (cymicrogpt writes and reads "
+                            "uncompressed members only)")
+        with self.zip.open(info) as member:
+            major_minor = np.lib.format.read_magic(member)
+            read_header = (np.lib.format.read_array_header_1_0 if major_minor == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran_order, dtype = read_header(member)
+            self._check_header(name, kind, ndim, length, shape, dtype)
+            size = math.prod(shape) * dtype.itemsize
+            if member.tell() + size != info.file_size:
+                raise self.fail(f"field {name!r} holds {info.file_size - member.tell()} bytes of data, "
+                                f"its header says {size}")
+            data = member.read(size)
+        return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+    def _check_header(self, name, kind, ndim, length, shape, dtype) -> None:
+        if dtype.hasobject:
+            raise self.fail(f"field {name!r} holds pickled Python objects (dtype {dtype}), which cymicrogpt "
+                            f"never loads; expected {_EXPECTED_DTYPE[kind]}")
+        good = {"int": dtype.kind in "iu", "float": dtype.kind == "f" and dtype.itemsize == 8,
+                "text": dtype.kind == "U"}[kind]
+        if not good or dtype.fields is not None or dtype.subdtype is not None:
+            raise self.fail(f"field {name!r} has dtype {dtype}, expected {_EXPECTED_DTYPE[kind]}")
+        if len(shape) != ndim:
+            raise self.fail(f"field {name!r} has shape {shape}, expected {'a scalar' if ndim == 0 else '1-D'}")
+        if length is not None and shape[0] != length:
+            raise self.fail(f"field {name!r} has {shape[0]} values, expected {length}")
 
     def integer(self, name: str) -> int:
-        return int(self.get(name, "iu", 0))
+        return int(self.get(name, "int", 0))
 
     def string(self, name: str) -> str:
-        return str(self.get(name, "U", 0))
+        return str(self.get(name, "text", 0)[()])
 
     def floats(self, name: str, length: Optional[int] = None) -> np.ndarray:
-        array = self.get(name, "f", 1)
-        if array.dtype != np.float64:
-            raise self.fail(f"field {name!r} is {array.dtype}, expected float64")
-        if length is not None and len(array) != length:
-            raise self.fail(f"field {name!r} has {len(array)} values, expected {length}")
-        return array
+        return self.get(name, "float", 1, length)
 
     def text(self, name: str) -> str:
+        codes = self.get(name, "int", 1)
+        invalid = self.fail(f"field {name!r} holds invalid character codes")
+        if len(codes) and (codes.min() < 0 or codes.max() > 0x10FFFF):  # not code points at all
+            raise invalid
         try:
-            return _codes_to_text(self.get(name, "iu", 1))
-        except (UnicodeDecodeError, OverflowError):
-            raise self.fail(f"field {name!r} holds invalid character codes") from None
+            return _codes_to_text(codes)
+        except UnicodeDecodeError:  # surrogates are kept (surrogatepass); only junk fails here
+            raise invalid from None
 
 
-def _check_format(fields: _Fields) -> None:
-    if "format" not in fields.arrays:
+def _check_format(fields: _Archive) -> None:
+    if not fields.has("format"):
         raise fields.fail("not a cymicrogpt checkpoint (no format tag)")
-    tag = fields.arrays["format"]
-    if tag.dtype.kind != "U" or tag.ndim != 0 or str(tag) != FORMAT_TAG:
-        raise fields.fail(f"not a cymicrogpt checkpoint (format tag {tag!r})")
+    try:
+        tag = fields.string("format")
+    except CheckpointError:
+        raise fields.fail("not a cymicrogpt checkpoint (its format tag is not a string)") from None
+    if tag != FORMAT_TAG:
+        raise fields.fail(f"not a cymicrogpt checkpoint (format tag {tag[:100]!r})")
     version = fields.integer("version")
     if version != FORMAT_VERSION:
         raise fields.fail(f"unsupported checkpoint version {version} (this cymicrogpt reads version {FORMAT_VERSION})")
 
 
-def _read_config(fields: _Fields) -> GPTConfig:
-    values = fields.get("config", "iu", 1)
-    if len(values) != len(CONFIG_FIELDS):
-        raise fields.fail(f"field 'config' has {len(values)} values, expected {len(CONFIG_FIELDS)}")
+def _read_config(fields: _Archive) -> GPTConfig:
+    values = fields.get("config", "int", 1, len(CONFIG_FIELDS))
     try:
         return GPTConfig(**{f: int(x) for f, x in zip(CONFIG_FIELDS, values)})
     except ValueError as exc:
         raise fields.fail(f"bad config: {exc}") from None
 
 
-def _read_docs(fields: _Fields, tokenizer: Tokenizer) -> list[str]:
+def _read_docs(fields: _Archive, tokenizer: Tokenizer) -> list[str]:
     text = fields.text("docs_codes")
-    lengths = fields.get("docs_lengths", "iu", 1)
-    if (lengths <= 0).any() or int(lengths.sum()) != len(text):
+    lengths = fields.get("docs_lengths", "int", 1)
+    # Bounded first, so that the int64 sum cannot overflow.
+    if len(lengths) > len(text) or (lengths <= 0).any() or (lengths > len(text)).any() \
+            or int(lengths.sum(dtype=np.int64)) != len(text):
         raise fields.fail("document lengths do not match the stored document text")
     ends = np.cumsum(lengths).tolist()
     docs = [text[end - n : end] for n, end in zip(lengths.tolist(), ends)]
@@ -223,13 +214,11 @@ def _read_docs(fields: _Fields, tokenizer: Tokenizer) -> list[str]:
     return docs
 
 
-def _read_rng(fields: _Fields) -> random.Random:
+def _read_rng(fields: _Archive) -> random.Random:
     version = fields.integer("rng_version")
     if version != random.Random.VERSION:
         raise fields.fail(f"unsupported random-generator state version {version} (expected {random.Random.VERSION})")
-    words = fields.get("rng_state", "iu", 1)
-    if len(words) != RNG_STATE_LEN:
-        raise fields.fail(f"field 'rng_state' has {len(words)} values, expected {RNG_STATE_LEN}")
+    words = fields.get("rng_state", "int", 1, RNG_STATE_LEN)
     gauss = fields.floats("rng_gauss_next")
     if len(gauss) > 1:
         raise fields.fail(f"field 'rng_gauss_next' has {len(gauss)} values, expected 0 or 1")
@@ -242,34 +231,52 @@ def _read_rng(fields: _Fields) -> random.Random:
     return rng
 
 
-def _read_counters(fields: _Fields) -> tuple[int, int, float, int]:
+def _read_counters(fields: _Archive) -> tuple[int, int, float, int]:
     step, num_steps = fields.integer("step"), fields.integer("num_steps")
-    if num_steps <= 0:
-        raise fields.fail(f"num_steps must be positive, got {num_steps}")
-    if not 0 <= step <= num_steps:
-        raise fields.fail(f"step {step} is outside 0..num_steps ({num_steps})")
     try:
-        lr = check_lr(float(fields.get("lr", "f", 0)))
+        check_count("num_steps", num_steps)
     except ValueError as exc:
         raise fields.fail(str(exc)) from None
+    if not 0 <= step <= num_steps:
+        raise fields.fail(f"step {step} is outside 0..num_steps ({num_steps})")
+    lr = float(fields.get("lr", "float", 0))
     try:
-        seed = int(fields.string("seed"))
+        lr = check_lr(lr)
+    except ValueError as exc:
+        raise fields.fail(str(exc)) from None
+    seed_text = fields.string("seed")
+    try:
+        seed = int(seed_text)
     except ValueError:
-        raise fields.fail(f"seed is not an integer: {fields.string('seed')!r}") from None
+        raise fields.fail(f"seed is not an integer (or has more digits than Python converts): "
+                          f"{seed_text[:100]!r}") from None
     return step, num_steps, lr, seed
 
 
 def load_checkpoint(path: PathLike, backend: Optional[str] = None) -> Run:
     """The ``Run`` saved at `path`, on `backend` (default: the backend it was saved from)."""
-    path = Path(path)
-    fields = _Fields(path, read_arrays(path))
+    if backend is not None:
+        check_backend(backend)
+    with open_regular(path, "checkpoint", CheckpointError) as fh:
+        try:
+            return _load(_Archive(path, fh), backend)
+        except CheckpointError:
+            raise
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError,
+                NotImplementedError) as exc:
+            raise CheckpointError(f"checkpoint {path} is not readable (truncated or corrupt file?): "
+                                  f"{exc}") from None
+
+
+def _load(fields: _Archive, backend: Optional[str]) -> Run:
     _check_format(fields)
     config = _read_config(fields)
     chars = fields.text("chars")
     try:
         tokenizer = Tokenizer(chars)
+        check_model_size(config, tokenizer.vocab_size)
     except ValueError as exc:
-        raise fields.fail(f"bad vocabulary: {exc}") from None
+        raise fields.fail(f"bad vocabulary or model size: {exc}") from None
     docs = _read_docs(fields, tokenizer)
     layout = state_dict_layout(config, tokenizer.vocab_size)
     size = num_params(layout)
@@ -278,14 +285,11 @@ def load_checkpoint(path: PathLike, backend: Optional[str] = None) -> Run:
     step, num_steps, lr, seed = _read_counters(fields)
     losses = fields.floats("losses", step)
     rng = _read_rng(fields)
-    stored_backend = fields.string("backend")
     if backend is None:
         try:
-            backend = check_backend(stored_backend)
+            backend = check_backend(fields.string("backend"))
         except ValueError as exc:
             raise fields.fail(str(exc)) from None
-    else:
-        check_backend(backend)
 
     # Python floats for the engines: the reference engine must compute with float, not np.float64.
     engine = make_engine(backend, layout, weights.tolist(), config)

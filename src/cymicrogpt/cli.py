@@ -2,37 +2,51 @@
 
 ``cymicrogpt train`` with no options is microgpt's run: names.txt, the default model,
 1000 steps, then 20 names at temperature 0.5, printed in microgpt's format.  Runs can be
-saved (``--save``, ``--save-every``), interrupted with Ctrl-C (the run is saved at the end
-of the current step) and resumed (``--resume``) bit for bit.
+saved (``--save``, ``--save-every``) and resumed (``--resume``) bit for bit.  A run is
+never lost to a stop it can survive:
 
-Exit codes: 0 done, 1 unusable data or checkpoint (or a failed write), 2 bad arguments,
-130 interrupted.  Errors are one line on stderr, ``cymicrogpt: error: ...``, never a
-traceback.  ``cymicrogpt bench`` runs the efficiency ladder (see bench.py).
+* Ctrl-C, SIGTERM or SIGHUP: the run stops at the end of the current step and is saved
+  (see interrupts.py); the exit code is 128 + the signal's number.
+* divergence (a step with no finite loss): one line saying which step and why, the last
+  good state saved, exit code 1.
+* a closed stdout (``| head``): progress and samples are dropped; with ``--save`` the run
+  trains to its end and is saved (exit 0), without it there is nothing to keep and it
+  stops at once (exit 141, what a process killed by SIGPIPE reports).
+* ``--save`` targets are checked before any training (see files.py).
+
+Exit codes: 0 done, 1 unusable data or checkpoint, divergence or a failed write, 2 bad
+arguments, 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), 141 output
+closed with nothing to keep.  Errors are one line on stderr, ``cymicrogpt: error: ...``,
+never a traceback.  ``cymicrogpt bench`` runs the efficiency ladder (see bench.py).
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import math
 import os
 import random
 import signal
 import sys
 from pathlib import Path
-from typing import Iterator, NoReturn, Optional, Sequence
+from typing import NoReturn, Optional, Sequence
 
 from ._version import __version__
 from .backends import BACKENDS, DEFAULT_BACKEND
 from .bench import DEFAULT_REF_STEPS, compare, format_table, parse_impls, run_ladder, write_outputs
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .ladder import IMPLEMENTATIONS
+from .checks import COUNT_MAX, int_digits_limit
 from .config import GPTConfig
 from .data import DataError, default_dataset, load_docs
+from .files import check_writable
+from .interrupts import Interrupted, StopRequest, signal_name, stop_on_signals
+from .ladder import IMPLEMENTATIONS
+from .output import Console, print_error
 from .progress import Progress
-from .training import DEFAULT_LR, Run, start_run
+from .sampling import SamplingError, check_temperature
+from .training import DEFAULT_LR, DivergenceError, Run, check_lr, start_run
 
 PROG = "cymicrogpt"
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_OUTPUT_CLOSED = 128 + 13  # 141: the status of a process that SIGPIPE ended
 
 # Options a resumed run takes from its checkpoint: option -> (Run attribute, default).
 # They default to None on the command line so that an explicitly given value can be told
@@ -53,11 +67,11 @@ class UsageError(Exception):
 
 
 class Failure(Exception):
-    """Something that is not the command line's fault (a write failed): exit code 1."""
+    """Something that is not the command line's fault (a write failed, a run diverged): exit code 1."""
 
 
-class _StopRequested(Exception):
-    """Raised between two training steps after a Ctrl-C."""
+class _StopTraining(Exception):
+    """Raised between two training steps to end the loop early (a signal, a closed stdout)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,13 +84,20 @@ def positive_int(text: str) -> int:
     value = _int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+    return _at_most_count_max(value, text)
 
 
 def non_negative_int(text: str) -> int:
     value = _int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return _at_most_count_max(value, text)
+
+
+def _at_most_count_max(value: int, text: str) -> int:
+    if value > COUNT_MAX:
+        raise argparse.ArgumentTypeError(f"must be at most {COUNT_MAX} (checkpoints store counts as int64), "
+                                         f"got {_shorten(text)!r}")
     return value
 
 
@@ -84,21 +105,45 @@ def integer(text: str) -> int:
     return _int(text)
 
 
-def positive_float(text: str) -> float:
+def learning_rate(text: str) -> float:
+    return _checked_float(text, check_lr)
+
+
+def temperature(text: str) -> float:
+    return _checked_float(text, check_temperature)
+
+
+def path(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("is empty; give a file path")
+    return text
+
+
+def _checked_float(text: str, check) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not (0 < value < math.inf):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(f"must be a number, got {_shorten(text)!r}") from None
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _int(text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        digits = text.strip().lstrip("+-").replace("_", "")
+        if digits.isdigit():  # a number, but longer than Python converts from text
+            raise argparse.ArgumentTypeError(
+                f"has {len(digits)} digits; Python converts at most {int_digits_limit()} digits "
+                "of text to an integer (sys.set_int_max_str_digits)") from None
+        raise argparse.ArgumentTypeError(f"must be an integer, got {_shorten(text)!r}") from None
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # --- the parser --------------------------------------------------------------------------
@@ -108,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,bench}")
 
     train = commands.add_parser("train", help="train a model (by default: microgpt's run on names.txt)")
-    train.add_argument("--data", metavar="PATH", help="text file, one document per line (default: names.txt, "
-                       "downloaded once and cached)")
+    train.add_argument("--data", metavar="PATH", type=path, help="text file, one document per line (default: "
+                       "names.txt, downloaded once and cached)")
     train.add_argument("--steps", type=positive_int, help="training steps (default: 1000)")
     train.add_argument("--backend", choices=BACKENDS, help=f"engine (default: {DEFAULT_BACKEND}; with --resume: "
                        "the checkpoint's)")
@@ -117,20 +162,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--n-embd", type=positive_int, help="embedding width (default: 16)")
     train.add_argument("--block-size", type=positive_int, help="context length (default: 16)")
     train.add_argument("--n-head", type=positive_int, help="attention heads (default: 4)")
-    train.add_argument("--lr", type=positive_float, help=f"Adam learning rate (default: {DEFAULT_LR})")
+    train.add_argument("--lr", type=learning_rate, help=f"Adam learning rate (default: {DEFAULT_LR})")
     train.add_argument("--seed", type=integer, help="random seed (default: 42)")
     train.add_argument("--samples", type=non_negative_int, default=20, help="names to sample after training "
                        "(default: 20)")
-    train.add_argument("--temperature", type=positive_float, default=0.5, help="sampling temperature "
+    train.add_argument("--temperature", type=temperature, default=0.5, help="sampling temperature "
                        "(default: 0.5)")
-    train.add_argument("--save", metavar="CKPT", help="save the run to this checkpoint at the end (and on Ctrl-C)")
+    train.add_argument("--save", metavar="CKPT", type=path, help="save the run to this checkpoint at the end "
+                       "(and when stopped by a signal or by divergence)")
     train.add_argument("--save-every", metavar="K", type=positive_int, help="also save every K steps (needs --save)")
-    train.add_argument("--resume", metavar="CKPT", help="continue the run saved in this checkpoint")
+    train.add_argument("--resume", metavar="CKPT", type=path, help="continue the run saved in this checkpoint")
 
     sample = commands.add_parser("sample", help="sample names from a checkpoint")
-    sample.add_argument("--checkpoint", metavar="CKPT", required=True, help="checkpoint to sample from")
+    sample.add_argument("--checkpoint", metavar="CKPT", type=path, required=True, help="checkpoint to sample from")
     sample.add_argument("--num", type=positive_int, default=20, help="how many names (default: 20)")
-    sample.add_argument("--temperature", type=positive_float, default=0.5, help="sampling temperature "
+    sample.add_argument("--temperature", type=temperature, default=0.5, help="sampling temperature "
                         "(default: 0.5)")
     sample.add_argument("--seed", type=integer, help="sample with random.Random(SEED) (default: continue the "
                         "checkpoint's random stream)")
@@ -138,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="the efficiency ladder: the same training run on every "
                                 "implementation, timed side by side")
-    bench.add_argument("--data", metavar="PATH", help="text file, one document per line (default: names.txt)")
+    bench.add_argument("--data", metavar="PATH", type=path, help="text file, one document per line "
+                       "(default: names.txt)")
     bench.add_argument("--steps", type=positive_int, default=300, help="training steps per implementation "
                        "(default: 300)")
     bench.add_argument("--ref-steps", type=positive_int, default=DEFAULT_REF_STEPS, help="steps for the slow "
@@ -149,86 +196,101 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--n-embd", type=positive_int, default=16, help="embedding width (default: 16)")
     bench.add_argument("--block-size", type=positive_int, default=16, help="context length (default: 16)")
     bench.add_argument("--n-head", type=positive_int, default=4, help="attention heads (default: 4)")
-    bench.add_argument("--out", metavar="DIR", default="ladder", help="where ladder.md and ladder.png go "
-                       "(default: ./ladder)")
+    bench.add_argument("--out", metavar="DIR", type=path, default="ladder", help="where ladder.md and ladder.png "
+                       "go (default: ./ladder)")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    out = Console()
     try:
         args = build_parser().parse_args(argv)
         if args.command == "train":
-            return cmd_train(args)
+            return cmd_train(args, out)
         if args.command == "bench":
-            return cmd_bench(args, argv)
-        return cmd_sample(args)
+            return cmd_bench(args, argv, out)
+        return cmd_sample(args, out)
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     except UsageError as exc:
         return _error(str(exc), EXIT_USAGE)
-    except (DataError, CheckpointError, Failure) as exc:
+    except (DataError, CheckpointError, SamplingError, Failure) as exc:
         return _error(str(exc), EXIT_FAILURE)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:  # stdout closed early, e.g. `cymicrogpt sample ... | head -3`
-        _silence_stdout()
-        return EXIT_FAILURE
-
-
-def _silence_stdout() -> None:
-    # Point stdout at /dev/null so that the interpreter's final flush does not fail again.
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):
-        pass
+    except MemoryError as exc:
+        return _error(f"out of memory{': ' + str(exc) if str(exc) else ''}", EXIT_FAILURE)
+    except KeyboardInterrupt as exc:  # Ctrl-C outside training, or a second stop signal
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        print_error(f"{PROG}: interrupted ({signal_name(signum)})")
+        return 128 + signum
 
 
 def _error(message: str, code: int) -> int:
     one_line = " ".join(message.split())
-    print(f"{PROG}: error: {one_line}", file=sys.stderr)
+    print_error(f"{PROG}: error: {one_line}")
     return code
 
 
 # --- train -------------------------------------------------------------------------------
-def cmd_train(args: argparse.Namespace) -> int:
+def cmd_train(args: argparse.Namespace, out: Console) -> int:
     check_save_options(args)
-    run = resume_run(args) if args.resume else new_run(args)
-    print(f"num docs: {len(run.docs)}")
-    print(f"vocab size: {run.tokenizer.vocab_size}")
-    print(f"num params: {run.num_params}", flush=True)
+    run, data_path = resume_run(args) if args.resume else new_run(args)
+    if args.save is not None and data_path is not None and _same_file(args.save, data_path):
+        raise UsageError(f"--save {args.save} is the data file {data_path}; saving would overwrite the data")
+    out.print(f"num docs: {len(run.docs)}", f"vocab size: {run.tokenizer.vocab_size}", f"num params: {run.num_params}")
     if args.resume:
-        print(f"resuming {args.resume} at step {run.step} / {run.num_steps}", flush=True)
-    stopped = train_with_progress(run, args.save, args.save_every)
-    if stopped:
-        where = f"saved to {args.save} (continue with --resume {args.save})" if args.save else \
-            "nothing saved (pass --save CKPT to keep a run)"
-        print(f"{PROG}: interrupted at step {run.step} / {run.num_steps}; {where}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    print("--- inference (new, hallucinated names) ---")
-    print_samples(run, args.samples, args.temperature)
-    return EXIT_OK
+        out.print(f"resuming {args.resume} at step {run.step} / {run.num_steps}")
+
+    with stop_on_signals() as stop:
+        diverged = train_with_progress(run, args.save, args.save_every, stop, out)
+        if args.save is not None:
+            save_run(run, args.save)  # between two steps, whatever ended training; a first signal waits
+    saved = f"saved to {args.save} (continue with --resume {args.save})" if args.save else \
+        "nothing saved (pass --save CKPT to keep a run)"
+    if diverged is not None:
+        kept = (f"the last good state (step {run.step} / {run.num_steps}) was saved to {args.save}" if args.save
+                else "nothing saved (pass --save CKPT to keep the last good state)")
+        raise Failure(f"{diverged}; try a lower --lr; {kept}")
+    if stop.requested:
+        print_error(f"{PROG}: interrupted by {signal_name(stop.signum)} at step {run.step} / {run.num_steps}; {saved}")
+        return 128 + stop.signum
+    if out.lost is not None:
+        return _output_lost(out, args.save)
+    out.print("--- inference (new, hallucinated names) ---")
+    print_samples(run, args.samples, args.temperature, out)
+    return _output_lost(out, args.save) if out.lost is not None else EXIT_OK
 
 
 def check_save_options(args: argparse.Namespace) -> None:
+    """--save's target, checked before any data is read or any step is trained."""
     if args.save_every is not None and args.save is None:
         raise UsageError("--save-every needs --save CKPT (the file to save to)")
     if args.save is not None:
-        target = Path(args.save)
-        if target.is_dir():
-            raise UsageError(f"--save {args.save}: is a directory")
-        if not target.parent.is_dir():
-            raise UsageError(f"--save {args.save}: directory {target.parent} does not exist")
+        try:
+            check_writable(args.save)
+        except OSError as exc:
+            raise UsageError(f"--save {args.save}: {exc.strerror or exc}") from None
 
 
-def new_run(args: argparse.Namespace) -> Run:
+def _same_file(a: str, b) -> bool:
+    """Do `a` and `b` name the same file (however spelled: links, symlinks, ../)?"""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
+def new_run(args: argparse.Namespace) -> tuple[Run, Path]:
     values = {name: default if getattr(args, name) is None else getattr(args, name)
               for name, (_, default) in RUN_OPTIONS.items()}
     config = make_config(values)  # checked before any data is read or downloaded
-    docs = load_docs(args.data if args.data is not None else default_dataset())
-    return start_run(docs, config=config, steps=values["steps"], backend=args.backend or DEFAULT_BACKEND,
-                     seed=values["seed"], lr=values["lr"])
+    data_path = Path(args.data) if args.data is not None else default_dataset()
+    docs = load_docs(data_path)
+    try:
+        run = start_run(docs, config=config, steps=values["steps"], backend=args.backend or DEFAULT_BACKEND,
+                        seed=values["seed"], lr=values["lr"])
+    except ValueError as exc:  # a model too large for the vocabulary of this data, a seed too long
+        raise UsageError(str(exc)) from None
+    return run, data_path
 
 
 def make_config(values: dict) -> GPTConfig:
@@ -239,18 +301,20 @@ def make_config(values: dict) -> GPTConfig:
         raise UsageError(f"bad model shape: {exc}") from None
 
 
-def resume_run(args: argparse.Namespace) -> Run:
+def resume_run(args: argparse.Namespace) -> tuple[Run, Optional[Path]]:
     run = load_checkpoint(args.resume, backend=args.backend)
     for name, (attribute, _) in RUN_OPTIONS.items():
         given, saved = getattr(args, name), _attribute(run, attribute)
         if given is not None and given != saved:
             option = "--" + name.replace("_", "-")
-            raise UsageError(f"{option} {given} conflicts with the checkpoint {args.resume} ({saved}); "
-                             "a resumed run keeps its checkpoint's settings")
-    if args.data is not None and sorted(load_docs(args.data)) != sorted(run.docs):
+            raise UsageError(f"{option} {_shorten(str(given))} conflicts with the checkpoint {args.resume} "
+                             f"({_shorten(str(saved))}); a resumed run keeps its checkpoint's settings")
+    if args.data is None:
+        return run, None
+    if sorted(load_docs(args.data)) != sorted(run.docs):
         raise UsageError(f"--data {args.data} holds other documents than the run in {args.resume}; "
                          "a resumed run trains on the documents stored in its checkpoint")
-    return run
+    return run, Path(args.data)
 
 
 def _attribute(run: Run, dotted: str):
@@ -260,28 +324,28 @@ def _attribute(run: Run, dotted: str):
     return value
 
 
-def train_with_progress(run: Run, save: Optional[str], save_every: Optional[int]) -> bool:
-    """Train to the end, or to the first step boundary after a Ctrl-C (then return True)."""
-    progress = Progress(run.num_steps, start=run.step)
-    with stop_on_interrupt() as stop:
+def train_with_progress(run: Run, save: Optional[str], save_every: Optional[int], stop: StopRequest,
+                        out: Console) -> Optional[DivergenceError]:
+    """Train to the end, to the first step boundary after a stop signal, to the first one
+    after stdout closed when there is nothing to save, or to a divergence (returned)."""
+    progress = Progress(run.num_steps, stream=out, start=run.step)
 
-        def on_step(run: Run) -> None:
-            progress.update(run.step, run.losses[-1])
-            if save_every and run.step % save_every == 0 and run.step < run.num_steps:
-                save_run(run, save)
-            if stop.requested:
-                raise _StopRequested
+    def on_step(run: Run) -> None:
+        progress.update(run.step, run.losses[-1])
+        if save_every and run.step % save_every == 0 and run.step < run.num_steps:
+            save_run(run, save)
+        if stop.requested or (out.lost is not None and save is None):
+            raise _StopTraining
 
-        try:
-            run.train(on_step=on_step)
-        except _StopRequested:
-            pass
-        finally:
-            progress.close()
-        stopped = stop.requested
-    if save is not None:
-        save_run(run, save)  # the run is between two steps here, even after a Ctrl-C
-    return stopped
+    try:
+        run.train(on_step=on_step)
+    except _StopTraining:
+        pass
+    except DivergenceError as exc:  # the run is at its last good state
+        return exc
+    finally:
+        progress.close()
+    return None
 
 
 def save_run(run: Run, path: str) -> None:
@@ -291,53 +355,32 @@ def save_run(run: Run, path: str) -> None:
         raise Failure(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
 
 
-class _StopFlag:
-    requested = False
+def _output_lost(out: Console, kept: Optional[str]) -> int:
+    """The exit code once stdout is gone; `kept`: what the command wrote to disk, if anything."""
+    if out.reader_left:  # `| head`: the reader chose to stop reading; say nothing
+        return EXIT_OK if kept is not None else EXIT_OUTPUT_CLOSED
+    note = f"; {kept} was written" if kept is not None else ""
+    return _error(f"cannot write to standard output ({out.lost.strerror or out.lost}){note}", EXIT_FAILURE)
 
 
-@contextlib.contextmanager
-def stop_on_interrupt() -> Iterator[_StopFlag]:
-    """Turn the first Ctrl-C into a request to stop after the current step.
-
-    A step interrupted halfway (say, in the middle of the Adam update) would leave a run
-    that cannot be saved consistently, so the first SIGINT only sets a flag that the
-    training loop checks between steps.  A second Ctrl-C interrupts at once (unsaved).
-    """
-    flag = _StopFlag()
-
-    def handler(signum, frame) -> None:
-        if flag.requested:
-            raise KeyboardInterrupt
-        flag.requested = True
-
-    try:
-        previous = signal.signal(signal.SIGINT, handler)
-        installed = True
-    except ValueError:  # not the main thread: signals are not ours to handle
-        installed = False
-    try:
-        yield flag
-    finally:
-        if installed:
-            signal.signal(signal.SIGINT, previous)
-
-
-def print_samples(run: Run, num: int, temperature: float) -> None:
-    for i, name in enumerate(run.sample(num, temperature) if num else []):
-        print(f"sample {i + 1:2d}: {name}")
+def print_samples(run: Run, num: int, temperature: float, out: Console) -> None:
+    for i in range(num):
+        if out.lost is not None:
+            return
+        out.print(f"sample {i + 1:2d}: {run.sample(1, temperature)[0]}")
 
 
 # --- sample ------------------------------------------------------------------------------
-def cmd_sample(args: argparse.Namespace) -> int:
+def cmd_sample(args: argparse.Namespace, out: Console) -> int:
     run = load_checkpoint(args.checkpoint, backend=args.backend)
     if args.seed is not None:
         run.rng = random.Random(args.seed)
-    print_samples(run, args.num, args.temperature)
-    return EXIT_OK
+    print_samples(run, args.num, args.temperature, out)
+    return _output_lost(out, None) if out.lost is not None else EXIT_OK
 
 
 # --- bench -------------------------------------------------------------------------------
-def cmd_bench(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
+def cmd_bench(args: argparse.Namespace, argv: Optional[Sequence[str]], out: Console) -> int:
     try:
         impls = parse_impls(args.impl)
     except ValueError as exc:
@@ -349,14 +392,12 @@ def cmd_bench(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
     docs = load_docs(args.data if args.data is not None else default_dataset())
     rows = run_ladder(docs, config, args.steps, impls, ref_steps=args.ref_steps)
     table = compare(rows)
-    print()
-    print(format_table(table))
+    out.print("", format_table(table))
     command = " ".join([PROG] + list(sys.argv[1:] if argv is None else argv))
     try:
         notes = write_outputs(out_dir, rows, table, config, command)
     except OSError as exc:
         raise Failure(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
-    for note in notes:
-        print(note)
-    print(f"wrote {out_dir / 'ladder.md'}" + ("" if notes else f" and {out_dir / 'ladder.png'}"))
-    return EXIT_OK
+    out.print(*notes, f"wrote {out_dir / 'ladder.md'}" + ("" if notes else f" and {out_dir / 'ladder.png'}"))
+    return _output_lost(out, args.out) if out.lost is not None else EXIT_OK
+

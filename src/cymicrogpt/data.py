@@ -1,51 +1,43 @@
 """Documents: reading a text file of one document per line, and the default dataset.
 
+A data file must be a regular file of at most ``MAX_DATA_BYTES`` (64 MiB, ~280 times
+names.txt) of UTF-8 text; a leading byte-order mark is dropped, as ``utf-8-sig`` does.
 The default dataset is makemore's names.txt at a pinned commit, downloaded once, checked
 against its sha256 and cached in the user cache directory.
 """
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
 import os
-import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Optional, Union
+
+from .files import read_capped, write_atomically
 
 NAMES_URL = "https://raw.githubusercontent.com/karpathy/makemore/988aa59/names.txt"
 NAMES_SHA256 = "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"
 DOWNLOAD_TIMEOUT_S = 30
+MAX_DATA_BYTES = 64 * 2**20
 
 
 class DataError(ValueError):
     """A dataset that cannot be used; the message says why and what to do."""
 
 
-def read_bytes(path: Path, what: str, error: type[Exception]) -> bytes:
-    """The bytes of `path`, or `error` with one line saying why not (`what`: "data", ...)."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise error(f"{what} file not found: {path}") from None
-    except IsADirectoryError:
-        raise error(f"{what} path is a directory, not a file: {path}") from None
-    except OSError as exc:
-        raise error(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
-
-
 def load_docs(path: Union[str, os.PathLike]) -> list[str]:
     """Stripped, non-blank lines of a UTF-8 text file, in file order (microgpt's `docs`)."""
-    path = Path(path)
-    raw = read_bytes(path, "data", DataError)
+    raw = read_capped(path, "data", DataError, MAX_DATA_BYTES)
+    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
     try:
-        text = raw.decode("utf-8")
+        text = str(memoryview(raw)[bom:], "utf-8")
     except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
+        offset = bom + exc.start
+        line = raw.count(b"\n", 0, offset) + 1
         raise DataError(
-            f"{path} is not UTF-8 text: undecodable byte 0x{raw[exc.start]:02x} "
-            f"at line {line} (byte offset {exc.start})"
+            f"{path} is not UTF-8 text: undecodable byte 0x{raw[offset]:02x} "
+            f"at line {line} (byte offset {offset})"
         ) from None
     # StringIO(newline=None) splits lines exactly as open() in text mode does in microgpt.
     docs = [line.strip() for line in io.StringIO(text, newline=None) if line.strip()]
@@ -66,13 +58,21 @@ def sha256_of(data: bytes) -> str:
 
 def default_dataset(url: str = NAMES_URL, sha256: str = NAMES_SHA256, directory: Optional[Path] = None) -> Path:
     """Path of the cached names.txt, downloading and verifying it on first use."""
+    import urllib.error  # here, not at the top: they take a third of a start-up to import
+    import urllib.request
+
     directory = cache_dir() if directory is None else Path(directory)
     target = directory / "names.txt"
-    if target.is_file() and sha256_of(target.read_bytes()) == sha256:
-        return target
+    if os.path.lexists(target):
+        try:
+            cached = read_capped(target, "cached dataset", DataError, MAX_DATA_BYTES)
+        except DataError as exc:
+            raise DataError(f"{exc}; delete it to download names.txt again, or pass --data PATH") from None
+        if sha256_of(cached) == sha256:
+            return target
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-            payload = response.read()
+            payload = response.read(MAX_DATA_BYTES + 1)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DataError(
@@ -87,10 +87,7 @@ def default_dataset(url: str = NAMES_URL, sha256: str = NAMES_SHA256, directory:
     # Atomic: a crash mid-write never leaves a truncated names.txt in the cache.
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".names.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        os.replace(tmp, target)
+        write_atomically(target, lambda fh: fh.write(payload))
     except OSError as exc:
         raise DataError(f"cannot write the dataset cache in {directory}: {exc.strerror or exc}") from None
     return target

@@ -208,15 +208,24 @@ class ReferenceAdam:
         self.v = [0.0] * len(params)  # second moment buffer
 
     def step(self, step: int, num_steps: int) -> None:
+        """One update, all or nothing: microgpt's expressions, in its order, computed for
+        every parameter first and committed after, so a step that raises (``g**2`` raises
+        OverflowError for |g| above ~1.3e154) changes no weight, moment or gradient."""
         beta1, beta2, eps_adam = self.beta1, self.beta2, self.eps
         m, v = self.m, self.v
         lr_t = self.lr * (1 - step / num_steps)
+        new_m, new_v, new_data = [], [], []
         for i, p in enumerate(self.params):
-            m[i] = beta1 * m[i] + (1 - beta1) * p.grad
-            v[i] = beta2 * v[i] + (1 - beta2) * p.grad**2
-            m_hat = m[i] / (1 - beta1 ** (step + 1))
-            v_hat = v[i] / (1 - beta2 ** (step + 1))
-            p.data -= lr_t * m_hat / (v_hat**0.5 + eps_adam)
+            m_i = beta1 * m[i] + (1 - beta1) * p.grad
+            v_i = beta2 * v[i] + (1 - beta2) * p.grad**2
+            m_hat = m_i / (1 - beta1 ** (step + 1))
+            v_hat = v_i / (1 - beta2 ** (step + 1))
+            new_m.append(m_i)
+            new_v.append(v_i)
+            new_data.append(p.data - lr_t * m_hat / (v_hat**0.5 + eps_adam))  # microgpt's p.data -= ...
+        self.m, self.v = new_m, new_v
+        for p, data in zip(self.params, new_data):
+            p.data = data
             p.grad = 0
 
     def moments(self) -> tuple[list[float], list[float]]:

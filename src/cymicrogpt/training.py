@@ -3,14 +3,20 @@
 ``train()`` is the public entry point; it returns a ``Run`` that holds everything a run
 is (weights, optimizer moments, the random stream, the losses so far) and can continue
 training, sample names and save itself.
+
+A run that diverges (a step whose loss cannot be computed or is not finite, a gradient
+that is not finite, an Adam update that overflows) raises ``DivergenceError`` before that
+step changes anything, so the ``Run`` stays at its last good state and can still be saved.
 """
 from __future__ import annotations
 
 import math
 import random
+import sys
 from typing import Callable, Iterable, Optional
 
 from .backends import DEFAULT_BACKEND, check_backend, make_engine
+from .checks import check_count, check_real, check_seed
 from .config import GPTConfig
 from .model import forward_backward
 from .params import init_weights, num_params, state_dict_layout
@@ -18,21 +24,34 @@ from .sampling import check_temperature, sample_one
 from .tokenizer import Tokenizer
 
 DEFAULT_LR = 0.01
+PARAMS_MAX = 2**31 - 1  # the compiled engine indexes its graph nodes (weights first) with int32
 
 
-def check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+class DivergenceError(ValueError):
+    """Training cannot continue: step `step` (0-based; also the number of steps completed)
+    has no finite loss, gradient or update.  The ``Run`` is left as it was before that step."""
+
+    def __init__(self, step: int, num_steps: int, lr: float, reason: str) -> None:
+        self.step = step
+        self.num_steps = num_steps
+        self.lr = lr
+        self.reason = reason
+        # Shown 1-based, as the progress line counts steps.
+        super().__init__(f"training diverged at step {step + 1} / {num_steps} (learning rate {lr!r}): {reason}")
 
 
 def check_lr(lr) -> float:
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (0 < lr < math.inf):
+    value = check_real("lr", lr)
+    if not value > 0:
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-    return float(lr)
+    return value
 
 
 def check_docs(docs) -> list[str]:
+    if isinstance(docs, (str, bytes, bytearray)):
+        # A str is iterable, but its "documents" would be its characters.
+        raise TypeError(f"docs must be a collection of documents (strings), not a single {type(docs).__name__}; "
+                        "wrap one document in a list, or split a text into lines")
     docs = list(docs)
     if not docs:
         raise ValueError("no documents to train on")
@@ -40,6 +59,17 @@ def check_docs(docs) -> list[str]:
         if not isinstance(doc, str) or not doc:
             raise ValueError(f"document {i} must be a non-empty string, got {doc!r}")
     return docs
+
+
+def gradients_are_finite(engine) -> bool:
+    """Is every parameter gradient finite?  (A NaN or infinite gradient would turn weights
+    into NaN in the Adam step even when the loss is finite.)"""
+    grads = getattr(engine, "grads", None)  # the compiled engine: a float64 NumPy view
+    if grads is None:
+        return all(map(math.isfinite, engine.gradients()))
+    # One dot product is finite iff every gradient is, unless a finite square overflows:
+    # then (rarely) check each value.  NaN fails both comparisons.
+    return math.isfinite(grads @ grads) or bool((abs(grads) <= sys.float_info.max).all())
 
 
 class Run:
@@ -67,11 +97,17 @@ class Run:
 
     def forward_backward(self) -> float:
         """Loss of the current step's document, with gradients left in the engine."""
-        doc = self.docs[self.step % len(self.docs)]
-        return forward_backward(self.engine, self.config, self.tokenizer.encode(doc))
+        return forward_backward(self.engine, self.config, self._tokens())
+
+    def _tokens(self) -> list[int]:
+        return self.tokenizer.encode(self.docs[self.step % len(self.docs)])
 
     def train(self, until: Optional[int] = None, on_step: Optional[Callable[["Run"], None]] = None) -> None:
         """Train up to step `until` (default: the end), calling `on_step` after each step.
+
+        Raises ``DivergenceError`` at a step that has no finite loss, gradient or update,
+        leaving the run as it was before that step (weights, moments, random stream,
+        step, losses; gradients zeroed), so that it can still be saved and sampled.
 
         A KeyboardInterrupt inside a step can leave that step half applied (Adam updates
         the weights in place); to stop cleanly, stop between steps (from `on_step`, as the
@@ -79,19 +115,46 @@ class Run:
         """
         until = self.num_steps if until is None else min(until, self.num_steps)
         while self.step < until:
-            self.finish_step(self.forward_backward())
+            self.finish_step(self._checked_forward_backward())
             if on_step is not None:
                 on_step(self)
 
+    def _checked_forward_backward(self) -> float:
+        """forward_backward(), or DivergenceError before the optimizer sees a bad step.
+
+        microgpt itself stops with math.log(0.0)'s ValueError; the engines raise what
+        Python's float arithmetic raises (ValueError, OverflowError, ZeroDivisionError)
+        and otherwise return NaN or infinite values: all of it is divergence here."""
+        tokens = self._tokens()  # outside the try: a bad document is not a divergence
+        try:
+            loss = forward_backward(self.engine, self.config, tokens)
+        except (ValueError, OverflowError, ZeroDivisionError) as exc:
+            raise self._diverged(f"its loss cannot be computed ({exc})") from exc
+        if not math.isfinite(loss):
+            raise self._diverged(f"its loss is {loss!r}")
+        if not gradients_are_finite(self.engine):
+            raise self._diverged(f"its loss is {loss!r} but some gradients are not finite")
+        return loss
+
     def finish_step(self, loss_value: float) -> None:
-        """Apply Adam with the gradients forward_backward() left, and record the loss."""
-        self.optimizer.step(self.step, self.num_steps)
+        """Apply Adam with the gradients forward_backward() left, and record the loss.
+
+        An update that overflows (Python's float ``**`` raises OverflowError for a
+        gradient above ~1.3e154) raises DivergenceError; the optimizers change nothing then."""
+        try:
+            self.optimizer.step(self.step, self.num_steps)
+        except OverflowError as exc:
+            raise self._diverged(f"its Adam update overflows ({exc})") from exc
         self.losses.append(loss_value)
         self.step += 1
 
+    def _diverged(self, reason: str) -> DivergenceError:
+        self.engine.zero_grad()  # the failed step's gradients must not reach a later step
+        return DivergenceError(self.step, self.num_steps, self.lr, reason)
+
     def sample(self, num: int = 20, temperature: float = 0.5) -> list[str]:
         """`num` new documents; continues the run's random stream as microgpt does."""
-        check_positive_int("num", num)
+        check_count("num", num)
         temperature = check_temperature(temperature)
         return [sample_one(self.engine, self.config, self.tokenizer, self.rng, temperature) for _ in range(num)]
 
@@ -99,6 +162,12 @@ class Run:
         from .checkpoint import save_checkpoint
 
         save_checkpoint(self, path)
+
+
+def check_model_size(config: GPTConfig, vocab_size: int) -> None:
+    size = num_params(state_dict_layout(config, vocab_size))
+    if size > PARAMS_MAX:
+        raise ValueError(f"the model would have {size} weights; at most {PARAMS_MAX} fit the compiled engine")
 
 
 def initialise(docs: list[str], config: GPTConfig, seed: int):
@@ -118,11 +187,11 @@ def start_run(docs: Iterable[str], config: GPTConfig = GPTConfig(), steps: int =
     docs = check_docs(docs)
     if not isinstance(config, GPTConfig):
         raise TypeError(f"config must be a GPTConfig, got {type(config).__name__}")
-    check_positive_int("steps", steps)
+    check_count("steps", steps)
     check_backend(backend)
     lr = check_lr(lr)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+    seed = check_seed(seed)
+    check_model_size(config, vocab_size=len(set("".join(docs))) + 1)  # the tokenizer's, before any work
     rng, tokenizer, layout, weights = initialise(docs, config, seed)
     engine = make_engine(backend, layout, weights, config)
     return Run(config=config, tokenizer=tokenizer, docs=docs, engine=engine,

@@ -1,0 +1,80 @@
+"""Standard output and error that may go away under a running command.
+
+``cymicrogpt train ... | head -3`` closes the pipe after three lines; a terminal that
+closes takes stdout and stderr with it.  Neither may stop a run: ``Console`` drops what
+it can no longer show and remembers why (``lost``), so the command can decide what to do
+(keep training and save, or stop), and the interpreter's final flush does not fail again.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from typing import Optional, TextIO
+
+
+class Console:
+    """A write-only text stream over stdout (by default) that never raises."""
+
+    def __init__(self, stream: Optional[TextIO] = None) -> None:
+        self.stream = sys.stdout if stream is None else stream
+        self.lost: Optional[OSError] = None  # why writing failed, once it has
+        if self.stream is None:  # started with stdout closed (`>&-`)
+            self.lost = OSError(errno.EBADF, "standard output is closed")
+
+    @property
+    def reader_left(self) -> bool:
+        """True when the reading end of a pipe closed (`| head`): nobody wants more output."""
+        return isinstance(self.lost, BrokenPipeError)
+
+    def write(self, text: str) -> int:
+        if self.lost is None:
+            try:
+                self.stream.write(text)
+            except (OSError, ValueError) as exc:  # ValueError: the stream object was closed
+                self._lose(exc)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.lost is None:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError) as exc:
+                self._lose(exc)
+
+    def isatty(self) -> bool:
+        try:
+            return self.lost is None and self.stream.isatty()
+        except (AttributeError, OSError, ValueError):
+            return False
+
+    def print(self, *lines: str) -> None:
+        """Each line, then a flush (so a closed pipe is noticed at once)."""
+        for line in lines:
+            self.write(line + "\n")
+        self.flush()
+
+    def _lose(self, exc: Exception) -> None:
+        self.lost = exc if isinstance(exc, OSError) else OSError(errno.EBADF, "standard output is closed")
+        _point_at_devnull(self.stream)
+
+
+def _point_at_devnull(stream: TextIO) -> None:
+    # What is still buffered in `stream` is flushed when the interpreter exits; with the
+    # descriptor on /dev/null that flush succeeds instead of printing "Exception ignored".
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def print_error(line: str) -> None:
+    """One line on stderr; dropped silently if stderr itself is gone (a closed terminal)."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):  # AttributeError: sys.stderr is None
+        _point_at_devnull(sys.stderr)
