@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import signal
 import sys
 from pathlib import Path
 from typing import NoReturn, Optional, Sequence
@@ -37,7 +36,7 @@ from .checks import COUNT_MAX, int_digits_limit
 from .config import GPTConfig
 from .data import DataError, default_dataset, load_docs
 from .files import check_writable
-from .interrupts import Interrupted, StopRequest, signal_name, stop_on_signals
+from .interrupts import StopRequest, signal_name, stop_on_signals
 from .ladder import IMPLEMENTATIONS
 from .output import Console, print_error
 from .progress import Progress
@@ -218,10 +217,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _error(str(exc), EXIT_FAILURE)
     except MemoryError as exc:
         return _error(f"out of memory{': ' + str(exc) if str(exc) else ''}", EXIT_FAILURE)
-    except KeyboardInterrupt as exc:  # Ctrl-C outside training, or a second stop signal
-        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
-        print_error(f"{PROG}: interrupted ({signal_name(signum)})")
-        return 128 + signum
+    # KeyboardInterrupt (a Ctrl-C outside training, a second stop signal) is launch.py's.
 
 
 def _error(message: str, code: int) -> int:
@@ -236,11 +232,11 @@ def cmd_train(args: argparse.Namespace, out: Console) -> int:
     run, data_path = resume_run(args) if args.resume else new_run(args)
     if args.save is not None and data_path is not None and _same_file(args.save, data_path):
         raise UsageError(f"--save {args.save} is the data file {data_path}; saving would overwrite the data")
-    out.print(f"num docs: {len(run.docs)}", f"vocab size: {run.tokenizer.vocab_size}", f"num params: {run.num_params}")
-    if args.resume:
-        out.print(f"resuming {args.resume} at step {run.step} / {run.num_steps}")
-
-    with stop_on_signals() as stop:
+    with stop_on_signals() as stop:  # from here on, a stop signal saves the run
+        out.print(f"num docs: {len(run.docs)}", f"vocab size: {run.tokenizer.vocab_size}",
+                  f"num params: {run.num_params}")
+        if args.resume:
+            out.print(f"resuming {args.resume} at step {run.step} / {run.num_steps}")
         diverged = train_with_progress(run, args.save, args.save_every, stop, out)
         if args.save is not None:
             save_run(run, args.save)  # between two steps, whatever ended training; a first signal waits
@@ -332,12 +328,15 @@ def train_with_progress(run: Run, save: Optional[str], save_every: Optional[int]
 
     def on_step(run: Run) -> None:
         progress.update(run.step, run.losses[-1])
+        out.notice_closed_pipe()
         if save_every and run.step % save_every == 0 and run.step < run.num_steps:
             save_run(run, save)
         if stop.requested or (out.lost is not None and save is None):
             raise _StopTraining
 
     try:
+        if stop.requested:  # before the first step
+            raise _StopTraining
         run.train(on_step=on_step)
     except _StopTraining:
         pass

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import errno
 import os
+import select
+import stat
 import sys
+import time
 from typing import Optional, TextIO
+
+POLL_INTERVAL_S = 0.25  # how often notice_closed_pipe() really looks
 
 
 class Console:
@@ -21,11 +26,29 @@ class Console:
         self.lost: Optional[OSError] = None  # why writing failed, once it has
         if self.stream is None:  # started with stdout closed (`>&-`)
             self.lost = OSError(errno.EBADF, "standard output is closed")
+        self._pipe_fd = _pipe_fd(self.stream)  # stdout is a pipe: watch for its reader leaving
+        self._last_poll = -float("inf")
 
     @property
     def reader_left(self) -> bool:
-        """True when the reading end of a pipe closed (`| head`): nobody wants more output."""
-        return isinstance(self.lost, BrokenPipeError)
+        """True when nobody reads the output: the pipe's reader left (`| head`), or stdout
+        was closed from the start (`>&-`)."""
+        return isinstance(self.lost, BrokenPipeError) or (self.lost is not None and self.lost.errno == errno.EBADF)
+
+    def notice_closed_pipe(self) -> None:
+        """Find out, without writing, that a pipe's reader has left (poll() reports POLLERR
+        on the writing end on Linux, POLLHUP elsewhere); at most every POLL_INTERVAL_S.
+        Writes find out too, but a run prints only every 5% of its steps."""
+        if self._pipe_fd is None or self.lost is not None:
+            return
+        now = time.monotonic()
+        if now - self._last_poll < POLL_INTERVAL_S:
+            return
+        self._last_poll = now
+        poller = select.poll()
+        poller.register(self._pipe_fd, 0)  # POLLERR and POLLHUP are always reported
+        if any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0)):
+            self._lose(BrokenPipeError(errno.EPIPE, "the reader of standard output has left"))
 
     def write(self, text: str) -> int:
         if self.lost is None:
@@ -57,6 +80,14 @@ class Console:
     def _lose(self, exc: Exception) -> None:
         self.lost = exc if isinstance(exc, OSError) else OSError(errno.EBADF, "standard output is closed")
         _point_at_devnull(self.stream)
+
+
+def _pipe_fd(stream: Optional[TextIO]) -> Optional[int]:
+    try:
+        fd = stream.fileno()
+        return fd if stat.S_ISFIFO(os.fstat(fd).st_mode) and hasattr(select, "poll") else None
+    except (AttributeError, OSError, ValueError):  # no descriptor (a StringIO, None)
+        return None
 
 
 def _point_at_devnull(stream: TextIO) -> None:

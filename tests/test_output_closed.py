@@ -1,0 +1,80 @@
+"""A closed or broken stdout never loses a run (issue 8, item 4).
+
+``cymicrogpt train ... --save x.npz | head -3``: the run keeps training without output,
+is saved, and ends with status 0.  Without --save there is nothing to keep: it stops at
+once with 141 (a process that SIGPIPE ends reports that).  No message either way: the
+reader chose to leave.  An output that fails otherwise (a full disk) gets one line.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cymicrogpt.checkpoint import load_checkpoint
+from command import TINY, command, environment, run_command, samples_of
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None or sys.platform == "win32", reason="needs bash")
+
+
+def pipeline(shell_command: str, timeout: float = 300) -> tuple[int, str, str]:
+    """Run `shell_command` in bash, where `$CMD` is the installed command; returns the
+    first command's exit status (PIPESTATUS), the pipeline's stdout and stderr."""
+    done = subprocess.run(["bash", "-c", shell_command + '; echo "status=${PIPESTATUS[0]}" >&2'],
+                          capture_output=True, text=True, timeout=timeout, env=environment(CMD=command()))
+    *err, status = done.stderr.splitlines()
+    return int(status.removeprefix("status=")), done.stdout, "\n".join(err)
+
+
+def test_head_keeps_training_and_saves(tmp_path: Path, tiny_data_file: Path) -> None:
+    ckpt = tmp_path / "x.npz"
+    # The python backend is slow enough (tens of ms a step) that head has long left when
+    # the progress lines and the samples are written.
+    args = ["train", "--data", str(tiny_data_file), "--steps", "40", *TINY, "--backend", "python"]
+    status, out, err = pipeline(f'"$CMD" {shlex.join(args)} --save "{ckpt}" | head -3')
+    assert (status, err) == (0, "")
+    assert [line.split(":")[0] for line in out.splitlines()] == ["num docs", "vocab size", "num params"]
+    full = run_command(*args, "--save", tmp_path / "full.npz")
+    assert full.returncode == 0
+    assert load_checkpoint(ckpt).losses == load_checkpoint(tmp_path / "full.npz").losses  # all 40 steps
+
+
+def test_head_without_save_stops_at_once(tiny_data_file: Path) -> None:
+    start = time.monotonic()
+    status, out, err = pipeline(f'"$CMD" train --data "{tiny_data_file}" --steps 1000000000 {" ".join(TINY)} '
+                                '--backend python | head -3')
+    assert (status, err) == (141, "")
+    assert len(out.splitlines()) == 3
+    assert time.monotonic() - start < 120  # not a billion steps
+
+
+def test_sample_into_head(tmp_path: Path, tiny_data_file: Path) -> None:
+    ckpt = tmp_path / "x.npz"
+    assert run_command("train", "--data", tiny_data_file, "--steps", 5, *TINY, "--save", ckpt).returncode == 0
+    status, out, err = pipeline(f'"$CMD" sample --checkpoint "{ckpt}" --num 100000 | head -2')
+    assert (status, err) == (141, "")
+    assert len(samples_of(out)) == 2
+
+
+def test_stdout_closed_from_the_start(tmp_path: Path, tiny_data_file: Path) -> None:
+    ckpt = tmp_path / "x.npz"
+    status, _, err = pipeline(f'"$CMD" train --data "{tiny_data_file}" --steps 7 {" ".join(TINY)} '
+                              f'--save "{ckpt}" >&-')
+    assert (status, err) == (0, "")
+    assert load_checkpoint(ckpt).step == 7
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_full_output_device_is_one_line_and_the_run_is_saved(tmp_path: Path, tiny_data_file: Path) -> None:
+    ckpt = tmp_path / "x.npz"
+    status, _, err = pipeline(f'"$CMD" train --data "{tiny_data_file}" --steps 9 {" ".join(TINY)} '
+                              f'--save "{ckpt}" > /dev/full')
+    assert status == 1
+    assert err == f"cymicrogpt: error: cannot write to standard output (No space left on device); {ckpt} was written"
+    assert load_checkpoint(ckpt).step == 9

@@ -1,0 +1,140 @@
+"""Signals never lose a run (issue 8, items 3 and 7): Ctrl-C, SIGTERM and SIGHUP stop the
+installed command at a step boundary, save, and exit with 128 + the signal's number; the
+run resumed from that checkpoint ends bit-identical to one never stopped.  A Ctrl-C during
+start-up prints one line, never a traceback."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cymicrogpt.checkpoint import load_checkpoint
+from command import TINY, command, environment, run_command, samples_of, start_command
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+STEPS = 400  # the python backend takes ~10 ms a step on the tiny model: seconds, not minutes
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Until the first (atomic) --save-every checkpoint exists: training is under way."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+
+
+def stop_with(signum: int, ckpt: Path, data: Path, *extra, preexec_fn=None) -> tuple[subprocess.Popen, str, str]:
+    proc = start_command("train", "--data", data, "--steps", STEPS, *TINY, "--backend", "python",
+                         "--save", ckpt, "--save-every", 2, *extra, preexec_fn=preexec_fn)
+    try:
+        wait_for(ckpt, proc)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    return proc, out, err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_signal_saves_and_resume_is_bit_identical(tmp_path: Path, tiny_data_file: Path, signum) -> None:
+    full = run_command("train", "--data", tiny_data_file, "--steps", STEPS, *TINY, "--save", tmp_path / "full.npz",
+                       "--samples", 5)
+    assert full.returncode == 0, full.stderr
+
+    part = tmp_path / "part.npz"
+    proc, out, err = stop_with(signum, part, tiny_data_file, "--samples", 5)
+    assert proc.returncode == 128 + signum
+    run = load_checkpoint(part)
+    assert 2 <= run.step < STEPS and len(run.losses) == run.step
+    assert err.splitlines() == [f"cymicrogpt: interrupted by {signum.name} at step {run.step} / {STEPS}; "
+                                f"saved to {part} (continue with --resume {part})"]
+    assert samples_of(out) == []
+    assert sorted(os.listdir(tmp_path)) == ["full.npz", "part.npz", "tiny.txt"]  # no temporary file left
+
+    # Resumed on the other engine: they are bit-identical, so this is the same run.
+    resumed = run_command("train", "--resume", part, "--backend", "cython", "--save", tmp_path / "end.npz",
+                          "--samples", 5)
+    assert (resumed.returncode, resumed.stderr) == (0, "")
+    assert load_checkpoint(tmp_path / "end.npz").losses == load_checkpoint(tmp_path / "full.npz").losses
+    assert samples_of(resumed.stdout) == samples_of(full.stdout)
+
+
+def test_signal_without_save_says_nothing_was_saved(tmp_path: Path, tiny_data_file: Path) -> None:
+    proc = start_command("train", "--data", tiny_data_file, "--steps", STEPS, *TINY, "--backend", "python")
+    try:
+        proc.stdout.readline()  # "num docs: ...": start-up is over
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143
+    assert err.startswith("cymicrogpt: interrupted by SIGTERM at step ") and "nothing saved" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_second_signal_stops_at_once_and_keeps_the_last_checkpoint(tmp_path: Path, tiny_data_file: Path) -> None:
+    ckpt = tmp_path / "run.npz"
+    proc = start_command("train", "--data", tiny_data_file, "--steps", STEPS, *TINY, "--backend", "python",
+                         "--save", ckpt, "--save-every", 2)
+    try:
+        wait_for(ckpt, proc)
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143
+    assert len(err.splitlines()) == 1 and err.startswith("cymicrogpt: interrupted") and "Traceback" not in err
+    assert load_checkpoint(ckpt).step >= 2  # intact: a save cut short leaves the previous file
+    assert sorted(os.listdir(tmp_path)) == ["run.npz", "tiny.txt"]  # no temporary file left
+
+
+def test_an_ignored_sighup_stays_ignored(tmp_path: Path, tiny_data_file: Path) -> None:
+    """`nohup cymicrogpt train ...`: the user asked the run to survive a closed terminal."""
+    ckpt = tmp_path / "run.npz"
+    proc = start_command("train", "--data", tiny_data_file, "--steps", STEPS, *TINY, "--backend", "python",
+                         "--save", ckpt, "--save-every", 2,
+                         preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    try:
+        wait_for(ckpt, proc)
+        proc.send_signal(signal.SIGHUP)
+        at_hangup = load_checkpoint(ckpt).step
+        deadline = time.monotonic() + 60
+        while load_checkpoint(ckpt).step < at_hangup + 6:  # still training, and saving
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143 and "interrupted by SIGTERM" in err
+
+
+@pytest.mark.parametrize("after_import", ["cymicrogpt.launch", "numpy", "cymicrogpt.checkpoint", "cymicrogpt.cli"])
+def test_ctrl_c_during_start_up_prints_one_line(tiny_data_file: Path, after_import: str) -> None:
+    """Python's -X importtime reports each import as it completes, on stderr: a Ctrl-C sent
+    right after `after_import` lands while the command is still starting up."""
+    proc = subprocess.Popen([sys.executable, "-X", "importtime", command(), "train", "--data", str(tiny_data_file),
+                             "--steps", str(10**9), *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=environment())
+    try:
+        lines = []
+        for line in proc.stderr:  # "import time:  self [us] | cumulative | imported package"
+            lines.append(line)
+            if line.split("|")[-1].strip() == after_import:
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    messages = [line for line in err.splitlines() if not line.startswith("import time:")]
+    assert proc.returncode == 130, (lines[-3:], messages)
+    assert len(messages) == 1 and messages[0].startswith("cymicrogpt: interrupted"), messages
+    assert "Traceback" not in err
