@@ -286,8 +286,9 @@ def _load(fields: _Archive, backend: Optional[str]) -> Run:
     losses = fields.floats("losses", step)
     rng = _read_rng(fields)
     if backend is None:
+        stored = fields.string("backend")
         try:
-            backend = check_backend(fields.string("backend"))
+            backend = check_backend(stored)
         except ValueError as exc:
             raise fields.fail(str(exc)) from None
 

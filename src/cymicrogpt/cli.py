@@ -22,6 +22,7 @@ never a traceback.  ``cymicrogpt bench`` runs the efficiency ladder (see bench.p
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import sys
@@ -123,6 +124,8 @@ def _checked_float(text: str, check) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number, got {_shorten(text)!r}") from None
+    if not math.isfinite(value):  # "1e400" is inf
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {_shorten(text)!r}")
     try:
         return check(value)
     except ValueError as exc:
@@ -231,7 +234,8 @@ def cmd_train(args: argparse.Namespace, out: Console) -> int:
     check_save_options(args)
     run, data_path = resume_run(args) if args.resume else new_run(args)
     if args.save is not None and data_path is not None and _same_file(args.save, data_path):
-        raise UsageError(f"--save {args.save} is the data file {data_path}; saving would overwrite the data")
+        spelled = "" if str(data_path) == args.save else f" {data_path}"
+        raise UsageError(f"--save {args.save}: is the data file{spelled}; saving there would overwrite the data")
     with stop_on_signals() as stop:  # from here on, a stop signal saves the run
         out.print(f"num docs: {len(run.docs)}", f"vocab size: {run.tokenizer.vocab_size}",
                   f"num params: {run.num_params}")
@@ -252,7 +256,10 @@ def cmd_train(args: argparse.Namespace, out: Console) -> int:
     if out.lost is not None:
         return _output_lost(out, args.save)
     out.print("--- inference (new, hallucinated names) ---")
-    print_samples(run, args.samples, args.temperature, out)
+    try:
+        print_samples(run, args.samples, args.temperature, out)
+    except SamplingError as exc:
+        raise SamplingError(f"{exc}{f' (the run is saved in {args.save})' if args.save else ''}") from None
     return _output_lost(out, args.save) if out.lost is not None else EXIT_OK
 
 
