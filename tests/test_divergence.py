@@ -91,7 +91,7 @@ def test_divergence_leaves_the_last_good_state(tmp_path, tiny_docs, backend: str
     assert (resumed.value.step, resumed.value.reason) == (exc.step, exc.reason)
 
 
-@pytest.mark.parametrize("lr", [0.5, 1.0, 10.0, 1e10, 1e100])
+@pytest.mark.parametrize("lr", [1.0, 10.0, 1e10, 1e100])
 def test_backends_diverge_alike_on_log_of_zero(tiny_docs, lr: float) -> None:
     """microgpt's own failure, math.log(0.0): the same step on both engines."""
     reference = outcome("python", tiny_docs, lr, steps=200)

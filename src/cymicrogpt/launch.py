@@ -13,13 +13,14 @@ import os
 import signal
 from typing import Optional, Sequence
 
+from .interrupts import signal_name
 from .output import print_error
 
 _SIGINT_IGNORED = signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # a background job: keep it so
 
 
 def _interrupted(signum: int) -> int:
-    print_error(f"cymicrogpt: interrupted ({signal.Signals(signum).name})")
+    print_error(f"cymicrogpt: interrupted ({signal_name(signum)})")
     return 128 + signum
 
 
