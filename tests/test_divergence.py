@@ -16,6 +16,7 @@ import pytest
 import cymicrogpt as mg
 from cymicrogpt.checkpoint import load_checkpoint
 from cymicrogpt.config import GPTConfig
+from cymicrogpt.params import state_dict_layout
 from cymicrogpt.reference import ReferenceAdam, Value
 from cymicrogpt.training import Run, start_run
 from command import TINY, assert_one_error_line, run_command, samples_of
@@ -48,12 +49,13 @@ def train_until_divergence(run: Run) -> tuple[mg.DivergenceError, dict]:
         assert run.step < run.num_steps, "the run did not diverge"
 
 
-def outcome(backend: str, docs, lr: float, steps: int = 40, poison=None) -> tuple:
+def outcome(backend: str, docs, lr: float, steps: int = 20, poison=None) -> tuple:
     """(losses, step of the DivergenceError or None, what kind of failure)."""
     run = start_run(list(docs), config=CONFIG, steps=steps, backend=backend, lr=lr, seed=42)
-    if poison is not None:
+    if poison is not None:  # (matrix name, value): its first weight gets the value
+        matrix, value = poison
         weights = run.engine.weights()
-        weights[poison[0]] = poison[1]
+        weights[next(s.offset for s in state_dict_layout(CONFIG, run.tokenizer.vocab_size) if s.name == matrix)] = value
         run.engine.set_weights(weights)
     try:
         run.train()
@@ -110,17 +112,17 @@ def test_nan_losses_diverge_alike(tiny_docs, backend: str, lr: float) -> None:
 
 @pytest.mark.parametrize("backend", ["python", needs_engine_fix(NAN_FIX)])
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
-@pytest.mark.parametrize("index", [0, 100, -1])  # in wte, in wpe, the last weight of the last layer
-def test_poisoned_weights_diverge_alike(tiny_docs, backend: str, value: float, index: int) -> None:
-    reference = outcome("python", tiny_docs, 0.01, steps=12, poison=(index, value))
-    assert outcome(backend, tiny_docs, 0.01, steps=12, poison=(index, value)) == reference
+@pytest.mark.parametrize("matrix", ["wte", "wpe", "layer0.mlp_fc2"])  # row 0: 'a', position 0; the last layer
+def test_poisoned_weights_diverge_alike(tiny_docs, backend: str, value: float, matrix: str) -> None:
+    reference = outcome("python", tiny_docs, 0.01, steps=12, poison=(matrix, value))
+    assert outcome(backend, tiny_docs, 0.01, steps=12, poison=(matrix, value)) == reference
 
 
 @pytest.mark.parametrize("value", [1e300, -1e300, 1e154])
-@pytest.mark.parametrize("index", [0, -1])
-def test_huge_finite_weights_end_alike(tiny_docs, value: float, index: int) -> None:
-    reference = outcome("python", tiny_docs, 0.01, steps=12, poison=(index, value))
-    assert outcome("cython", tiny_docs, 0.01, steps=12, poison=(index, value)) == reference
+@pytest.mark.parametrize("matrix", ["wte", "lm_head"])
+def test_huge_finite_weights_end_alike(tiny_docs, value: float, matrix: str) -> None:
+    reference = outcome("python", tiny_docs, 0.01, steps=6, poison=(matrix, value))
+    assert outcome("cython", tiny_docs, 0.01, steps=6, poison=(matrix, value)) == reference
 
 
 @pytest.mark.parametrize("backend", ["python", needs_engine_fix(NAN_FIX)])
