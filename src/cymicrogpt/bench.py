@@ -20,10 +20,10 @@ from pathlib import Path
 from queue import Empty
 from typing import Optional, Sequence
 
-from .config import GPTConfig
+from .config import DEFAULT_LR, DEFAULT_SEED, GPTConfig
 from .ladder import IMPLEMENTATIONS, NotInstalled, trainer_class
 from .progress import Progress
-from .training import DEFAULT_LR, initialise
+from .training import initialise
 
 DEFAULT_REF_STEPS = 20  # the reference takes ~0.2 s per default step; more is just waiting
 LOSS_WINDOW = 50  # steps per point of the chart's smoothed loss curves
@@ -80,7 +80,7 @@ def peak_rss_mib() -> Optional[float]:
 
 
 def run_ladder(docs: Sequence[str], config: GPTConfig, steps: int, impls: Sequence[str],
-               ref_steps: int = DEFAULT_REF_STEPS, seed: int = 42, lr: float = DEFAULT_LR) -> list[Row]:
+               ref_steps: int = DEFAULT_REF_STEPS, seed: int = DEFAULT_SEED, lr: float = DEFAULT_LR) -> list[Row]:
     """One Row per implementation, each measured in a fresh process."""
     docs = list(docs)
     _, tokenizer, layout, weights = initialise(docs, config, seed)  # the same start as train()
