@@ -60,6 +60,24 @@ def test_fused_rejects_bad_tokens():
         first_step("fused", config, [26])
 
 
+@pytest.mark.parametrize("change, message", [
+    (dict(n_head=0), "must be positive"),  # was a SIGFPE: n_embd % 0 under cdivision
+    (dict(block=-1), "must be positive"),
+    (dict(offsets=[0, 0, 10**9]), "lies outside"),  # was a segfault in the forward loop
+    (dict(layer_offsets=[[0, 0, 0, 0, 0, 200]]), "lies outside"),
+    (dict(offsets=[0, 0]), "need wte, wpe, lm_head"),
+    (dict(layer_offsets=[[0] * 6] * 2), "need wte, wpe, lm_head"),
+])
+def test_fused_model_refuses_shapes_that_do_not_fit_its_weights(change, message):
+    from cymicrogpt._fused import FusedGPT
+
+    args = dict(n_layer=1, n_embd=4, n_head=2, vocab=3, block=2, hidden=16, offsets=[0, 0, 0],
+                layer_offsets=[[0] * 6], weights=np.zeros(64), rmsnorm_eps=1e-5)
+    FusedGPT(**args)  # fits: every matrix inside the 64 weights (they may overlap)
+    with pytest.raises(ValueError, match=message):
+        FusedGPT(**{**args, **change})
+
+
 def test_bench_command_writes_the_ladder(tmp_path, capsys):
     data = tmp_path / "docs.txt"
     data.write_text("anna\nbob\ncarla\ndave\neve\nfrank\n")
