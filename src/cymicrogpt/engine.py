@@ -22,11 +22,15 @@ the same parameter names, and that a training pass and sampling use nothing else
 """
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, TypeAlias, Union, runtime_checkable
+
+if TYPE_CHECKING:  # the reference engine runs without NumPy: no import at run time
+    import numpy as np
 
 Vector: TypeAlias = Any  # an engine's handle on a vector of graph nodes (see the table above)
 Matrix: TypeAlias = Any  # an engine's handle on a weight matrix, rows = output features
 Scalar: TypeAlias = Any  # an engine's handle on one graph node (a loss)
+Floats: TypeAlias = Union[Sequence[float], "np.ndarray"]  # flat, state-dict order: a list or a float64 array
 
 
 @runtime_checkable
@@ -40,7 +44,7 @@ class Optimizer(Protocol):
         length: the learning rate is lr * (1 - step / num_steps), bias corrections use
         step + 1.  Bit-identical to microgpt's per-parameter loop."""
 
-    def moments(self) -> tuple[Sequence[float], Sequence[float]]:
+    def moments(self) -> tuple[Floats, Floats]:
         """Copies of the first and second moment buffers (m, v), flat, state-dict order."""
 
     def set_moments(self, m: Sequence[float], v: Sequence[float]) -> None:
