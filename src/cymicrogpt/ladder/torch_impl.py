@@ -22,6 +22,8 @@ torch.get_num_threads() and may prefer torch.set_num_threads(1).
 
 torch is not a dependency of cymicrogpt: importing this module without it raises
 `cymicrogpt.ladder.NotInstalled`, so `trainer_class("torch")` reports "not installed".
+This rung needs only the CPU build; a plain `pip install torch` on Linux fetches the CUDA one
+(several GB).  PyTorch documents the CPU-only install as CPU_ONLY below.
 """
 from __future__ import annotations
 
@@ -30,11 +32,13 @@ from typing import Sequence
 from . import NotInstalled
 from .base import Trainer
 
+CPU_ONLY = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
+
 try:
     import torch
 except (ImportError, OSError) as exc:  # OSError: a torch whose shared libraries fail to load
     raise NotInstalled(f"torch is not installed or does not import ({exc}); "
-                       "`pip install torch` to run the torch implementation") from exc
+                       f"`{CPU_ONLY}` installs the CPU build this implementation needs") from exc
 
 import numpy as np
 
