@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 import platform
 import statistics
 import sys
@@ -248,7 +249,16 @@ def environment() -> str:
 
     return (f"cymicrogpt {__version__}; Python {platform.python_version()}; NumPy {numpy.__version__}; "
             f"torch {torch_version}; {platform.machine()}, {multiprocessing.cpu_count()} CPUs, "
-            f"{platform.platform()}")
+            f"{platform.platform()}{load_average()}")
+
+
+def load_average() -> str:
+    """"; load average ...": how busy the machine was (timings on a busy one run slow), or ""."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except (AttributeError, OSError):  # Windows has none
+        return ""
+    return f"; load average {one:.1f} / {five:.1f} / {fifteen:.1f} (1 / 5 / 15 min) at the end"
 
 
 def write_outputs(out_dir: Path, rows: list[Row], table: list[dict], config: GPTConfig, command: str) -> list[str]:
