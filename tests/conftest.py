@@ -23,7 +23,7 @@ from cymicrogpt.config import GPTConfig
 from cymicrogpt.data import NAMES_SHA256, cache_dir, sha256_of
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_NAMES = REPO_ROOT.parent / "shared" / "data" / "names.txt"
+NAMES_PATH = REPO_ROOT.parent / "shared" / "data" / "names.txt"  # the developers' copy; .ci/run checks it
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 NAMES_ENV = "CYMICROGPT_NAMES"
 
@@ -80,13 +80,13 @@ def how_to_get_names(cached: Path, shared: Path) -> str:
 def names_path() -> Path:
     """makemore's names.txt (see the module docstring for where it is looked for)."""
     try:
-        path, problem = find_names(os.environ, cached_names(), SHARED_NAMES), ""
+        path, problem = find_names(os.environ, cached_names(), NAMES_PATH), ""
     except UnusableNames as exc:
         path, problem = None, str(exc)
     if problem:  # failed outside the except block: one line, no chained traceback
         pytest.fail(problem, pytrace=False)
     if path is None:
-        pytest.skip(how_to_get_names(cached_names(), SHARED_NAMES))
+        pytest.skip(how_to_get_names(cached_names(), NAMES_PATH))
     return path
 
 
