@@ -1,14 +1,3 @@
-"""Where the tests find the shared data: ../shared beside the repository (never committed)."""
-from pathlib import Path
-
-import pytest
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-NAMES = SHARED / "data" / "names.txt"
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-
-
-def names_path() -> Path:
-    if not NAMES.is_file():
-        pytest.skip(f"makemore names.txt not found at {NAMES} (see DESIGN.md, Data)")
-    return NAMES
+"""Read only by .ci/run (`paths.NAMES`); the tests use conftest.py's fixtures.
+Remove this file together with that line of .ci/run."""
+from conftest import NAMES_PATH as NAMES  # noqa: F401

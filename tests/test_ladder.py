@@ -1,14 +1,17 @@
 """The efficiency ladder: every implementation's step-1 gradients against the reference,
-and the `cymicrogpt bench` command's outputs."""
+the table's arithmetic, timing microgpt.py, and the `cymicrogpt bench` command's outputs."""
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cymicrogpt.bench import Row, compare, format_table, reference_losses, run_ladder
 from cymicrogpt.cli import main
 from cymicrogpt.config import GPTConfig
-from cymicrogpt.ladder import trainer_class
-from cymicrogpt.params import init_weights, state_dict_layout
+from cymicrogpt.ladder import microgpt_script, trainer_class
+from cymicrogpt.params import init_weights, num_params, state_dict_layout
+from cymicrogpt.training import initialise
 
 CASES = [
     (GPTConfig(), [26, 0, 4, 9, 3, 26]),
@@ -60,6 +63,24 @@ def test_fused_rejects_bad_tokens():
         first_step("fused", config, [26])
 
 
+@pytest.mark.parametrize("change, message", [
+    (dict(n_head=0), "must be positive"),  # was a SIGFPE: n_embd % 0 under cdivision
+    (dict(block=-1), "must be positive"),
+    (dict(offsets=[0, 0, 10**9]), "lies outside"),  # was a segfault in the forward loop
+    (dict(layer_offsets=[[0, 0, 0, 0, 0, 200]]), "lies outside"),
+    (dict(offsets=[0, 0]), "need wte, wpe, lm_head"),
+    (dict(layer_offsets=[[0] * 6] * 2), "need wte, wpe, lm_head"),
+])
+def test_fused_model_refuses_shapes_that_do_not_fit_its_weights(change, message):
+    from cymicrogpt._fused import FusedGPT
+
+    args = dict(n_layer=1, n_embd=4, n_head=2, vocab=3, block=2, hidden=16, offsets=[0, 0, 0],
+                layer_offsets=[[0] * 6], weights=np.zeros(64), rmsnorm_eps=1e-5)
+    FusedGPT(**args)  # fits: every matrix inside the 64 weights (they may overlap)
+    with pytest.raises(ValueError, match=message):
+        FusedGPT(**{**args, **change})
+
+
 def test_bench_command_writes_the_ladder(tmp_path, capsys):
     data = tmp_path / "docs.txt"
     data.write_text("anna\nbob\ncarla\ndave\neve\nfrank\n")
@@ -72,7 +93,8 @@ def test_bench_command_writes_the_ladder(tmp_path, capsys):
     for impl in ("python", "cython", "fused", "torch"):
         assert f"| {impl} |" in printed and f"| {impl} |" in report
     cython_row = next(line for line in report.splitlines() if line.startswith("| cython |"))
-    assert "| 0.0e+00 |" in cython_row  # exact: no loss difference from the reference
+    assert "| 0, identical (3 steps) |" in cython_row  # exact: no loss difference from the reference
+    assert "ms/step, steps 2-3 (same documents for all)" in report
     assert "n_embd=8" in report and "Machine:" in report and "Command:" in report
     try:
         import matplotlib  # noqa: F401
@@ -92,3 +114,124 @@ def test_bench_bad_arguments_exit_2(argv, tmp_path, capsys):
 def test_graph_trainers_reject_a_one_token_document(impl):
     with pytest.raises(ValueError, match="at least 2 tokens"):
         first_step(impl, GPTConfig(n_layer=1, n_embd=8, block_size=8, n_head=2), [26])
+
+
+def test_speed_ups_are_ratios_of_the_shared_steps_column():
+    """The bug this table once had: python timed on 3 steps, cython on 9 with slower later
+    documents; a speed-up must compare the same documents, and say which."""
+    rows = [Row("python", step_times=[0.3, 0.1, 0.2], losses=[3.0, 2.9, 2.8, 2.7]),
+            Row("cython", step_times=[0.001, 0.001, 0.001] + [0.004] * 6, losses=[3.0, 2.9, 2.8, 2.7] + [2.6] * 6),
+            Row("numpy", step_times=[0.002] * 9, losses=[3.0, 2.9, 2.8, 2.7 + 1e-15] + [2.6] * 6),
+            Row("torch", status="not installed (no torch)")]
+    table = {c["impl"]: c for c in compare(rows)}
+    assert table["python"]["shared_steps"] == 3
+    assert table["python"]["ms_shared"] == pytest.approx(200.0)
+    assert table["cython"]["ms_shared"] == pytest.approx(1.0)
+    assert table["cython"]["ms_all"] == pytest.approx(4.0)  # the later, slower steps
+    for impl in ("python", "cython", "numpy"):
+        c = table[impl]
+        assert c["x_python"] == pytest.approx(table["python"]["ms_shared"] / c["ms_shared"])
+    assert table["cython"]["x_python"] == pytest.approx(200.0)
+    assert table["torch"]["ms_shared"] is None and table["torch"]["x_python"] is None
+    text = format_table(list(table.values()))
+    assert "| cython | 1.0000 | 200x | 4.0000 | 10 |" in text
+    assert "| torch | - | - | - | 0 | - | - | not installed (no torch) |" in text
+
+
+def test_the_reference_continues_with_an_exact_backend_only_where_it_agreed():
+    python = Row("python", step_times=[0.1], losses=[3.0, 2.5])
+    cython = Row("cython", step_times=[0.001] * 4, losses=[3.0, 2.5, 2.4, 2.3, 2.2])
+    numpy = Row("numpy", step_times=[0.001] * 4, losses=[3.0, 2.5, 2.4, 2.3 + 2e-15, 2.2])
+    assert reference_losses([python, cython, numpy]) == ([3.0, 2.5, 2.4, 2.3, 2.2], "cython")
+    table = {c["impl"]: c for c in compare([python, cython, numpy])}
+    assert (table["cython"]["loss_diff"], table["cython"]["loss_steps"]) == (0.0, 2)  # only where python ran
+    assert table["numpy"]["loss_diff"] == pytest.approx(2e-15) and table["numpy"]["loss_steps"] == 5
+    cython.losses[1] = 2.5000000000000004  # one ulp off: cython no longer stands in for python
+    assert reference_losses([python, cython, numpy]) == ([3.0, 2.5], None)
+    table = {c["impl"]: c for c in compare([python, cython, numpy])}
+    assert table["cython"]["loss_diff"] == pytest.approx(4.4e-16) and table["numpy"]["loss_steps"] == 2
+
+
+FAKE_MICROGPT = """
+import os, time
+docs = [line.strip() for line in open(os.environ.get("MG_INPUT", "input.txt")) if line.strip()]
+print("num docs:", len(docs))
+print("num params:", os.environ["FAKE_PARAMS"])
+if os.environ.get("FAKE_CRASH"):
+    raise SystemExit("fake microgpt.py: it broke")
+for step in range(int(os.environ.get("MG_STEPS", 1000))):
+    time.sleep(0.01 * (1 + step % 2))
+    print(f"step {step + 1:4d} / 1000 | loss {float(len(docs[step])):.4f}")  # the original's format
+"""
+
+
+@pytest.fixture
+def fake_microgpt(tmp_path, monkeypatch):
+    """A stand-in for microgpt.py with its output format; its 'loss' at step i is the length
+    of the i-th document it read, so the losses show which documents it got, in which order."""
+    path = tmp_path / "microgpt.py"
+    path.write_text(FAKE_MICROGPT)
+    config = GPTConfig(n_layer=1, n_embd=8, block_size=8, n_head=2)
+    monkeypatch.setenv("FAKE_PARAMS", "123")
+    return path, config
+
+
+def test_microgpt_script_is_timed_step_by_step(fake_microgpt):
+    path, config = fake_microgpt
+    docs = ["a", "bb", "ccc", "dddd", "eeeee", "ffffff"]
+    times, losses, peak = microgpt_script.time_script(path, docs, config, 123, steps=5, num_steps=1000)
+    assert losses == [1.0, 2.0, 3.0, 4.0, 5.0]  # our documents, in file order (it shuffles them itself)
+    assert len(times) == 4  # steps 2..5: the first line also holds the start-up
+    assert all(0.005 < t < 5 for t in times)
+    assert peak is None or peak > 0
+
+
+@pytest.mark.parametrize("params, crash, message", [
+    ("999", "", "built a model of 999 parameters, the ladder's has 123"),
+    ("123", "1", "exited with code 1 after 0 steps: fake microgpt.py: it broke"),
+])
+def test_microgpt_script_failures_are_one_line(fake_microgpt, monkeypatch, params, crash, message):
+    path, config = fake_microgpt
+    monkeypatch.setenv("FAKE_PARAMS", params)
+    monkeypatch.setenv("FAKE_CRASH", crash)
+    with pytest.raises(microgpt_script.ScriptError, match=message):
+        microgpt_script.time_script(path, ["abc"] * 3, config, 123, steps=2, num_steps=10)
+
+
+def test_a_hung_microgpt_script_is_stopped(tmp_path, monkeypatch):
+    path = tmp_path / "hang.py"
+    path.write_text("import time\nprint('step 1 loss 3.0', flush=True)\ntime.sleep(600)\n")
+    monkeypatch.setattr(microgpt_script, "LINE_TIMEOUT_S", 1.0)
+    with pytest.raises(microgpt_script.ScriptError, match="no output for 1 s"):
+        microgpt_script.time_script(path, ["abc"], GPTConfig(), 1, steps=2, num_steps=10)
+
+
+def test_ladder_with_microgpt_row(fake_microgpt, monkeypatch):
+    path, config = fake_microgpt
+    docs = ["anna", "bob", "carla", "dave", "eve", "frank"]
+    _, _, layout, _ = initialise(list(docs), config, 42)
+    monkeypatch.setenv("FAKE_PARAMS", str(num_params(layout)))
+    rows = run_ladder(docs, config, steps=6, impls=["python", "cython"], ref_steps=4, microgpt=path)
+    assert [r.impl for r in rows] == ["python", "cython", "microgpt.py"]
+    assert rows[2].status == "ok" and len(rows[2].losses) == 4 and len(rows[2].step_times) == 3
+    table = {c["impl"]: c for c in compare(rows)}
+    assert table["microgpt.py"]["x_microgpt"] == pytest.approx(1.0)
+    assert table["cython"]["x_microgpt"] == pytest.approx(table["microgpt.py"]["ms_shared"] / table["cython"]["ms_shared"])
+    assert "speed-up vs microgpt.py" in format_table(list(table.values()))
+    wrong_seed = run_ladder(docs, config, steps=2, impls=[], seed=7, microgpt=path)
+    assert wrong_seed[0].status.startswith("skipped: microgpt.py has seed 42")
+
+
+SEED_SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "seed" / "microgpt_from_article.py"
+
+
+@pytest.mark.skipif(not SEED_SCRIPT.is_file(), reason="the developers' runnable copy of the seed's "
+                    "microgpt.py (it prints repr(loss)) is not beside this repository")
+def test_real_microgpt_matches_the_reference_when_it_prints_repr(names_path):
+    """The seed's script, run by the ladder, prints the reference's floats."""
+    import cymicrogpt as mg
+
+    rows = run_ladder(mg.load_docs(names_path), GPTConfig(), steps=3, impls=["python"], ref_steps=3,
+                      microgpt=SEED_SCRIPT)
+    assert rows[1].status == "ok"
+    assert rows[1].losses == rows[0].losses

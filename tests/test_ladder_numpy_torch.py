@@ -30,7 +30,8 @@ def numpy_impl():
 
 
 def torch_impl():
-    pytest.importorskip("torch", reason="torch is not installed (it is optional; `pip install torch`)")
+    pytest.importorskip("torch", reason="torch is not installed (it is optional; CPU build: "
+                        "`pip install torch --index-url https://download.pytorch.org/whl/cpu`)")
     return trainer_class("torch")
 
 

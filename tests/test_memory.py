@@ -6,7 +6,6 @@ import pytest
 
 import cymicrogpt as mg
 from cymicrogpt.training import start_run
-from paths import names_path
 
 RSS_SCRIPT = """
 import resource, sys
@@ -17,8 +16,8 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
 """
 
 
-def test_arena_does_not_grow_over_2000_steps():
-    run = start_run(mg.load_docs(names_path()), steps=2000, backend="cython")
+def test_arena_does_not_grow_over_2000_steps(names_path):
+    run = start_run(mg.load_docs(names_path), steps=2000, backend="cython")
     capacity = run.engine.capacity  # reserved for a block_size-long document at construction
     params = run.engine.params
     run.train(until=5)
@@ -32,13 +31,13 @@ def test_arena_does_not_grow_over_2000_steps():
     assert run.engine.params.base is params.base  # which never moved: still the same array
 
 
-def peak_rss_kib(steps):
-    out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(names_path()), str(steps)],
+def peak_rss_kib(names_path, steps):
+    out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(names_path), str(steps)],
                          capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1])
 
 
-def test_peak_rss_of_3000_steps_matches_300_steps():
+def test_peak_rss_of_3000_steps_matches_300_steps(names_path):
     pytest.importorskip("resource", reason="peak RSS is read with the Unix-only resource module")
-    short, long = peak_rss_kib(300), peak_rss_kib(3000)
+    short, long = peak_rss_kib(names_path, 300), peak_rss_kib(names_path, 3000)
     assert long - short < 4 * 1024, f"300 steps: {short} KiB, 3000 steps: {long} KiB"

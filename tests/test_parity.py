@@ -9,7 +9,6 @@ import pytest
 import cymicrogpt as mg
 from cymicrogpt.config import GPTConfig
 from cymicrogpt.training import start_run
-from paths import names_path
 
 NON_ASCII_DOCS = ["zoë", "łukasz", "日本語", "ångström", "ñandú", "çağrı", "😀smile", "Ωmega", "ß", "naïve"]
 
@@ -29,8 +28,8 @@ def assert_lockstep(docs, config, steps, seed=42, samples=5, temperature=0.5):
     return ref, fast
 
 
-def test_default_config_on_names_30_steps():
-    docs = mg.load_docs(names_path())
+def test_default_config_on_names_30_steps(names_path):
+    docs = mg.load_docs(names_path)
     ref, fast = assert_lockstep(docs, GPTConfig(), steps=30, samples=10)
     assert len(fast.losses) == 30
 
@@ -44,8 +43,8 @@ def test_default_config_on_names_30_steps():
     ],
     ids=["2x32-h8-b8", "3x12-h3-b5", "1x8-h1-b24"],
 )
-def test_other_configs_on_names(config, steps, seed):
-    docs = mg.load_docs(names_path())
+def test_other_configs_on_names(config, steps, seed, names_path):
+    docs = mg.load_docs(names_path)
     assert_lockstep(docs, config, steps=steps, seed=seed)
 
 
@@ -84,13 +83,10 @@ def test_gradients_match_central_differences():
         assert grads[i] == pytest.approx(numeric, rel=1e-4, abs=1e-8), f"parameter {i}"
 
 
-def test_cython_backend_reproduces_the_full_seed_run():
+def test_cython_backend_reproduces_the_full_seed_run(names_path, golden):
     """All 1000 steps and 20 samples of microgpt.py (golden values from running the seed's
     script unchanged, see tests/fixtures/), on the compiled backend."""
-    import json
-    from paths import FIXTURES
-
-    gold = json.loads((FIXTURES / "seed_default_1000steps.json").read_text())
-    run = mg.train(mg.load_docs(names_path()), steps=gold["num_steps"], backend="cython", seed=42)
+    gold = golden("seed_default_1000steps.json")
+    run = mg.train(mg.load_docs(names_path), steps=gold["num_steps"], backend="cython", seed=42)
     assert run.losses == gold["losses"]
     assert run.sample(len(gold["samples"]), temperature=0.5) == gold["samples"]

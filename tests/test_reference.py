@@ -4,7 +4,6 @@ The golden files in tests/fixtures/ were produced by running the seed's microgpt
 unchanged (seed 42, names.txt, default config) -- copied from ../shared/golden/; their
 "about" field says so.  Losses are compared with float ==.
 """
-import json
 import math
 import random
 import sys
@@ -16,24 +15,19 @@ from cymicrogpt.config import GPTConfig
 from cymicrogpt.model import sequence_loss
 from cymicrogpt.params import init_weights, state_dict_layout
 from cymicrogpt.reference import ReferenceEngine, Value
-from paths import FIXTURES, names_path
 
 
-def golden(name):
-    return json.loads((FIXTURES / name).read_text())
-
-
-def test_seed_fidelity_30_steps():
+def test_seed_fidelity_30_steps(names_path, golden):
     gold = golden("seed_default_30steps.json")
-    run = mg.train(mg.load_docs(names_path()), steps=gold["num_steps"], backend="python", seed=42)
+    run = mg.train(mg.load_docs(names_path), steps=gold["num_steps"], backend="python", seed=42)
     assert run.losses == gold["losses"]
     assert run.sample(len(gold["samples"]), temperature=0.5) == gold["samples"]
 
 
 @pytest.mark.slow
-def test_seed_fidelity_1000_steps():
+def test_seed_fidelity_1000_steps(names_path, golden):
     gold = golden("seed_default_1000steps.json")
-    run = mg.train(mg.load_docs(names_path()), steps=gold["num_steps"], backend="python", seed=42)
+    run = mg.train(mg.load_docs(names_path), steps=gold["num_steps"], backend="python", seed=42)
     assert run.losses == gold["losses"]
     assert run.sample(len(gold["samples"]), temperature=0.5) == gold["samples"]
 

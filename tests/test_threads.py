@@ -9,10 +9,7 @@ to the same run trained alone: losses, final weights, Adam moments and samples.
 (tests/test_value.py) but not locked, which is why the free-threaded 3.14t wheels stay
 skipped (pyproject.toml, [tool.cibuildwheel]).
 """
-import sys
 import threading
-
-import pytest
 
 import cymicrogpt as mg
 from cymicrogpt.config import GPTConfig
@@ -41,15 +38,6 @@ def outcome(config, seed):
         "moments": [a.tolist() for a in run.optimizer.moments()],
         "samples": run.sample(6, temperature=0.8),
     }
-
-
-@pytest.fixture
-def frequent_switches():
-    """Hand the GIL over as often as possible, to interleave the threads finely."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    yield
-    sys.setswitchinterval(old)
 
 
 def test_concurrent_runs_equal_single_threaded_runs(frequent_switches):

@@ -2,6 +2,7 @@
 import gc
 import math
 import random
+import threading
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -152,11 +153,9 @@ def test_graph_memory_is_released():
     assert w[3].grad == pytest.approx(1000 * 2 * w[3].data)  # grads survived the compactions
 
 
-def test_values_from_several_threads_stay_exact():
+def test_values_from_several_threads_stay_exact(frequent_switches):
     """The arena is shared by all threads; the GIL serialises every op on it, so threads
     building and differentiating graphs at once (collections included) stay exact."""
-    import sys
-    import threading
 
     def work(seed, out):
         rng = random.Random(seed)
@@ -169,14 +168,9 @@ def test_values_from_several_threads_stay_exact():
     expected, got = {}, {}
     for seed in range(4):
         work(seed, expected)
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        threads = [threading.Thread(target=work, args=(seed, got)) for seed in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(interval)
+    threads = [threading.Thread(target=work, args=(seed, got)) for seed in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     assert got == expected

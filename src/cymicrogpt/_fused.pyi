@@ -1,4 +1,4 @@
-"""Type stub for the graph-free fused model (csrc/cymicrogpt/_fused.pyx)."""
+"""Type stub for the `fused` rung: the graph-free training step (csrc/cymicrogpt/_fused.pyx)."""
 from typing import Sequence
 
 import numpy as np
@@ -10,10 +10,13 @@ class FusedGPT:
     head_dim: int
     vocab: int
     block: int
+    hidden: int
+    rmsnorm_eps: float
     weights: np.ndarray
     grads: np.ndarray
-    def __init__(self, n_layer: int, n_embd: int, n_head: int, vocab: int, block: int,
-                 offsets: Sequence[int], weights: np.ndarray) -> None: ...
+    def __init__(self, n_layer: int, n_embd: int, n_head: int, vocab: int, block: int, hidden: int,
+                 offsets: Sequence[int], layer_offsets: Sequence[Sequence[int]], weights: np.ndarray,
+                 rmsnorm_eps: float) -> None: ...
     def loss_and_grads(self, tokens: np.ndarray) -> float: ...
     def adam_step(self, m: np.ndarray, v: np.ndarray, lr_t: float, beta1: float, beta2: float,
                   eps: float, step: int) -> None: ...

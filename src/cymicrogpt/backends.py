@@ -1,13 +1,19 @@
-"""Backend names -> engines: "python" (the reference) and "cython" (the compiled graph)."""
+"""Backend names -> engines: "python" (the reference) and "cython" (the compiled graph).
+
+These are the engines `train` runs on (engine.py's interface); the efficiency ladder
+(ladder/) times them beside its other implementations, starting from REFERENCE_BACKEND.
+"""
 from __future__ import annotations
 
 from typing import Sequence
 
 from .config import GPTConfig
+from .engine import Engine
 from .params import MatrixSlot
 
 BACKENDS = ("cython", "python")
 DEFAULT_BACKEND = "cython"
+REFERENCE_BACKEND = "python"  # the parity oracle: every backend is float-== to it
 
 
 def check_backend(name: str) -> str:
@@ -16,10 +22,10 @@ def check_backend(name: str) -> str:
     return name
 
 
-def make_engine(name: str, layout: list[MatrixSlot], weights: Sequence[float], config: GPTConfig):
+def make_engine(name: str, layout: list[MatrixSlot], weights: Sequence[float], config: GPTConfig) -> Engine:
     """A fresh engine holding `weights` (flat, state-dict order)."""
     check_backend(name)
-    if name == "python":
+    if name == REFERENCE_BACKEND:
         from .reference import ReferenceEngine
 
         return ReferenceEngine(layout, weights)

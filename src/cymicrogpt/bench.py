@@ -3,13 +3,23 @@
 Every implementation gets the same initial weights and the same documents in the same
 order (microgpt's seed-42 shuffle and init).  Each runs in a fresh process of its own,
 so its peak memory is its own and a crash or a missing dependency fails only its row.
-Per-step wall times (time.perf_counter) exclude the first, warm-up step; the table
-reports medians.  The speed-up compares each implementation with the reference over the
-steps both ran (the reference may run fewer), so both are timed on the same documents.
+Optionally the seed's microgpt.py itself is timed in the same sitting (ladder/microgpt_script.py).
+
+Per-step wall times (time.perf_counter) exclude the first, warm-up step.  The slow rows
+(the reference, microgpt.py) run only the first `ref_steps` documents, so the table has two
+time columns: the median over the shared steps 2..ref_steps, which every row ran on the same
+documents and from which every speed-up is computed (a speed-up is the ratio of two cells of
+that column), and the median over all the steps a row ran.
+
+Losses are compared with the reference's, step by step.  Beyond the steps the reference ran,
+the reference curve continues with an exact backend's (cython), and only if that backend's
+losses were float-== to the reference's on every step both ran.
 """
 from __future__ import annotations
 
+import math
 import multiprocessing
+import os
 import platform
 import statistics
 import sys
@@ -18,28 +28,38 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
-from .config import GPTConfig
-from .ladder import IMPLEMENTATIONS, NotInstalled, trainer_class
+from .backends import REFERENCE_BACKEND
+from .config import DEFAULT_LR, DEFAULT_SEED, GPTConfig
+from .ladder import EXACT, IMPLEMENTATIONS, NotInstalled, trainer_class
+from .ladder import microgpt_script
+from .params import num_params
 from .progress import Progress
-from .training import DEFAULT_LR, initialise
+from .training import initialise
 
-DEFAULT_REF_STEPS = 20  # the reference takes ~0.2 s per default step; more is just waiting
-LOSS_WINDOW = 50  # steps per point of the chart's smoothed loss curves
+DEFAULT_REF_STEPS = 20  # the reference takes ~0.1-0.2 s per default step; more is just waiting
+DIFF_FLOOR = 1e-18  # where the loss chart draws a difference of exactly 0 (log scale)
 
 
 @dataclass
 class Row:
     impl: str
-    status: str = "ok"  # ok | not installed | failed: <reason>
-    step_times: list[float] = field(default_factory=list)  # seconds, warm-up step excluded
-    losses: list[float] = field(default_factory=list)
+    status: str = "ok"  # ok | not installed | skipped: <reason> | failed: <reason>
+    step_times: list[float] = field(default_factory=list)  # seconds, steps 2, 3, ... (warm-up excluded)
+    losses: list[float] = field(default_factory=list)  # steps 1, 2, ...
     peak_rss_mib: Optional[float] = None
 
     @property
     def ms_per_step(self) -> Optional[float]:
+        """Median over every timed step this row ran."""
         return statistics.median(self.step_times) * 1e3 if self.step_times else None
+
+    def ms_over(self, timed_steps: int) -> Optional[float]:
+        """Median over its first `timed_steps` timed steps (steps 2..timed_steps + 1)."""
+        if self.status != "ok" or len(self.step_times) < timed_steps or timed_steps <= 0:
+            return None
+        return statistics.median(self.step_times[:timed_steps]) * 1e3
 
 
 def _measure(impl: str, config: GPTConfig, layout, weights, token_seqs, lr: float, num_steps: int,
@@ -80,15 +100,19 @@ def peak_rss_mib() -> Optional[float]:
 
 
 def run_ladder(docs: Sequence[str], config: GPTConfig, steps: int, impls: Sequence[str],
-               ref_steps: int = DEFAULT_REF_STEPS, seed: int = 42, lr: float = DEFAULT_LR) -> list[Row]:
-    """One Row per implementation, each measured in a fresh process."""
+               ref_steps: int = DEFAULT_REF_STEPS, seed: int = DEFAULT_SEED, lr: float = DEFAULT_LR,
+               microgpt: Optional[Union[str, Path]] = None) -> list[Row]:
+    """One Row per implementation, each measured in a fresh process; with `microgpt` (the
+    path of microgpt.py), a last row for the script itself over the first ref_steps steps."""
+    file_order = list(docs)
     docs = list(docs)
     _, tokenizer, layout, weights = initialise(docs, config, seed)  # the same start as train()
     token_seqs = [tokenizer.encode(docs[i % len(docs)]) for i in range(steps)]
+    short = min(steps, ref_steps)  # the slow rows' share
     context = multiprocessing.get_context("spawn")
     rows = []
     for impl in impls:
-        n = min(steps, ref_steps) if impl == "python" else steps
+        n = short if impl == REFERENCE_BACKEND else steps
         queue = context.Queue()
         worker = context.Process(target=_measure, args=(impl, config, layout, weights, token_seqs[:n], lr, steps, queue))
         worker.start()
@@ -97,7 +121,24 @@ def run_ladder(docs: Sequence[str], config: GPTConfig, steps: int, impls: Sequen
         if row is None:  # the worker died without reporting (e.g. a C-level crash)
             row = Row(impl, status=f"failed: worker process exited with code {worker.exitcode}")
         rows.append(row)
+    if microgpt is not None:
+        rows.append(_measure_script(Path(microgpt), file_order, config, num_params(layout), short, steps, seed, lr))
     return rows
+
+
+def _measure_script(path: Path, file_order: list[str], config: GPTConfig, params: int, count: int,
+                    num_steps: int, seed: int, lr: float) -> Row:
+    row = Row(microgpt_script.NAME)
+    if (seed, lr) != (DEFAULT_SEED, DEFAULT_LR):
+        row.status = f"skipped: microgpt.py has seed {DEFAULT_SEED} and lr {DEFAULT_LR} written in"
+        return row
+    print(f"{microgpt_script.NAME} ({path}): {count} steps", flush=True)
+    try:
+        row.step_times, row.losses, row.peak_rss_mib = microgpt_script.time_script(
+            path, file_order, config, params, count, num_steps)
+    except (microgpt_script.ScriptError, OSError) as exc:
+        row.status = f"failed: {exc}"
+    return row
 
 
 def _wait_for_row(worker, queue) -> Optional[Row]:
@@ -112,33 +153,87 @@ def _wait_for_row(worker, queue) -> Optional[Row]:
                     return None
 
 
+def reference_losses(rows: list[Row]) -> tuple[list[float], Optional[str]]:
+    """The reference's loss at every step available, and the exact row that continues it
+    past the reference's last step (None if none does).  See the module docstring."""
+    ref = next((r for r in rows if r.impl == REFERENCE_BACKEND and r.status == "ok"), None)
+    if ref is None:
+        return [], None
+    n = len(ref.losses)
+    for row in rows:
+        if (row.impl in EXACT and row.impl != REFERENCE_BACKEND and row.status == "ok"
+                and len(row.losses) > n and row.losses[:n] == ref.losses):
+            return ref.losses + row.losses[n:], row.impl
+    return list(ref.losses), None
+
+
 def compare(rows: list[Row]) -> list[dict]:
-    """Table cells: median ms/step, speed-up over python on common steps, max |loss diff|."""
-    ref = next((r for r in rows if r.impl == "python" and r.status == "ok"), None)
+    """Table cells, one dict per row (see the module docstring and write_outputs' notes)."""
+    timed = [len(r.step_times) for r in rows if r.status == "ok" and r.step_times]
+    shared = min(timed, default=0)  # timed steps every row ran: steps 2..shared + 1
+    ms_ref = next((r.ms_over(shared) for r in rows if r.impl == REFERENCE_BACKEND), None)
+    ms_script = next((r.ms_over(shared) for r in rows if r.impl == microgpt_script.NAME), None)
+    reference, continued_by = reference_losses(rows)
+    ref_steps = next((len(r.losses) for r in rows if r.impl == REFERENCE_BACKEND and r.status == "ok"), 0)
     table = []
     for row in rows:
-        cells = {"impl": row.impl, "status": row.status, "ms": row.ms_per_step, "speedup": None,
-                 "loss_diff": None, "rss": row.peak_rss_mib, "steps": len(row.losses)}
-        if ref is not None and row.status == "ok" and row.step_times:
-            common = min(len(ref.step_times), len(row.step_times))
-            if common:
-                cells["speedup"] = statistics.median(ref.step_times[:common]) / statistics.median(row.step_times[:common])
-            common_losses = min(len(ref.losses), len(row.losses))
-            cells["loss_diff"] = max((abs(a - b) for a, b in zip(ref.losses[:common_losses], row.losses)), default=0.0)
-        table.append(cells)
+        ms = row.ms_over(shared)
+        # the row that continues the reference is compared only where the reference ran
+        against = reference[:ref_steps] if row.impl == continued_by else reference
+        compared = min(len(row.losses), len(against)) if row.status == "ok" else 0
+        table.append({
+            "impl": row.impl, "status": row.status, "shared_steps": shared,
+            "ms_shared": ms, "ms_all": row.ms_per_step if row.status == "ok" else None,
+            "x_python": ms_ref / ms if ms and ms_ref else None,
+            "x_microgpt": ms_script / ms if ms and ms_script else None,
+            "is_reference": row.impl == REFERENCE_BACKEND,
+            "loss_diff": max(abs(a - b) for a, b in zip(row.losses, against)) if compared else None,
+            "loss_steps": compared, "rss": row.peak_rss_mib, "steps": len(row.losses),
+        })
     return table
 
 
 def format_table(table: list[dict]) -> str:
-    lines = ["| implementation | ms/step (median) | speed-up vs python | max abs loss diff vs python | peak RSS (MiB) | steps | status |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+    shared = table[0]["shared_steps"] if table else 0
+    window = f"steps 2-{shared + 1}" if shared else "shared steps"
+    script = any(c["impl"] == microgpt_script.NAME for c in table)
+    columns = [("implementation", "---"), (f"ms/step, {window} (same documents for all)", "---:"),
+               ("speed-up vs python", "---:")]
+    if script:
+        columns.append(("speed-up vs microgpt.py", "---:"))
+    columns += [("ms/step, all its steps", "---:"), ("steps", "---:"),
+                ("max abs loss diff vs reference (steps compared)", "---"), ("peak RSS (MiB)", "---:"),
+                ("status", "---")]
+    lines = ["| " + " | ".join(name for name, _ in columns) + " |",
+             "|" + "|".join(align for _, align in columns) + "|"]
     for c in table:
-        ms = f"{c['ms']:.4f}" if c["ms"] is not None else "-"
-        speed = f"{c['speedup']:.0f}x" if c["speedup"] is not None else "-"
-        diff = f"{c['loss_diff']:.1e}" if c["loss_diff"] is not None else "-"
-        rss = f"{c['rss']:.0f}" if c["rss"] is not None else "-"
-        lines.append(f"| {c['impl']} | {ms} | {speed} | {diff} | {rss} | {c['steps']} | {c['status']} |")
+        cells = [c["impl"], _number(c["ms_shared"], "{:.4f}"), _ratio(c["x_python"])]
+        if script:
+            cells.append(_ratio(c["x_microgpt"]))
+        cells += [_number(c["ms_all"], "{:.4f}"), str(c["steps"]), _loss_cell(c), _number(c["rss"], "{:.0f}"),
+                  c["status"]]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _number(value: Optional[float], fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _ratio(value: Optional[float]) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}x" if value >= 10 else f"{value:.2f}x"
+
+
+def _loss_cell(c: dict) -> str:
+    if c["is_reference"] and c["status"] == "ok":
+        return f"reference ({c['steps']} steps)"
+    if c["loss_diff"] is None:
+        return "-"
+    if c["loss_diff"] == 0:
+        return f"0, identical ({c['loss_steps']} steps)"
+    return f"{c['loss_diff']:.1e} ({c['loss_steps']} steps)"
 
 
 def environment() -> str:
@@ -154,55 +249,119 @@ def environment() -> str:
 
     return (f"cymicrogpt {__version__}; Python {platform.python_version()}; NumPy {numpy.__version__}; "
             f"torch {torch_version}; {platform.machine()}, {multiprocessing.cpu_count()} CPUs, "
-            f"{platform.platform()}")
+            f"{platform.platform()}{load_average()}")
+
+
+def load_average() -> str:
+    """"; load average ...": how busy the machine was (timings on a busy one run slow), or ""."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except (AttributeError, OSError):  # Windows has none
+        return ""
+    return f"; load average {one:.1f} / {five:.1f} / {fifteen:.1f} (1 / 5 / 15 min) at the end"
 
 
 def write_outputs(out_dir: Path, rows: list[Row], table: list[dict], config: GPTConfig, command: str) -> list[str]:
     """DIR/ladder.md, and DIR/ladder.png when matplotlib is installed.  Returns notes."""
     out_dir.mkdir(parents=True, exist_ok=True)
     notes = []
+    _, continued_by = reference_losses(rows)
+    ref_steps = next((len(r.losses) for r in rows if r.impl == REFERENCE_BACKEND and r.status == "ok"), 0)
+    shared = table[0]["shared_steps"] if table else 0
     md = [f"# Efficiency ladder ({time.strftime('%Y-%m-%d')})", "",
           f"Command: `{command}`", "",
           f"Model: n_layer={config.n_layer}, n_embd={config.n_embd}, block_size={config.block_size}, "
           f"n_head={config.n_head}", "",
           f"Machine: {environment()}", "", format_table(table), "",
-          "ms/step: median over the timed steps (the first step is a warm-up and not timed). "
-          "Speed-up: the reference's median over the steps both ran divided by this "
-          "implementation's median over those same steps (same documents). "
-          "Peak RSS: the whole worker process, interpreter and imports included.", ""]
+          f"ms/step, steps 2-{shared + 1}: the median over the steps every row ran, on the same documents "
+          "(step 1 is a warm-up, not timed). Each speed-up is the ratio of two cells of this column: "
+          "the slower implementation's time divided by this row's. "
+          "ms/step, all its steps: the median over every step the row ran (documents differ in length, "
+          "so this can differ from the first column). "
+          "Loss diff: the largest |loss - reference loss| over the steps compared"
+          + (f"; past step {ref_steps} the reference is {continued_by}'s run, whose losses were "
+             f"float-== to python's on all {ref_steps} steps both ran" if continued_by else "")
+          + ". Peak RSS: the whole worker process, interpreter and imports included.", ""]
+    if any(r.impl == microgpt_script.NAME for r in rows):
+        md += ["microgpt.py: the script itself, run unchanged in its own process on the same documents "
+               "(the time between the lines it prints after each step); its losses are read as it prints "
+               "them (the original prints 4 decimals, so a difference up to 5e-05 is only rounding).", ""]
+    else:
+        md += ["microgpt.py itself was not timed in this run. Our pure-Python reference computes the same "
+               "floats but is not microgpt.py and runs at another speed, so a speed-up over python is not "
+               "one over microgpt.py (benchmarks/bench_microgpt.py in the source tree measures the factor).", ""]
     (out_dir / "ladder.md").write_text("\n".join(md))
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        import numpy as np
     except ImportError:
         notes.append("matplotlib is not installed (pip install 'cymicrogpt[bench]'): no ladder.png")
         return notes
-    ok = [c for c in table if c["ms"] is not None]
-    fig, (ax_speed, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
-    bars = ax_speed.barh([c["impl"] for c in ok], [c["ms"] for c in ok], color="tab:blue")
-    ax_speed.bar_label(bars, labels=[f"{c['ms']:.3g} ms" for c in ok], padding=3, fontsize=8)
-    ax_speed.set_xscale("log")
-    ax_speed.set_xlim(right=max(c["ms"] for c in ok) * 20)
-    ax_speed.set_xlabel("ms per training step (log scale)")
-    ax_speed.invert_yaxis()
-    longest = max((len(row.losses) for row in rows), default=0)
-    window = max(1, min(LOSS_WINDOW, longest // 10))
-    for row in rows:
-        if len(row.losses) >= window:
-            smooth = np.convolve(row.losses, np.ones(window) / window, mode="valid")  # running mean
-            ax_loss.plot(range(window, len(row.losses) + 1), smooth, label=row.impl, linewidth=1)
-    ax_loss.set_xlabel("step")
-    ax_loss.set_ylabel("loss" if window == 1 else f"loss (running mean of {window} steps)")
-    ax_loss.legend()
+    fig, (ax_speed, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.2))
+    _plot_speed(ax_speed, table)
+    _plot_loss_diffs(ax_loss, rows, continued_by, ref_steps)
     fig.suptitle(f"microgpt training: n_layer={config.n_layer}, n_embd={config.n_embd}, "
                  f"block_size={config.block_size}")
     fig.tight_layout()
     fig.savefig(out_dir / "ladder.png", dpi=110)
     plt.close(fig)
     return notes
+
+
+def _plot_speed(ax, table: list[dict]) -> None:
+    """Bars of the shared-steps column: the one the speed-ups come from."""
+    ok = [c for c in table if c["ms_shared"] is not None]
+    if not ok:
+        return
+    bars = ax.barh([c["impl"] for c in ok], [c["ms_shared"] for c in ok], color="tab:blue")
+    labels = [f"{c['ms_shared']:.3g} ms" + (f" ({c['x_python']:,.0f}x python)" if c["x_python"] else "")
+              for c in ok]
+    ax.bar_label(bars, labels=labels, padding=3, fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlim(right=max(c["ms_shared"] for c in ok) * 300)
+    ax.set_xlabel(f"ms per training step, steps 2-{ok[0]['shared_steps'] + 1} (log scale)")
+    ax.invert_yaxis()
+
+
+def _plot_loss_diffs(ax, rows: list[Row], continued_by: Optional[str], ref_steps: int) -> None:
+    """|loss - reference loss| per step, log scale.  log(0) is undefined, so exactly-0
+    differences go to a band at the bottom labelled "0 (identical)", one height per
+    implementation so that none hides another's."""
+    reference, _ = reference_losses(rows)
+    largest = 0.0
+    band = 0
+    for row in rows:
+        if row.impl == REFERENCE_BACKEND or row.status != "ok":
+            continue
+        against = reference[:ref_steps] if row.impl == continued_by else reference
+        diffs = [abs(a - b) for a, b in zip(row.losses, against)]
+        if not diffs:
+            continue
+        zero_at = DIFF_FLOOR * 2.0 ** band  # within [DIFF_FLOOR, 10 * DIFF_FLOOR)
+        band += 1
+        largest = max(largest, max(diffs))
+        label = row.impl + (" (all identical)" if not any(diffs) else "")
+        ax.plot(range(1, len(diffs) + 1), [d if d > 0 else zero_at for d in diffs], ".", markersize=3, label=label)
+    if not band:
+        return
+    ax.set_yscale("log")
+    ax.axhspan(DIFF_FLOOR / 1.5, DIFF_FLOOR * 2.0 ** band * 1.5, color="0.92", zorder=0)
+    if reference:
+        ulp = math.ulp(statistics.median(reference))
+        ax.axhline(ulp, color="grey", linestyle="--", linewidth=0.8)
+        ax.annotate("1 ulp of the median loss", (1, ulp), textcoords="offset points", xytext=(2, 3), fontsize=7,
+                    color="grey")
+    top = max(1e-12, largest * 1e3)
+    ax.set_ylim(DIFF_FLOOR / 3, top)
+    decades = list(range(-16, int(math.log10(top)) + 1, 2))
+    ax.set_yticks([DIFF_FLOOR * 2.0 ** (band / 2)] + [10.0 ** k for k in decades],
+                  ["0 (identical)"] + [f"1e{k}" for k in decades])
+    ax.minorticks_off()
+    ax.set_xlabel("step")
+    ax.set_ylabel("|loss - reference loss|")
+    ax.legend(fontsize=8, loc="upper right")
 
 
 def parse_impls(text: str) -> list[str]:

@@ -1,7 +1,47 @@
-"""The model's shape: one small dataclass, validated on construction."""
+"""microgpt's hyperparameters, all in one place: the model's shape (``GPTConfig``) and the
+constants of its initialisation, normalisation, optimizer, training run and sampling.
+
+Every other module imports them from here; none types them again.  The values are
+microgpt.py's: changing one changes what "reproduces microgpt exactly" means.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# --- the model -------------------------------------------------------------------------------
+RMSNORM_EPS = 1e-5  # rmsnorm: x * (mean(x**2) + RMSNORM_EPS) ** -0.5 (no learned gain)
+MLP_EXPANSION = 4  # the MLP's hidden width, in units of n_embd
+# Each transformer block's weight matrices in state-dict (and RNG) order, with their shape
+# in units of n_embd: (name, rows = output features, cols = input features).
+LAYER_MATRICES = (
+    ("attn_wq", 1, 1),
+    ("attn_wk", 1, 1),
+    ("attn_wv", 1, 1),
+    ("attn_wo", 1, 1),
+    ("mlp_fc1", MLP_EXPANSION, 1),
+    ("mlp_fc2", 1, MLP_EXPANSION),
+)
+LAYER_MATRIX_NAMES = tuple(name for name, _, _ in LAYER_MATRICES)
+
+# --- initialisation and training ---------------------------------------------------------------
+INIT_STD = 0.08  # every weight starts as random.gauss(0, INIT_STD)
+DEFAULT_SEED = 42  # random.seed(42): the shuffle, the initial weights, then sampling
+DEFAULT_STEPS = 1000  # training steps (one document each); the lr decay depends on it
+DEFAULT_LR = 0.01  # Adam's base learning rate, decayed linearly to 0 over the run
+ADAM_BETA1 = 0.85  # decay of the first moment (mean of gradients)
+ADAM_BETA2 = 0.99  # decay of the second moment (mean of squared gradients)
+ADAM_EPS = 1e-8  # added to sqrt(v_hat) before dividing
+
+# --- sampling ------------------------------------------------------------------------------------
+DEFAULT_TEMPERATURE = 0.5  # logits are divided by it before the softmax
+DEFAULT_NUM_SAMPLES = 20  # names microgpt prints after training
+
+
+def check_positive_int(name: str, value) -> int:
+    """`value` if it is a positive int (bool, an int subclass, is refused), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -13,10 +53,8 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_layer", "n_embd", "block_size", "n_head"):
-            value = getattr(self, name)
-            # bool is an int subclass; GPTConfig(n_layer=True) is a bug, not a 1-layer model.
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            # GPTConfig(n_layer=True) is a bug, not a 1-layer model.
+            check_positive_int(name, getattr(self, name))
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"

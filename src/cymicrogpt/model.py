@@ -1,4 +1,4 @@
-"""The GPT itself, written once against the engine interface (see ``engine.py``).
+"""The GPT itself, written once against the engine interface (``engine.py``).
 
 microgpt's architecture: GPT-2 with rmsnorm instead of layernorm, no biases and ReLU
 instead of GeLU; one token at a time with a key/value cache.  The same code drives the
@@ -6,9 +6,10 @@ pure-Python reference engine and the compiled engine; only the engine under it c
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 from .config import GPTConfig
+from .engine import Engine, Scalar, Vector
 from .params import layer_name
 
 
@@ -16,11 +17,11 @@ class KVCache:
     """Per-layer lists of the key and value vectors of every position seen so far."""
 
     def __init__(self, n_layer: int) -> None:
-        self.keys: list[list[Any]] = [[] for _ in range(n_layer)]
-        self.values: list[list[Any]] = [[] for _ in range(n_layer)]
+        self.keys: list[list[Vector]] = [[] for _ in range(n_layer)]  # [layer][position]: (n_embd,)
+        self.values: list[list[Vector]] = [[] for _ in range(n_layer)]
 
 
-def gpt(engine, config: GPTConfig, token_id: int, pos_id: int, cache: KVCache):
+def gpt(engine: Engine, config: GPTConfig, token_id: int, pos_id: int, cache: KVCache) -> Vector:
     """Logits over the next token, given one token, its position and the cache."""
     x = engine.add(engine.row("wte", token_id), engine.row("wpe", pos_id))  # (n_embd,)
     x = engine.rmsnorm(x)  # not redundant: the residual path below skips the block norms
@@ -46,7 +47,7 @@ def gpt(engine, config: GPTConfig, token_id: int, pos_id: int, cache: KVCache):
     return engine.linear(x, engine.matrix("lm_head"))  # (vocab_size,)
 
 
-def sequence_loss(engine, config: GPTConfig, tokens: Sequence[int]):
+def sequence_loss(engine: Engine, config: GPTConfig, tokens: Sequence[int]) -> Scalar:
     """Mean next-token cross-entropy over a tokenised document, truncated to block_size."""
     if len(tokens) < 2:
         raise ValueError(f"a tokenised document needs at least 2 tokens (BOS ... BOS), got {len(tokens)}")
@@ -59,7 +60,7 @@ def sequence_loss(engine, config: GPTConfig, tokens: Sequence[int]):
     return engine.mean(losses)
 
 
-def forward_backward(engine, config: GPTConfig, tokens: Sequence[int]) -> float:
+def forward_backward(engine: Engine, config: GPTConfig, tokens: Sequence[int]) -> float:
     """One training pass over a document on a fresh graph: its loss, with the gradients
     accumulated into the engine's parameters."""
     engine.begin_sequence(True)

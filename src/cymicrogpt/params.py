@@ -9,9 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .config import GPTConfig
-
-INIT_STD = 0.08  # microgpt's N(0, 0.08) initialisation
+from .config import INIT_STD, LAYER_MATRICES, GPTConfig
 
 
 @dataclass(frozen=True)
@@ -35,14 +33,7 @@ def state_dict_layout(config: GPTConfig, vocab_size: int) -> list[MatrixSlot]:
     e = config.n_embd
     shapes = [("wte", vocab_size, e), ("wpe", config.block_size, e), ("lm_head", vocab_size, e)]
     for li in range(config.n_layer):
-        shapes += [
-            (layer_name(li, "attn_wq"), e, e),
-            (layer_name(li, "attn_wk"), e, e),
-            (layer_name(li, "attn_wv"), e, e),
-            (layer_name(li, "attn_wo"), e, e),
-            (layer_name(li, "mlp_fc1"), 4 * e, e),
-            (layer_name(li, "mlp_fc2"), e, 4 * e),
-        ]
+        shapes += [(layer_name(li, part), rows * e, cols * e) for part, rows, cols in LAYER_MATRICES]
     layout, offset = [], 0
     for name, rows, cols in shapes:
         layout.append(MatrixSlot(name, rows, cols, offset))
@@ -55,5 +46,5 @@ def num_params(layout: list[MatrixSlot]) -> int:
 
 
 def init_weights(rng: random.Random, layout: list[MatrixSlot]) -> list[float]:
-    """One gauss(0, 0.08) draw per weight, in layout order: microgpt's RNG consumption."""
+    """One gauss(0, INIT_STD) draw per weight, in layout order: microgpt's RNG consumption."""
     return [rng.gauss(0, INIT_STD) for _ in range(num_params(layout))]

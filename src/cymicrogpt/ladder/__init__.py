@@ -8,9 +8,12 @@ linear learning-rate decay.  They differ only in how the arithmetic is done:
     cython  our compiled scalar graph                                  exact
     numpy   whole-sequence matrices, hand-written backward, float64    ~1e-16 relative
     torch   PyTorch autograd on the CPU, float64                       ~1e-16 relative
-    fused   Cython, no graph: hand-written forward/backward loops      ~1e-16 relative
+    fused   the whole step fused into hand-written Cython loops:       ~1e-16 relative
+            no graph, no Python per operation
 
-Each implementation is a class with this interface (see `base.Trainer`):
+The first two are the training backends (backends.py), so they are exact by contract 2;
+the others exist only here.  Each implementation is a class with this interface (see
+`base.Trainer`):
 
     trainer = Impl(config, layout, weights, lr, num_steps)
     loss, grads = trainer.loss_and_grads(tokens)   # no update; grads flat, state-dict order
@@ -18,7 +21,19 @@ Each implementation is a class with this interface (see `base.Trainer`):
 """
 from __future__ import annotations
 
-IMPLEMENTATIONS = ("python", "cython", "numpy", "torch", "fused")
+import importlib
+
+from ..backends import BACKENDS, REFERENCE_BACKEND
+
+# name -> (module of this package, class): the implementations that are not training backends
+OTHER_TRAINERS = {
+    "numpy": ("numpy_impl", "NumpyTrainer"),
+    "torch": ("torch_impl", "TorchTrainer"),
+    "fused": ("fused", "FusedTrainer"),
+}
+# The reference first (every other row is compared with it), then the other exact backends.
+EXACT = (REFERENCE_BACKEND,) + tuple(name for name in BACKENDS if name != REFERENCE_BACKEND)
+IMPLEMENTATIONS = EXACT + tuple(OTHER_TRAINERS)
 
 
 class NotInstalled(RuntimeError):
@@ -27,20 +42,11 @@ class NotInstalled(RuntimeError):
 
 def trainer_class(name: str):
     """The Trainer class of implementation `name` (imports it lazily)."""
-    if name in ("python", "cython"):
+    if name in BACKENDS:
         from .graph import graph_trainer
 
         return graph_trainer(name)
-    if name == "numpy":
-        from .numpy_impl import NumpyTrainer
-
-        return NumpyTrainer
-    if name == "torch":
-        from .torch_impl import TorchTrainer
-
-        return TorchTrainer
-    if name == "fused":
-        from .fused import FusedTrainer
-
-        return FusedTrainer
+    if name in OTHER_TRAINERS:
+        module, cls = OTHER_TRAINERS[name]
+        return getattr(importlib.import_module(f".{module}", __name__), cls)
     raise ValueError(f"unknown implementation {name!r}; choose from {', '.join(IMPLEMENTATIONS)}")

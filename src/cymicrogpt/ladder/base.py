@@ -14,11 +14,11 @@ class Trainer:
 
     config, layout: the model's shape and the state-dict layout of the flat weights.
     weights: initial weights, flat, in state-dict order (the same list for everyone).
-    lr, num_steps: Adam's base learning rate and the run length (linear decay to 0).
+    lr, num_steps: Adam's base learning rate and the run length (linear decay to 0);
+    Adam's other constants are config.py's, as for the training backends.
     """
 
     name = "?"
-    beta1, beta2, eps = 0.85, 0.99, 1e-8  # microgpt's Adam
 
     def __init__(self, config: GPTConfig, layout: list[MatrixSlot], weights: Sequence[float],
                  lr: float, num_steps: int) -> None:

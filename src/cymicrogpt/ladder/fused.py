@@ -1,4 +1,4 @@
-"""The `fused` trainer: compiled forward/backward loops with no graph (csrc/.../_fused.pyx)."""
+"""The `fused` trainer: the whole step in hand-written Cython loops, no graph (csrc/cymicrogpt/_fused.pyx)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -6,6 +6,8 @@ from typing import Sequence
 import numpy as np
 
 from .._fused import FusedGPT
+from ..config import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, LAYER_MATRIX_NAMES, RMSNORM_EPS
+from ..params import layer_name
 from .base import Trainer
 
 
@@ -14,9 +16,13 @@ class FusedTrainer(Trainer):
 
     def __init__(self, config, layout, weights, lr, num_steps) -> None:
         super().__init__(config, layout, weights, lr, num_steps)
-        offsets = [slot.offset for slot in layout]  # wte, wpe, lm_head, then 6 per layer
+        slots = {slot.name: slot for slot in layout}
+        offsets = [slots[name].offset for name in ("wte", "wpe", "lm_head")]  # slots WTE, WPE, LM_HEAD
+        layer_offsets = [[slots[layer_name(li, part)].offset for part in LAYER_MATRIX_NAMES]  # slots WQ ... FC2
+                         for li in range(config.n_layer)]
+        hidden = slots[layer_name(0, "mlp_fc1")].rows  # the MLP's width
         self.model = FusedGPT(config.n_layer, config.n_embd, config.n_head, self.vocab_size, config.block_size,
-                              offsets, np.asarray(weights, dtype=np.float64))
+                              hidden, offsets, layer_offsets, np.asarray(weights, dtype=np.float64), RMSNORM_EPS)
         self.m = np.zeros(len(weights))  # Adam moments
         self.v = np.zeros(len(weights))
 
@@ -32,7 +38,7 @@ class FusedTrainer(Trainer):
     def step(self, tokens):
         loss = self.model.loss_and_grads(self._tokens(tokens))
         lr_t = self.lr * (1 - self.steps_done / self.num_steps)
-        self.model.adam_step(self.m, self.v, lr_t, self.beta1, self.beta2, self.eps, self.steps_done)
+        self.model.adam_step(self.m, self.v, lr_t, ADAM_BETA1, ADAM_BETA2, ADAM_EPS, self.steps_done)
         self.steps_done += 1
         return loss
 

@@ -16,18 +16,15 @@ from typing import Sequence
 
 import numpy as np
 
+from ..config import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, LAYER_MATRIX_NAMES, RMSNORM_EPS
 from ..params import layer_name
 from .base import Trainer
-
-RMS_EPS = 1e-5  # rmsnorm: x * (mean(x**2) + 1e-5) ** -0.5, no learned gain
-
-LAYER_PARTS = ("attn_wq", "attn_wk", "attn_wv", "attn_wo", "mlp_fc1", "mlp_fc2")
 
 
 # --- building blocks (each forward with its backward) ---------------------------------------
 def rmsnorm(x):
     """Rows of x scaled to unit root-mean-square; also returns the scales for backward."""
-    scale = (np.mean(x * x, axis=1, keepdims=True) + RMS_EPS) ** -0.5  # (n, 1)
+    scale = (np.mean(x * x, axis=1, keepdims=True) + RMSNORM_EPS) ** -0.5  # (n, 1)
     return x * scale, scale  # (n, C), (n, 1)
 
 
@@ -71,7 +68,7 @@ def forward(p, config, tokens):
     x, s_embed = rmsnorm(x_embed)  # (n, C)
     layers = []
     for li in range(config.n_layer):
-        w = {part: p[layer_name(li, part)] for part in LAYER_PARTS}
+        w = {part: p[layer_name(li, part)] for part in LAYER_MATRIX_NAMES}
         c = {"x_attn_in": x}
         # 1) multi-head causal self-attention
         c["xn_attn"], c["s_attn"] = rmsnorm(x)  # (n, C)
@@ -112,8 +109,8 @@ def backward(p, g, config, cache):
 
     for li in reversed(range(config.n_layer)):
         c = cache["layers"][li]
-        w = {part: p[layer_name(li, part)] for part in LAYER_PARTS}
-        gw = {part: g[layer_name(li, part)] for part in LAYER_PARTS}
+        w = {part: p[layer_name(li, part)] for part in LAYER_MATRIX_NAMES}
+        gw = {part: g[layer_name(li, part)] for part in LAYER_MATRIX_NAMES}
         # 2) MLP: x = relu(rmsnorm(x_in) @ fc1.T) @ fc2.T + x_in
         gw["mlp_fc2"][...] = dx.T @ c["relu"]  # (C, n) @ (n, F) -> (C, F)
         dhidden = (dx @ w["mlp_fc2"]) * (c["hidden"] > 0)  # (n, F); relu'(0) = 0 as microgpt
@@ -181,7 +178,7 @@ class NumpyTrainer(Trainer):
 
     def _adam(self, step: int) -> None:
         """microgpt's Adam, vectorised (same formula; np.sqrt in place of ** 0.5)."""
-        b1, b2, eps = self.beta1, self.beta2, self.eps
+        b1, b2, eps = ADAM_BETA1, ADAM_BETA2, ADAM_EPS
         lr_t = self.lr * (1 - step / self.num_steps)  # linear decay to 0
         g = self.g
         self.m *= b1

@@ -22,6 +22,8 @@ torch.get_num_threads() and may prefer torch.set_num_threads(1).
 
 torch is not a dependency of cymicrogpt: importing this module without it raises
 `cymicrogpt.ladder.NotInstalled`, so `trainer_class("torch")` reports "not installed".
+This rung needs only the CPU build; a plain `pip install torch` on Linux fetches the CUDA one
+(several GB).  PyTorch documents the CPU-only install as CPU_ONLY below.
 """
 from __future__ import annotations
 
@@ -30,23 +32,24 @@ from typing import Sequence
 from . import NotInstalled
 from .base import Trainer
 
+CPU_ONLY = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
+
 try:
     import torch
 except (ImportError, OSError) as exc:  # OSError: a torch whose shared libraries fail to load
     raise NotInstalled(f"torch is not installed or does not import ({exc}); "
-                       "`pip install torch` to run the torch implementation") from exc
+                       f"`{CPU_ONLY}` installs the CPU build this implementation needs") from exc
 
 import numpy as np
 
+from ..config import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, LAYER_MATRIX_NAMES, RMSNORM_EPS
 from ..params import layer_name
 
 DTYPE = torch.float64
-RMS_EPS = 1e-5  # rmsnorm: x * (mean(x**2) + 1e-5) ** -0.5, no learned gain
-LAYER_PARTS = ("attn_wq", "attn_wk", "attn_wv", "attn_wo", "mlp_fc1", "mlp_fc2")
 
 
 def rmsnorm(x):
-    return x * (torch.mean(x * x, dim=1, keepdim=True) + RMS_EPS) ** -0.5  # (n, C)
+    return x * (torch.mean(x * x, dim=1, keepdim=True) + RMSNORM_EPS) ** -0.5  # (n, C)
 
 
 def split_heads(x, n_head):
@@ -74,7 +77,7 @@ def forward(p, config, tokens):
     x = p["wte"][inputs] + p["wpe"][:n]  # (n, C)
     x = rmsnorm(x)  # (n, C)
     for li in range(config.n_layer):
-        w = {part: p[layer_name(li, part)] for part in LAYER_PARTS}
+        w = {part: p[layer_name(li, part)] for part in LAYER_MATRIX_NAMES}
         # 1) multi-head causal self-attention
         x_residual = x
         xn = rmsnorm(x)  # (n, C)
@@ -129,7 +132,7 @@ class TorchTrainer(Trainer):
     @torch.no_grad()
     def _adam(self, step: int) -> None:
         """microgpt's Adam (see the module docstring), in place on the flat tensors."""
-        b1, b2, eps = self.beta1, self.beta2, self.eps
+        b1, b2, eps = ADAM_BETA1, ADAM_BETA2, ADAM_EPS
         lr_t = self.lr * (1 - step / self.num_steps)  # linear decay to 0
         g = self.w.grad
         self.m.mul_(b1).add_((1 - b1) * g)
