@@ -34,7 +34,8 @@ from .backends import BACKENDS, DEFAULT_BACKEND
 from .bench import DEFAULT_REF_STEPS, compare, format_table, parse_impls, run_ladder, write_outputs
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .checks import COUNT_MAX, int_digits_limit
-from .config import GPTConfig
+from .config import (DEFAULT_LR, DEFAULT_NUM_SAMPLES, DEFAULT_SEED, DEFAULT_STEPS, DEFAULT_TEMPERATURE,
+                     GPTConfig)
 from .data import DataError, default_dataset, load_docs
 from .files import check_writable
 from .interrupts import StopRequest, signal_name, stop_on_signals
@@ -42,7 +43,7 @@ from .ladder import IMPLEMENTATIONS
 from .output import Console, print_error
 from .progress import Progress
 from .sampling import SamplingError, check_temperature
-from .training import DEFAULT_LR, DivergenceError, Run, check_lr, start_run
+from .training import DivergenceError, Run, check_lr, start_run
 
 PROG = "cymicrogpt"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -52,13 +53,13 @@ EXIT_OUTPUT_CLOSED = 128 + 13  # 141: the status of a process that SIGPIPE ended
 # They default to None on the command line so that an explicitly given value can be told
 # apart from the default (and rejected with --resume if it disagrees with the checkpoint).
 RUN_OPTIONS = {
-    "steps": ("num_steps", 1000),
+    "steps": ("num_steps", DEFAULT_STEPS),
     "n_layer": ("config.n_layer", GPTConfig().n_layer),
     "n_embd": ("config.n_embd", GPTConfig().n_embd),
     "block_size": ("config.block_size", GPTConfig().block_size),
     "n_head": ("config.n_head", GPTConfig().n_head),
     "lr": ("lr", DEFAULT_LR),
-    "seed": ("seed", 42),
+    "seed": ("seed", DEFAULT_SEED),
 }
 
 
@@ -149,6 +150,18 @@ def _shorten(text: str, limit: int = 60) -> str:
 
 
 # --- the parser --------------------------------------------------------------------------
+SHAPE_OPTIONS = (("n_layer", "transformer blocks"), ("n_embd", "embedding width"),
+                 ("block_size", "context length"), ("n_head", "attention heads"))
+
+
+def add_shape_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """--n-layer, --n-embd, --block-size, --n-head: GPTConfig's fields, GPTConfig's defaults."""
+    for name, what in SHAPE_OPTIONS:
+        default = getattr(GPTConfig(), name)
+        parser.add_argument("--" + name.replace("_", "-"), type=positive_int, default=default if defaults else None,
+                            help=f"{what} (default: {default})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Train and sample microgpt, bit-exact, on a compiled engine.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -157,19 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model (by default: microgpt's run on names.txt)")
     train.add_argument("--data", metavar="PATH", type=path, help="text file, one document per line (default: "
                        "names.txt, downloaded once and cached)")
-    train.add_argument("--steps", type=positive_int, help="training steps (default: 1000)")
+    train.add_argument("--steps", type=positive_int, help=f"training steps (default: {DEFAULT_STEPS})")
     train.add_argument("--backend", choices=BACKENDS, help=f"engine (default: {DEFAULT_BACKEND}; with --resume: "
                        "the checkpoint's)")
-    train.add_argument("--n-layer", type=positive_int, help="transformer blocks (default: 1)")
-    train.add_argument("--n-embd", type=positive_int, help="embedding width (default: 16)")
-    train.add_argument("--block-size", type=positive_int, help="context length (default: 16)")
-    train.add_argument("--n-head", type=positive_int, help="attention heads (default: 4)")
+    add_shape_options(train, defaults=False)  # None when not given: --resume tells them apart
     train.add_argument("--lr", type=learning_rate, help=f"Adam learning rate (default: {DEFAULT_LR})")
-    train.add_argument("--seed", type=integer, help="random seed (default: 42)")
-    train.add_argument("--samples", type=non_negative_int, default=20, help="names to sample after training "
-                       "(default: 20)")
-    train.add_argument("--temperature", type=temperature, default=0.5, help="sampling temperature "
-                       "(default: 0.5)")
+    train.add_argument("--seed", type=integer, help=f"random seed (default: {DEFAULT_SEED})")
+    train.add_argument("--samples", type=non_negative_int, default=DEFAULT_NUM_SAMPLES, help="names to sample after "
+                       f"training (default: {DEFAULT_NUM_SAMPLES})")
+    train.add_argument("--temperature", type=temperature, default=DEFAULT_TEMPERATURE, help="sampling "
+                       f"temperature (default: {DEFAULT_TEMPERATURE})")
     train.add_argument("--save", metavar="CKPT", type=path, help="save the run to this checkpoint at the end "
                        "(and when stopped by a signal or by divergence)")
     train.add_argument("--save-every", metavar="K", type=positive_int, help="also save every K steps (needs --save)")
@@ -177,9 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample", help="sample names from a checkpoint")
     sample.add_argument("--checkpoint", metavar="CKPT", type=path, required=True, help="checkpoint to sample from")
-    sample.add_argument("--num", type=positive_int, default=20, help="how many names (default: 20)")
-    sample.add_argument("--temperature", type=temperature, default=0.5, help="sampling temperature "
-                        "(default: 0.5)")
+    sample.add_argument("--num", type=positive_int, default=DEFAULT_NUM_SAMPLES, help="how many names "
+                        f"(default: {DEFAULT_NUM_SAMPLES})")
+    sample.add_argument("--temperature", type=temperature, default=DEFAULT_TEMPERATURE, help="sampling "
+                        f"temperature (default: {DEFAULT_TEMPERATURE})")
     sample.add_argument("--seed", type=integer, help="sample with random.Random(SEED) (default: continue the "
                         "checkpoint's random stream)")
     sample.add_argument("--backend", choices=BACKENDS, help="engine (default: the checkpoint's)")
@@ -194,10 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
                        f"python reference (default: {DEFAULT_REF_STEPS})")
     bench.add_argument("--impl", default=",".join(IMPLEMENTATIONS), help="comma-separated implementations "
                        f"(default: {','.join(IMPLEMENTATIONS)})")
-    bench.add_argument("--n-layer", type=positive_int, default=1, help="transformer blocks (default: 1)")
-    bench.add_argument("--n-embd", type=positive_int, default=16, help="embedding width (default: 16)")
-    bench.add_argument("--block-size", type=positive_int, default=16, help="context length (default: 16)")
-    bench.add_argument("--n-head", type=positive_int, default=4, help="attention heads (default: 4)")
+    add_shape_options(bench, defaults=True)
     bench.add_argument("--out", metavar="DIR", type=path, default="ladder", help="where ladder.md and ladder.png "
                        "go (default: ./ladder)")
     return parser

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .checks import check_count
+
 # --- the model -------------------------------------------------------------------------------
 RMSNORM_EPS = 1e-5  # rmsnorm: x * (mean(x**2) + RMSNORM_EPS) ** -0.5 (no learned gain)
 MLP_EXPANSION = 4  # the MLP's hidden width, in units of n_embd
@@ -37,12 +39,6 @@ DEFAULT_TEMPERATURE = 0.5  # logits are divided by it before the softmax
 DEFAULT_NUM_SAMPLES = 20  # names microgpt prints after training
 
 
-def check_positive_int(name: str, value) -> int:
-    """`value` if it is a positive int (bool, an int subclass, is refused), else ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -54,7 +50,7 @@ class GPTConfig:
     def __post_init__(self) -> None:
         for name in ("n_layer", "n_embd", "block_size", "n_head"):
             # GPTConfig(n_layer=True) is a bug, not a 1-layer model.
-            check_positive_int(name, getattr(self, name))
+            check_count(name, getattr(self, name))
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"

@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from .config import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, RMSNORM_EPS
+
 
 class Value:
     """A scalar in the computation graph: its value, its gradient and how it was made."""
@@ -146,7 +148,7 @@ class ReferenceEngine:
 
     def rmsnorm(self, x):
         ms = sum(xi * xi for xi in x) / len(x)
-        scale = (ms + 1e-5) ** -0.5
+        scale = (ms + RMSNORM_EPS) ** -0.5
         return [xi * scale for xi in x]
 
     def softmax(self, logits):
@@ -199,7 +201,7 @@ class ReferenceEngine:
 class ReferenceAdam:
     """microgpt's Adam: one Python loop over the parameters, linear learning-rate decay."""
 
-    beta1, beta2, eps = 0.85, 0.99, 1e-8
+    beta1, beta2, eps = ADAM_BETA1, ADAM_BETA2, ADAM_EPS
 
     def __init__(self, params: list[Value], lr: float) -> None:
         self.params = params

@@ -17,13 +17,13 @@ from typing import Callable, Iterable, Optional
 
 from .backends import DEFAULT_BACKEND, check_backend, make_engine
 from .checks import check_count, check_real, check_seed
-from .config import GPTConfig
+from .config import (DEFAULT_LR, DEFAULT_NUM_SAMPLES, DEFAULT_SEED, DEFAULT_STEPS, DEFAULT_TEMPERATURE,
+                     GPTConfig)
 from .model import forward_backward
 from .params import init_weights, num_params, state_dict_layout
 from .sampling import check_temperature, sample_one
 from .tokenizer import Tokenizer
 
-DEFAULT_LR = 0.01
 PARAMS_MAX = 2**31 - 1  # the compiled engine indexes its graph nodes (weights first) with int32
 
 
@@ -152,7 +152,7 @@ class Run:
         self.engine.zero_grad()  # the failed step's gradients must not reach a later step
         return DivergenceError(self.step, self.num_steps, self.lr, reason)
 
-    def sample(self, num: int = 20, temperature: float = 0.5) -> list[str]:
+    def sample(self, num: int = DEFAULT_NUM_SAMPLES, temperature: float = DEFAULT_TEMPERATURE) -> list[str]:
         """`num` new documents; continues the run's random stream as microgpt does."""
         check_count("num", num)
         temperature = check_temperature(temperature)
@@ -181,8 +181,8 @@ def initialise(docs: list[str], config: GPTConfig, seed: int):
     return rng, tokenizer, layout, init_weights(rng, layout)
 
 
-def start_run(docs: Iterable[str], config: GPTConfig = GPTConfig(), steps: int = 1000,
-              backend: str = DEFAULT_BACKEND, seed: int = 42, lr: float = DEFAULT_LR) -> Run:
+def start_run(docs: Iterable[str], config: GPTConfig = GPTConfig(), steps: int = DEFAULT_STEPS,
+              backend: str = DEFAULT_BACKEND, seed: int = DEFAULT_SEED, lr: float = DEFAULT_LR) -> Run:
     """Shuffle, tokenise and initialise, in microgpt's RNG order; no training yet."""
     docs = check_docs(docs)
     if not isinstance(config, GPTConfig):
@@ -199,8 +199,8 @@ def start_run(docs: Iterable[str], config: GPTConfig = GPTConfig(), steps: int =
                backend=backend)
 
 
-def train(docs: Iterable[str], config: GPTConfig = GPTConfig(), steps: int = 1000,
-          backend: str = DEFAULT_BACKEND, seed: int = 42, lr: float = DEFAULT_LR,
+def train(docs: Iterable[str], config: GPTConfig = GPTConfig(), steps: int = DEFAULT_STEPS,
+          backend: str = DEFAULT_BACKEND, seed: int = DEFAULT_SEED, lr: float = DEFAULT_LR,
           on_step: Optional[Callable[[Run], None]] = None) -> Run:
     """Train microgpt on `docs` for `steps` steps and return the finished ``Run``."""
     run = start_run(docs, config=config, steps=steps, backend=backend, seed=seed, lr=lr)
