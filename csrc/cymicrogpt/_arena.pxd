@@ -37,6 +37,26 @@ cdef enum:
     MAX_INDEX = 0x7fffffff  # node and edge indices are int32: capacities stay below this
 
 
+# Raw pointers into the arena's arrays, taken once at the start of a pass over the graph.
+# CPython extensions build with -fno-strict-aliasing, so the compiler reloads a pointer
+# read from the Arena object after every store through another pointer; copied into this
+# local struct, they stay in registers.  Valid only while no growth can happen (the pass
+# runs in C, holding the GIL).
+cdef struct Nodes:
+    uint8_t* kind
+    int32_t* a
+    int32_t* b
+    int32_t* n
+    int32_t* edges
+    double* data
+    double* grad
+    double* aux
+    uint32_t* mark
+    uint32_t* span_epoch
+    int32_t* span_len
+    int32_t n_fixed
+
+
 cdef class Arena:
     # --- nodes: node_capacity entries each --------------------------------------------
     cdef double[::1] data  # node values (forward pass)
@@ -67,6 +87,7 @@ cdef class Arena:
     cdef int grow_nodes(self, Py_ssize_t nodes) except -1
     cdef int grow_edges(self, Py_ssize_t edges) except -1
     cdef void reset(self) noexcept
+    cdef Nodes nodes(self) noexcept nogil
     cdef uint32_t next_epoch(self) noexcept nogil
     cdef Py_ssize_t topological_order(self, int32_t root) noexcept nogil
     cdef void backward(self, int32_t root) noexcept nogil

@@ -109,6 +109,15 @@ cdef class Arena:
             self.epoch = 1
         return self.epoch
 
+    cdef Nodes nodes(self) noexcept nogil:
+        """Raw views of the node arrays for one pass (see Nodes in _arena.pxd)."""
+        cdef Nodes g
+        g.kind, g.a, g.b, g.n = &self.kind[0], &self.a[0], &self.b[0], &self.n[0]
+        g.data, g.grad, g.aux, g.edges = &self.data[0], &self.grad[0], &self.aux[0], &self.edges[0]
+        g.mark, g.span_epoch, g.span_len = &self.mark[0], &self.span_epoch[0], &self.span_len[0]
+        g.n_fixed = <int32_t>self.n_fixed
+        return g
+
     cdef Py_ssize_t topological_order(self, int32_t root) noexcept nogil:
         """Fill order[] with microgpt's topological order of the nodes under root.
 
@@ -116,23 +125,31 @@ cdef class Arena:
         once.  Leaves are left out: they pass no gradient on, so their place in the order
         changes nothing.  Returns the length of the order.
         """
+        cdef Nodes g = self.nodes()
         cdef uint32_t epoch = self.next_epoch()
+        cdef int32_t* order = &self.order[0]
+        cdef int32_t* stack = &self.stack[0]
+        cdef int32_t* cursor = &self.cursor[0]
         cdef Py_ssize_t count = 0, top = 1
         cdef int32_t v, c
-        self.mark[root] = epoch
-        self.stack[0] = root
-        self.cursor[0] = 0
+        g.mark[root] = epoch
+        stack[0] = root
+        cursor[0] = 0
         while top > 0:
-            v = self.stack[top - 1]
-            c = next_to_visit(self, v, &self.cursor[top - 1], epoch)
-            if c >= 0:  # descend
-                self.mark[c] = epoch
-                self.stack[top] = c
-                self.cursor[top] = 0
+            v = stack[top - 1]
+            c = next_to_visit(&g, v, &cursor[top - 1], epoch)
+            if c >= 0 and settled(&g, c, epoch):  # c would find nothing to visit: post it now
+                g.mark[c] = epoch
+                order[count] = c
+                count += 1
+            elif c >= 0:  # descend
+                g.mark[c] = epoch
+                stack[top] = c
+                cursor[top] = 0
                 top += 1
             else:  # every child done: v goes into the order
-                mark_spans_done(self, v, epoch)
-                self.order[count] = v
+                mark_spans_done(&g, v, epoch)
+                order[count] = v
                 count += 1
                 top -= 1
         return count
@@ -140,10 +157,12 @@ cdef class Arena:
     cdef void backward(self, int32_t root) noexcept nogil:
         """d(root)/d(node) for every node under root, accumulated in microgpt's order."""
         cdef Py_ssize_t i = self.topological_order(root)
-        self.grad[root] = 1.0
+        cdef Nodes g = self.nodes()
+        cdef int32_t* order = &self.order[0]
+        g.grad[root] = 1.0
         while i > 0:
             i -= 1
-            backward_node(self, self.order[i])
+            backward_node(&g, order[i])
 
 
 # --- the search's child scan --------------------------------------------------------------
@@ -152,55 +171,70 @@ cdef class Arena:
 # (marks are only ever added).  Skipping changes no order: it only avoids looking at
 # nodes the scan would pass over.  It turns a linear layer's search from rows x cols
 # child checks into one scan of the input: every row after the first skips it.
-cdef inline bint span_done(Arena ar, int32_t start, int32_t length, uint32_t epoch) noexcept nogil:
-    return (start + length <= ar.n_fixed
-            or (ar.span_epoch[start] == epoch and ar.span_len[start] >= length))
+cdef inline bint span_done(Nodes* g, int32_t start, int32_t length, uint32_t epoch) noexcept nogil:
+    return (start + length <= g.n_fixed
+            or (g.span_epoch[start] == epoch and g.span_len[start] >= length))
 
 
-cdef inline void mark_span_done(Arena ar, int32_t start, int32_t length, uint32_t epoch) noexcept nogil:
-    if ar.span_epoch[start] != epoch:
-        ar.span_epoch[start] = epoch
-        ar.span_len[start] = length
-    elif ar.span_len[start] < length:
-        ar.span_len[start] = length
+cdef inline void mark_span_done(Nodes* g, int32_t start, int32_t length, uint32_t epoch) noexcept nogil:
+    if g.span_epoch[start] != epoch:
+        g.span_epoch[start] = epoch
+        g.span_len[start] = length
+    elif g.span_len[start] < length:
+        g.span_len[start] = length
 
 
-cdef inline void mark_spans_done(Arena ar, int32_t v, uint32_t epoch) noexcept nogil:
+cdef inline void mark_spans_done(Nodes* g, int32_t v, uint32_t epoch) noexcept nogil:
     """v's children are all visited: remember its ranges as done."""
-    cdef uint8_t kind = ar.kind[v]
+    cdef uint8_t kind = g.kind[v]
     if kind == SUM or kind == DOT:
-        mark_span_done(ar, ar.a[v], ar.n[v], epoch)
+        mark_span_done(g, g.a[v], g.n[v], epoch)
     if kind == DOT:
-        mark_span_done(ar, ar.b[v], ar.n[v], epoch)
+        mark_span_done(g, g.b[v], g.n[v], epoch)
 
 
-cdef inline bint to_visit(Arena ar, int32_t c, uint32_t epoch) noexcept nogil:
-    return ar.kind[c] != LEAF and ar.mark[c] != epoch
+cdef inline bint to_visit(Nodes* g, int32_t c, uint32_t epoch) noexcept nogil:
+    return g.kind[c] != LEAF and g.mark[c] != epoch
 
 
-cdef inline int32_t next_to_visit(Arena ar, int32_t v, int32_t* cursor, uint32_t epoch) noexcept nogil:
+cdef inline bint settled(Nodes* g, int32_t c, uint32_t epoch) noexcept nogil:
+    """True when every child of c is known to need no visit (a cheap, partial test: a
+    node it misses is expanded the usual way).  Most nodes are such: every row of a
+    linear layer after the first, every x_i * scale of an rmsnorm after the first."""
+    cdef uint8_t kind = g.kind[c]
+    cdef int32_t a = g.a[c], b = g.b[c], n = g.n[c]
+    if kind == UNARY:
+        return not to_visit(g, a, epoch)
+    if kind == ADD or (kind == DOT and n == 1):
+        return not to_visit(g, a, epoch) and not to_visit(g, b, epoch)
+    if kind == DOT:
+        return span_done(g, a, n, epoch) and span_done(g, b, n, epoch)
+    return kind == SUM and span_done(g, a, n, epoch)
+
+
+cdef inline int32_t next_to_visit(Nodes* g, int32_t v, int32_t* cursor, uint32_t epoch) noexcept nogil:
     """The next child of v, from child number cursor[0] on, that the search has not
     visited yet (-1: none left); moves cursor[0] past it."""
-    cdef int32_t j = cursor[0], a = ar.a[v], b = ar.b[v], n = ar.n[v], c = -1, step = 1
-    cdef uint8_t kind = ar.kind[v]
+    cdef int32_t j = cursor[0], a = g.a[v], b = g.b[v], n = g.n[v], c = -1, step = 1
+    cdef uint8_t kind = g.kind[v]
     cdef bint skip_a, skip_b
     if kind == UNARY or kind == ADD:
         while j < (1 if kind == UNARY else 2):
             c = a if j == 0 else b
             j += 1
-            if to_visit(ar, c, epoch):
+            if to_visit(g, c, epoch):
                 cursor[0] = j
                 return c
     elif kind == SUM:
-        if not span_done(ar, a, n, epoch):
+        if not span_done(g, a, n, epoch):
             while j < n:
                 c = a + j
                 j += 1
-                if to_visit(ar, c, epoch):
+                if to_visit(g, c, epoch):
                     cursor[0] = j
                     return c
     elif kind == DOT:  # child 2i is a + i, child 2i+1 is b + i
-        skip_a, skip_b = span_done(ar, a, n, epoch), span_done(ar, b, n, epoch)
+        skip_a, skip_b = span_done(g, a, n, epoch), span_done(g, b, n, epoch)
         if skip_a and skip_b:
             return -1
         if skip_a or skip_b:  # scan one range only: its children have one parity
@@ -210,14 +244,14 @@ cdef inline int32_t next_to_visit(Arena ar, int32_t v, int32_t* cursor, uint32_t
         while j < 2 * n:
             c = (a if j % 2 == 0 else b) + j // 2
             j += step
-            if to_visit(ar, c, epoch):
+            if to_visit(g, c, epoch):
                 cursor[0] = j
                 return c
     elif kind == SUM_LIST or kind == DOT_LIST:
         while j < (n if kind == SUM_LIST else 2 * n):
-            c = ar.edges[a + j]
+            c = g.edges[a + j]
             j += 1
-            if to_visit(ar, c, epoch):
+            if to_visit(g, c, epoch):
                 cursor[0] = j
                 return c
     cursor[0] = j
@@ -225,48 +259,49 @@ cdef inline int32_t next_to_visit(Arena ar, int32_t v, int32_t* cursor, uint32_t
 
 
 # --- the derivative table -----------------------------------------------------------------
-cdef inline void backward_node(Arena ar, int32_t v) noexcept nogil:
-    """Pass node v's gradient g to its children: child.grad += d(v)/d(child) * g, child
+cdef inline void backward_node(Nodes* g, int32_t v) noexcept nogil:
+    """Pass node v's gradient to its children: child.grad += d(v)/d(child) * v.grad, child
     by child in microgpt's order, as its `child.grad += local_grad * v.grad` does.
-    (d(v)/d(child) = 1 is left out: 1.0 * g == g for every double, NaN and inf included.)"""
-    cdef double g = ar.grad[v]
-    cdef int32_t a = ar.a[v], b = ar.b[v], n = ar.n[v], i
-    cdef uint8_t kind = ar.kind[v]
+    (d(v)/d(child) = 1 is left out: 1.0 * x == x for every double, NaN and inf included.)"""
+    cdef double dv = g.grad[v]
+    cdef int32_t a = g.a[v], b = g.b[v], n = g.n[v], i
+    cdef uint8_t kind = g.kind[v]
     if kind == UNARY:
-        ar.grad[a] += ar.aux[v] * g
+        g.grad[a] += g.aux[v] * dv
     elif kind == ADD:
-        ar.grad[a] += g
-        ar.grad[b] += g
+        g.grad[a] += dv
+        g.grad[b] += dv
     elif kind == SUM:
         for i in range(n):
-            ar.grad[a + i] += g
+            g.grad[a + i] += dv
     elif kind == DOT:
-        dot_backward(ar.grad, ar.data, a, b, n, g)
+        dot_backward(g.grad, g.data, a, b, n, dv)
     elif kind == SUM_LIST:
         for i in range(n):
-            ar.grad[ar.edges[a + i]] += g
+            g.grad[g.edges[a + i]] += dv
     elif kind == DOT_LIST:
         for i in range(a, a + 2 * n, 2):
-            ar.grad[ar.edges[i]] += ar.data[ar.edges[i + 1]] * g
-            ar.grad[ar.edges[i + 1]] += ar.data[ar.edges[i]] * g
+            g.grad[g.edges[i]] += g.data[g.edges[i + 1]] * dv
+            g.grad[g.edges[i + 1]] += g.data[g.edges[i]] * dv
+    # LEAF: nothing to pass on.  No other kind exists: add_node takes a NodeKind.
 
 
-cdef inline void dot_backward(double[::1] grad,  # IN/OUT
-                              const double[::1] data,  # IN
-                              int32_t a, int32_t b, int32_t n, double g) noexcept nogil:
-    """d(sum a_i*b_i): a_i += b_i * g and b_i += a_i * g, for i = 0..n-1 in microgpt's order
-    (a_0, b_0, a_1, b_1, ...)."""
-    cdef int32_t i
+cdef inline void dot_backward(double* grad,  # IN/OUT
+                              const double* data,  # IN
+                              Py_ssize_t a, Py_ssize_t b, Py_ssize_t n, double dv) noexcept nogil:
+    """d(sum a_i*b_i): a_i += b_i * dv and b_i += a_i * dv, for i = 0..n-1 in microgpt's
+    order (a_0, b_0, a_1, b_1, ...)."""
+    cdef Py_ssize_t i
     if a == b or a + n <= b or b + n <= a:
         # Disjoint ranges: every node receives exactly one contribution in all of the
         # loop, so doing all a_i first and then all b_i changes no node's order.  a == b
         # (x . x) too: node i gets its a-contribution before its b-contribution either
         # way.  Two flat loops, which the compiler vectorises (IEEE * and + per element).
         for i in range(n):
-            grad[a + i] += data[b + i] * g
+            grad[a + i] += data[b + i] * dv
         for i in range(n):
-            grad[b + i] += data[a + i] * g
+            grad[b + i] += data[a + i] * dv
     else:  # shifted overlapping ranges: keep the interleaved order
         for i in range(n):
-            grad[a + i] += data[b + i] * g
-            grad[b + i] += data[a + i] * g
+            grad[a + i] += data[b + i] * dv
+            grad[b + i] += data[a + i] * dv
