@@ -23,7 +23,6 @@ from command import TINY, assert_one_error_line, run_command, samples_of
 
 BACKENDS = ["python", "cython"]
 CONFIG = GPTConfig(n_layer=1, n_embd=8, block_size=8, n_head=2)
-NAN_FIX = "needs engine fix: compiled nll NaN"
 ADAM_FIX = "needs engine fix: compiled Adam OverflowError"
 
 
@@ -101,7 +100,7 @@ def test_backends_diverge_alike_on_log_of_zero(tiny_docs, lr: float) -> None:
     assert outcome("cython", tiny_docs, lr, steps=200) == reference
 
 
-@pytest.mark.parametrize("backend", ["python", needs_engine_fix(NAN_FIX)])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("lr", [1e155, 1e200, 1e308])
 def test_nan_losses_diverge_alike(tiny_docs, backend: str, lr: float) -> None:
     """Huge learning rates give NaN weights' NaN losses (math.log(nan) is nan, no error)."""
@@ -110,7 +109,7 @@ def test_nan_losses_diverge_alike(tiny_docs, backend: str, lr: float) -> None:
     assert outcome(backend, tiny_docs, lr) == reference
 
 
-@pytest.mark.parametrize("backend", ["python", needs_engine_fix(NAN_FIX)])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 @pytest.mark.parametrize("matrix", ["wte", "wpe", "layer0.mlp_fc2"])  # row 0: 'a', position 0; the last layer
 def test_poisoned_weights_diverge_alike(tiny_docs, backend: str, value: float, matrix: str) -> None:
@@ -125,7 +124,7 @@ def test_huge_finite_weights_end_alike(tiny_docs, value: float, matrix: str) -> 
     assert outcome("cython", tiny_docs, 0.01, steps=6, poison=(matrix, value)) == reference
 
 
-@pytest.mark.parametrize("backend", ["python", needs_engine_fix(NAN_FIX)])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_nan_weights_give_a_nan_loss_not_an_error(tiny_docs, backend: str) -> None:
     """Only the Run decides to stop: the engines themselves compute NaN, as microgpt does."""
     run = start_run(tiny_docs, config=CONFIG, steps=5, backend=backend, seed=1)

@@ -1,10 +1,12 @@
-"""Memory stays flat: the arena is reset, not regrown, and RSS does not creep."""
+"""Memory follows the documents: the arena grows to the largest graph seen, then stays flat."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import cymicrogpt as mg
+from cymicrogpt.model import KVCache, forward_backward, gpt
 from cymicrogpt.training import start_run
 
 RSS_SCRIPT = """
@@ -16,19 +18,24 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
 """
 
 
-def test_arena_does_not_grow_over_2000_steps(names_path):
+def test_arena_grows_to_the_largest_graph_then_stays(names_path):
     run = start_run(mg.load_docs(names_path), steps=2000, backend="cython")
-    capacity = run.engine.capacity  # reserved for a block_size-long document at construction
-    params = run.engine.params
-    run.train(until=5)
-    assert run.engine.capacity == capacity
+    engine, config = run.engine, run.config
+    assert engine.capacity[0] < 2 * engine.num_params  # sized by need: no graph built yet
+    # the largest graphs there are: a block_size-long document, a block_size-long sample
+    forward_backward(engine, config, [0] * (config.block_size + 1))
+    engine.zero_grad()
+    engine.begin_sequence(False)
+    cache = KVCache(config.n_layer)
+    for pos_id in range(config.block_size):
+        engine.probs(gpt(engine, config, 0, pos_id, cache), 1.0)
+    capacity, params = engine.capacity, engine.params
     run.train()
-    assert run.engine.capacity == capacity
-    run.sample(50)  # sampling's value-only passes fit in the same room
-    assert run.engine.capacity == capacity
-    run.engine.begin_sequence(True)
-    assert run.engine.num_nodes == run.engine.num_params  # a reset keeps only the parameters
-    assert run.engine.params.base is params.base  # which never moved: still the same array
+    run.sample(50)
+    assert engine.capacity == capacity
+    engine.begin_sequence(True)
+    assert engine.num_nodes == engine.num_params  # a reset keeps only the parameters
+    assert engine.params.base is params.base  # which never moved: still the same array
 
 
 def peak_rss_kib(names_path, steps):
@@ -41,3 +48,20 @@ def test_peak_rss_of_3000_steps_matches_300_steps(names_path):
     pytest.importorskip("resource", reason="peak RSS is read with the Unix-only resource module")
     short, long = peak_rss_kib(names_path, 300), peak_rss_kib(names_path, 3000)
     assert long - short < 4 * 1024, f"300 steps: {short} KiB, 3000 steps: {long} KiB"
+
+
+def test_peak_rss_follows_the_documents_not_block_size(names_path):
+    """--block-size 1024 on names: the graphs stay as small as the names are.
+
+    Read as VmHWM, the peak of this process's own memory: ru_maxrss would carry over the
+    peak of the (large) pytest process that forked it, across the exec."""
+    status = Path("/proc/self/status")
+    if not status.is_file():
+        pytest.skip("VmHWM is read from Linux's /proc/self/status")
+    script = RSS_SCRIPT.replace('backend="cython")', 'backend="cython", config=mg.GPTConfig(block_size=1024))')
+    script = script.replace("print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux",
+                            "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])  # KiB")
+    out = subprocess.run([sys.executable, "-c", script, str(names_path), "300"],
+                         capture_output=True, text=True, check=True)
+    peak = int(out.stdout.strip().splitlines()[-1])
+    assert peak < 150 * 1024, f"peak RSS {peak} KiB"

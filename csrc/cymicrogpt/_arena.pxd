@@ -1,74 +1,117 @@
-# cython: language_level=3
-"""Layout of the scalar computation graph: an arena of nodes stored as arrays.
+"""Layout of the scalar computation graph: an arena of nodes stored as NumPy-owned arrays.
 
-Node i is data[i], grad[i], aux[i], kind[i] and its children
-children[first_child[i] : first_child[i + 1]].  Nodes are appended, never freed one by
-one: reset() truncates the arena back to its fixed nodes (the parameters).
+Node i is data[i], grad[i], aux[i], kind[i] and the three integers a[i], b[i], n[i] that
+name its children.  Most nodes of the model take their children from contiguous ranges
+(a weight row, an input vector, a head's slice), so a node names a range by its start
+and length instead of listing every child; only the rare irregular nodes list children
+in `edges`.  Nodes are appended, never freed one by one: reset() truncates the arena
+back to its fixed nodes, the parameters, which are always leaves.
+
+Every array is a typed memoryview over an array NumPy allocated and owns (no malloc
+here).  Growing takes new arrays first, which runs Python, then installs them in C:
+see Arena.reserve.
 """
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
+from libc.stdint cimport int32_t, uint8_t, uint32_t
 
-# The derivative table (bodies in _arena.pyx, `backward_node`): how a node passes its
-# gradient g to its children.  Every microgpt operation maps onto one of these kinds:
-#   a + b, sum(xs)           SUM    each child += g
-#   a * b, sum(a_i * b_i)    DOT    children pair up (a0, b0, a1, b1, ...): a_i += b_i*g, b_i += a_i*g
-#   a**k, exp, log, relu,    UNARY  the one child += aux*g, where aux = d(node)/d(child)
-#   a + c, a * c (c const)          was computed in the forward pass
-#   parameters, inputs       LEAF   no children
+# The node kinds, and how each names its children (in microgpt's order: the depth-first
+# search and the backward pass visit them in exactly this order).  The derivative table
+# is `backward_node` in _arena.pyx, one line per kind.
+#   kind       children                               microgpt expression
+#   LEAF       none                                   a parameter, an input, a value-only node
+#   UNARY      a                                      a**k, exp, log, relu, a + c, a * c (c const)
+#   ADD        a, b                                   a + b
+#   SUM        a, a+1, ..., a+n-1                     sum(xs) over consecutive nodes
+#   DOT        a, b, a+1, b+1, ..., a+n-1, b+n-1      sum(a_i * b_i); a * b is n = 1
+#   SUM_LIST   edges[a], ..., edges[a+n-1]            sum(xs) over scattered nodes
+#   DOT_LIST   edges[a], edges[a+1], ... (2n)         sum(x_i * y_i) over scattered pairs
 cdef enum NodeKind:
     LEAF = 0
-    SUM = 1
-    DOT = 2
-    UNARY = 3
-    NUM_KINDS = 4
+    UNARY = 1
+    ADD = 2
+    SUM = 3
+    DOT = 4
+    SUM_LIST = 5
+    DOT_LIST = 6
+
+cdef enum:
+    MAX_INDEX = 0x7fffffff  # node and edge indices are int32: capacities stay below this
+
+
+# Raw pointers into the arena's arrays, taken once at the start of a pass over the graph.
+# CPython extensions build with -fno-strict-aliasing, so the compiler reloads a pointer
+# read from the Arena object after every store through another pointer; copied into this
+# local struct, they stay in registers.  Valid only while no growth can happen (the pass
+# runs in C, holding the GIL).
+cdef struct Nodes:
+    uint8_t* kind
+    int32_t* a
+    int32_t* b
+    int32_t* n
+    int32_t* edges
+    double* data
+    double* grad
+    double* aux
+    uint32_t* mark
+    uint32_t* span_epoch
+    int32_t* span_len
+    int32_t n_fixed
 
 
 cdef class Arena:
-    cdef double* data  # node values (forward pass)
-    cdef double* grad  # d(root)/d(node) (backward pass)
-    cdef double* aux  # UNARY nodes: the local gradient d(node)/d(child)
-    cdef uint8_t* kind  # NodeKind
-    cdef int64_t* first_child  # node_capacity + 1 entries
-    cdef int32_t* children  # flat child lists, in creation order
+    # --- nodes: node_capacity entries each --------------------------------------------
+    cdef double[::1] data  # node values (forward pass)
+    cdef double[::1] grad  # d(root)/d(node) (backward pass)
+    cdef double[::1] aux  # UNARY nodes: the local gradient d(node)/d(child), fixed at creation
+    cdef uint8_t[::1] kind  # NodeKind
+    cdef int32_t[::1] a  # first child, first of a range, or first edge (see NodeKind)
+    cdef int32_t[::1] b  # second child, or start of the second range (ADD, DOT)
+    cdef int32_t[::1] n  # range length, or number of listed children (pairs for DOT_LIST)
+    # --- edges: child lists of SUM_LIST / DOT_LIST nodes, edge_capacity entries -------
+    cdef int32_t[::1] edges
+    # --- scratch of the depth-first search, node_capacity entries each -----------------
+    cdef uint32_t[::1] mark  # == epoch: visited in the current search
+    cdef uint32_t[::1] span_epoch  # == epoch: the range starting here holds nothing to visit ...
+    cdef int32_t[::1] span_len  # ... up to this length (see `topological_order`)
+    cdef int32_t[::1] order  # the topological order found
+    cdef int32_t[::1] stack  # nodes being expanded ...
+    cdef int32_t[::1] cursor  # ... and the index of the next child each one looks at
+    cdef uint32_t epoch
+    # --- sizes --------------------------------------------------------------------------
     cdef Py_ssize_t n_nodes, node_capacity
     cdef Py_ssize_t n_edges, edge_capacity
-    cdef Py_ssize_t n_fixed  # nodes [0, n_fixed) survive reset()
+    cdef Py_ssize_t n_fixed  # nodes [0, n_fixed) are leaves and survive reset()
     cdef bint recording  # False: nodes get values but no children (inference, no graph)
-    cdef Py_ssize_t generation  # bumped by reset(): handles from before it are stale
-    # scratch for the iterative depth-first search, node_capacity entries each
-    cdef uint32_t* mark
-    cdef uint32_t epoch
-    cdef int32_t* order
-    cdef int32_t* stack
-    cdef int64_t* cursor
-    # data and grad live in NumPy arrays so that the parameters can be shared zero-copy
-    cdef object data_array, grad_array
+    cdef object data_array, grad_array  # the NumPy owners of data and grad, shared zero-copy
 
     cdef int reserve(self, Py_ssize_t nodes, Py_ssize_t edges) except -1
+    cdef int grow_nodes(self, Py_ssize_t nodes) except -1
+    cdef int grow_edges(self, Py_ssize_t edges) except -1
     cdef void reset(self) noexcept
+    cdef Nodes nodes(self) noexcept nogil
+    cdef uint32_t next_epoch(self) noexcept nogil
     cdef Py_ssize_t topological_order(self, int32_t root) noexcept nogil
-    cdef int backward(self, int32_t root) except -1 nogil
+    cdef void backward(self, int32_t root) noexcept nogil
 
 
-# Node construction, inlined into every module that builds nodes (hot loops): callers
-# first reserve() room, then open_node(), add_child() for each child, close_node().
-cdef inline int32_t open_node(Arena a, NodeKind kind) noexcept nogil:
-    cdef int32_t i = <int32_t>a.n_nodes
-    a.kind[i] = kind
-    a.grad[i] = 0.0
-    a.n_nodes += 1
+# --- node construction, inlined into every module that builds nodes --------------------
+# Callers reserve() room first; between reserve() and the last add_node() of an op no
+# Python code may run (it could grow or reset the arena under the op).
+cdef inline int32_t add_node(Arena ar, NodeKind kind, int32_t a, int32_t b, int32_t n,
+                             double value, double aux) noexcept nogil:
+    cdef int32_t i = <int32_t>ar.n_nodes
+    ar.kind[i] = kind if ar.recording else LEAF  # no graph: a plain value
+    ar.a[i] = a
+    ar.b[i] = b
+    ar.n[i] = n
+    ar.data[i] = value
+    ar.aux[i] = aux
+    ar.grad[i] = 0.0
+    ar.n_nodes += 1
     return i
 
 
-cdef inline void add_child(Arena a, int32_t child) noexcept nogil:
-    a.children[a.n_edges] = child
-    a.n_edges += 1
-
-
-cdef inline void close_node(Arena a, int32_t i, double value, double aux) noexcept nogil:
-    a.data[i] = value
-    a.aux[i] = aux
-    if not a.recording:
-        # no graph: drop the children just written, the node is a plain value
-        a.n_edges = a.first_child[i]
-        a.kind[i] = LEAF
-    a.first_child[i + 1] = a.n_edges
+cdef inline void add_edge(Arena ar, int32_t child) noexcept nogil:
+    """Append one listed child (SUM_LIST, DOT_LIST); nothing when not recording."""
+    if ar.recording:
+        ar.edges[ar.n_edges] = child
+        ar.n_edges += 1

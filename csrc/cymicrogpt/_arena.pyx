@@ -1,174 +1,307 @@
-# cython: language_level=3
-"""The arena's storage, growth, reset, and the topological backward pass.
+"""The arena's storage and growth, the depth-first topological order, and the backward pass.
 
-backward() must add gradients into every node in exactly the order microgpt's
-recursive `build_topo` + `reversed(topo)` does: floating-point addition is not
-associative, and a node shared by several parents (a weight used at every position)
-gets the last bits of its gradient from that order.  So we replay the same depth-first
-search, iteratively (an explicit stack, no recursion limit), children in creation order.
+backward() must add gradients into every node in exactly the order microgpt's recursive
+`build_topo` + `reversed(topo)` does: floating-point addition is not associative, and a
+node shared by several parents (a weight used at every position) gets the last bits of
+its gradient from that order.  So we replay the same depth-first search, iteratively (an
+explicit stack, no recursion limit), children in microgpt's order (see _arena.pxd).
 """
-from libc.stdlib cimport malloc, realloc, free
-from libc.string cimport memcpy, memset
-
 import numpy as np
 
-MIN_CAPACITY = 1024
+from libc.stdint cimport int32_t, uint8_t, uint32_t
 
-
-cdef void* grow(void* ptr, Py_ssize_t count, size_t item_size) except NULL:
-    cdef void* out = realloc(ptr, <size_t>count * item_size)
-    if out == NULL:
-        raise MemoryError(f"cannot grow the graph arena to {count} entries")
-    return out
+cdef Py_ssize_t MIN_CAPACITY = 1024
 
 
 cdef class Arena:
     """Struct-of-arrays storage for graph nodes; see _arena.pxd for the layout."""
 
     def __cinit__(self):
-        self.first_child = <int64_t*>malloc(sizeof(int64_t))
-        if self.first_child == NULL:
-            raise MemoryError()
-        self.first_child[0] = 0
         self.recording = True
         self.epoch = 0
-        self.data_array = np.empty(0)
-        self.grad_array = np.empty(0)
+        self.grow_nodes(0)
+        self.grow_edges(0)
 
-    def __dealloc__(self):
-        free(self.aux)
-        free(self.kind)
-        free(self.first_child)
-        free(self.children)
-        free(self.mark)
-        free(self.order)
-        free(self.stack)
-        free(self.cursor)
-
+    # --- growth --------------------------------------------------------------------------
     cdef int reserve(self, Py_ssize_t nodes, Py_ssize_t edges) except -1:
-        """Make room for `nodes` more nodes and `edges` more child links."""
-        cdef Py_ssize_t need = self.n_nodes + nodes
-        cdef Py_ssize_t cap
-        cdef double* new_data
-        cdef double* new_grad
-        if need > self.node_capacity:
-            cap = max(need, 2 * self.node_capacity, MIN_CAPACITY)
-            # data/grad: new NumPy arrays (old views stay valid, they just stop updating).
-            # Copied with memcpy, not NumPy slicing, which may release the GIL mid-copy.
-            data_array = np.empty(cap)
-            grad_array = np.empty(cap)
-            new_data = <double*><size_t>data_array.ctypes.data
-            new_grad = <double*><size_t>grad_array.ctypes.data
-            if self.n_nodes:
-                memcpy(new_data, self.data, self.n_nodes * sizeof(double))
-                memcpy(new_grad, self.grad, self.n_nodes * sizeof(double))
-            self.data_array, self.grad_array = data_array, grad_array
-            self.data, self.grad = new_data, new_grad
-            self.aux = <double*>grow(self.aux, cap, sizeof(double))
-            self.kind = <uint8_t*>grow(self.kind, cap, sizeof(uint8_t))
-            self.first_child = <int64_t*>grow(self.first_child, cap + 1, sizeof(int64_t))
-            self.mark = <uint32_t*>grow(self.mark, cap, sizeof(uint32_t))
-            memset(self.mark + self.node_capacity, 0, (cap - self.node_capacity) * sizeof(uint32_t))
-            self.order = <int32_t*>grow(self.order, cap, sizeof(int32_t))
-            self.stack = <int32_t*>grow(self.stack, cap, sizeof(int32_t))
-            self.cursor = <int64_t*>grow(self.cursor, cap, sizeof(int64_t))
-            self.node_capacity = cap
-        need = self.n_edges + edges
-        if need > self.edge_capacity:
-            cap = max(need, 2 * self.edge_capacity, MIN_CAPACITY)
-            self.children = <int32_t*>grow(self.children, cap, sizeof(int32_t))
-            self.edge_capacity = cap
-        if self.node_capacity >= 2**31:
-            raise MemoryError("graph exceeds 2**31 nodes")
+        """Make room for `nodes` more nodes and `edges` more edges.
+
+        Growing runs Python (NumPy allocates the new arrays; an allocation may start the
+        cyclic GC, whose finalizers and gc.callbacks may build Values, and the interpreter
+        may switch threads), and that code may grow, fill or reset this very arena.  So
+        each grow_* takes its new arrays first, then checks them against the arena as it
+        is *now*, and installs them in C with no Python in between; and we loop until both
+        kinds of room are there at once, because growing one may have used up the other.
+        """
+        while True:
+            if self.n_nodes + nodes > self.node_capacity:
+                self.grow_nodes(nodes)
+            elif self.n_edges + edges > self.edge_capacity:
+                self.grow_edges(edges)
+            else:
+                return 0
+
+    cdef int grow_nodes(self, Py_ssize_t nodes) except -1:
+        cdef Py_ssize_t cap = max(self.n_nodes + nodes, 2 * self.node_capacity, MIN_CAPACITY)
+        if cap > MAX_INDEX:
+            raise MemoryError(f"the graph would exceed {MAX_INDEX} nodes")
+        # 1. Take the new buffers (Python runs here).
+        data_array, grad_array = np.empty(cap), np.empty(cap)
+        cdef double[::1] data = data_array, grad = grad_array, aux = np.empty(cap)
+        cdef uint8_t[::1] kind = np.empty(cap, np.uint8)
+        cdef int32_t[::1] a = np.empty(cap, np.int32), b = np.empty(cap, np.int32)
+        cdef int32_t[::1] n = np.empty(cap, np.int32)
+        cdef uint32_t[::1] mark = np.zeros(cap, np.uint32), span_epoch = np.zeros(cap, np.uint32)
+        cdef int32_t[::1] span_len = np.empty(cap, np.int32), order = np.empty(cap, np.int32)
+        cdef int32_t[::1] stack = np.empty(cap, np.int32), cursor = np.empty(cap, np.int32)
+        # The old owners stay referenced until we return: dropping the last reference to
+        # an array can run Python (a weakref callback on node_values()), never mid-install.
+        old_data_array, old_grad_array = self.data_array, self.grad_array
+        # 2. Re-check: the Python above may have grown (or filled) the arena meanwhile.
+        if cap <= self.node_capacity or cap < self.n_nodes + nodes:
+            return 0  # reserve() looks again
+        # 3. Copy and install, in C only.  Marks restart at 0, which no epoch equals.
+        cdef Py_ssize_t i, used = self.n_nodes
+        for i in range(used):
+            data[i] = self.data[i]
+            grad[i] = self.grad[i]
+            aux[i] = self.aux[i]
+            kind[i] = self.kind[i]
+            a[i] = self.a[i]
+            b[i] = self.b[i]
+            n[i] = self.n[i]
+        self.data, self.grad, self.aux, self.kind = data, grad, aux, kind
+        self.a, self.b, self.n = a, b, n
+        self.mark, self.span_epoch, self.span_len = mark, span_epoch, span_len
+        self.order, self.stack, self.cursor = order, stack, cursor
+        self.data_array, self.grad_array = data_array, grad_array
+        self.node_capacity = cap
+        return 0
+
+    cdef int grow_edges(self, Py_ssize_t edges) except -1:
+        cdef Py_ssize_t cap = max(self.n_edges + edges, 2 * self.edge_capacity, MIN_CAPACITY)
+        if cap > MAX_INDEX:
+            raise MemoryError(f"the graph would exceed {MAX_INDEX} edges")
+        cdef int32_t[::1] fresh = np.empty(cap, np.int32)  # Python runs here
+        if cap <= self.edge_capacity or cap < self.n_edges + edges:
+            return 0  # grown meanwhile: reserve() looks again
+        cdef Py_ssize_t i
+        for i in range(self.n_edges):
+            fresh[i] = self.edges[i]
+        self.edges = fresh
+        self.edge_capacity = cap
         return 0
 
     cdef void reset(self) noexcept:
         """Drop every node after the fixed ones (the graph of the previous sequence)."""
         self.n_nodes = self.n_fixed
-        self.n_edges = self.first_child[self.n_fixed]
-        self.generation += 1
+        self.n_edges = 0  # fixed nodes are leaves: they own no edges
 
-    cdef Py_ssize_t topological_order(self, int32_t root) noexcept nogil:
-        """Fill order[] with microgpt's topo order of the nodes under root; return its length.
-
-        Post-order DFS, children in creation order, each node once.  Leaves are left out:
-        they pass no gradient on, so their place in the order changes nothing.
-        """
-        cdef int32_t* order = self.order
-        cdef int32_t* stack = self.stack
-        cdef int64_t* cursor = self.cursor
-        cdef int64_t* first_child = self.first_child
-        cdef int32_t* children = self.children
-        cdef uint8_t* kind = self.kind
-        cdef uint32_t* mark = self.mark
-        cdef Py_ssize_t n = 0, top = 0
-        cdef int64_t e, end
-        cdef int32_t v, c
-        cdef bint descended
+    # --- the depth-first search ---------------------------------------------------------
+    cdef uint32_t next_epoch(self) noexcept nogil:
+        """A fresh mark value for one search (mark[i] == epoch: visited in it)."""
+        cdef Py_ssize_t i
         self.epoch += 1
         if self.epoch == 0:  # wrapped around: forget every old mark
-            memset(mark, 0, self.node_capacity * sizeof(uint32_t))
+            for i in range(self.node_capacity):
+                self.mark[i] = 0
+                self.span_epoch[i] = 0
             self.epoch = 1
-        cdef uint32_t epoch = self.epoch
-        mark[root] = epoch
+        return self.epoch
+
+    cdef Nodes nodes(self) noexcept nogil:
+        """Raw views of the node arrays for one pass (see Nodes in _arena.pxd)."""
+        cdef Nodes g
+        g.kind, g.a, g.b, g.n = &self.kind[0], &self.a[0], &self.b[0], &self.n[0]
+        g.data, g.grad, g.aux, g.edges = &self.data[0], &self.grad[0], &self.aux[0], &self.edges[0]
+        g.mark, g.span_epoch, g.span_len = &self.mark[0], &self.span_epoch[0], &self.span_len[0]
+        g.n_fixed = <int32_t>self.n_fixed
+        return g
+
+    cdef Py_ssize_t topological_order(self, int32_t root) noexcept nogil:
+        """Fill order[] with microgpt's topological order of the nodes under root.
+
+        Post-order depth-first search, children in the order _arena.pxd lists, each node
+        once.  Leaves are left out: they pass no gradient on, so their place in the order
+        changes nothing.  Returns the length of the order.
+        """
+        cdef Nodes g = self.nodes()
+        cdef uint32_t epoch = self.next_epoch()
+        cdef int32_t* order = &self.order[0]
+        cdef int32_t* stack = &self.stack[0]
+        cdef int32_t* cursor = &self.cursor[0]
+        cdef Py_ssize_t count = 0, top = 1
+        cdef int32_t v, c
+        g.mark[root] = epoch
         stack[0] = root
-        cursor[0] = first_child[root]
-        top = 1
+        cursor[0] = 0
         while top > 0:
             v = stack[top - 1]
-            e = cursor[top - 1]
-            end = first_child[v + 1]
-            descended = False
-            while e < end:
-                c = children[e]
-                e += 1
-                if kind[c] != LEAF and mark[c] != epoch:
-                    mark[c] = epoch
-                    cursor[top - 1] = e
-                    stack[top] = c
-                    cursor[top] = first_child[c]
-                    top += 1
-                    descended = True
-                    break
-            if not descended:
-                order[n] = v
-                n += 1
+            c = next_to_visit(&g, v, &cursor[top - 1], epoch)
+            if c >= 0 and settled(&g, c, epoch):  # c would find nothing to visit: post it now
+                g.mark[c] = epoch
+                order[count] = c
+                count += 1
+            elif c >= 0:  # descend
+                g.mark[c] = epoch
+                stack[top] = c
+                cursor[top] = 0
+                top += 1
+            else:  # every child done: v goes into the order
+                mark_spans_done(&g, v, epoch)
+                order[count] = v
+                count += 1
                 top -= 1
-        return n
+        return count
 
-    cdef int backward(self, int32_t root) except -1 nogil:
+    cdef void backward(self, int32_t root) noexcept nogil:
         """d(root)/d(node) for every node under root, accumulated in microgpt's order."""
-        cdef Py_ssize_t n = self.topological_order(root)
-        cdef Py_ssize_t i
-        self.grad[root] = 1.0
-        for i in range(n - 1, -1, -1):
-            if backward_node(self, self.order[i]) < 0:
-                with gil:
-                    raise ValueError(f"unknown node kind {self.kind[self.order[i]]} at node {self.order[i]}")
-        return 0
+        cdef Py_ssize_t i = self.topological_order(root)
+        cdef Nodes g = self.nodes()
+        cdef int32_t* order = &self.order[0]
+        g.grad[root] = 1.0
+        while i > 0:
+            i -= 1
+            backward_node(&g, order[i])
 
 
-cdef inline int backward_node(Arena a, int32_t v) noexcept nogil:
-    """The derivative table: pass node v's gradient to its children (see _arena.pxd)."""
-    cdef double g = a.grad[v]
-    cdef double* grad = a.grad
-    cdef double* data = a.data
-    cdef int32_t* child = a.children + a.first_child[v]
-    cdef int64_t count = a.first_child[v + 1] - a.first_child[v]
-    cdef int64_t j
-    cdef int32_t x, y
-    cdef uint8_t kind = a.kind[v]
-    if kind == SUM:  # d(sum)/d(child) = 1
-        for j in range(count):
-            grad[child[j]] += g
-    elif kind == DOT:  # d(x*y)/dx = y, d(x*y)/dy = x; x before y, as in microgpt's Value.__mul__
-        for j in range(0, count, 2):
-            x = child[j]
-            y = child[j + 1]
-            grad[x] += data[y] * g
-            grad[y] += data[x] * g
-    elif kind == UNARY:  # local gradient stored at creation
-        grad[child[0]] += a.aux[v] * g
-    elif kind != LEAF:
-        return -1
-    return 0
+# --- the search's child scan --------------------------------------------------------------
+# A range whose nodes hold nothing left to visit can be skipped whole: the fixed nodes are
+# leaves, and a range scanned to its end stays fully visited for the rest of the search
+# (marks are only ever added).  Skipping changes no order: it only avoids looking at
+# nodes the scan would pass over.  It turns a linear layer's search from rows x cols
+# child checks into one scan of the input: every row after the first skips it.
+cdef inline bint span_done(Nodes* g, int32_t start, int32_t length, uint32_t epoch) noexcept nogil:
+    return (start + length <= g.n_fixed
+            or (g.span_epoch[start] == epoch and g.span_len[start] >= length))
+
+
+cdef inline void mark_span_done(Nodes* g, int32_t start, int32_t length, uint32_t epoch) noexcept nogil:
+    if g.span_epoch[start] != epoch:
+        g.span_epoch[start] = epoch
+        g.span_len[start] = length
+    elif g.span_len[start] < length:
+        g.span_len[start] = length
+
+
+cdef inline void mark_spans_done(Nodes* g, int32_t v, uint32_t epoch) noexcept nogil:
+    """v's children are all visited: remember its ranges as done."""
+    cdef uint8_t kind = g.kind[v]
+    if kind == SUM or kind == DOT:
+        mark_span_done(g, g.a[v], g.n[v], epoch)
+    if kind == DOT:
+        mark_span_done(g, g.b[v], g.n[v], epoch)
+
+
+cdef inline bint to_visit(Nodes* g, int32_t c, uint32_t epoch) noexcept nogil:
+    return g.kind[c] != LEAF and g.mark[c] != epoch
+
+
+cdef inline bint settled(Nodes* g, int32_t c, uint32_t epoch) noexcept nogil:
+    """True when every child of c is known to need no visit (a cheap, partial test: a
+    node it misses is expanded the usual way).  Most nodes are such: every row of a
+    linear layer after the first, every x_i * scale of an rmsnorm after the first."""
+    cdef uint8_t kind = g.kind[c]
+    cdef int32_t a = g.a[c], b = g.b[c], n = g.n[c]
+    if kind == UNARY:
+        return not to_visit(g, a, epoch)
+    if kind == ADD or (kind == DOT and n == 1):
+        return not to_visit(g, a, epoch) and not to_visit(g, b, epoch)
+    if kind == DOT:
+        return span_done(g, a, n, epoch) and span_done(g, b, n, epoch)
+    return kind == SUM and span_done(g, a, n, epoch)
+
+
+cdef inline int32_t next_to_visit(Nodes* g, int32_t v, int32_t* cursor, uint32_t epoch) noexcept nogil:
+    """The next child of v, from child number cursor[0] on, that the search has not
+    visited yet (-1: none left); moves cursor[0] past it."""
+    cdef int32_t j = cursor[0], a = g.a[v], b = g.b[v], n = g.n[v], c = -1, step = 1
+    cdef uint8_t kind = g.kind[v]
+    cdef bint skip_a, skip_b
+    if kind == UNARY or kind == ADD:
+        while j < (1 if kind == UNARY else 2):
+            c = a if j == 0 else b
+            j += 1
+            if to_visit(g, c, epoch):
+                cursor[0] = j
+                return c
+    elif kind == SUM:
+        if not span_done(g, a, n, epoch):
+            while j < n:
+                c = a + j
+                j += 1
+                if to_visit(g, c, epoch):
+                    cursor[0] = j
+                    return c
+    elif kind == DOT:  # child 2i is a + i, child 2i+1 is b + i
+        skip_a, skip_b = span_done(g, a, n, epoch), span_done(g, b, n, epoch)
+        if skip_a and skip_b:
+            return -1
+        if skip_a or skip_b:  # scan one range only: its children have one parity
+            step = 2
+            if (j % 2 == 0) == skip_a:
+                j += 1
+        while j < 2 * n:
+            c = (a if j % 2 == 0 else b) + j // 2
+            j += step
+            if to_visit(g, c, epoch):
+                cursor[0] = j
+                return c
+    elif kind == SUM_LIST or kind == DOT_LIST:
+        while j < (n if kind == SUM_LIST else 2 * n):
+            c = g.edges[a + j]
+            j += 1
+            if to_visit(g, c, epoch):
+                cursor[0] = j
+                return c
+    cursor[0] = j
+    return -1
+
+
+# --- the derivative table -----------------------------------------------------------------
+cdef inline void backward_node(Nodes* g, int32_t v) noexcept nogil:
+    """Pass node v's gradient to its children: child.grad += d(v)/d(child) * v.grad, child
+    by child in microgpt's order, as its `child.grad += local_grad * v.grad` does.
+    (d(v)/d(child) = 1 is left out: 1.0 * x == x for every double, NaN and inf included.)"""
+    cdef double dv = g.grad[v]
+    cdef int32_t a = g.a[v], b = g.b[v], n = g.n[v], i
+    cdef uint8_t kind = g.kind[v]
+    if kind == UNARY:
+        g.grad[a] += g.aux[v] * dv
+    elif kind == ADD:
+        g.grad[a] += dv
+        g.grad[b] += dv
+    elif kind == SUM:
+        for i in range(n):
+            g.grad[a + i] += dv
+    elif kind == DOT:
+        dot_backward(g.grad, g.data, a, b, n, dv)
+    elif kind == SUM_LIST:
+        for i in range(n):
+            g.grad[g.edges[a + i]] += dv
+    elif kind == DOT_LIST:
+        for i in range(a, a + 2 * n, 2):
+            g.grad[g.edges[i]] += g.data[g.edges[i + 1]] * dv
+            g.grad[g.edges[i + 1]] += g.data[g.edges[i]] * dv
+    # LEAF: nothing to pass on.  No other kind exists: add_node takes a NodeKind.
+
+
+cdef inline void dot_backward(double* grad,  # IN/OUT
+                              const double* data,  # IN
+                              Py_ssize_t a, Py_ssize_t b, Py_ssize_t n, double dv) noexcept nogil:
+    """d(sum a_i*b_i): a_i += b_i * dv and b_i += a_i * dv, for i = 0..n-1 in microgpt's
+    order (a_0, b_0, a_1, b_1, ...)."""
+    cdef Py_ssize_t i
+    if a == b or a + n <= b or b + n <= a:
+        # Disjoint ranges: every node receives exactly one contribution in all of the
+        # loop, so doing all a_i first and then all b_i changes no node's order.  a == b
+        # (x . x) too: node i gets its a-contribution before its b-contribution either
+        # way.  Two flat loops, which the compiler vectorises (IEEE * and + per element).
+        for i in range(n):
+            grad[a + i] += data[b + i] * dv
+        for i in range(n):
+            grad[b + i] += data[a + i] * dv
+    else:  # shifted overlapping ranges: keep the interleaved order
+        for i in range(n):
+            grad[a + i] += data[b + i] * dv
+            grad[b + i] += data[a + i] * dv

@@ -1,15 +1,18 @@
-# cython: language_level=3
 """Vector handles and the model's graph operations on an Arena."""
-from libc.stdint cimport int32_t
+from libc.stdint cimport int32_t, int64_t
 
 from cymicrogpt._arena cimport Arena
 
 
 cdef class Vec:
-    """`size` consecutive arena nodes starting at `start` (a vector of the model)."""
+    """`size` consecutive arena nodes starting at `start` (a vector of the model).
+
+    Every op takes its output Vec object before it builds anything and fills it last:
+    allocating can run Python (the cyclic GC), which must not happen mid-build."""
     cdef readonly int32_t start
     cdef readonly int32_t size
-    cdef readonly Py_ssize_t generation  # arena generation it was built in; -1: fixed nodes
+    cdef readonly int64_t owner  # id of the GraphOps that built it
+    cdef readonly int64_t graph  # id of the graph it lives in (its sequence, or the weights)
 
 
 cdef class Mat:
@@ -17,14 +20,17 @@ cdef class Mat:
     cdef readonly int32_t start
     cdef readonly int32_t rows
     cdef readonly int32_t cols
+    cdef readonly int64_t owner  # id of the GraphOps that holds it
 
 
 cdef class GraphOps:
     cdef readonly Arena arena
     cdef dict matrices  # name -> Mat
-    cdef int32_t* scratch  # index lists handed to nogil loops
-    cdef Py_ssize_t scratch_capacity
+    cdef readonly int64_t id  # unique among all GraphOps of the process
+    cdef int64_t weights_graph  # graph id of the fixed nodes (Vec rows of the matrices)
+    cdef int64_t graph  # graph id of the current sequence; a fresh one per begin_sequence
+    cdef int32_t[::1] scratch  # index lists handed to the attention loops
 
-    cdef Vec vec(self, int32_t start, int32_t size)
     cdef int check(self, Vec x) except -1
-    cdef int32_t* scratch_for(self, Py_ssize_t count) except NULL
+    cdef int check_matrix(self, Mat w) except -1
+    cdef int32_t[::1] scratch_for(self, Py_ssize_t count)

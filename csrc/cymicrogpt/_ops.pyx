@@ -1,8 +1,7 @@
-# cython: language_level=3
 """The model's vector operations as graph builders: each call appends its nodes in C.
 
 Each op produces exactly the values microgpt's Python expression produces and a graph
-that gives exactly the same gradients.  Two choices keep that true:
+that gives exactly the same gradients.  Three choices keep that true:
 
 * microgpt's `sum(a_i * b_i for i)` is a chain of binary nodes started from the int 0;
   here it is one DOT node, children interleaved (a0, b0, a1, b1, ...), value accumulated
@@ -12,20 +11,69 @@ that gives exactly the same gradients.  Two choices keep that true:
 * Operations with a Python constant (x / c is x * c**-1, x - m is x + (-m)) become one
   UNARY node whose local gradient is the constant microgpt multiplies by.  The constant's
   own leaf node in microgpt receives a gradient nobody reads, so it is left out.
-Every `**` goes through libm `pow`, as Python's float `**` does; no `sqrt`, no `x*x`.
-The build adds -ffp-contract=off so the C compiler never fuses a*b+c into one FMA.
+* Every `**` goes through libm `pow`, as Python's float `**` does; no `sqrt`, no `x*x`.
+  The build adds -ffp-contract=off so the C compiler never fuses a*b+c into one FMA.
+Where microgpt's Python raises (math.log(0.0), a float `**` that overflows), the op
+raises the same exception type; each op's docstring says which can and why.
 
-The loops hold the GIL on purpose: an op takes microseconds (releasing the GIL would cost
-more than it frees), and it guarantees that no other thread can grow (reallocate) this
-arena while a loop writes into it.  Separate engines may be used from separate threads.
+Every op has the same four steps, so that no Python code runs while it writes the arena:
+  1. take its Python objects and room: the output Vec, scratch, arena.reserve() (each of
+     these may run Python: the cyclic GC's finalizers, a switch to another thread);
+  2. validate its handles (after step 1, which may have reset this graph);
+  3. build the nodes in C: `noexcept nogil` kernels over the arena's memoryviews;
+  4. fill in the output Vec.
+The ops hold the GIL on purpose: an op takes microseconds (releasing the GIL would cost
+more than it frees), and it keeps other threads out of this arena while step 3 runs.
 """
 from libc.math cimport exp, log, pow
 from libc.stdint cimport int32_t, int64_t
-from libc.stdlib cimport realloc, free
 
-from cymicrogpt._arena cimport Arena, NodeKind, LEAF, SUM, DOT, UNARY, open_node, add_child, close_node
+import numpy as np
+
+from cymicrogpt._arena cimport Arena, LEAF, UNARY, ADD, SUM, DOT, SUM_LIST, DOT_LIST, add_node, add_edge
 
 cdef double RMSNORM_EPS = 1e-5  # microgpt's rmsnorm epsilon
+cdef int64_t last_id = 0  # ids handed out so far, to engines and to graphs (under the GIL)
+
+
+cdef int64_t new_id() noexcept:
+    global last_id
+    last_id += 1
+    return last_id
+
+
+# --- kernels -------------------------------------------------------------------------------
+cdef void dot_rows(double[::1] data,  # IN: rows of w and x; OUT: data[out + r]
+                   int32_t w, int32_t cols, int32_t x, int32_t out, int32_t rows) noexcept nogil:
+    """data[out + r] = sum_j data[w + r*cols + j] * data[x + j] for r < rows.
+
+    Each row is accumulated left to right from 0.0, as microgpt's sum() (from the int 0)
+    does.  Four rows at a time: four independent chains the CPU overlaps, each still
+    added in its own order.
+    """
+    cdef int32_t r = 0, j, w0
+    cdef double acc0, acc1, acc2, acc3, xj
+    while r + 4 <= rows:
+        w0 = w + r * cols
+        acc0 = acc1 = acc2 = acc3 = 0.0
+        for j in range(cols):
+            xj = data[x + j]
+            acc0 = acc0 + data[w0 + j] * xj
+            acc1 = acc1 + data[w0 + cols + j] * xj
+            acc2 = acc2 + data[w0 + 2 * cols + j] * xj
+            acc3 = acc3 + data[w0 + 3 * cols + j] * xj
+        data[out + r] = acc0
+        data[out + r + 1] = acc1
+        data[out + r + 2] = acc2
+        data[out + r + 3] = acc3
+        r += 4
+    while r < rows:
+        w0 = w + r * cols
+        acc0 = 0.0
+        for j in range(cols):
+            acc0 = acc0 + data[w0 + j] * data[x + j]
+        data[out + r] = acc0
+        r += 1
 
 
 cdef int32_t softmax_nodes(Arena ar, int32_t src, int32_t count, int32_t only) noexcept nogil:
@@ -33,32 +81,30 @@ cdef int32_t softmax_nodes(Arena ar, int32_t src, int32_t count, int32_t only) n
 
     Probability i is node prob_start + 2*i (each follows its own total**-1 node).  With
     only >= 0, builds just that one probability (the others would be nodes no loss
-    depends on).  Needs 4*count + 1 nodes and 6*count edges reserved.
+    depends on).  Needs 4*count + 1 nodes reserved.
+
+    Nothing here can raise in microgpt either: Python's max() keeps the first element
+    unless a later one compares greater, as the loop below does, so every val - max_val
+    is <= 0 or NaN, math.exp of it cannot overflow, and total is in [1, count] or NaN,
+    so total**-1 and total**-2 cannot overflow or divide by zero.
     """
-    cdef double* data = ar.data
-    cdef double max_val = data[src]
+    cdef double max_val = ar.data[src]
     cdef double v, total, inv_total
-    cdef int32_t i, o, shifted_start, exp_start, total_node, inv_node, prob_start
+    cdef int32_t i, shifted_start, exp_start, total_node, inv_node, prob, prob_start
     for i in range(1, count):
-        if data[src + i] > max_val:
-            max_val = data[src + i]
+        if ar.data[src + i] > max_val:
+            max_val = ar.data[src + i]
     shifted_start = <int32_t>ar.n_nodes
     for i in range(count):  # val - max_val  ==  val + (-max_val)
-        o = open_node(ar, UNARY)
-        add_child(ar, src + i)
-        close_node(ar, o, data[src + i] + (-max_val), 1.0)
+        add_node(ar, UNARY, src + i, 0, 0, ar.data[src + i] + (-max_val), 1.0)
     exp_start = <int32_t>ar.n_nodes
     for i in range(count):  # .exp(), local grad exp(x)
-        v = exp(data[shifted_start + i])
-        o = open_node(ar, UNARY)
-        add_child(ar, shifted_start + i)
-        close_node(ar, o, v, v)
-    total_node = open_node(ar, SUM)  # sum(exps), from 0
-    total = 0.0
+        v = exp(ar.data[shifted_start + i])
+        add_node(ar, UNARY, shifted_start + i, 0, 0, v, v)
+    total = 0.0  # sum(exps), from 0
     for i in range(count):
-        total = total + data[exp_start + i]
-        add_child(ar, exp_start + i)
-    close_node(ar, total_node, total, 0.0)
+        total = total + ar.data[exp_start + i]
+    total_node = add_node(ar, SUM, exp_start, 0, count, total, 0.0)
     inv_total = pow(total, -1.0)
     prob_start = -1
     for i in range(count):
@@ -68,18 +114,14 @@ cdef int32_t softmax_nodes(Arena ar, int32_t src, int32_t count, int32_t only) n
         # total**-1 anew for every e: one pow node per probability, never shared (a
         # shared node would sum the gradients from all probabilities before passing
         # them to total, in another rounding order).
-        inv_node = open_node(ar, UNARY)  # total ** -1, local grad -1 * total**-2
-        add_child(ar, total_node)
-        close_node(ar, inv_node, inv_total, -1.0 * pow(total, -2.0))
-        o = open_node(ar, DOT)
-        add_child(ar, exp_start + i)
-        add_child(ar, inv_node)
-        close_node(ar, o, data[exp_start + i] * inv_total, 0.0)
+        inv_node = add_node(ar, UNARY, total_node, 0, 0, inv_total, -1.0 * pow(total, -2.0))
+        prob = add_node(ar, DOT, exp_start + i, inv_node, 1, ar.data[exp_start + i] * inv_total, 0.0)
         if prob_start < 0:
-            prob_start = o
+            prob_start = prob
     return prob_start
 
 
+# --- handles -------------------------------------------------------------------------------
 cdef class Vec:
     def __len__(self):
         return self.size
@@ -96,42 +138,55 @@ cdef class Mat:
 cdef class GraphOps:
     """Builds the model's graph in an Arena whose first nodes are the parameters.
 
-    `layout` is a list of (name, rows, cols, offset) weight matrices over the flat
-    `weights` (state-dict order); the weights become the arena's fixed leaf nodes.
+    `layout` is a list of weight matrices, objects with `name`, `rows`, `cols` and
+    `offset` attributes (params.MatrixSlot), over the flat `weights` in state-dict order;
+    the weights become the arena's fixed leaf nodes.
     """
 
     def __init__(self, layout, weights):
-        cdef Py_ssize_t n = len(weights)
-        cdef Py_ssize_t i
-        cdef int32_t p
+        array = np.asarray(weights, dtype=np.float64)
+        if array.ndim != 1:
+            raise ValueError(f"weights must be a flat sequence of numbers, got shape {array.shape}")
+        cdef const double[::1] values = np.ascontiguousarray(array)
+        cdef Py_ssize_t count = values.shape[0], i
         cdef Mat m
         self.arena = Arena()
-        self.arena.reserve(n, 0)
-        for i in range(n):
-            p = open_node(self.arena, LEAF)
-            close_node(self.arena, p, float(weights[i]), 0.0)
-        self.arena.n_fixed = n
+        self.arena.reserve(count, 0)
+        for i in range(count):
+            add_node(self.arena, LEAF, 0, 0, 0, values[i], 0.0)
+        self.arena.n_fixed = count
+        self.id = new_id()
+        self.weights_graph = new_id()
+        self.graph = new_id()
+        self.scratch = np.empty(0, np.int32)
         self.matrices = {}
         for slot in layout:
-            if slot.offset < 0 or slot.offset + slot.rows * slot.cols > n:
-                raise ValueError(f"matrix {slot.name} lies outside the {n} weights")
+            if slot.offset < 0 or slot.rows <= 0 or slot.cols <= 0 or slot.offset + slot.rows * slot.cols > count:
+                raise ValueError(f"matrix {slot.name} lies outside the {count} weights")
             m = Mat.__new__(Mat)
-            m.start, m.rows, m.cols = slot.offset, slot.rows, slot.cols
+            m.start, m.rows, m.cols, m.owner = slot.offset, slot.rows, slot.cols, self.id
             self.matrices[slot.name] = m
 
-    # --- handles --------------------------------------------------------------------
-    cdef Vec vec(self, int32_t start, int32_t size):
-        cdef Vec v = Vec.__new__(Vec)
-        v.start, v.size, v.generation = start, size, self.arena.generation
-        return v
-
+    # --- handles ------------------------------------------------------------------------
     cdef int check(self, Vec x) except -1:
-        """Refuse vectors whose nodes are gone (an earlier sequence) or were never ours."""
-        if x.generation != -1 and x.generation != self.arena.generation:
-            raise ValueError("this vector belongs to a graph that was reset (begin_sequence)")
+        """Refuse vectors of another engine, or of a graph reset since (begin_sequence)."""
+        if x.owner != self.id:
+            raise ValueError(f"{x!r} was built by another engine")
+        if x.graph != self.graph and x.graph != self.weights_graph:
+            raise ValueError(f"{x!r} belongs to a graph that was reset since (begin_sequence)")
         if x.start < 0 or x.size <= 0 or x.start + <Py_ssize_t>x.size > self.arena.n_nodes:
             raise ValueError(f"{x!r} lies outside this engine's graph")
         return 0
+
+    cdef int check_matrix(self, Mat w) except -1:
+        if w.owner != self.id:
+            raise ValueError(f"{w!r} is not a weight matrix of this engine")
+        return 0
+
+    cdef int32_t[::1] scratch_for(self, Py_ssize_t count):
+        if count > self.scratch.shape[0]:
+            self.scratch = np.empty(max(count, 2 * self.scratch.shape[0]), np.int32)
+        return self.scratch
 
     def matrix(self, str name):
         return self.matrices[name]
@@ -141,7 +196,7 @@ cdef class GraphOps:
         if not 0 <= index < m.rows:
             raise IndexError(f"row {index} out of range for {name} with {m.rows} rows")
         cdef Vec v = Vec.__new__(Vec)
-        v.start, v.size, v.generation = m.start + index * m.cols, m.cols, -1
+        v.start, v.size, v.owner, v.graph = m.start + <int32_t>index * m.cols, m.cols, self.id, self.weights_graph
         return v
 
     def node_values(self):
@@ -157,7 +212,7 @@ cdef class GraphOps:
 
     @property
     def capacity(self):
-        """(node capacity, edge capacity): constant once the longest sequence was seen."""
+        """(node capacity, edge capacity): constant once the largest graph was built."""
         return self.arena.node_capacity, self.arena.edge_capacity
 
     # --- graph ops ----------------------------------------------------------------------
@@ -165,102 +220,85 @@ cdef class GraphOps:
         """Forget the previous sequence's graph; record a new one (or only values)."""
         self.arena.reset()
         self.arena.recording = record
+        self.graph = new_id()
 
     def add(self, Vec a, Vec b):
         """a + b elementwise (the residual connection, token + position embedding)."""
+        cdef Vec out = Vec.__new__(Vec)
+        cdef Arena ar = self.arena
+        ar.reserve(a.size, 0)
         self.check(a)
         self.check(b)
         if a.size != b.size:
             raise ValueError(f"add: sizes differ ({a.size} and {b.size})")
-        cdef Arena ar = self.arena
-        ar.reserve(a.size, 2 * a.size)
-        cdef int32_t start = <int32_t>ar.n_nodes
-        cdef int32_t i, o
+        cdef int32_t i, start = <int32_t>ar.n_nodes
         for i in range(a.size):
-            o = open_node(ar, SUM)
-            add_child(ar, a.start + i)
-            add_child(ar, b.start + i)
-            close_node(ar, o, ar.data[a.start + i] + ar.data[b.start + i], 0.0)
-        return self.vec(start, a.size)
+            add_node(ar, ADD, a.start + i, b.start + i, 0, ar.data[a.start + i] + ar.data[b.start + i], 0.0)
+        out.start, out.size, out.owner, out.graph = start, a.size, self.id, self.graph
+        return out
 
     def linear(self, Vec x, Mat w):
         """w @ x: one DOT node per output row (microgpt's sum(wi * xi for ...))."""
+        cdef Vec out = Vec.__new__(Vec)
+        cdef Arena ar = self.arena
+        ar.reserve(w.rows, 0)
         self.check(x)
-        if w.start < 0 or w.start + <Py_ssize_t>w.rows * w.cols > self.arena.n_fixed:
-            raise ValueError(f"{w!r} is not a weight matrix of this engine")
+        self.check_matrix(w)
         if x.size != w.cols:
             raise ValueError(f"linear: input has {x.size} features, matrix expects {w.cols}")
-        cdef Arena ar = self.arena
-        ar.reserve(w.rows, 2 * <Py_ssize_t>w.rows * w.cols)
-        cdef int32_t start = <int32_t>ar.n_nodes
-        cdef int32_t r, j, o, wi
-        cdef double acc
-        cdef double* data = ar.data
-        for r in range(w.rows):  # out: (rows,)
-            o = open_node(ar, DOT)
-            acc = 0.0  # microgpt's sum() starts from 0
-            wi = w.start + r * w.cols
-            for j in range(w.cols):
-                acc = acc + data[wi + j] * data[x.start + j]
-                add_child(ar, wi + j)
-                add_child(ar, x.start + j)
-            close_node(ar, o, acc, 0.0)
-        return self.vec(start, w.rows)
+        cdef int32_t r, start = <int32_t>ar.n_nodes
+        for r in range(w.rows):  # out: (rows,), row r's children (w[r, j], x[j]) pairwise
+            add_node(ar, DOT, w.start + r * w.cols, x.start, w.cols, 0.0, 0.0)
+        dot_rows(ar.data, w.start, w.cols, x.start, start, w.rows)
+        out.start, out.size, out.owner, out.graph = start, w.rows, self.id, self.graph
+        return out
 
     def relu(self, Vec x):
-        """max(0, x): local gradient float(x > 0)."""
-        self.check(x)
+        """max(0, x): local gradient float(x > 0).  NaN gives 0, as max(0, nan) does."""
+        cdef Vec out = Vec.__new__(Vec)
         cdef Arena ar = self.arena
-        ar.reserve(x.size, x.size)
-        cdef int32_t start = <int32_t>ar.n_nodes
-        cdef int32_t i, o
+        ar.reserve(x.size, 0)
+        self.check(x)
+        cdef int32_t i, start = <int32_t>ar.n_nodes
         cdef double v
         for i in range(x.size):
             v = ar.data[x.start + i]
-            o = open_node(ar, UNARY)
-            add_child(ar, x.start + i)
-            close_node(ar, o, v if v > 0 else 0.0, 1.0 if v > 0 else 0.0)
-        return self.vec(start, x.size)
+            add_node(ar, UNARY, x.start + i, 0, 0, v if v > 0 else 0.0, 1.0 if v > 0 else 0.0)
+        out.start, out.size, out.owner, out.graph = start, x.size, self.id, self.graph
+        return out
 
     def rmsnorm(self, Vec x):
-        """x * (mean(x**2) + 1e-5) ** -0.5, as microgpt's rmsnorm builds it."""
-        self.check(x)
+        """x * (mean(x**2) + 1e-5) ** -0.5, as microgpt's rmsnorm builds it.
+
+        Cannot raise, in microgpt either: mean(x**2) + 1e-5 is >= 1e-5, +inf or NaN, and
+        Python's float ** raises for none of them with exponents -0.5 and -1.5."""
+        cdef Vec out = Vec.__new__(Vec)
         cdef Arena ar = self.arena
-        cdef int32_t n = x.size
-        ar.reserve(n + 4, 4 * <Py_ssize_t>n + 3)
-        cdef int32_t i, sum_sq, ms, shifted, scale, o
-        cdef double acc = 0.0, v
+        ar.reserve(x.size + 4, 0)
+        self.check(x)
+        cdef int32_t i, n = x.size, sum_sq, ms, shifted, scale, start
         # len(x)**-1 is an int raised to a negative int: Python computes it with float pow
-        cdef double inv_n = pow(<double>n, -1.0)
-        sum_sq = open_node(ar, DOT)  # sum(xi * xi for xi in x)
-        for i in range(n):
-            acc = acc + ar.data[x.start + i] * ar.data[x.start + i]
-            add_child(ar, x.start + i)
-            add_child(ar, x.start + i)
-        close_node(ar, sum_sq, acc, 0.0)
-        ms = open_node(ar, UNARY)  # / len(x)  ==  * len(x)**-1
-        add_child(ar, sum_sq)
-        close_node(ar, ms, acc * inv_n, inv_n)
+        cdef double inv_n = pow(<double>n, -1.0), v
+        sum_sq = add_node(ar, DOT, x.start, x.start, n, 0.0, 0.0)  # sum(xi * xi for xi in x)
+        dot_rows(ar.data, x.start, n, x.start, sum_sq, 1)
+        v = ar.data[sum_sq]
+        ms = add_node(ar, UNARY, sum_sq, 0, 0, v * inv_n, inv_n)  # / len(x)  ==  * len(x)**-1
         v = ar.data[ms]
-        shifted = open_node(ar, UNARY)  # + 1e-5
-        add_child(ar, ms)
-        close_node(ar, shifted, v + RMSNORM_EPS, 1.0)
+        shifted = add_node(ar, UNARY, ms, 0, 0, v + RMSNORM_EPS, 1.0)  # + 1e-5
         v = ar.data[shifted]
-        scale = open_node(ar, UNARY)  # ** -0.5, local grad -0.5 * v**-1.5
-        add_child(ar, shifted)
-        close_node(ar, scale, pow(v, -0.5), -0.5 * pow(v, -1.5))
+        scale = add_node(ar, UNARY, shifted, 0, 0, pow(v, -0.5), -0.5 * pow(v, -1.5))  # ** -0.5
         v = ar.data[scale]
-        cdef int32_t start = <int32_t>ar.n_nodes
-        for i in range(n):  # out: (n,)
-            o = open_node(ar, DOT)
-            add_child(ar, x.start + i)
-            add_child(ar, scale)
-            close_node(ar, o, ar.data[x.start + i] * v, 0.0)
-        return self.vec(start, n)
+        start = <int32_t>ar.n_nodes
+        for i in range(n):  # out: (n,), xi * scale
+            add_node(ar, DOT, x.start + i, scale, 1, ar.data[x.start + i] * v, 0.0)
+        out.start, out.size, out.owner, out.graph = start, n, self.id, self.graph
+        return out
 
     def attention(self, Vec q, list keys, list values, int n_head):
-        """Causal multi-head attention of q over the cached keys and values: out (n_embd,)."""
-        self.check(q)
+        """Causal multi-head attention of q over the cached keys and values: out (n_embd,).
+
+        Cannot raise, in microgpt either: see softmax_nodes."""
+        cdef Vec out = Vec.__new__(Vec)
         cdef int32_t n = q.size
         cdef Py_ssize_t T = len(keys)
         if n_head <= 0 or n % n_head:
@@ -269,110 +307,97 @@ cdef class GraphOps:
             raise ValueError("attention: need as many values as keys, at least one")
         cdef int32_t hd = n // n_head
         cdef Arena ar = self.arena
-        # scratch layout: key starts [0, T), value starts [T, 2T), weight starts [2T, 2T+n_head)
-        cdef int32_t* at = self.scratch_for(2 * T + n_head)
+        # scratch: key starts [0, T), value starts [T, 2T), weight starts [2T, 2T+n_head)
+        cdef int32_t[::1] at = self.scratch_for(2 * T + n_head)
+        ar.reserve(n_head * (6 * T + 1) + n, 2 * T * n)
+        self.check(q)
+        if len(keys) != T or len(values) != T:
+            raise RuntimeError("attention: the key or value list changed during the call")
         cdef Vec kv
         cdef Py_ssize_t t
         for t in range(T):
             kv = keys[t]
             self.check(kv)
+            if kv.size != n:
+                raise ValueError("attention: key and value sizes must equal the query's")
             at[t] = kv.start
             kv = values[t]
             self.check(kv)
-            at[T + t] = kv.start
-            if (<Vec>keys[t]).size != n or kv.size != n:
+            if kv.size != n:
                 raise ValueError("attention: key and value sizes must equal the query's")
-        ar.reserve(n_head * (6 * T + 1) + n, n_head * (2 * T * hd + 7 * T) + 2 * T * n)
+            at[T + t] = kv.start
         # head_dim**0.5 is a float pow; "/ s" on a Value is "* s**-1"
-        cdef double inv_sqrt = pow(pow(<double>hd, 0.5), -1.0)
-        cdef int32_t h, j, o, hs, logit_start, scaled_start, start
-        cdef double acc
-        cdef double* data = ar.data
+        cdef double inv_sqrt = pow(pow(<double>hd, 0.5), -1.0), acc
+        cdef int32_t h, j, o, hs, logit_start, scaled_start, start, e
         for h in range(n_head):
             hs = h * hd
             logit_start = <int32_t>ar.n_nodes
-            for t in range(T):  # q_h . k_h[t]: (T,)
-                o = open_node(ar, DOT)
-                acc = 0.0
-                for j in range(hd):
-                    acc = acc + data[q.start + hs + j] * data[at[t] + hs + j]
-                    add_child(ar, q.start + hs + j)
-                    add_child(ar, at[t] + hs + j)
-                close_node(ar, o, acc, 0.0)
+            for t in range(T):  # q_h . k_h[t]: (T,), children (q[j], k_t[j]) pairwise
+                o = add_node(ar, DOT, q.start + hs, at[t] + hs, hd, 0.0, 0.0)
+                dot_rows(ar.data, at[t] + hs, hd, q.start + hs, o, 1)
             scaled_start = <int32_t>ar.n_nodes
             for t in range(T):  # / head_dim**0.5: (T,)
-                o = open_node(ar, UNARY)
-                add_child(ar, logit_start + t)
-                close_node(ar, o, data[logit_start + t] * inv_sqrt, inv_sqrt)
+                add_node(ar, UNARY, logit_start + t, 0, 0, ar.data[logit_start + t] * inv_sqrt, inv_sqrt)
             at[2 * T + h] = softmax_nodes(ar, scaled_start, <int32_t>T, -1)  # weights: (T,), stride 2
         start = <int32_t>ar.n_nodes
         for h in range(n_head):  # head_out[j] = sum_t weights[t] * v_h[t][j]: (n,)
             hs = h * hd
             for j in range(hd):
-                o = open_node(ar, DOT)
+                e = <int32_t>ar.n_edges
                 acc = 0.0
                 for t in range(T):
-                    acc = acc + data[at[2 * T + h] + 2 * t] * data[at[T + t] + hs + j]
-                    add_child(ar, at[2 * T + h] + 2 * t)
-                    add_child(ar, at[T + t] + hs + j)
-                close_node(ar, o, acc, 0.0)
-        return self.vec(start, n)
-
-    cdef int32_t* scratch_for(self, Py_ssize_t count) except NULL:
-        cdef int32_t* grown
-        if count > self.scratch_capacity:
-            grown = <int32_t*>realloc(self.scratch, count * sizeof(int32_t))
-            if grown == NULL:
-                raise MemoryError()
-            self.scratch, self.scratch_capacity = grown, count
-        return self.scratch
-
-    def __dealloc__(self):
-        free(self.scratch)
+                    acc = acc + ar.data[at[2 * T + h] + 2 * t] * ar.data[at[T + t] + hs + j]
+                    add_edge(ar, at[2 * T + h] + 2 * t)
+                    add_edge(ar, at[T + t] + hs + j)
+                add_node(ar, DOT_LIST, e, 0, <int32_t>T, acc, 0.0)
+        out.start, out.size, out.owner, out.graph = start, n, self.id, self.graph
+        return out
 
     def nll(self, Vec logits, Py_ssize_t target):
-        """-log(softmax(logits)[target]): one position's loss, a scalar Vec."""
+        """-log(softmax(logits)[target]): one position's loss, a scalar Vec.
+
+        Raises ValueError where microgpt's math.log does: a probability of exactly 0.0
+        (its exp underflowed).  A NaN probability gives a NaN loss, as math.log(nan)."""
+        cdef Vec out = Vec.__new__(Vec)
+        cdef Arena ar = self.arena
+        ar.reserve(3 * logits.size + 5, 0)
         self.check(logits)
         if not 0 <= target < logits.size:
             raise IndexError(f"target {target} out of range for {logits.size} logits")
-        cdef Arena ar = self.arena
-        cdef int32_t count = logits.size
-        ar.reserve(3 * count + 5, 3 * count + 5)
-        cdef int32_t prob, lg, out
-        cdef double p
-        prob = softmax_nodes(ar, logits.start, count, <int32_t>target)
-        p = ar.data[prob]
-        if not p > 0:  # math.log(0.0) raises in microgpt; so do we
+        cdef int32_t prob = softmax_nodes(ar, logits.start, logits.size, <int32_t>target), lg
+        cdef double p = ar.data[prob]
+        if p == 0.0:
             raise ValueError(f"math domain error: log of probability {p!r}")
-        lg = open_node(ar, UNARY)  # .log(), local grad 1/p
-        add_child(ar, prob)
-        close_node(ar, lg, log(p), 1.0 / p)
-        out = open_node(ar, UNARY)  # -x  ==  x * -1
-        add_child(ar, lg)
-        close_node(ar, out, ar.data[lg] * -1.0, -1.0)
-        return self.vec(out, 1)
+        lg = add_node(ar, UNARY, prob, 0, 0, log(p), 1.0 / p)  # .log(), local grad 1/p
+        out.start = add_node(ar, UNARY, lg, 0, 0, ar.data[lg] * -1.0, -1.0)  # -x  ==  x * -1
+        out.size, out.owner, out.graph = 1, self.id, self.graph
+        return out
 
     def mean(self, list losses):
         """(1 / n) * sum(losses): the sequence loss, a scalar Vec."""
+        cdef Vec out = Vec.__new__(Vec)
         cdef Py_ssize_t n = len(losses), i
         if n == 0:
             raise ValueError("mean of no losses")
         cdef Arena ar = self.arena
-        ar.reserve(2, n + 1)
+        ar.reserve(2, n)
+        if len(losses) != n:
+            raise RuntimeError("mean: the list of losses changed during the call")
         cdef Vec x
-        cdef int32_t total = open_node(ar, SUM)
         cdef double acc = 0.0
         for i in range(n):
             x = losses[i]
             self.check(x)
+        cdef int32_t e = <int32_t>ar.n_edges, total
+        for i in range(n):
+            x = losses[i]
             acc = acc + ar.data[x.start]
-            add_child(ar, x.start)
-        close_node(ar, total, acc, 0.0)
+            add_edge(ar, x.start)
+        total = add_node(ar, SUM_LIST, e, 0, <int32_t>n, acc, 0.0)
         cdef double inv_n = 1.0 / n  # Python's 1 / n
-        cdef int32_t out = open_node(ar, UNARY)
-        add_child(ar, total)
-        close_node(ar, out, acc * inv_n, inv_n)
-        return self.vec(out, 1)
+        out.start = add_node(ar, UNARY, total, 0, 0, acc * inv_n, inv_n)
+        out.size, out.owner, out.graph = 1, self.id, self.graph
+        return out
 
     def backward(self, Vec loss):
         """Gradients of the scalar `loss` into every node (parameters included); its value."""
@@ -382,23 +407,21 @@ cdef class GraphOps:
         self.arena.backward(loss.start)
         return self.arena.data[loss.start]
 
-    def probs(self, Vec logits, double temperature):
+    def probs(self, Vec logits, temperature):
         """softmax(logits / temperature) as floats, without recording a graph."""
-        self.check(logits)
-        if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature!r}")
+        # l / temperature is l * temperature**-1, with Python's own float ** so that its
+        # errors (0 ** -1, an overflowing 5e-324 ** -1) are microgpt's.
+        cdef double inv_t = temperature ** -1
         cdef Arena ar = self.arena
         cdef int32_t count = logits.size
+        ar.reserve(5 * count + 2, 0)
+        self.check(logits)
         cdef bint was_recording = ar.recording
-        ar.reserve(5 * count + 2, 8 * count + 1)
-        cdef double inv_t = pow(temperature, -1.0)  # l / temperature  ==  l * temperature**-1
-        cdef int32_t i, o, src, prob
+        cdef int32_t i, src, prob
         ar.recording = False
         src = <int32_t>ar.n_nodes
         for i in range(count):
-            o = open_node(ar, UNARY)
-            close_node(ar, o, ar.data[logits.start + i] * inv_t, inv_t)
+            add_node(ar, LEAF, 0, 0, 0, ar.data[logits.start + i] * inv_t, 0.0)
         prob = softmax_nodes(ar, src, count, -1)
         ar.recording = was_recording
         return [ar.data[prob + 2 * i] for i in range(count)]
-

@@ -21,29 +21,35 @@ where the reference would produce a complex number.
 """
 cimport cython
 from cpython.ref cimport PyObject
-from libc.stdint cimport int32_t, int64_t, uint32_t
+from libc.stdint cimport int32_t, uint8_t, uint32_t
 from libc.stdlib cimport realloc
 from libc.string cimport memset
 
 import math
 
-from cymicrogpt._arena cimport Arena, NodeKind, LEAF, SUM, DOT, UNARY, open_node, add_child, close_node
+from cymicrogpt._arena cimport Arena, NodeKind, LEAF, UNARY, ADD, DOT, add_node
 
 MIN_COLLECT_AT = 1 << 16  # nodes; below this the arena is never collected
 
 cdef Arena tape = Arena()
-cdef PyObject** handles = NULL  # handles[i]: the Value of node i (borrowed), or NULL
+# handles[i]: the Value of node i (borrowed), or NULL.  A plain pointer table: it holds
+# no Python references, and growing it (realloc) runs no Python.
+cdef PyObject** handles = NULL
 cdef Py_ssize_t handles_capacity = 0
 cdef Py_ssize_t collect_at = MIN_COLLECT_AT
 
 
-cdef int make_room(Py_ssize_t nodes, Py_ssize_t edges) except -1:
-    """Reserve arena room (collecting garbage first when due) and keep handles[] in step."""
+cdef int make_room(Py_ssize_t nodes) except -1:
+    """Reserve arena room (collecting garbage first when due) and keep handles[] in step.
+
+    tape.reserve() may run Python (see Arena.reserve), which may build or free Values
+    and even collect: callers read their operands' node indices only after this returns,
+    and run no Python between it and their add_node()."""
     global handles, handles_capacity, collect_at
     if tape.n_nodes + nodes > collect_at:
         collect_garbage()
         collect_at = max(MIN_COLLECT_AT, 2 * tape.n_nodes)
-    tape.reserve(nodes, edges)
+    tape.reserve(nodes, 0)
     cdef PyObject** grown
     if tape.node_capacity > handles_capacity:
         grown = <PyObject**>realloc(handles, tape.node_capacity * sizeof(PyObject*))
@@ -54,49 +60,50 @@ cdef int make_room(Py_ssize_t nodes, Py_ssize_t edges) except -1:
     return 0
 
 
+cdef inline void push_unmarked(int32_t c, uint32_t epoch, Py_ssize_t* top) noexcept:
+    if tape.mark[c] != epoch:
+        tape.mark[c] = epoch
+        tape.stack[top[0]] = c
+        top[0] += 1
+
+
 cdef Py_ssize_t collect_garbage() except -1:
-    """Drop nodes no live Value can reach; compact the rest in order.  Returns live count."""
+    """Drop nodes no live Value can reach; compact the rest in order.  Returns live count.
+
+    Values build LEAF, UNARY (child a), ADD and one-pair DOT nodes (children a, b) only."""
     cdef Py_ssize_t n = tape.n_nodes, i, top, live = 0
-    cdef int64_t e, src_edge, dst_edge = 0
-    cdef int32_t v, c
-    cdef int32_t* new_index = tape.order  # scratch: old index -> new index
-    cdef uint32_t epoch
+    cdef int32_t v
+    cdef uint8_t kind
+    cdef int32_t[::1] new_index = tape.order  # scratch: old index -> new index
+    cdef uint32_t epoch = tape.next_epoch()
     cdef Value handle
-    tape.epoch += 1
-    if tape.epoch == 0:
-        memset(tape.mark, 0, tape.node_capacity * sizeof(uint32_t))
-        tape.epoch = 1
-    epoch = tape.epoch
     # mark: every node reachable from a node that has a Value
     for i in range(n):
         if handles[i] == NULL or tape.mark[i] == epoch:
             continue
-        tape.mark[i] = epoch
-        tape.stack[0] = <int32_t>i
-        top = 1
+        top = 0
+        push_unmarked(<int32_t>i, epoch, &top)
         while top > 0:
             top -= 1
             v = tape.stack[top]
-            for e in range(tape.first_child[v], tape.first_child[v + 1]):
-                c = tape.children[e]
-                if tape.mark[c] != epoch:
-                    tape.mark[c] = epoch
-                    tape.stack[top] = c
-                    top += 1
+            kind = tape.kind[v]
+            if kind != LEAF:
+                push_unmarked(tape.a[v], epoch, &top)
+            if kind == ADD or kind == DOT:
+                push_unmarked(tape.b[v], epoch, &top)
     # compact: children always precede their parents, so new_index[child] is known
     for i in range(n):
         if tape.mark[i] != epoch:
             continue
         new_index[i] = <int32_t>live
+        kind = tape.kind[i]
         tape.data[live] = tape.data[i]
         tape.grad[live] = tape.grad[i]
         tape.aux[live] = tape.aux[i]
-        tape.kind[live] = tape.kind[i]
-        src_edge = tape.first_child[i]
-        tape.first_child[live] = dst_edge
-        for e in range(src_edge, tape.first_child[i + 1]):
-            tape.children[dst_edge] = new_index[tape.children[e]]
-            dst_edge += 1
+        tape.kind[live] = kind
+        tape.a[live] = new_index[tape.a[i]] if kind != LEAF else 0
+        tape.b[live] = new_index[tape.b[i]] if kind == ADD or kind == DOT else 0
+        tape.n[live] = tape.n[i]
         handles[live] = handles[i]
         if handles[live] != NULL:
             handle = <Value>handles[live]
@@ -104,9 +111,7 @@ cdef Py_ssize_t collect_garbage() except -1:
         live += 1
     for i in range(live, n):
         handles[i] = NULL
-    tape.first_child[live] = dst_edge
     tape.n_nodes = live
-    tape.n_edges = dst_edge
     return live
 
 
@@ -120,13 +125,6 @@ def graph_size() -> int:
     return tape.n_nodes
 
 
-cdef inline Value wrap(int32_t index):
-    cdef Value out = Value.__new__(Value)
-    out.index = index
-    handles[index] = <PyObject*>out
-    return out
-
-
 cdef inline int32_t node(Value v) except -1:
     """v's node index; a Value made with Value.__new__ and no data has none."""
     if v.index < 0:
@@ -134,25 +132,33 @@ cdef inline int32_t node(Value v) except -1:
     return v.index
 
 
-cdef Value binary(NodeKind kind, Value a, Value b, double value):
-    """A SUM (a + b) or DOT (a * b) node with children (a, b), in that order."""
+cdef Value new_node(NodeKind kind, Value a, Value b, double value, double local_grad):
+    """A node with children a (and b for ADD, DOT), as a new Value.
+
+    The Value object is allocated before the room is taken (an allocation may run the
+    GC and its finalizers), and the children's indices are read after it (a collection
+    may move nodes); from make_room() to the handle, only C runs."""
     node(a)
-    node(b)
-    make_room(1, 2)
-    cdef int32_t i = open_node(tape, kind)
-    add_child(tape, a.index)  # read after make_room: a collection may move nodes
-    add_child(tape, b.index)
-    close_node(tape, i, value, 0.0)
-    return wrap(i)
+    if b is not None:
+        node(b)
+    cdef Value out = Value.__new__(Value)
+    make_room(1)
+    cdef int32_t i
+    if kind == UNARY:
+        i = add_node(tape, UNARY, a.index, 0, 0, value, local_grad)
+    else:  # ADD (a + b) or DOT (a * b: one pair)
+        i = add_node(tape, kind, a.index, b.index, 1, value, 0.0)
+    out.index = i
+    handles[i] = <PyObject*>out
+    return out
 
 
-cdef Value unary(Value a, double value, double local_grad):
-    node(a)
-    make_room(1, 1)
-    cdef int32_t i = open_node(tape, UNARY)
-    add_child(tape, a.index)
-    close_node(tape, i, value, local_grad)
-    return wrap(i)
+cdef inline Value binary(NodeKind kind, Value a, Value b, double value):
+    return new_node(kind, a, b, value, 0.0)
+
+
+cdef inline Value unary(Value a, double value, double local_grad):
+    return new_node(UNARY, a, None, value, local_grad)
 
 
 cdef inline bint is_number(x):
@@ -173,9 +179,8 @@ cdef class Value:
         if self.index >= 0:
             raise RuntimeError("Value.__init__ called twice")
         cdef double value = float(data)
-        make_room(1, 0)
-        cdef int32_t i = open_node(tape, LEAF)
-        close_node(tape, i, value, 0.0)
+        make_room(1)
+        cdef int32_t i = add_node(tape, LEAF, 0, 0, 0, value, 0.0)
         self.index = i
         handles[i] = <PyObject*>self
 
@@ -189,7 +194,8 @@ cdef class Value:
 
     @data.setter
     def data(self, value):
-        tape.data[node(self)] = value
+        cdef double v = value  # converted first: float(value) may run Python
+        tape.data[node(self)] = v
 
     @property
     def grad(self):
@@ -197,7 +203,8 @@ cdef class Value:
 
     @grad.setter
     def grad(self, value):
-        tape.grad[node(self)] = value
+        cdef double v = value  # converted first: float(value) may run Python
+        tape.grad[node(self)] = v
 
     def __repr__(self):
         return f"Value(data={self.data}, grad={self.grad})"
@@ -207,7 +214,7 @@ cdef class Value:
         cdef Value b
         if isinstance(other, Value):
             b = other
-            return binary(SUM, self, b, tape.data[node(self)] + tape.data[node(b)])
+            return binary(ADD, self, b, tape.data[node(self)] + tape.data[node(b)])
         if is_number(other):  # Value(other) leaf, local grad 1 -> one UNARY node
             return unary(self, tape.data[node(self)] + <double>float(other), 1.0)
         return NotImplemented

@@ -6,16 +6,19 @@ import numpy as np
 class Vec:
     start: int
     size: int
-    generation: int
+    owner: int
+    graph: int
     def __len__(self) -> int: ...
 
 class Mat:
     start: int
     rows: int
     cols: int
+    owner: int
 
 class GraphOps:
     arena: Any
+    id: int
     def __init__(self, layout: Iterable[Any], weights: Any) -> None: ...
     def matrix(self, name: str) -> Mat: ...
     def row(self, name: str, index: int) -> Vec: ...

@@ -36,4 +36,4 @@ def make_engine(name: str, layout: list[MatrixSlot], weights: Sequence[float], c
             "the compiled engine is not built; install the package with `pip install .` "
             f"or use backend='python' ({exc})"
         ) from exc
-    return GraphEngine(layout, weights, config)
+    return GraphEngine(layout, weights)

@@ -1,8 +1,9 @@
 """The compiled engine behind backend "cython": graph ops in C, parameters in NumPy.
 
-`GraphOps` (csrc/cymicrogpt/_ops.pyx) builds the graph; this class adds what the
-training loop needs around it: the parameter and gradient arrays, the optimizer, and
-room reserved up front so the arena never grows after construction.
+`GraphOps` (csrc/cymicrogpt/_ops.pyx) builds the graph; this class holds one and adds
+what training needs around it: the parameter and gradient arrays and the optimizer.
+The arena sizes itself by need as graphs are built (it grows until the longest
+document has been seen, then stays put), so building an engine never runs the model.
 """
 from __future__ import annotations
 
@@ -12,42 +13,33 @@ import numpy as np
 
 from ._ops import GraphOps
 from .adam import VectorAdam
-from .config import GPTConfig
-from .model import KVCache, gpt, sequence_loss
 from .params import MatrixSlot
 
 
-class GraphEngine(GraphOps):
+class GraphEngine:
     name = "cython"
 
-    def __init__(self, layout: list[MatrixSlot], weights: Sequence[float], config: GPTConfig) -> None:
-        super().__init__(layout, weights)
+    def __init__(self, layout: list[MatrixSlot], weights: Sequence[float]) -> None:
+        self.ops = ops = GraphOps(layout, weights)
         self.num_params = len(weights)
-        self._reserve_largest_sequences(config)
-
-    def _reserve_largest_sequences(self, config: GPTConfig) -> None:
-        """Build and drop the largest graph a training step builds (a block_size-long
-        document) and the largest sampling pass (block_size tokens, softmax at each), so
-        the arena reaches its final size before the first step and never grows after."""
-        self.begin_sequence(True)
-        sequence_loss(self, config, [0] * (config.block_size + 1))
-        self.begin_sequence(False)
-        cache = KVCache(config.n_layer)
-        for pos_id in range(config.block_size):
-            self.probs(gpt(self, config, 0, pos_id, cache), 1.0)
-        self.begin_sequence(True)
+        # The model's operations are the compiled ones themselves, bound here rather than
+        # wrapped: a wrapper would add a Python call to each of ~100 op calls a step.
+        self.matrix, self.row = ops.matrix, ops.row
+        self.add, self.linear, self.relu, self.rmsnorm = ops.add, ops.linear, ops.relu, ops.rmsnorm
+        self.attention, self.nll, self.mean = ops.attention, ops.nll, ops.mean
+        self.begin_sequence, self.backward, self.probs = ops.begin_sequence, ops.backward, ops.probs
 
     # --- parameters ----------------------------------------------------------------------
     @property
     def params(self) -> np.ndarray:
         """The weights, zero-copy: a view of the arena's first `num_params` node values.
 
-        Fetch it again after the arena grows (it does not once training has started)."""
-        return self.node_values()[: self.num_params]
+        Fetch it again after a graph is built: a growing arena moves to new arrays."""
+        return self.ops.node_values()[: self.num_params]
 
     @property
     def grads(self) -> np.ndarray:
-        return self.node_grads()[: self.num_params]
+        return self.ops.node_grads()[: self.num_params]
 
     def weights(self) -> list[float]:
         return self.params.tolist()
@@ -63,3 +55,12 @@ class GraphEngine(GraphOps):
 
     def make_optimizer(self, lr: float) -> VectorAdam:
         return VectorAdam(lambda: (self.params, self.grads), self.num_params, lr)
+
+    # --- the arena, for tests and benchmarks ---------------------------------------------
+    @property
+    def num_nodes(self) -> int:
+        return self.ops.num_nodes
+
+    @property
+    def capacity(self) -> tuple[int, int]:
+        return self.ops.capacity
