@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import cymicrogpt.checkpoint as checkpoint
-from cymicrogpt.checkpoint import CheckpointError, checkpoint_arrays, load_checkpoint, save_checkpoint
+from cymicrogpt.checkpoint import CheckpointError, state_arrays
 from cymicrogpt.config import GPTConfig
 from cymicrogpt.data import load_docs
 from cymicrogpt.training import Run, start_run, train
@@ -44,8 +44,8 @@ def assert_same_run(a: Run, b: Run) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_round_trip(tmp_path: Path, tiny_docs, tiny_config, backend: str) -> None:
     run = tiny_run(tiny_docs, tiny_config, backend)
-    save_checkpoint(run, tmp_path / "run.npz")
-    loaded = load_checkpoint(tmp_path / "run.npz")
+    run.save(tmp_path / "run.npz")
+    loaded = Run.load(tmp_path / "run.npz")
     assert loaded.backend == backend
     assert_same_run(run, loaded)
     assert all(type(x) is float for x in loaded.losses + loaded.engine.weights())
@@ -53,8 +53,8 @@ def test_round_trip(tmp_path: Path, tiny_docs, tiny_config, backend: str) -> Non
 
 def test_backend_can_be_chosen_on_load(tmp_path: Path, tiny_docs, tiny_config) -> None:
     run = tiny_run(tiny_docs, tiny_config, "python")
-    save_checkpoint(run, tmp_path / "run.npz")
-    loaded = load_checkpoint(tmp_path / "run.npz", backend="cython")
+    run.save(tmp_path / "run.npz")
+    loaded = Run.load(tmp_path / "run.npz", backend="cython")
     assert loaded.backend == "cython"
     assert_same_run(run, loaded)
 
@@ -64,8 +64,8 @@ def test_random_state_is_restored_exactly(tmp_path: Path, tiny_docs, tiny_config
     run = tiny_run(tiny_docs, tiny_config)
     version, words, _ = run.rng.getstate()
     run.rng.setstate((version, words, gauss_next))
-    save_checkpoint(run, tmp_path / "run.npz")
-    rng = load_checkpoint(tmp_path / "run.npz").rng
+    run.save(tmp_path / "run.npz")
+    rng = Run.load(tmp_path / "run.npz").rng
     assert rng.getstate() == (version, words, gauss_next)
     assert [rng.gauss(0, 1) for _ in range(3)] == [run.rng.gauss(0, 1) for _ in range(3)]
 
@@ -73,23 +73,23 @@ def test_random_state_is_restored_exactly(tmp_path: Path, tiny_docs, tiny_config
 def test_unusual_text_and_seed_round_trip(tmp_path: Path, tiny_config) -> None:
     docs = ["zoë", "a\x00b", "😀x", "ab\x00", "née"]  # NULs, trailing NULs, non-BMP
     run = start_run(docs, config=tiny_config, steps=3, seed=2**100, lr=0.02)
-    save_checkpoint(run, tmp_path / "run.npz")
-    loaded = load_checkpoint(tmp_path / "run.npz")
+    run.save(tmp_path / "run.npz")
+    loaded = Run.load(tmp_path / "run.npz")
     assert_same_run(run, loaded)
     assert loaded.seed == 2**100
 
 
 def test_saves_to_the_exact_path(tmp_path: Path, tiny_docs, tiny_config) -> None:
     run = tiny_run(tiny_docs, tiny_config)
-    save_checkpoint(run, str(tmp_path / "run.ckpt"))  # NumPy would append .npz to a path
+    run.save(str(tmp_path / "run.ckpt"))  # NumPy would append .npz to a path
     assert os.listdir(tmp_path) == ["run.ckpt"]
-    assert load_checkpoint(tmp_path / "run.ckpt").step == 5
+    assert Run.load(tmp_path / "run.ckpt").step == 5
 
 
 def test_run_save_method(tmp_path: Path, tiny_docs, tiny_config) -> None:
     run = tiny_run(tiny_docs, tiny_config)
     run.save(tmp_path / "run.npz")
-    assert_same_run(run, load_checkpoint(tmp_path / "run.npz"))
+    assert_same_run(run, Run.load(tmp_path / "run.npz"))
 
 
 # --- resuming is bit-identical -------------------------------------------------------------
@@ -99,8 +99,8 @@ def test_run_save_method(tmp_path: Path, tiny_docs, tiny_config) -> None:
 def test_resume_is_bit_identical(tmp_path: Path, tiny_docs, tiny_config, saved_on, resumed_on, k) -> None:
     full = train(tiny_docs, config=tiny_config, steps=STEPS, backend=saved_on, seed=7)
     run = tiny_run(tiny_docs, tiny_config, saved_on, until=k)
-    save_checkpoint(run, tmp_path / "run.npz")
-    resumed = load_checkpoint(tmp_path / "run.npz", backend=resumed_on)
+    run.save(tmp_path / "run.npz")
+    resumed = Run.load(tmp_path / "run.npz", backend=resumed_on)
     resumed.train()
     assert resumed.losses == full.losses  # steps k+1..N float-== the uninterrupted run's
     assert resumed.engine.weights() == full.engine.weights()
@@ -111,11 +111,11 @@ def test_resume_twice(tmp_path: Path, tiny_docs, tiny_config) -> None:
     full = train(tiny_docs, config=tiny_config, steps=STEPS, seed=7)
     run = tiny_run(tiny_docs, tiny_config, until=3)
     for until in (6, 9):
-        save_checkpoint(run, tmp_path / "run.npz")
-        run = load_checkpoint(tmp_path / "run.npz")
+        run.save(tmp_path / "run.npz")
+        run = Run.load(tmp_path / "run.npz")
         run.train(until=until)
-    save_checkpoint(run, tmp_path / "run.npz")
-    run = load_checkpoint(tmp_path / "run.npz")
+    run.save(tmp_path / "run.npz")
+    run = Run.load(tmp_path / "run.npz")
     run.train()
     assert run.losses == full.losses
 
@@ -125,8 +125,8 @@ def test_resume_on_names(tmp_path: Path, names_path: Path) -> None:
     full = train(docs, steps=20, backend="cython")
     run = start_run(docs, steps=20, backend="cython")
     run.train(until=8)
-    save_checkpoint(run, tmp_path / "names.npz")
-    resumed = load_checkpoint(tmp_path / "names.npz")
+    run.save(tmp_path / "names.npz")
+    resumed = Run.load(tmp_path / "names.npz")
     assert len(resumed.docs) == 32033
     resumed.train()
     assert resumed.losses == full.losses
@@ -137,7 +137,7 @@ def test_resume_on_names(tmp_path: Path, names_path: Path) -> None:
 def test_failed_write_keeps_old_checkpoint_and_no_temp_file(tmp_path: Path, tiny_docs, tiny_config,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     run = tiny_run(tiny_docs, tiny_config)
-    save_checkpoint(run, tmp_path / "run.npz")
+    run.save(tmp_path / "run.npz")
     before = (tmp_path / "run.npz").read_bytes()
     run.train(until=8)
 
@@ -147,7 +147,7 @@ def test_failed_write_keeps_old_checkpoint_and_no_temp_file(tmp_path: Path, tiny
 
     monkeypatch.setattr(checkpoint.np, "savez", disk_full)
     with pytest.raises(OSError, match="No space"):
-        save_checkpoint(run, tmp_path / "run.npz")
+        run.save(tmp_path / "run.npz")
     assert os.listdir(tmp_path) == ["run.npz"]
     assert (tmp_path / "run.npz").read_bytes() == before
 
@@ -155,7 +155,7 @@ def test_failed_write_keeps_old_checkpoint_and_no_temp_file(tmp_path: Path, tiny
 def test_overwrite_leaves_only_the_checkpoint(tmp_path: Path, tiny_docs, tiny_config) -> None:
     run = tiny_run(tiny_docs, tiny_config)
     for _ in range(3):
-        save_checkpoint(run, tmp_path / "run.npz")
+        run.save(tmp_path / "run.npz")
     assert os.listdir(tmp_path) == ["run.npz"]
     umask = os.umask(0)
     os.umask(umask)
@@ -164,13 +164,13 @@ def test_overwrite_leaves_only_the_checkpoint(tmp_path: Path, tiny_docs, tiny_co
 
 def test_missing_directory_is_an_os_error(tmp_path: Path, tiny_docs, tiny_config) -> None:
     with pytest.raises(FileNotFoundError):
-        save_checkpoint(tiny_run(tiny_docs, tiny_config), tmp_path / "no" / "run.npz")
+        tiny_run(tiny_docs, tiny_config).save(tmp_path / "no" / "run.npz")
 
 
 # --- bad files -----------------------------------------------------------------------------
 @pytest.fixture
 def arrays(tiny_docs, tiny_config) -> dict:
-    return checkpoint_arrays(tiny_run(tiny_docs, tiny_config))
+    return state_arrays(tiny_run(tiny_docs, tiny_config).state())
 
 
 def write(path: Path, **arrays) -> Path:
@@ -181,7 +181,7 @@ def write(path: Path, **arrays) -> Path:
 
 def assert_rejected(path: Path, *fragments: str) -> None:
     with pytest.raises(CheckpointError) as info:
-        load_checkpoint(path)
+        Run.load(path)
     message = str(info.value)
     assert message.count(str(path)) == 1, message  # named, once
     for fragment in fragments:

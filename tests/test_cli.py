@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 import cymicrogpt.cli as cli
-from cymicrogpt.checkpoint import load_checkpoint
 from cymicrogpt.data import DataError
 from cymicrogpt.progress import Progress, format_duration
+from cymicrogpt.training import Run
 from command import TINY, assert_one_error_line, run_command, samples_of
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -56,7 +56,7 @@ def test_train_save_then_sample(capsys, tmp_path: Path, tiny_data_file: Path) ->
     assert out.startswith("num docs: 10\nvocab size: ")
     trained = samples_of(out)
     assert len(trained) == 6
-    run = load_checkpoint(ckpt)
+    run = Run.load(ckpt)
     assert (run.step, run.num_steps, len(run.losses)) == (20, 20, 20)
     # The checkpoint is saved before sampling: `sample` continues the same random stream.
     code, out, err = run_cli(capsys, "sample", "--checkpoint", ckpt, "--num", 6, "--temperature", 0.8)
@@ -84,17 +84,17 @@ def test_save_every(capsys, tmp_path: Path, tiny_data_file: Path, monkeypatch) -
 
     def recording_save(run, path) -> None:
         saved_at.append(run.step)
-        cli_save(run, path)
+        real_save(run, path)
 
-    cli_save = cli.save_checkpoint
-    monkeypatch.setattr(cli, "save_checkpoint", recording_save)
+    real_save = Run.save
+    monkeypatch.setattr(Run, "save", recording_save)
     (tmp_path / "ckpt").mkdir()
     ckpt = tmp_path / "ckpt" / "run.npz"
     code, _, err = run_cli(capsys, "train", "--data", tiny_data_file, "--steps", 10, *TINY,
                            "--save", ckpt, "--save-every", 3)
     assert (code, err) == (0, "")
     assert saved_at == [3, 6, 9, 10]
-    assert load_checkpoint(ckpt).step == 10
+    assert Run.load(ckpt).step == 10
     assert os.listdir(tmp_path / "ckpt") == ["run.npz"]
 
 
@@ -125,14 +125,14 @@ def test_interrupt_then_resume_equals_uninterrupted(capsys, tmp_path: Path, tiny
     assert code == 130
     assert "interrupted by SIGINT at step 6 / 16" in err and f"saved to {part}" in err
     assert "Traceback" not in err and samples_of(out) == []
-    assert load_checkpoint(part).step == 6
+    assert Run.load(part).step == 6
 
     other = "python" if backend == "cython" else "cython"  # engines are bit-identical
     code, out, err = run_cli(capsys, "train", "--resume", part, "--backend", other, "--save", tmp_path / "end.npz",
                              "--samples", 5)
     assert (code, err) == (0, "")
     assert f"resuming {part} at step 6 / 16" in out
-    assert load_checkpoint(tmp_path / "end.npz").losses == load_checkpoint(tmp_path / "full.npz").losses
+    assert Run.load(tmp_path / "end.npz").losses == Run.load(tmp_path / "full.npz").losses
     assert samples_of(out) == samples_of(full_out)
 
 
@@ -256,7 +256,7 @@ def test_failed_write(capsys, tmp_path: Path, tiny_data_file: Path, monkeypatch)
     def disk_full(run, path) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(cli, "save_checkpoint", disk_full)
+    monkeypatch.setattr(Run, "save", disk_full)
     code, _, err = run_cli(capsys, "train", "--data", tiny_data_file, "--steps", 2, *TINY,
                            "--save", tmp_path / "run.npz")
     assert code == 1

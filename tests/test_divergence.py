@@ -14,7 +14,6 @@ import random
 import pytest
 
 import cymicrogpt as mg
-from cymicrogpt.checkpoint import load_checkpoint
 from cymicrogpt.config import GPTConfig
 from cymicrogpt.params import state_dict_layout
 from cymicrogpt.reference import ReferenceAdam, Value
@@ -84,7 +83,7 @@ def test_divergence_leaves_the_last_good_state(tmp_path, tiny_docs, backend: str
     assert snapshot(run) == before
 
     run.save(tmp_path / "good.npz")
-    loaded = load_checkpoint(tmp_path / "good.npz")
+    loaded = Run.load(tmp_path / "good.npz")
     assert snapshot(loaded) == before
     assert len(loaded.sample(3)) == 3
     with pytest.raises(mg.DivergenceError) as resumed:
@@ -244,7 +243,7 @@ def test_cli_divergence_saves_the_last_good_state(tmp_path, tiny_data_file, back
     assert done.returncode == 1
     line = assert_one_error_line(done.stderr, "diverged at step", "try a lower --lr", f"saved to {ckpt}")
     assert "Traceback" not in done.stderr and samples_of(done.stdout) == []
-    run = load_checkpoint(ckpt)
+    run = Run.load(ckpt)
     assert f"diverged at step {run.step + 1} / 200" in line
     assert f"the last good state (step {run.step} / 200)" in line
     assert len(run.losses) == run.step > 0 and all(math.isfinite(x) for x in run.losses)
@@ -254,7 +253,7 @@ def test_cli_divergence_saves_the_last_good_state(tmp_path, tiny_data_file, back
     resumed = run_command("train", "--resume", ckpt, "--save", ckpt)  # diverges again, at the same step
     assert resumed.returncode == 1
     assert_one_error_line(resumed.stderr, f"diverged at step {run.step + 1} / 200")
-    assert load_checkpoint(ckpt).losses == run.losses
+    assert Run.load(ckpt).losses == run.losses
 
 
 def test_cli_divergence_without_save(tiny_data_file) -> None:
@@ -269,6 +268,6 @@ def test_cli_divergence_on_names_at_lr_0_2(tmp_path, names_path) -> None:
     done = run_command("train", "--data", names_path, "--lr", 0.2, "--save", ckpt)
     assert done.returncode == 1
     line = assert_one_error_line(done.stderr, "diverged at step", "math domain error", "--lr")
-    run = load_checkpoint(ckpt)
+    run = Run.load(ckpt)
     assert f"diverged at step {run.step + 1} / 1000" in line and run.step > 10
     assert len(run.sample(5)) == 5

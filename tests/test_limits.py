@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 import cymicrogpt.data as data
-from cymicrogpt.checkpoint import CheckpointError, checkpoint_arrays, load_checkpoint
+from cymicrogpt.checkpoint import CheckpointError, state_arrays
 from cymicrogpt.checks import COUNT_MAX
 from cymicrogpt.data import DataError, load_docs
-from cymicrogpt.training import start_run
+from cymicrogpt.training import Run, start_run
 from command import TINY, assert_one_error_line, run_command
 
 BIG = str(10**20)  # the issue's --steps
@@ -43,7 +43,7 @@ def test_largest_step_count_is_saved_and_loaded(tmp_path: Path, tiny_docs, tiny_
     run = start_run(tiny_docs, config=tiny_config, steps=COUNT_MAX)
     run.train(until=2)
     run.save(tmp_path / "run.npz")
-    assert load_checkpoint(tmp_path / "run.npz").num_steps == COUNT_MAX
+    assert Run.load(tmp_path / "run.npz").num_steps == COUNT_MAX
     with pytest.raises(ValueError, match="at most"):
         start_run(tiny_docs, config=tiny_config, steps=COUNT_MAX + 1)
 
@@ -62,7 +62,7 @@ def test_seed_up_to_python_int_limit_round_trips(tmp_path: Path, tiny_data_file:
     ckpt = tmp_path / "run.npz"
     done = run_command("train", "--data", tiny_data_file, "--steps", 2, *TINY, "--seed", seed, "--save", ckpt)
     assert (done.returncode, done.stderr) == (0, "")
-    assert str(load_checkpoint(ckpt).seed) == seed
+    assert str(Run.load(ckpt).seed) == seed
     too_long = run_command("train", "--data", tiny_data_file, "--seed", seed + "9")
     assert too_long.returncode == 2
     assert_one_error_line(too_long.stderr, "--seed", f"{limit + 1} digits", str(limit))
@@ -136,15 +136,15 @@ def forge(path: Path, arrays: dict, replace: dict | None = None, extra: dict | N
 def arrays(tiny_docs, tiny_config) -> dict:
     run = start_run(tiny_docs, config=tiny_config, steps=6)
     run.train(until=3)
-    return checkpoint_arrays(run)
+    return state_arrays(run.state())
 
 
 def load_peak(path: Path):
-    """load_checkpoint(path)'s result (or exception) and the peak memory it allocated."""
+    """Run.load(path)'s result (or exception) and the peak memory it allocated."""
     tracemalloc.start()
     try:
         try:
-            result = load_checkpoint(path)
+            result = Run.load(path)
         except CheckpointError as exc:
             result = exc
         return result, tracemalloc.get_traced_memory()[1]
@@ -190,7 +190,7 @@ def test_member_longer_than_its_header_says_is_refused(tmp_path: Path, arrays) -
     forged = forge(tmp_path / "forged.npz", arrays,
                    replace={"adam_v": (npy_bytes(arrays["adam_v"]) + bytes(80), zipfile.ZIP_STORED)})
     with pytest.raises(CheckpointError, match="'adam_v' holds .* bytes of data, its header says"):
-        load_checkpoint(forged)
+        Run.load(forged)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX special files")

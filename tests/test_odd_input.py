@@ -14,11 +14,11 @@ import pytest
 
 import cymicrogpt as mg
 import cymicrogpt.data as data
-from cymicrogpt.checkpoint import CheckpointError, checkpoint_arrays, load_checkpoint
+from cymicrogpt.checkpoint import CheckpointError, state_arrays
 from cymicrogpt.config import GPTConfig
 from cymicrogpt.data import DataError, default_dataset, load_docs
 from cymicrogpt.sampling import SamplingError
-from cymicrogpt.training import start_run
+from cymicrogpt.training import Run, start_run
 from command import TINY, assert_one_error_line, environment, run_command, samples_of
 
 BOM = "\ufeff".encode("utf-8")
@@ -126,7 +126,7 @@ def test_cli_temperature_too_low_for_the_trained_model(tmp_path: Path, tiny_data
                        "--save", ckpt)
     assert done.returncode == 1
     assert_one_error_line(done.stderr, "temperature 6e-309 is too low for this model", f"saved in {ckpt}")
-    assert load_checkpoint(ckpt).step == 200
+    assert Run.load(ckpt).step == 200
     sampled = run_command("sample", "--checkpoint", ckpt, "--temperature", "6e-309")
     assert sampled.returncode == 1
     assert_one_error_line(sampled.stderr, "too low for this model")
@@ -201,7 +201,7 @@ def test_empty_data_path_in_the_api() -> None:
 def arrays(tiny_docs) -> dict:
     run = start_run(tiny_docs, config=CONFIG, steps=4)
     run.train(until=2)
-    return checkpoint_arrays(run)
+    return state_arrays(run.state())
 
 
 def save_arrays(path: Path, arrays: dict) -> Path:
@@ -224,7 +224,7 @@ def test_checkpoint_field_messages_name_the_path_once_and_the_real_problem(tmp_p
     arrays[field] = value
     path = save_arrays(tmp_path / "bad.npz", arrays)
     with pytest.raises(CheckpointError) as info:
-        load_checkpoint(path)
+        Run.load(path)
     assert str(info.value).startswith(f"checkpoint {path}: {message}")
     assert str(info.value).count(str(path)) == 1
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cymicrogpt.checkpoint import load_checkpoint
+from cymicrogpt.training import Run
 from command import TINY, command, environment, run_command, samples_of
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None or sys.platform == "win32", reason="needs bash")
@@ -42,7 +42,7 @@ def test_head_keeps_training_and_saves(tmp_path: Path, tiny_data_file: Path) -> 
     assert [line.split(":")[0] for line in out.splitlines()] == ["num docs", "vocab size", "num params"]
     full = run_command(*args, "--save", tmp_path / "full.npz")
     assert full.returncode == 0
-    assert load_checkpoint(ckpt).losses == load_checkpoint(tmp_path / "full.npz").losses  # all 24 steps
+    assert Run.load(ckpt).losses == Run.load(tmp_path / "full.npz").losses  # all 24 steps
 
 
 def test_head_without_save_stops_at_once(tiny_data_file: Path) -> None:
@@ -67,7 +67,7 @@ def test_stdout_closed_from_the_start(tmp_path: Path, tiny_data_file: Path) -> N
     status, _, err = pipeline(f'"$CMD" train --data "{tiny_data_file}" --steps 7 {" ".join(TINY)} '
                               f'--save "{ckpt}" >&-')
     assert (status, err) == (0, "")
-    assert load_checkpoint(ckpt).step == 7
+    assert Run.load(ckpt).step == 7
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
@@ -77,4 +77,4 @@ def test_full_output_device_is_one_line_and_the_run_is_saved(tmp_path: Path, tin
                               f'--save "{ckpt}" > /dev/full')
     assert status == 1
     assert err == f"cymicrogpt: error: cannot write to standard output (No space left on device); {ckpt} was written"
-    assert load_checkpoint(ckpt).step == 9
+    assert Run.load(ckpt).step == 9

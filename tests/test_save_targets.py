@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from cymicrogpt.checkpoint import load_checkpoint, save_checkpoint
-from cymicrogpt.training import start_run
+from cymicrogpt.training import Run, start_run
 from command import TINY, assert_one_error_line, run_command
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX special files")
@@ -43,7 +42,7 @@ def test_symlink_is_written_through(tmp_path: Path, tiny_data_file: Path) -> Non
     done = train(tiny_data_file, link, "--steps", 9)
     assert (done.returncode, done.stderr) == (0, "")
     assert link.is_symlink() and os.readlink(link) == str(real)
-    assert load_checkpoint(real).step == 9  # the file it points to is the new checkpoint
+    assert Run.load(real).step == 9  # the file it points to is the new checkpoint
     assert sorted(os.listdir(tmp_path)) == ["link.npz", "real.npz", "tiny.txt"]
 
 
@@ -52,7 +51,7 @@ def test_dangling_symlink_creates_its_target(tmp_path: Path, tiny_data_file: Pat
     link = tmp_path / "link.npz"
     link.symlink_to(tmp_path / "runs" / "new.npz")
     assert train(tiny_data_file, link).returncode == 0
-    assert link.is_symlink() and load_checkpoint(tmp_path / "runs" / "new.npz").step == 6
+    assert link.is_symlink() and Run.load(tmp_path / "runs" / "new.npz").step == 6
 
 
 def test_chain_of_symlinks_relative(tmp_path: Path, tiny_data_file: Path) -> None:
@@ -60,7 +59,7 @@ def test_chain_of_symlinks_relative(tmp_path: Path, tiny_data_file: Path) -> Non
     (tmp_path / "a" / "inner.npz").symlink_to("../real.npz")  # relative to its own directory
     (tmp_path / "outer.npz").symlink_to("a/inner.npz")
     assert train(tiny_data_file, tmp_path / "outer.npz").returncode == 0
-    assert load_checkpoint(tmp_path / "real.npz").step == 6
+    assert Run.load(tmp_path / "real.npz").step == 6
     assert (tmp_path / "outer.npz").is_symlink() and (tmp_path / "a" / "inner.npz").is_symlink()
 
 
@@ -122,7 +121,7 @@ def test_api_refuses_a_fifo_and_names_the_target(tmp_path: Path, tiny_docs, tiny
 def test_api_missing_directory_names_the_target(tmp_path: Path, tiny_docs, tiny_config) -> None:
     target = tmp_path / "no" / "run.npz"
     with pytest.raises(FileNotFoundError) as info:
-        save_checkpoint(start_run(tiny_docs, config=tiny_config, steps=3), target)
+        start_run(tiny_docs, config=tiny_config, steps=3).save(target)
     assert info.value.filename == str(target)
     assert f"directory {tmp_path / 'no'} does not exist" in str(info.value) and ".tmp" not in str(info.value)
 
@@ -178,7 +177,7 @@ def test_resume_may_save_over_its_own_checkpoint(tmp_path: Path, tiny_docs, tiny
     run.save(ckpt)
     done = run_command("train", "--resume", ckpt, "--save", ckpt)
     assert (done.returncode, done.stderr) == (0, "")
-    assert load_checkpoint(ckpt).step == 12
+    assert Run.load(ckpt).step == 12
 
 
 # --- a directory nobody can write to, found before training --------------------------------------

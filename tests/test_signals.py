@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cymicrogpt.checkpoint import load_checkpoint
+from cymicrogpt.training import Run
 from command import TINY, command, environment, run_command, samples_of, start_command
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -51,7 +51,7 @@ def test_signal_saves_and_resume_is_bit_identical(tmp_path: Path, tiny_data_file
     part = tmp_path / "part.npz"
     proc, out, err = stop_with(signum, part, tiny_data_file, "--samples", 5)
     assert proc.returncode == 128 + signum
-    run = load_checkpoint(part)
+    run = Run.load(part)
     assert 2 <= run.step < STEPS and len(run.losses) == run.step
     assert err.splitlines() == [f"cymicrogpt: interrupted by {signum.name} at step {run.step} / {STEPS}; "
                                 f"saved to {part} (continue with --resume {part})"]
@@ -62,7 +62,7 @@ def test_signal_saves_and_resume_is_bit_identical(tmp_path: Path, tiny_data_file
     resumed = run_command("train", "--resume", part, "--backend", "cython", "--save", tmp_path / "end.npz",
                           "--samples", 5)
     assert (resumed.returncode, resumed.stderr) == (0, "")
-    assert load_checkpoint(tmp_path / "end.npz").losses == load_checkpoint(tmp_path / "full.npz").losses
+    assert Run.load(tmp_path / "end.npz").losses == Run.load(tmp_path / "full.npz").losses
     assert samples_of(resumed.stdout) == samples_of(full.stdout)
 
 
@@ -92,7 +92,7 @@ def test_second_signal_stops_at_once_and_keeps_the_last_checkpoint(tmp_path: Pat
         proc.kill()
     assert proc.returncode == 143
     assert len(err.splitlines()) == 1 and err.startswith("cymicrogpt: interrupted") and "Traceback" not in err
-    assert load_checkpoint(ckpt).step >= 2  # intact: a save cut short leaves the previous file
+    assert Run.load(ckpt).step >= 2  # intact: a save cut short leaves the previous file
     assert sorted(os.listdir(tmp_path)) == ["run.npz", "tiny.txt"]  # no temporary file left
 
 
@@ -105,9 +105,9 @@ def test_an_ignored_sighup_stays_ignored(tmp_path: Path, tiny_data_file: Path) -
     try:
         wait_for(ckpt, proc)
         proc.send_signal(signal.SIGHUP)
-        at_hangup = load_checkpoint(ckpt).step
+        at_hangup = Run.load(ckpt).step
         deadline = time.monotonic() + 60
-        while load_checkpoint(ckpt).step < at_hangup + 6:  # still training, and saving
+        while Run.load(ckpt).step < at_hangup + 6:  # still training, and saving
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)

@@ -1,7 +1,9 @@
-"""Checkpoints: a whole training run in one portable ``.npz`` file, and back.
+"""Checkpoints: a whole training run's state in one portable ``.npz`` file, and back.
 
-A checkpoint holds everything ``Run`` is, so a run resumed from it continues bit for bit
-as if it had never stopped: the config, the tokenizer's characters, the documents in
+This module reads and writes a plain record, ``RunState``, and knows nothing of training:
+``Run.state()`` and ``Run.from_state()`` (training.py) convert a run to and from it.  A
+checkpoint holds everything a run is, so a run resumed from it continues bit for bit as
+if it had never stopped: the config, the tokenizer's characters, the documents in
 training order (no data file is needed to resume), the weights and Adam moments (float64,
 flat state-dict order), the step counters, learning rate, seed, backend, the losses so
 far and the exact state of the run's ``random.Random`` stream.
@@ -23,17 +25,17 @@ import os
 import random
 import zipfile
 import zlib
+from dataclasses import dataclass
 from typing import BinaryIO, Optional, Union
 
 import numpy as np
 
-from .backends import check_backend, make_engine
-from .checks import check_count
+from .backends import check_backend
+from .checks import check_count, check_docs, check_lr
 from .config import GPTConfig
 from .files import open_regular, write_atomically
-from .params import num_params, state_dict_layout
+from .params import check_model_size, num_params, state_dict_layout
 from .tokenizer import Tokenizer
-from .training import Run, check_docs, check_lr, check_model_size
 
 FORMAT_TAG = "cymicrogpt-checkpoint"
 FORMAT_VERSION = 1
@@ -47,6 +49,25 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be loaded; the message names the file and the problem."""
 
 
+@dataclass
+class RunState:
+    """Everything a training run is, as plain values (what a checkpoint stores)."""
+
+    config: GPTConfig
+    chars: str  # the tokenizer's characters, in token-id order
+    docs: list[str]  # in training order (already shuffled)
+    weights: list[float]  # flat, state-dict order
+    adam_m: list[float]  # Adam's first moments, same order
+    adam_v: list[float]  # Adam's second moments
+    step: int  # steps completed
+    num_steps: int  # the run's length (the learning-rate decay depends on it)
+    lr: float
+    seed: int
+    backend: str  # the engine it was trained on
+    losses: list[float]  # one per completed step
+    rng_state: tuple  # random.Random.getstate() of the run's one random stream
+
+
 # --- text <-> arrays -------------------------------------------------------------------
 def _text_to_codes(text: str) -> np.ndarray:
     # surrogatepass: any Python str round-trips, even one holding lone surrogates
@@ -58,27 +79,26 @@ def _codes_to_text(codes: np.ndarray) -> str:
 
 
 # --- saving ----------------------------------------------------------------------------
-def checkpoint_arrays(run: Run) -> dict[str, np.ndarray]:
-    """The run as named arrays, ready for ``np.savez``."""
-    m, v = run.optimizer.moments()
-    rng_version, rng_words, gauss_next = run.rng.getstate()
-    config = run.config
+def state_arrays(state: RunState) -> dict[str, np.ndarray]:
+    """The run's state as named arrays, ready for ``np.savez``."""
+    rng_version, rng_words, gauss_next = state.rng_state
+    config = state.config
     return {
         "format": np.array(FORMAT_TAG),
         "version": np.array(FORMAT_VERSION, dtype=np.int64),
         "config": np.array([getattr(config, f) for f in CONFIG_FIELDS], dtype=np.int64),
-        "chars": _text_to_codes(run.tokenizer.chars),
-        "docs_codes": _text_to_codes("".join(run.docs)),
-        "docs_lengths": np.array([len(d) for d in run.docs], dtype=np.int64),
-        "weights": np.asarray(run.engine.weights(), dtype=np.float64),
-        "adam_m": np.asarray(m, dtype=np.float64),
-        "adam_v": np.asarray(v, dtype=np.float64),
-        "step": np.array(run.step, dtype=np.int64),
-        "num_steps": np.array(run.num_steps, dtype=np.int64),
-        "lr": np.array(run.lr, dtype=np.float64),
-        "seed": np.array(str(run.seed)),  # any Python int, however large
-        "backend": np.array(run.backend),
-        "losses": np.asarray(run.losses, dtype=np.float64),
+        "chars": _text_to_codes(state.chars),
+        "docs_codes": _text_to_codes("".join(state.docs)),
+        "docs_lengths": np.array([len(d) for d in state.docs], dtype=np.int64),
+        "weights": np.asarray(state.weights, dtype=np.float64),
+        "adam_m": np.asarray(state.adam_m, dtype=np.float64),
+        "adam_v": np.asarray(state.adam_v, dtype=np.float64),
+        "step": np.array(state.step, dtype=np.int64),
+        "num_steps": np.array(state.num_steps, dtype=np.int64),
+        "lr": np.array(state.lr, dtype=np.float64),
+        "seed": np.array(str(state.seed)),  # any Python int, however large
+        "backend": np.array(state.backend),
+        "losses": np.asarray(state.losses, dtype=np.float64),
         "rng_version": np.array(rng_version, dtype=np.int64),
         "rng_state": np.array(rng_words, dtype=np.int64),
         # gauss_next is a float or None: stored as an array of length 1 or 0
@@ -86,10 +106,10 @@ def checkpoint_arrays(run: Run) -> dict[str, np.ndarray]:
     }
 
 
-def save_checkpoint(run: Run, path: PathLike) -> None:
-    """Write `run` to `path` atomically, through symlinks (see files.write_atomically);
+def save_state(state: RunState, path: PathLike) -> None:
+    """Write `state` to `path` atomically, through symlinks (see files.write_atomically);
     OSError if it cannot (also for an existing target that is not a regular file)."""
-    arrays = checkpoint_arrays(run)
+    arrays = state_arrays(state)
     write_atomically(path, lambda fh: np.savez(fh, **arrays))  # a file object: no ".npz" appended
 
 
@@ -214,7 +234,7 @@ def _read_docs(fields: _Archive, tokenizer: Tokenizer) -> list[str]:
     return docs
 
 
-def _read_rng(fields: _Archive) -> random.Random:
+def _read_rng_state(fields: _Archive) -> tuple:
     version = fields.integer("rng_version")
     if version != random.Random.VERSION:
         raise fields.fail(f"unsupported random-generator state version {version} (expected {random.Random.VERSION})")
@@ -223,12 +243,12 @@ def _read_rng(fields: _Archive) -> random.Random:
     if len(gauss) > 1:
         raise fields.fail(f"field 'rng_gauss_next' has {len(gauss)} values, expected 0 or 1")
     gauss_next = float(gauss[0]) if len(gauss) else None
-    rng = random.Random()
+    state = (version, tuple(int(w) for w in words), gauss_next)
     try:
-        rng.setstate((version, tuple(int(w) for w in words), gauss_next))
+        random.Random().setstate(state)  # refused here, with the file's name, if unusable
     except (ValueError, TypeError, OverflowError) as exc:
         raise fields.fail(f"bad random-generator state: {exc}") from None
-    return rng
+    return state
 
 
 def _read_counters(fields: _Archive) -> tuple[int, int, float, int]:
@@ -253,13 +273,11 @@ def _read_counters(fields: _Archive) -> tuple[int, int, float, int]:
     return step, num_steps, lr, seed
 
 
-def load_checkpoint(path: PathLike, backend: Optional[str] = None) -> Run:
-    """The ``Run`` saved at `path`, on `backend` (default: the backend it was saved from)."""
-    if backend is not None:
-        check_backend(backend)
+def load_state(path: PathLike) -> RunState:
+    """The run state saved at `path`, every field checked; CheckpointError otherwise."""
     with open_regular(path, "checkpoint", CheckpointError) as fh:
         try:
-            return _load(_Archive(path, fh), backend)
+            return _load(_Archive(path, fh))
         except CheckpointError:
             raise
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError,
@@ -268,7 +286,7 @@ def load_checkpoint(path: PathLike, backend: Optional[str] = None) -> Run:
                                   f"{exc}") from None
 
 
-def _load(fields: _Archive, backend: Optional[str]) -> Run:
+def _load(fields: _Archive) -> RunState:
     _check_format(fields)
     config = _read_config(fields)
     chars = fields.text("chars")
@@ -284,18 +302,13 @@ def _load(fields: _Archive, backend: Optional[str]) -> Run:
     adam_m, adam_v = fields.floats("adam_m", size), fields.floats("adam_v", size)
     step, num_steps, lr, seed = _read_counters(fields)
     losses = fields.floats("losses", step)
-    rng = _read_rng(fields)
-    if backend is None:
-        stored = fields.string("backend")
-        try:
-            backend = check_backend(stored)
-        except ValueError as exc:
-            raise fields.fail(str(exc)) from None
-
-    # Python floats for the engines: the reference engine must compute with float, not np.float64.
-    engine = make_engine(backend, layout, weights.tolist(), config)
-    optimizer = engine.make_optimizer(lr)
-    optimizer.set_moments(adam_m.tolist(), adam_v.tolist())
-    return Run(config=config, tokenizer=tokenizer, docs=docs, engine=engine, optimizer=optimizer,
-               rng=rng, num_steps=num_steps, lr=lr, seed=seed, backend=backend, step=step,
-               losses=losses.tolist())
+    rng_state = _read_rng_state(fields)
+    stored = fields.string("backend")
+    try:
+        backend = check_backend(stored)
+    except ValueError as exc:
+        raise fields.fail(str(exc)) from None
+    # Python floats: the reference engine must compute with float, not np.float64.
+    return RunState(config=config, chars=chars, docs=docs, weights=weights.tolist(), adam_m=adam_m.tolist(),
+                    adam_v=adam_v.tolist(), step=step, num_steps=num_steps, lr=lr, seed=seed, backend=backend,
+                    losses=losses.tolist(), rng_state=rng_state)

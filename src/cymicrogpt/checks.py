@@ -59,3 +59,24 @@ def check_seed(seed) -> int:
             "(a checkpoint stores the seed as text)"
         ) from None
     return seed
+
+
+def check_lr(lr) -> float:
+    value = check_real("lr", lr)
+    if not value > 0:
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    return value
+
+
+def check_docs(docs) -> list[str]:
+    if isinstance(docs, (str, bytes, bytearray)):
+        # A str is iterable, but its "documents" would be its characters.
+        raise TypeError(f"docs must be a collection of documents (strings), not a single {type(docs).__name__}; "
+                        "wrap one document in a list, or split a text into lines")
+    docs = list(docs)
+    if not docs:
+        raise ValueError("no documents to train on")
+    for i, doc in enumerate(docs):
+        if not isinstance(doc, str) or not doc:
+            raise ValueError(f"document {i} must be a non-empty string, got {doc!r}")
+    return docs

@@ -32,8 +32,8 @@ from typing import NoReturn, Optional, Sequence
 from ._version import __version__
 from .backends import BACKENDS, DEFAULT_BACKEND
 from .bench import DEFAULT_REF_STEPS, compare, format_table, parse_impls, run_ladder, write_outputs
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .checks import COUNT_MAX, int_digits_limit
+from .checkpoint import CheckpointError
+from .checks import COUNT_MAX, check_lr, int_digits_limit
 from .config import (DEFAULT_LR, DEFAULT_NUM_SAMPLES, DEFAULT_SEED, DEFAULT_STEPS, DEFAULT_TEMPERATURE,
                      GPTConfig)
 from .data import DataError, default_dataset, load_docs
@@ -43,7 +43,7 @@ from .ladder import IMPLEMENTATIONS
 from .output import Console, print_error
 from .progress import Progress
 from .sampling import SamplingError, check_temperature
-from .training import DivergenceError, Run, check_lr, start_run
+from .training import DivergenceError, Run, start_run
 
 PROG = "cymicrogpt"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -313,7 +313,7 @@ def make_config(values: dict) -> GPTConfig:
 
 
 def resume_run(args: argparse.Namespace) -> tuple[Run, Optional[Path]]:
-    run = load_checkpoint(args.resume, backend=args.backend)
+    run = Run.load(args.resume, backend=args.backend)
     for name, (attribute, _) in RUN_OPTIONS.items():
         given, saved = getattr(args, name), _attribute(run, attribute)
         if given is not None and given != saved:
@@ -364,7 +364,7 @@ def train_with_progress(run: Run, save: Optional[str], save_every: Optional[int]
 
 def save_run(run: Run, path: str) -> None:
     try:
-        save_checkpoint(run, path)
+        run.save(path)
     except OSError as exc:
         raise Failure(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
 
@@ -386,7 +386,7 @@ def print_samples(run: Run, num: int, temperature: float, out: Console) -> None:
 
 # --- sample ------------------------------------------------------------------------------
 def cmd_sample(args: argparse.Namespace, out: Console) -> int:
-    run = load_checkpoint(args.checkpoint, backend=args.backend)
+    run = Run.load(args.checkpoint, backend=args.backend)
     if args.seed is not None:
         run.rng = random.Random(args.seed)
     print_samples(run, args.num, args.temperature, out)

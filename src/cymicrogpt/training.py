@@ -16,16 +16,14 @@ import sys
 from typing import Callable, Iterable, Optional
 
 from .backends import DEFAULT_BACKEND, check_backend, make_engine
-from .checks import check_count, check_real, check_seed
+from .checkpoint import RunState, load_state, save_state
+from .checks import check_count, check_docs, check_lr, check_seed
 from .config import (DEFAULT_LR, DEFAULT_NUM_SAMPLES, DEFAULT_SEED, DEFAULT_STEPS, DEFAULT_TEMPERATURE,
                      GPTConfig)
 from .model import forward_backward
-from .params import init_weights, num_params, state_dict_layout
+from .params import check_model_size, init_weights, num_params, state_dict_layout
 from .sampling import check_temperature, sample_one
 from .tokenizer import Tokenizer
-
-PARAMS_MAX = 2**31 - 1  # the compiled engine indexes its graph nodes (weights first) with int32
-
 
 class DivergenceError(ValueError):
     """Training cannot continue: step `step` (0-based; also the number of steps completed)
@@ -38,27 +36,6 @@ class DivergenceError(ValueError):
         self.reason = reason
         # Shown 1-based, as the progress line counts steps.
         super().__init__(f"training diverged at step {step + 1} / {num_steps} (learning rate {lr!r}): {reason}")
-
-
-def check_lr(lr) -> float:
-    value = check_real("lr", lr)
-    if not value > 0:
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-    return value
-
-
-def check_docs(docs) -> list[str]:
-    if isinstance(docs, (str, bytes, bytearray)):
-        # A str is iterable, but its "documents" would be its characters.
-        raise TypeError(f"docs must be a collection of documents (strings), not a single {type(docs).__name__}; "
-                        "wrap one document in a list, or split a text into lines")
-    docs = list(docs)
-    if not docs:
-        raise ValueError("no documents to train on")
-    for i, doc in enumerate(docs):
-        if not isinstance(doc, str) or not doc:
-            raise ValueError(f"document {i} must be a non-empty string, got {doc!r}")
-    return docs
 
 
 def gradients_are_finite(engine) -> bool:
@@ -158,16 +135,40 @@ class Run:
         temperature = check_temperature(temperature)
         return [sample_one(self.engine, self.config, self.tokenizer, self.rng, temperature) for _ in range(num)]
 
+    # --- checkpoints: the run as a plain RunState, which checkpoint.py reads and writes ---
+    def state(self) -> RunState:
+        """Everything this run is, as plain values."""
+        m, v = self.optimizer.moments()
+        return RunState(config=self.config, chars=self.tokenizer.chars, docs=list(self.docs),
+                        weights=list(self.engine.weights()), adam_m=list(m), adam_v=list(v), step=self.step,
+                        num_steps=self.num_steps, lr=self.lr, seed=self.seed, backend=self.backend,
+                        losses=list(self.losses), rng_state=self.rng.getstate())
+
+    @classmethod
+    def from_state(cls, state: RunState, backend: Optional[str] = None) -> "Run":
+        """The run `state` describes, on `backend` (default: the one it was trained on)."""
+        backend = state.backend if backend is None else check_backend(backend)
+        tokenizer = Tokenizer(state.chars)
+        layout = state_dict_layout(state.config, tokenizer.vocab_size)
+        engine = make_engine(backend, layout, state.weights, state.config)
+        optimizer = engine.make_optimizer(state.lr)
+        optimizer.set_moments(state.adam_m, state.adam_v)
+        rng = random.Random()
+        rng.setstate(state.rng_state)
+        return cls(config=state.config, tokenizer=tokenizer, docs=list(state.docs), engine=engine,
+                   optimizer=optimizer, rng=rng, num_steps=state.num_steps, lr=state.lr, seed=state.seed,
+                   backend=backend, step=state.step, losses=list(state.losses))
+
     def save(self, path) -> None:
-        from .checkpoint import save_checkpoint
+        """Write the run to the checkpoint `path` (atomically; see checkpoint.py)."""
+        save_state(self.state(), path)
 
-        save_checkpoint(self, path)
-
-
-def check_model_size(config: GPTConfig, vocab_size: int) -> None:
-    size = num_params(state_dict_layout(config, vocab_size))
-    if size > PARAMS_MAX:
-        raise ValueError(f"the model would have {size} weights; at most {PARAMS_MAX} fit the compiled engine")
+    @classmethod
+    def load(cls, path, backend: Optional[str] = None) -> "Run":
+        """The run saved at `path` (CheckpointError if unusable), ready to train on or sample."""
+        if backend is not None:
+            check_backend(backend)  # before reading the file
+        return cls.from_state(load_state(path), backend)
 
 
 def initialise(docs: list[str], config: GPTConfig, seed: int):
