@@ -327,3 +327,21 @@ def test_progress_on_a_terminal_redraws_one_line() -> None:
 @pytest.mark.parametrize("seconds, text", [(0, "0s"), (42.4, "42s"), (185, "3m05s"), (7620, "2h07m")])
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+# --- download -------------------------------------------------------------------------------
+def test_download_prints_the_verified_dataset_path(capsys, tmp_path: Path, monkeypatch) -> None:
+    cached = tmp_path / "cache" / "names.txt"
+    monkeypatch.setattr(cli, "default_dataset", lambda: cached)
+    code, out, err = run_cli(capsys, "download")
+    assert (code, out, err) == (0, f"{cached}\n", "")
+
+
+def test_download_offline_is_one_line(capsys, monkeypatch) -> None:
+    def offline():
+        raise DataError("could not download the default dataset from URL (no network); pass --data PATH")
+
+    monkeypatch.setattr(cli, "default_dataset", offline)
+    code, _, err = run_cli(capsys, "download")
+    assert code == 1
+    assert_one_error_line(err, "could not download")

@@ -1,4 +1,4 @@
-"""The command line: ``cymicrogpt train``, ``cymicrogpt sample`` and ``cymicrogpt bench``.
+"""The command line: ``cymicrogpt train``, ``sample``, ``bench`` and ``download``.
 
 ``cymicrogpt train`` with no options is microgpt's run: names.txt, the default model,
 1000 steps, then 20 names at temperature 0.5, printed in microgpt's format.  Runs can be
@@ -17,7 +17,8 @@ never lost to a stop it can survive:
 Exit codes: 0 done, 1 unusable data or checkpoint, divergence or a failed write, 2 bad
 arguments, 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), 141 output
 closed with nothing to keep.  Errors are one line on stderr, ``cymicrogpt: error: ...``,
-never a traceback.  ``cymicrogpt bench`` runs the efficiency ladder (see bench.py).
+never a traceback.  ``cymicrogpt bench`` runs the efficiency ladder (see bench.py);
+``cymicrogpt download`` fetches and verifies the default dataset and prints its path.
 """
 from __future__ import annotations
 
@@ -165,7 +166,7 @@ def add_shape_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Train and sample microgpt, bit-exact, on a compiled engine.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,bench}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,bench,download}")
 
     train = commands.add_parser("train", help="train a model (by default: microgpt's run on names.txt)")
     train.add_argument("--data", metavar="PATH", type=path, help="text file, one document per line (default: "
@@ -208,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_shape_options(bench, defaults=True)
     bench.add_argument("--out", metavar="DIR", type=path, default="ladder", help="where ladder.md and ladder.png "
                        "go (default: ./ladder)")
+    commands.add_parser("download", help="fetch makemore's names.txt once (sha256-checked) into the cache and print "
+                        "its path (the tests find it there)")
     return parser
 
 
@@ -219,6 +222,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return cmd_train(args, out)
         if args.command == "bench":
             return cmd_bench(args, argv, out)
+        if args.command == "download":
+            return cmd_download(out)
         return cmd_sample(args, out)
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK
@@ -390,6 +395,12 @@ def cmd_sample(args: argparse.Namespace, out: Console) -> int:
     if args.seed is not None:
         run.rng = random.Random(args.seed)
     print_samples(run, args.num, args.temperature, out)
+    return _output_lost(out, None) if out.lost is not None else EXIT_OK
+
+
+# --- download ----------------------------------------------------------------------------
+def cmd_download(out: Console) -> int:
+    out.print(str(default_dataset()))
     return _output_lost(out, None) if out.lost is not None else EXIT_OK
 
 
