@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""microgpt's Adam step as one compiled loop over the parameters, bit-identical to Python.
+"""microgpt's Adam step in compiled passes over the parameters, bit-identical to Python.
 
 Per parameter, in microgpt's operation order (reference.py, ReferenceAdam):
 
@@ -17,11 +17,11 @@ negative base), then libm `pow` with errno read.  `python_power` reproduces that
 line; the pow shortcut (below) skips the libm call where its result is proven.
 
 The step runs in passes, so that the plain arithmetic vectorises (SSE2 on any x86-64):
-every g**2 first, into a scratch array (proven products in one pass, the rest one by one),
-then per block of BLOCK parameters: the moments and their estimates, every v_hat**0.5
-(likewise), the parameter update.  Each element still sees microgpt's expressions in
-microgpt's order; only the interleaving across elements changes, which no result depends
-on.
+every g**2 first, into a scratch array (a vectorised pass settles the proven ones, libm
+the rest, one by one), then per block of BLOCK parameters: the moments and their
+estimates, every v_hat**0.5 (likewise), the parameter update.  Each element still sees
+microgpt's expressions in microgpt's order; only the interleaving across elements
+changes, which no result depends on.
 
 Errors are atomic.  Where Python's loop would raise (OverflowError when a finite
 gradient's square overflows, ZeroDivisionError) or produce a complex number (a negative
@@ -73,8 +73,9 @@ more than 0.54: pow must return p.  The argument, with its conditions:
 4. Everything else goes to `python_power` (Python's special cases, then libm pow):
    subnormal or tiny x and v (below 2^-480 and 2^-960), huge ones (x above 2^511: the
    only place g**2 can overflow), nan and inf, p or s a power of two, and every residual
-   beyond the threshold (~10% of inputs, as |r|/u is spread evenly over [0, 0.5]).  Only
-   g == 0 is settled without pow: Python's 0.0 ** 2.0 is 0.0, and so is 0.0 * 0.0.
+   beyond the threshold (~10% of inputs, as |r|/u is spread evenly over [0, 0.5]).  Zero
+   is settled without pow as well: Python's (+-0.0) ** 2.0 and (+-0.0) ** 0.5 are 0.0,
+   and so are 0.0 * 0.0 and |sqrt(+-0.0)|.
 
 The shortcut is only correct where libm's pow carries that documented bound; the caller
 decides where (cymicrogpt.adam detects glibc >= 2.28 at run time) and passes `shortcut`.
@@ -83,7 +84,7 @@ constructed near-midpoint inputs.
 """
 from libc.errno cimport ERANGE, errno
 from libc.math cimport NAN, fabs, floor, isinf, isnan, pow, sqrt
-from libc.stdint cimport uint64_t
+from libc.stdint cimport int32_t, uint64_t
 from libc.string cimport memcpy
 
 cdef extern from *:
@@ -108,8 +109,30 @@ cdef extern from *:
     const double SQUARE_THRESHOLD "CYMG_SQUARE_THRESHOLD"
     const double ROOT_THRESHOLD "CYMG_ROOT_THRESHOLD"
 
+cdef extern from *:
+    """
+    #include <math.h>
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    #endif
+    /* out[i] = sqrt(x[i]), correctly rounded (IEEE), as SSE2's sqrtpd where there is one:
+       libm's errno contract (sqrt of a negative sets EDOM) keeps compilers from vectorising
+       a sqrt() loop.  A negative x gives nan (no errno), which no caller takes as a proven
+       root. */
+    static void cymg_sqrt_array(const double* x, double* out, Py_ssize_t n) {
+        Py_ssize_t i = 0;
+    #if defined(__SSE2__)
+        for (; i + 2 <= n; i += 2)
+            _mm_storeu_pd(out + i, _mm_sqrt_pd(_mm_loadu_pd(x + i)));
+    #endif
+        for (; i < n; i++)
+            out[i] = sqrt(x[i]);
+    }
+    """
+    void sqrt_array "cymg_sqrt_array"(const double* x, double* out, Py_ssize_t n) noexcept nogil
+
 cdef enum:
-    BLOCK = 256  # parameters per block of the update passes (3 stack arrays of doubles)
+    BLOCK = 256  # elements per block of the passes (a few stack arrays of this size)
 
 
 # --- the pow shortcut's proofs (branch-free, so that their loops vectorise) ---------------
@@ -140,12 +163,13 @@ cdef inline bint square_is_proven(double x, double p) noexcept nogil:
 
 
 cdef inline bint root_is_proven(double v, double s) noexcept nogil:
-    """Is s = sqrt(v) what pow(v, 0.5) gives (argument 3)?  v - s*s is computed exactly as
-    (v - hi) - lo from the two-product hi + lo = s*s.  Branch-free, like square_is_proven."""
+    """Is |s|, s = sqrt(v), what Python's v ** 0.5 gives (argument 3, or v == 0: Python's
+    (-0.0) ** 0.5 is 0.0)?  v - s*s is computed exactly as (v - hi) - lo from the
+    two-product hi + lo = s*s.  Branch-free, like square_is_proven."""
     cdef double binade = power_of_two_below(s)
     cdef double hi = s * s
-    return ((v >= ROOT_MIN) & (v <= ROOT_MAX) & (s != binade)
-            & (fabs((v - hi) - residual_of_square(s, hi)) <= binade * ROOT_THRESHOLD * s))
+    return (v == 0.0) | ((v >= ROOT_MIN) & (v <= ROOT_MAX) & (s != binade)
+                         & (fabs((v - hi) - residual_of_square(s, hi)) <= binade * ROOT_THRESHOLD * s))
 
 
 # --- Python's x ** 2.0 and x ** 0.5, one element -------------------------------------------
@@ -199,54 +223,72 @@ cdef inline int python_root(double x,  # IN
     return python_power(x, 0.5, out)
 
 
-# --- Python's x ** 2.0 and x ** 0.5 over arrays: a proven pass, then the rest ----------------
-cdef Py_ssize_t python_squares(const double* x, double* out, Py_ssize_t n, bint shortcut,
-                               Py_ssize_t* libm_calls, int* status) noexcept nogil:
+# --- Python's x ** 2.0 and x ** 0.5 over a block: proven pass, then the rest ------------------
+cdef inline void prove_squares(const double* x, double* out, Py_ssize_t n) noexcept nogil:
+    """out[i] = x[i]*x[i] where that is proven to be Python's x[i] ** 2.0, else nan."""
     cdef Py_ssize_t i
-    cdef int result
     cdef double a
-    if shortcut:
-        for i in range(n):  # vectorised; nan marks an element left to libm (python_square)
-            a = fabs(x[i])
-            out[i] = a * a if square_is_proven(a, a * a) else NAN
-    for i in range(n):
-        if not shortcut or isnan(out[i]):
-            result = python_square(x[i], &out[i])
-            if result < 0:
-                status[0] = result
-                return i
-            libm_calls[0] += result  # POW_LIBM is 1, POW_EXACT 0
-    return -1
+    for i in range(n):  # vectorised
+        a = fabs(x[i])
+        out[i] = a * a if square_is_proven(a, a * a) else NAN
 
 
-cdef Py_ssize_t python_roots(const double* x, double* out, Py_ssize_t n, bint shortcut,
-                             Py_ssize_t* libm_calls, int* status) noexcept nogil:
+cdef inline void prove_roots(const double* x, double* out, Py_ssize_t n) noexcept nogil:
+    """out[i] = sqrt(x[i]) where that is proven to be Python's x[i] ** 0.5, else nan."""
     cdef Py_ssize_t i
+    sqrt_array(x, out, n)
+    for i in range(n):  # vectorised; fabs: sqrt(-0.0) is -0.0, Python's (-0.0)**0.5 is 0.0
+        out[i] = fabs(out[i]) if root_is_proven(x[i], out[i]) else NAN
+
+
+cdef Py_ssize_t python_powers(const double* x,  # IN (n,)
+                              double* out,  # OUT (n,): x ** 2.0 or x ** 0.5, as Python
+                              Py_ssize_t n,  # <= BLOCK
+                              bint square,  # IN: ** 2.0, else ** 0.5
+                              bint shortcut,  # IN: may proven x*x / sqrt replace libm pow?
+                              Py_ssize_t* libm_calls,  # IN/OUT: += pow calls made
+                              int* status,  # OUT: the failing element's PowStatus
+                              ) noexcept nogil:
+    """The index of the first element where Python raises (or makes a complex number),
+    else -1.  With the shortcut, a vectorised pass settles the proven elements and only
+    the others, gathered without a branch, go to libm one by one."""
+    cdef int32_t pending[BLOCK]
+    cdef Py_ssize_t i, j, count = 0
     cdef int result
     if shortcut:
-        for i in range(n):  # scalar: libm's errno check on sqrt keeps it out of SIMD
-            out[i] = sqrt(x[i])
-        for i in range(n):  # vectorised; nan marks an element left to libm (python_root)
-            out[i] = out[i] if root_is_proven(x[i], out[i]) else NAN
-    for i in range(n):
-        if not shortcut or isnan(out[i]):
-            result = python_root(x[i], &out[i])
-            if result < 0:
-                status[0] = result
-                return i
-            libm_calls[0] += result
+        if square:
+            prove_squares(x, out, n)
+        else:
+            prove_roots(x, out, n)
+        for i in range(n):  # every index is written, only the unproven (nan) ones kept
+            pending[count] = <int32_t>i
+            count += isnan(out[i])
+    else:
+        for i in range(n):
+            pending[i] = <int32_t>i
+        count = n
+    for j in range(count):
+        i = pending[j]
+        result = python_square(x[i], &out[i]) if square else python_root(x[i], &out[i])
+        if result < 0:
+            status[0] = result
+            return i
+        libm_calls[0] += result  # POW_LIBM is 1, POW_EXACT 0
     return -1
 
 
 cdef Py_ssize_t power_kernel(const double[::1] base, bint square, bint shortcut, double[::1] out,
                              Py_ssize_t* libm_calls, int* status) noexcept nogil:
-    """out[i] = base[i] ** exponent; the index of the first element that raises, or -1."""
+    """out[i] = base[i] ** exponent, block by block; the first index that raises, or -1."""
+    cdef Py_ssize_t start = 0, failed, n = base.shape[0]
     libm_calls[0] = 0
-    if base.shape[0] == 0:
-        return -1
-    if square:
-        return python_squares(&base[0], &out[0], base.shape[0], shortcut, libm_calls, status)
-    return python_roots(&base[0], &out[0], base.shape[0], shortcut, libm_calls, status)
+    while start < n:
+        failed = python_powers(&base[start], &out[start], min(<Py_ssize_t>BLOCK, n - start),
+                               square, shortcut, libm_calls, status)
+        if failed >= 0:
+            return start + failed
+        start += BLOCK
+    return -1
 
 
 # --- Adam --------------------------------------------------------------------------------
@@ -287,10 +329,10 @@ cdef inline bint scalars_keep_signs(const AdamScalars* s) noexcept nogil:
             and s.bias_correction2 > 0.0 and s.eps > 0.0)
 
 
-cdef inline bint any_negative(const double* v, Py_ssize_t n) noexcept nogil:
+cdef inline bint any_negative(const double[::1] v) noexcept nogil:
     cdef Py_ssize_t i
     cdef double count = 0.0  # a double, so that the loop vectorises
-    for i in range(n):
+    for i in range(v.shape[0]):
         count += 1.0 if v[i] < 0.0 else 0.0
     return count > 0.0
 
@@ -314,7 +356,7 @@ cdef void update_block(double* params, double* grads, double* m, double* v,  # I
         v[i] = beta2 * v[i] + one_minus_beta2 * squares[i]
         m_hats[i] = m[i] / bias_correction1
         v_hats[i] = v[i] / bias_correction2
-    python_roots(v_hats, roots, n, shortcut, &libm_calls, &status)  # cannot raise here
+    python_powers(v_hats, roots, n, False, shortcut, &libm_calls, &status)  # cannot raise here
     for i in range(n):  # vectorised
         params[i] = params[i] - lr_t * m_hats[i] / (roots[i] + eps)
         grads[i] = 0.0
@@ -327,15 +369,14 @@ cdef Py_ssize_t adam_kernel(double[::1] params, double[::1] grads, double[::1] m
     update Python would raise on (status says why), else -1 after updating them all."""
     cdef Py_ssize_t i, start, n = params.shape[0], libm_calls = 0
     cdef AdamElement unused
-    if n == 0:
-        return -1
-    # Every g**2 first, into the scratch array: no state is written yet.
-    if (python_squares(&grads[0], &squares[0], n, shortcut, &libm_calls, status) >= 0
-            or any_negative(&v[0], n) or not scalars_keep_signs(s)):
+    # Every g**2 first, into the scratch: no state is written yet.
+    if (power_kernel(grads, True, shortcut, squares, &libm_calls, status) >= 0
+            or any_negative(v) or not scalars_keep_signs(s)):
         for i in range(n):  # rare: replay one by one, without storing, to the first error
             status[0] = adam_element(params[i], grads[i], m[i], v[i], s, &unused)
             if status[0] < 0:
                 return i
+        power_kernel(grads, True, shortcut, squares, &libm_calls, status)  # all of them, then
     start = 0
     while start < n:
         update_block(&params[start], &grads[start], &m[start], &v[start], &squares[start],
