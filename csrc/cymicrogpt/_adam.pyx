@@ -224,7 +224,9 @@ cdef inline int python_root(double x,  # IN
 
 
 # --- Python's x ** 2.0 and x ** 0.5 over a block: proven pass, then the rest ------------------
-cdef inline void prove_squares(const double* x, double* out, Py_ssize_t n) noexcept nogil:
+cdef inline void prove_squares(const double* x,  # IN (n,)
+                               double* out,  # OUT (n,)
+                               Py_ssize_t n) noexcept nogil:
     """out[i] = x[i]*x[i] where that is proven to be Python's x[i] ** 2.0, else nan."""
     cdef Py_ssize_t i
     cdef double a
@@ -233,8 +235,10 @@ cdef inline void prove_squares(const double* x, double* out, Py_ssize_t n) noexc
         out[i] = a * a if square_is_proven(a, a * a) else NAN
 
 
-cdef inline void prove_roots(const double* x, double* out, Py_ssize_t n) noexcept nogil:
-    """out[i] = sqrt(x[i]) where that is proven to be Python's x[i] ** 0.5, else nan."""
+cdef inline void prove_roots(const double* x,  # IN (n,)
+                             double* out,  # OUT (n,)
+                             Py_ssize_t n) noexcept nogil:
+    """out[i] = |sqrt(x[i])| where that is proven to be Python's x[i] ** 0.5, else nan."""
     cdef Py_ssize_t i
     sqrt_array(x, out, n)
     for i in range(n):  # vectorised; fabs: sqrt(-0.0) is -0.0, Python's (-0.0)**0.5 is 0.0
@@ -339,8 +343,10 @@ cdef inline bint any_negative(const double[::1] v) noexcept nogil:
 
 cdef void update_block(double* params, double* grads, double* m, double* v,  # IN/OUT (n,)
                        const double* squares,  # IN (n,): grads ** 2
-                       Py_ssize_t n,  # <= BLOCK
-                       const AdamScalars* s, bint shortcut) noexcept nogil:
+                       Py_ssize_t n,  # IN: <= BLOCK
+                       const AdamScalars* s,  # IN
+                       bint shortcut,  # IN
+                       ) noexcept nogil:
     """The rest of the step for n parameters that cannot raise, in three passes."""
     cdef double m_hats[BLOCK]
     cdef double v_hats[BLOCK]
