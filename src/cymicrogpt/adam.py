@@ -1,53 +1,88 @@
-"""Adam over the flat parameter array, vectorised with NumPy, bit-identical to microgpt's loop.
+"""Adam for the compiled backend: microgpt's update as one compiled loop, bit-identical.
 
-Each line below is microgpt's per-parameter expression applied to whole arrays, with the
-same operation order.  NumPy's `*`, `+`, `/` are exact IEEE operations, so they round as
-Python floats do; every `**` goes through libm pow (`pow_array`), as Python's does.
+`VectorAdam` keeps the moments in NumPy arrays and hands each step to
+`cymicrogpt._adam.adam_step`, one `noexcept nogil` loop over the parameters in microgpt's
+operation order.  The scalars microgpt's loop evaluates (``1 - beta1``,
+``1 - beta2 ** (step + 1)``, the decayed learning rate, ...) are computed here, in
+Python, with the reference's expressions, so the kernel receives the very same floats.
+
+The pow shortcut.  microgpt's ``g**2`` and ``v_hat**0.5`` call libm ``pow`` (about 10 ns
+each, two per parameter per step).  Where libm's ``pow`` states a worst-case error of
+0.54 ULP, the kernel proves, input by input, that ``pow`` must return ``g*g`` or
+``sqrt(v_hat)`` and skips the call (about 90% of inputs; the argument is in
+csrc/cymicrogpt/_adam.pyx).  That bound is documented for glibc >= 2.28 (on x86_64 and
+aarch64 it uses that generic pow; 32-bit x86 has its own), so the shortcut is enabled
+only there, detected at run time: a wheel built against an old glibc runs on new ones.
+musl ships the same pow, but a process cannot ask musl its version, so musl keeps plain
+``pow``, as do macOS, Windows and every other C library.  The results are the same
+either way; only the speed differs.
+
+Environment: ``CYMICROGPT_PLAIN_POW=1`` forces plain libm ``pow`` everywhere.
 """
 from __future__ import annotations
 
-from typing import Callable
+import os
+import platform
+import re
+import sys
+from typing import Callable, Optional
 
 import numpy as np
 
-from ._libm import pow_array
+from ._adam import adam_step
+
+FIRST_DOCUMENTED_GLIBC = (2, 28)  # glibc's pow from ARM's optimized-routines: <= 0.54 ULP
+GENERIC_POW_MACHINES = ("x86_64", "amd64", "aarch64", "arm64")  # use glibc's dbl-64 e_pow.c
+
+
+def glibc_version() -> Optional[str]:
+    """The running C library as glibc reports it ("glibc 2.36"), or None off glibc."""
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION")
+    except (AttributeError, ValueError, OSError):  # no confstr (Windows), or not glibc
+        return None
+
+
+def pow_shortcut_allowed(plain_pow: str, libc: Optional[str], machine: str, is_64bit: bool) -> tuple[bool, str]:
+    """Whether the pow shortcut may run here, and why: (allowed, reason)."""
+    if plain_pow == "1":
+        return False, "plain pow: CYMICROGPT_PLAIN_POW=1"
+    match = re.fullmatch(r"glibc (\d+)\.(\d+)(\..*)?", libc or "")
+    if match is None:
+        return False, f"plain pow: the C library ({libc or 'not glibc'}) documents no pow error bound"
+    version = (int(match.group(1)), int(match.group(2)))
+    if version < FIRST_DOCUMENTED_GLIBC:
+        return False, f"plain pow: {libc} predates glibc 2.28's pow"
+    if machine.lower() not in GENERIC_POW_MACHINES or not is_64bit:
+        return False, f"plain pow: {libc} on {machine} ({'64' if is_64bit else '32'}-bit) may use another pow"
+    return True, f"pow shortcut: {libc} on {machine}, pow within 0.54 ULP"
+
+
+POW_SHORTCUT, POW_SHORTCUT_REASON = pow_shortcut_allowed(
+    os.environ.get("CYMICROGPT_PLAIN_POW", ""), glibc_version(), platform.machine(), sys.maxsize > 2**32)
 
 
 class VectorAdam:
     beta1, beta2, eps = 0.85, 0.99, 1e-8
 
-    def __init__(self, arrays: Callable[[], tuple[np.ndarray, np.ndarray]], size: int, lr: float) -> None:
+    def __init__(self, arrays: Callable[[], tuple[np.ndarray, np.ndarray]], size: int, lr: float,
+                 shortcut: bool = POW_SHORTCUT) -> None:
         self.arrays = arrays  # returns (params, grads): live views of the engine's storage
         self.lr = lr
+        self.shortcut = shortcut  # may the kernel skip libm pow where its result is proven
         self.m = np.zeros(size)  # first moment buffer
         self.v = np.zeros(size)  # second moment buffer
-        self._m_hat = np.empty(size)  # scratch
-        self._v_hat = np.empty(size)  # scratch
+        self._squares = np.empty(size)  # scratch: the step's g**2
 
     def step(self, step: int, num_steps: int) -> None:
+        """One Adam step in place (grads zeroed); raises, changing nothing, where microgpt's
+        loop would raise (OverflowError when a gradient's square overflows)."""
         params, grads = self.arrays()
         beta1, beta2 = self.beta1, self.beta2
-        m, v, m_hat, v_hat = self.m, self.v, self._m_hat, self._v_hat
-        lr_t = self.lr * (1 - step / num_steps)
-        # m = beta1 * m + (1 - beta1) * g
-        np.multiply(m, beta1, out=m)
-        np.multiply(grads, 1 - beta1, out=m_hat)
-        np.add(m, m_hat, out=m)
-        # v = beta2 * v + (1 - beta2) * g**2
-        pow_array(grads, 2.0, v_hat)
-        np.multiply(v_hat, 1 - beta2, out=v_hat)
-        np.multiply(v, beta2, out=v)
-        np.add(v, v_hat, out=v)
-        # m_hat = m / (1 - beta1**(step+1)); v_hat = v / (1 - beta2**(step+1))
-        np.divide(m, 1 - beta1 ** (step + 1), out=m_hat)
-        np.divide(v, 1 - beta2 ** (step + 1), out=v_hat)
-        # p -= lr_t * m_hat / (v_hat**0.5 + eps)
-        pow_array(v_hat, 0.5, v_hat)
-        np.add(v_hat, self.eps, out=v_hat)
-        np.multiply(m_hat, lr_t, out=m_hat)
-        np.divide(m_hat, v_hat, out=m_hat)
-        np.subtract(params, m_hat, out=params)
-        grads[:] = 0.0
+        adam_step(params, grads, self.m, self.v, self._squares, beta1=beta1, beta2=beta2, eps=self.eps,
+                  one_minus_beta1=1 - beta1, one_minus_beta2=1 - beta2,
+                  bias_correction1=1 - beta1 ** (step + 1), bias_correction2=1 - beta2 ** (step + 1),
+                  lr_t=self.lr * (1 - step / num_steps), shortcut=self.shortcut)
 
     def moments(self) -> tuple[np.ndarray, np.ndarray]:
         return self.m.copy(), self.v.copy()

@@ -1,0 +1,278 @@
+"""Check the Adam kernel's pow shortcut against libm pow, then time the Adam step.
+
+The compiled Adam step (csrc/cymicrogpt/_adam.pyx) replaces Python's g**2 and
+v_hat**0.5 by g*g and sqrt(v_hat) where it proves that libm pow returns exactly that
+(glibc >= 2.28: pow within 0.54 ULP).  This script tests the proof empirically, through
+the very passes the step runs (`power_array`, shortcut on vs off = plain libm pow):
+
+1. random inputs: squares of random doubles over the whole exponent range (subnormal to
+   2^511) and of realistic gradients (20% zeros, N(0, 1) * 10^U(-8, 1)), roots of random
+   doubles (subnormal to DBL_MAX) and of realistic v_hat values;
+2. constructed inputs: x whose exact square lies within ~2^-50 ULP of a midpoint between
+   two doubles or of the 0.45-ULP threshold, v whose exact root lies within ~2^-55 ULP of
+   a midpoint, and x or v whose square or root lies next to a power of two;
+
+and reports mismatches (must be 0: the exit status is 1 otherwise) and the fraction sent
+to libm pow.  Then it times one Adam step on the default model's 4,192 parameters with
+real gradients (step 100 of a names.txt run): plain pow, the shortcut, and the previous
+implementation (a dozen NumPy passes plus an elementwise libm pow loop, here run through
+`power_array` with the shortcut off), each the best and the median of many repeats, all
+interleaved in one run.
+
+    python benchmarks/check_pow_shortcut.py [--millions 100] [--data PATH] [--repeats 2000]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import cymicrogpt as mg
+from cymicrogpt._adam import adam_step, power_array
+from cymicrogpt.adam import POW_SHORTCUT_REASON, VectorAdam
+from cymicrogpt.training import start_run
+
+CHUNK = 5_000_000
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "names.txt"
+
+
+# --- inputs ----------------------------------------------------------------------------------
+def random_doubles(rng: np.random.Generator, size: int, lowest_exponent: int, highest_exponent: int) -> np.ndarray:
+    """Doubles with uniformly random fraction bits and biased exponent field in
+    [lowest_exponent, highest_exponent] (0 = subnormal), random sign."""
+    fraction = rng.integers(0, 2**52, size, dtype=np.uint64)
+    exponent = rng.integers(lowest_exponent, highest_exponent + 1, size, dtype=np.uint64)
+    sign = rng.integers(0, 2, size, dtype=np.uint64) << np.uint64(63)
+    return (sign | (exponent << np.uint64(52)) | fraction).view(np.float64)
+
+
+def realistic_gradients(rng: np.random.Generator, size: int) -> np.ndarray:
+    grads = rng.standard_normal(size) * 10.0 ** rng.uniform(-8, 1, size)
+    grads[rng.random(size) < 0.2] = 0.0
+    return grads
+
+
+def realistic_v_hats(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Squared gradients averaged and decayed: |N(0, 1)| * 10^U(-20, 2), some zero."""
+    v = np.abs(rng.standard_normal(size)) * 10.0 ** rng.uniform(-20, 2, size)
+    v[rng.random(size) < 0.02] = 0.0
+    return v
+
+
+def odd_roots_mod_power_of_two(c: int, bits: int) -> list[int]:
+    """The four odd r with r*r == c (mod 2^bits), for c == 1 (mod 8) (Hensel lifting)."""
+    r = 1
+    for k in range(3, bits):
+        if (r * r - c) % (1 << (k + 1)):
+            r += 1 << (k - 1)
+    modulus = 1 << bits
+    return sorted({r % modulus, -r % modulus, (r + modulus // 2) % modulus, (-r + modulus // 2) % modulus})
+
+
+SQRT2_2_52 = 6369051672525773  # ceil(sqrt(2) * 2^52): M*M >= 2^105 from here on
+SQRT2_2_53 = 12738103345051546  # ceil(sqrt(2) * 2^53)
+
+
+def squares_near(fraction: float, count: int) -> list[int]:
+    """53-bit integers M whose square lies `fraction` of an ULP above a double, to within
+    count * 2^-49 ULP: M*M == c (mod 2^L), c / 2^L ~ fraction, where L, the number of bits
+    rounding drops, is 52 below M = sqrt(2) * 2^52 and 53 from there on."""
+    found: list[int] = []
+    for dropped, low, high in ((52, 1 << 52, SQRT2_2_52), (53, SQRT2_2_52, 1 << 53)):
+        c = int(fraction * (1 << dropped)) // 8 * 8 + 1
+        wanted = len(found) + count
+        while len(found) < wanted:
+            for root in odd_roots_mod_power_of_two(c, dropped):
+                candidate = root + ((low - root + (1 << dropped) - 1) >> dropped << dropped)
+                if low <= candidate < high:
+                    found.append(candidate)
+            c += 8
+    return found
+
+
+def roots_near_midpoint(count: int) -> list[tuple[int, int]]:
+    """(V, k): v = V * 2^k (V of 53 bits) whose root lies |d| / 4T ULP (about |d| 2^-55.5)
+    below or above the midpoint T/2 between two consecutive 53-bit integers, T odd:
+    T*T - d == V * 2^(k+2), for the small d == 1 (mod 8) tried in turn."""
+    found: list[tuple[int, int]] = []
+    step = 0
+    while len(found) < count:
+        for d in (1 + 8 * step, -7 - 8 * step):
+            for shift, low, high in ((54, 1 << 53, SQRT2_2_53), (55, SQRT2_2_53, 1 << 54)):
+                for root in odd_roots_mod_power_of_two(d % (1 << shift), shift):
+                    if low <= root < high:
+                        found.append(((root * root - d) >> shift, shift - 2))
+        step += 1
+    return found[:count]
+
+
+def constructed_inputs(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(bases to square, bases to take the root of), scaled over many binades."""
+    squares = []
+    for fraction in (0.5, 0.4499, 0.45, 0.4501, 0.5499, 0.55, 0.5501, 0.0, 0.9999):
+        for mantissa in squares_near(fraction, 500):
+            squares.append(math.ldexp(float(mantissa), int(rng.integers(-530, 458))) * rng.choice([-1.0, 1.0]))
+    for exponent in range(-480, 511, 3):  # squares next to a power of two (x near 2^e, sqrt(2) 2^e)
+        for base in (1.0, math.sqrt(2.0)):
+            squares.extend(math.ldexp(base + k * 2.0**-52, exponent) for k in range(-4, 5))
+    roots = [math.ldexp(float(mantissa), shift + 2 * int(rng.integers(-560, 459)))
+             for mantissa, shift in roots_near_midpoint(4000)]
+    for exponent in range(-1020, 1020, 3):  # roots next to a power of two
+        roots.extend(math.ldexp(1.0 + k * 2.0**-52, exponent) for k in range(-4, 5))
+    return np.array(squares), np.array(roots)
+
+
+# --- the exactness check -------------------------------------------------------------------
+class Tally:
+    def __init__(self) -> None:
+        self.inputs = self.mismatches = self.libm_calls = 0
+
+    def check(self, bases: np.ndarray, exponent: float) -> None:
+        fast, plain = np.empty_like(bases), np.empty_like(bases)
+        self.libm_calls += power_array(bases, exponent, fast, shortcut=True)
+        power_array(bases, exponent, plain, shortcut=False)
+        self.mismatches += int(np.count_nonzero(fast.view(np.uint64) != plain.view(np.uint64)))
+        self.inputs += bases.size
+
+    def line(self, label: str) -> str:
+        return (f"| {label} | {self.inputs:,} | {self.mismatches} | "
+                f"{self.libm_calls / max(self.inputs, 1):.2%} |")
+
+
+def check_exactness(millions: int, seed: int) -> bool:
+    rng = np.random.default_rng(seed)
+    per_kind = millions * 1_000_000 // 4
+    kinds = {
+        "g**2, random doubles 2^-1074..2^511": lambda n: random_doubles(rng, n, 0, 1023 + 510),
+        "g**2, realistic gradients": lambda n: realistic_gradients(rng, n),
+        "v**0.5, random doubles 2^-1074..DBL_MAX": lambda n: np.abs(random_doubles(rng, n, 0, 2046)),
+        "v**0.5, realistic v_hat": lambda n: realistic_v_hats(rng, n),
+    }
+    print("| inputs | count | mismatches | sent to libm pow |\n|---|---:|---:|---:|")
+    total = 0
+    for label, make in kinds.items():
+        tally = Tally()
+        exponent = 2.0 if label.startswith("g") else 0.5
+        for start in range(0, per_kind, CHUNK):
+            tally.check(make(min(CHUNK, per_kind - start)), exponent)
+        print(tally.line(label), flush=True)
+        total += tally.mismatches
+    squares, roots = constructed_inputs(rng)
+    for label, bases, exponent in (("g**2, constructed (near midpoint/threshold/2^k)", squares, 2.0),
+                                   ("v**0.5, constructed (near midpoint/2^k)", roots, 0.5)):
+        tally = Tally()
+        tally.check(bases, exponent)
+        print(tally.line(label))
+        total += tally.mismatches
+    return total == 0
+
+
+# --- timing ----------------------------------------------------------------------------------
+def previous_numpy_adam(params, grads, m, v, scratch, step: int, num_steps: int, lr: float) -> None:
+    """The VectorAdam this kernel replaced: NumPy passes in microgpt's order, every ** an
+    elementwise libm pow (power_array with the shortcut off; it was _libm.pow_array)."""
+    beta1, beta2, eps = VectorAdam.beta1, VectorAdam.beta2, VectorAdam.eps
+    m_hat, v_hat, powered = scratch
+    lr_t = lr * (1 - step / num_steps)
+    np.multiply(m, beta1, out=m)
+    np.multiply(grads, 1 - beta1, out=m_hat)
+    np.add(m, m_hat, out=m)
+    power_array(grads, 2.0, v_hat, shortcut=False)
+    np.multiply(v_hat, 1 - beta2, out=v_hat)
+    np.multiply(v, beta2, out=v)
+    np.add(v, v_hat, out=v)
+    np.divide(m, 1 - beta1 ** (step + 1), out=m_hat)
+    np.divide(v, 1 - beta2 ** (step + 1), out=v_hat)
+    power_array(v_hat, 0.5, powered, shortcut=False)
+    np.add(powered, eps, out=v_hat)
+    np.multiply(m_hat, lr_t, out=m_hat)
+    np.divide(m_hat, v_hat, out=m_hat)
+    np.subtract(params, m_hat, out=params)
+    grads[:] = 0.0
+
+
+def time_adam(data: Path, repeats: int, at_step: int) -> None:
+    run = start_run(mg.load_docs(data), steps=1000, backend="cython")
+    run.train(until=at_step)
+    run.forward_backward()  # the gradients of step `at_step`, left in the engine
+    saved = [run.engine.params.copy(), run.engine.grads.copy(), run.optimizer.m.copy(), run.optimizer.v.copy()]
+    size = saved[0].size
+    params, grads, m, v = (a.copy() for a in saved)
+    squares, scratch = np.empty(size), [np.empty(size) for _ in range(3)]
+    lr, num_steps = run.lr, run.num_steps
+
+    def compiled(shortcut: bool):
+        beta1, beta2 = VectorAdam.beta1, VectorAdam.beta2
+        return lambda: adam_step(params, grads, m, v, squares, beta1=beta1, beta2=beta2, eps=VectorAdam.eps,
+                                 one_minus_beta1=1 - beta1, one_minus_beta2=1 - beta2,
+                                 bias_correction1=1 - beta1 ** (at_step + 1),
+                                 bias_correction2=1 - beta2 ** (at_step + 1),
+                                 lr_t=lr * (1 - at_step / num_steps), shortcut=shortcut)
+
+    variants = {
+        "previous VectorAdam (NumPy passes + libm pow loop)": lambda: previous_numpy_adam(
+            params, grads, m, v, scratch, at_step, num_steps, lr),
+        "compiled step, plain libm pow": compiled(False),
+        "compiled step, pow shortcut": compiled(True),
+    }
+    times: dict[str, list[float]] = {label: [] for label in variants}
+    results = {}
+    for _ in range(repeats):
+        for label, step in variants.items():
+            for array, start in zip((params, grads, m, v), saved):
+                array[:] = start
+            begin = time.perf_counter()
+            step()
+            times[label].append(time.perf_counter() - begin)
+            results[label] = np.concatenate([params, m, v]).view(np.uint64).copy()
+    first = next(iter(results.values()))
+    identical = all((r == first).all() for r in results.values())
+    zeros = np.count_nonzero(saved[1] == 0.0)
+    print(f"\nAdam step on the default model: {size:,} parameters, the gradients of step {at_step} "
+          f"of a names.txt run ({zeros / size:.0%} exactly 0); {repeats} interleaved repeats")
+    print("| implementation | best | median |\n|---|---:|---:|")
+    for label, seconds in times.items():
+        print(f"| {label} | {min(seconds) * 1e6:.1f} us | {statistics.median(seconds) * 1e6:.1f} us |")
+    print(f"all three bit-identical: {identical}")
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    return (f"{platform.machine()} {cpu}, {os.cpu_count()} cores, load average {load}; "
+            f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
+            f"NumPy {np.__version__}; {POW_SHORTCUT_REASON}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--millions", type=int, default=100, help="random inputs, in millions (0: skip the check)")
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="names.txt, for real gradients")
+    parser.add_argument("--repeats", type=int, default=2000, help="timed Adam steps per implementation (0: skip)")
+    parser.add_argument("--at-step", type=int, default=100, help="take the gradients of this training step")
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    exact = True
+    if args.millions:
+        begin = time.perf_counter()
+        exact = check_exactness(args.millions, args.seed)
+        print(f"shortcut == libm pow on every input: {exact} ({time.perf_counter() - begin:.0f} s)")
+    if args.repeats:
+        if not args.data.is_file():
+            print(f"no names.txt at {args.data}: pass --data PATH to time the Adam step", file=sys.stderr)
+            return 2
+        time_adam(args.data, args.repeats, args.at_step)
+    return 0 if exact else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

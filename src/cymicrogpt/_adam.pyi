@@ -1,0 +1,8 @@
+"""Type stub for microgpt's compiled Adam step and its pow kernels (csrc/cymicrogpt/_adam.pyx)."""
+import numpy as np
+
+def adam_step(params: np.ndarray, grads: np.ndarray, m: np.ndarray, v: np.ndarray,
+              squares: np.ndarray, *, beta1: float, beta2: float, eps: float,
+              one_minus_beta1: float, one_minus_beta2: float, bias_correction1: float,
+              bias_correction2: float, lr_t: float, shortcut: bool) -> None: ...
+def power_array(base: np.ndarray, exponent: float, out: np.ndarray, *, shortcut: bool) -> int: ...

@@ -1,0 +1,310 @@
+"""The compiled Adam step (csrc/cymicrogpt/_adam.pyx) against microgpt's Python loop.
+
+Bit-identity is checked on the bit patterns (np.uint64 views), so -0.0 vs 0.0 and nan
+payloads count too.  Every test runs with the pow shortcut on and off: off, the kernel
+calls libm pow as Python does; on, it must give the same bits wherever it skips it.
+"""
+from __future__ import annotations
+
+import math
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cymicrogpt import adam
+from cymicrogpt._adam import adam_step, power_array
+from cymicrogpt.adam import VectorAdam, pow_shortcut_allowed
+from cymicrogpt.reference import ReferenceAdam, Value
+
+SHORTCUT = pytest.mark.parametrize("shortcut", [True, False], ids=["shortcut", "plain-pow"])
+SQRT_MAX = math.sqrt(sys.float_info.max)  # about 1.34e154: larger gradients' squares overflow
+
+
+def bits(values) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64).view(np.uint64)
+
+
+def odd_gradient(rng: random.Random) -> float:
+    """Gradients of every kind: ~20% zeros, subnormal, tiny, huge, powers of two, and
+    ordinary ones over 15 decades."""
+    kind = rng.random()
+    if kind < 0.2:
+        return rng.choice([0.0, -0.0])
+    if kind < 0.3:
+        return rng.choice([5e-324, -5e-324, 1e-310, -2.2250738585072014e-308, 1e-160, -3e-155,
+                           1e-170, 2.0**-480, 2.0**-481, 2.0**511, -(2.0**511) * 1.5, SQRT_MAX,
+                           1e150, -1e153, 1.0, -1.0, 2.0, 0.5, 0.25, 3.0, 2.0**-40])
+    return rng.gauss(0.0, 1.0) * 10.0 ** rng.uniform(-12, 3)
+
+
+class Pair:
+    """The same parameters under ReferenceAdam (Values) and VectorAdam (arrays)."""
+
+    def __init__(self, size: int, shortcut: bool, seed: int = 0, lr: float = 0.01) -> None:
+        self.rng = random.Random(seed)
+        self.values = [Value(self.rng.gauss(0.0, 0.08)) for _ in range(size)]
+        self.params = np.array([p.data for p in self.values])
+        self.grads = np.zeros(size)
+        self.reference = ReferenceAdam(self.values, lr)
+        self.fast = VectorAdam(lambda: (self.params, self.grads), size, lr, shortcut=shortcut)
+
+    def set_gradients(self, gradients) -> None:
+        for value, g in zip(self.values, gradients):
+            value.grad = g
+        self.grads[:] = gradients
+
+    def step(self, step: int, num_steps: int) -> None:
+        self.reference.step(step, num_steps)
+        self.fast.step(step, num_steps)
+
+    def assert_identical(self, what: str) -> None:
+        assert (bits([p.data for p in self.values]) == bits(self.params)).all(), f"params differ {what}"
+        assert (bits(self.reference.m) == bits(self.fast.m)).all(), f"m differs {what}"
+        assert (bits(self.reference.v) == bits(self.fast.v)).all(), f"v differs {what}"
+        assert (bits(self.grads) == bits(np.zeros_like(self.grads))).all(), f"grads not zeroed {what}"
+
+    def assert_step_refused(self, error: type[Exception], match: str, step: int, num_steps: int) -> None:
+        """The compiled step raises `error` and leaves params, grads, m and v untouched."""
+        arrays = (self.params, self.grads, self.fast.m, self.fast.v)
+        before = [bits(a).copy() for a in arrays]
+        with pytest.raises(error, match=match):
+            self.fast.step(step, num_steps)
+        assert all((bits(a) == saved).all() for a, saved in zip(arrays, before))
+
+
+@SHORTCUT
+def test_steps_match_reference_adam_bit_for_bit(shortcut):
+    pair = Pair(3000, shortcut, seed=1)
+    num_steps = 12
+    for step in range(num_steps):
+        pair.set_gradients([odd_gradient(pair.rng) for _ in range(3000)])
+        pair.step(step, num_steps)
+        pair.assert_identical(f"after step {step}")
+
+
+@SHORTCUT
+def test_parameters_without_gradient_and_restored_moments(shortcut):
+    """Zero gradients for several steps (v_hat decays, then is 0 for never-touched ones),
+    and moments restored with set_moments, as after loading a checkpoint."""
+    pair = Pair(500, shortcut, seed=2)
+    m = [pair.rng.gauss(0, 1e-3) for _ in range(500)]
+    v = [abs(pair.rng.gauss(0, 1e-6)) if i % 3 else 0.0 for i in range(500)]
+    pair.reference.set_moments(m, v)
+    pair.fast.set_moments(m, v)
+    for step in range(6):
+        pair.set_gradients([0.0 if i % 2 else pair.rng.gauss(0, 0.1) for i in range(500)] if step % 2 else [0.0] * 500)
+        pair.step(step + 100, 1000)
+        pair.assert_identical(f"after step {step}")
+    m_fast, v_fast = pair.fast.moments()
+    assert (bits(m_fast) == bits(pair.reference.m)).all() and (bits(v_fast) == bits(pair.reference.v)).all()
+
+
+@SHORTCUT
+def test_nan_and_inf_gradients_pass_through_as_python_does(shortcut):
+    pair = Pair(8, shortcut, seed=3)
+    pair.set_gradients([math.nan, math.inf, -math.inf, 1e-3, -math.nan, 0.0, 2.0, -1e300 * 1e10])
+    pair.step(0, 10)
+    pair.assert_identical("after a step with nan and inf gradients")
+    assert math.isnan(pair.params[0]) and math.isnan(pair.params[1]) and not math.isnan(pair.params[3])
+
+
+@SHORTCUT
+@pytest.mark.parametrize("huge", [1.35e154, 1e155, -1e200, sys.float_info.max])
+def test_overflowing_square_raises_and_changes_nothing(shortcut, huge):
+    """Python's g**2 raises OverflowError for a finite gradient whose square overflows;
+    the compiled step raises it too, before writing anything."""
+    pair = Pair(1000, shortcut, seed=4)
+    pair.set_gradients([pair.rng.gauss(0, 0.1) for _ in range(1000)])
+    pair.step(0, 10)
+    gradients = [pair.rng.gauss(0, 0.1) for _ in range(1000)]
+    gradients[700] = huge
+    pair.set_gradients(gradients)
+    pair.assert_step_refused(OverflowError, "parameter 700", 1, 10)
+    with pytest.raises(OverflowError):
+        pair.reference.step(1, 10)
+
+
+@SHORTCUT
+def test_largest_finite_square_does_not_raise(shortcut):
+    pair = Pair(3, shortcut, seed=5)
+    pair.set_gradients([SQRT_MAX, -SQRT_MAX, 1.0])
+    pair.step(0, 10)
+    pair.assert_identical("after squaring sqrt(DBL_MAX)")
+
+
+@SHORTCUT
+def test_first_error_wins_and_negative_v_hat_is_refused(shortcut):
+    """A negative second moment (only set_moments can make one) would make Python's
+    v_hat**0.5 complex: the step refuses it, naming the first parameter that fails."""
+    pair = Pair(10, shortcut, seed=6)
+    pair.fast.set_moments([0.0] * 10, [0.0] * 4 + [-1.0] + [0.0] * 5)
+    pair.set_gradients([0.1] * 8 + [1e200, 0.1])
+    pair.assert_step_refused(ValueError, "parameter 4.*complex", 0, 10)
+
+
+@SHORTCUT
+def test_negative_v_that_the_update_lifts_is_no_error(shortcut):
+    pair = Pair(4, shortcut, seed=7)
+    v = [-1e-12, 0.0, -0.0, 1e-9]
+    pair.reference.set_moments([0.0] * 4, v)
+    pair.fast.set_moments([0.0] * 4, v)
+    pair.set_gradients([1.0, 0.5, 0.0, 0.0])
+    pair.step(0, 10)
+    pair.assert_identical("after lifting a negative v")
+
+
+@SHORTCUT
+def test_zero_denominator_raises_zero_division_like_python(shortcut):
+    pair = Pair(3, shortcut, seed=8)
+    pair.reference.eps = pair.fast.eps = 0.0
+    pair.set_gradients([0.1, 0.0, 0.2])  # parameter 1: v_hat**0.5 + 0.0 == 0
+    pair.assert_step_refused(ZeroDivisionError, "parameter 1", 0, 10)
+    with pytest.raises(ZeroDivisionError):
+        pair.reference.step(0, 10)
+
+
+# --- the power kernels against Python's float ** -----------------------------------------
+SPECIAL_BASES = [0.0, -0.0, 1.0, -1.0, 2.0, 0.5, 4.0, 3.0, math.nan, -math.nan, math.inf, -math.inf,
+                 5e-324, -5e-324, 1e-310, 2.2250738585072014e-308, 1e-160, 1e-170, 1e-200, 2.0**-480,
+                 2.0**-481, 2.0**-960, 2.0**-961, 2.0**511, 2.0**512, 2.0**1000, 2.0**1001, 1e300,
+                 sys.float_info.max, SQRT_MAX, math.nextafter(SQRT_MAX, 0), 0.1, 1e-8, 123.456]
+
+
+def python_power(base: float, exponent: float):
+    try:
+        return base**exponent
+    except OverflowError:
+        return OverflowError
+
+
+@SHORTCUT
+@pytest.mark.parametrize("exponent", [2.0, 0.5])
+def test_power_array_is_pythons_float_power(shortcut, exponent):
+    for base in SPECIAL_BASES + [-b for b in SPECIAL_BASES] + [math.nextafter(SQRT_MAX, math.inf)]:
+        expected = python_power(base, exponent)
+        out = np.empty(1)
+        if expected is OverflowError:
+            with pytest.raises(OverflowError):
+                power_array(np.array([base]), exponent, out, shortcut=shortcut)
+        elif isinstance(expected, complex):
+            with pytest.raises(ValueError, match="complex"):
+                power_array(np.array([base]), exponent, out, shortcut=shortcut)
+        else:
+            power_array(np.array([base]), exponent, out, shortcut=shortcut)
+            assert bits(out)[0] == bits([expected])[0], f"{base!r} ** {exponent}"
+
+
+@SHORTCUT
+def test_overflow_threshold_of_the_square_matches_python(shortcut):
+    base = SQRT_MAX
+    for _ in range(5):
+        base = math.nextafter(base, 0.0)
+    for _ in range(10):
+        expected = python_power(base, 2.0)
+        if expected is OverflowError:
+            with pytest.raises(OverflowError):
+                power_array(np.array([base]), 2.0, np.empty(1), shortcut=shortcut)
+        else:
+            out = np.empty(1)
+            power_array(np.array([base]), 2.0, out, shortcut=shortcut)
+            assert out[0] == expected
+        base = math.nextafter(base, math.inf)
+
+
+def test_shortcut_skips_libm_for_most_inputs_and_agrees():
+    """The shortcut must actually fire (else it only costs), and agree with plain pow."""
+    rng = np.random.default_rng(0)
+    grads = rng.standard_normal(100_000) * 10.0 ** rng.uniform(-8, 1, 100_000)
+    fast, plain = np.empty_like(grads), np.empty_like(grads)
+    calls_fast = power_array(grads, 2.0, fast, shortcut=True)
+    calls_plain = power_array(grads, 2.0, plain, shortcut=False)
+    assert calls_plain == grads.size
+    assert 0.05 * grads.size < calls_fast < 0.15 * grads.size  # |r| > 0.45 ULP: ~10%
+    assert (bits(fast) == bits(plain)).all()
+    roots_fast, roots_plain = np.empty_like(grads), np.empty_like(grads)
+    assert power_array(plain, 0.5, roots_fast, shortcut=True) < 0.15 * grads.size
+    power_array(plain, 0.5, roots_plain, shortcut=False)
+    assert (bits(roots_fast) == bits(roots_plain)).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exponent", [2.0, 0.5])
+def test_shortcut_equals_libm_pow_on_millions_of_inputs(exponent):
+    """A smaller run of benchmarks/check_pow_shortcut.py: 4M random inputs over the whole
+    exponent range the shortcut covers, and beyond it."""
+    rng = np.random.default_rng(2026)
+    for _ in range(4):
+        fraction = rng.integers(0, 2**52, 1_000_000, dtype=np.uint64)
+        biased = rng.integers(1023 - 1000, 1023 + 1000, 1_000_000, dtype=np.uint64)
+        base = ((biased << np.uint64(52)) | fraction).view(np.float64)
+        if exponent == 2.0:
+            base = np.where(np.abs(base) < 2.0**500, base, 1.0) * rng.choice([-1.0, 1.0], base.size)
+        fast, plain = np.empty_like(base), np.empty_like(base)
+        power_array(base, exponent, fast, shortcut=True)
+        power_array(base, exponent, plain, shortcut=False)
+        assert (bits(fast) == bits(plain)).all()
+
+
+# --- input validation ----------------------------------------------------------------------
+SCALARS = dict(beta1=0.85, beta2=0.99, eps=1e-8, one_minus_beta1=1 - 0.85, one_minus_beta2=1 - 0.99,
+               bias_correction1=1 - 0.85, bias_correction2=1 - 0.99, lr_t=0.01, shortcut=True)
+
+
+def test_adam_step_rejects_bad_arrays_cleanly():
+    good = [np.zeros(4) for _ in range(5)]
+    with pytest.raises(ValueError, match="elements"):
+        adam_step(np.zeros(3), *good[1:], **SCALARS)
+    with pytest.raises(ValueError):
+        adam_step(np.zeros(4, dtype=np.float32), *good[1:], **SCALARS)
+    with pytest.raises(ValueError):
+        adam_step(np.zeros(8)[::2], *good[1:], **SCALARS)
+    frozen = np.zeros(4)
+    frozen.setflags(write=False)
+    with pytest.raises(ValueError):
+        adam_step(frozen, *good[1:], **SCALARS)
+    shared = np.zeros(6)
+    with pytest.raises(ValueError, match="share memory"):
+        adam_step(shared[:4], shared[2:], *good[2:], **SCALARS)
+    with pytest.raises(TypeError):
+        adam_step(*good)  # the scalars are keyword-only and required
+    adam_step(*[np.zeros(0) for _ in range(5)], **SCALARS)  # nothing to do, no error
+
+
+def test_power_array_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="exponent"):
+        power_array(np.ones(2), 3.0, np.empty(2), shortcut=True)
+    with pytest.raises(ValueError, match="elements"):
+        power_array(np.ones(2), 2.0, np.empty(3), shortcut=True)
+    same = np.ones(3)
+    with pytest.raises(ValueError, match="share memory"):
+        power_array(same, 2.0, same, shortcut=True)
+
+
+# --- where the shortcut is enabled ----------------------------------------------------------
+@pytest.mark.parametrize("plain, libc, machine, is_64bit, allowed", [
+    ("", "glibc 2.36", "x86_64", True, True),
+    ("", "glibc 2.28", "aarch64", True, True),
+    ("", "glibc 2.39.9000", "x86_64", True, True),
+    ("1", "glibc 2.36", "x86_64", True, False),  # CYMICROGPT_PLAIN_POW=1
+    ("", "glibc 2.27", "x86_64", True, False),  # before the documented pow
+    ("", "glibc 2.36", "i686", False, False),  # 32-bit x86 has its own pow
+    ("", "glibc 2.36", "x86_64", False, False),  # a 32-bit interpreter on a 64-bit kernel
+    ("", "glibc 2.36", "ppc64le", True, False),
+    ("", None, "x86_64", True, False),  # musl, macOS, Windows: not glibc
+])
+def test_pow_shortcut_allowed_only_where_pows_bound_is_documented(plain, libc, machine, is_64bit, allowed):
+    result, reason = pow_shortcut_allowed(plain, libc, machine, is_64bit)
+    assert result is allowed
+    assert reason.startswith("pow shortcut" if allowed else "plain pow")
+
+
+def test_environment_switch_forces_plain_pow():
+    code = "import cymicrogpt.adam as a; print(a.POW_SHORTCUT, a.VectorAdam(lambda: None, 1, 0.1).shortcut)"
+    for value, expected in (("1", "False False"), ("", f"{adam.POW_SHORTCUT} {adam.POW_SHORTCUT}")):
+        env = {"CYMICROGPT_PLAIN_POW": value, "PATH": ""}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == expected.split()
