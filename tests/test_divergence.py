@@ -22,12 +22,6 @@ from command import TINY, assert_one_error_line, run_command, samples_of
 
 BACKENDS = ["python", "cython"]
 CONFIG = GPTConfig(n_layer=1, n_embd=8, block_size=8, n_head=2)
-ADAM_FIX = "needs engine fix: compiled Adam OverflowError"
-
-
-def needs_engine_fix(reason: str):
-    """The cython parametrisation fails until the engine helper's fix lands (then XPASS fails)."""
-    return pytest.param("cython", marks=pytest.mark.xfail(strict=True, reason=reason))
 
 
 def snapshot(run: Run) -> dict:
@@ -170,7 +164,7 @@ def test_an_overflowing_update_is_divergence(tiny_docs, backend: str) -> None:
     assert run.engine.gradients() == [0.0] * len(before["weights"])
 
 
-@pytest.mark.parametrize("backend", ["python", needs_engine_fix(ADAM_FIX)])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_huge_gradient_overflows_adam_atomically(tiny_docs, backend: str) -> None:
     """Python's g**2 raises OverflowError for |g| > ~1.34e154: microgpt's Adam fails there.
     The step is then divergence and changes nothing, on both engines."""

@@ -30,6 +30,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ._adam import adam_step
+from .config import ADAM_BETA1, ADAM_BETA2, ADAM_EPS
 
 FIRST_DOCUMENTED_GLIBC = (2, 28)  # glibc's pow from ARM's optimized-routines: <= 0.54 ULP
 GENERIC_POW_MACHINES = ("x86_64", "amd64", "aarch64", "arm64")  # use glibc's dbl-64 e_pow.c
@@ -63,7 +64,7 @@ POW_SHORTCUT, POW_SHORTCUT_REASON = pow_shortcut_allowed(
 
 
 class VectorAdam:
-    beta1, beta2, eps = 0.85, 0.99, 1e-8
+    beta1, beta2, eps = ADAM_BETA1, ADAM_BETA2, ADAM_EPS
 
     def __init__(self, arrays: Callable[[], tuple[np.ndarray, np.ndarray]], size: int, lr: float,
                  shortcut: bool = POW_SHORTCUT) -> None:

@@ -1,6 +1,6 @@
 """Checkpoints: a whole training run's state in one portable ``.npz`` file, and back.
 
-This module reads and writes a plain record, ``RunState``, and knows nothing of training:
+This module reads and writes a plain record, ``RunState`` (run_state.py), and knows nothing of training:
 ``Run.state()`` and ``Run.from_state()`` (training.py) convert a run to and from it.  A
 checkpoint holds everything a run is, so a run resumed from it continues bit for bit as
 if it had never stopped: the config, the tokenizer's characters, the documents in
@@ -25,7 +25,6 @@ import os
 import random
 import zipfile
 import zlib
-from dataclasses import dataclass
 from typing import BinaryIO, Optional, Union
 
 import numpy as np
@@ -35,6 +34,7 @@ from .checks import check_count, check_docs, check_lr
 from .config import GPTConfig
 from .files import open_regular, write_atomically
 from .params import check_model_size, num_params, state_dict_layout
+from .run_state import RunState
 from .tokenizer import Tokenizer
 
 FORMAT_TAG = "cymicrogpt-checkpoint"
@@ -48,24 +48,6 @@ PathLike = Union[str, os.PathLike]
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be loaded; the message names the file and the problem."""
 
-
-@dataclass
-class RunState:
-    """Everything a training run is, as plain values (what a checkpoint stores)."""
-
-    config: GPTConfig
-    chars: str  # the tokenizer's characters, in token-id order
-    docs: list[str]  # in training order (already shuffled)
-    weights: list[float]  # flat, state-dict order
-    adam_m: list[float]  # Adam's first moments, same order
-    adam_v: list[float]  # Adam's second moments
-    step: int  # steps completed
-    num_steps: int  # the run's length (the learning-rate decay depends on it)
-    lr: float
-    seed: int
-    backend: str  # the engine it was trained on
-    losses: list[float]  # one per completed step
-    rng_state: tuple  # random.Random.getstate() of the run's one random stream
 
 
 # --- text <-> arrays -------------------------------------------------------------------

@@ -16,12 +16,12 @@ import sys
 from typing import Callable, Iterable, Optional
 
 from .backends import DEFAULT_BACKEND, check_backend, make_engine
-from .checkpoint import RunState, load_state, save_state
 from .checks import check_count, check_docs, check_lr, check_seed
 from .config import (DEFAULT_LR, DEFAULT_NUM_SAMPLES, DEFAULT_SEED, DEFAULT_STEPS, DEFAULT_TEMPERATURE,
                      GPTConfig)
 from .model import forward_backward
 from .params import check_model_size, init_weights, num_params, state_dict_layout
+from .run_state import RunState
 from .sampling import check_temperature, sample_one
 from .tokenizer import Tokenizer
 
@@ -161,11 +161,15 @@ class Run:
 
     def save(self, path) -> None:
         """Write the run to the checkpoint `path` (atomically; see checkpoint.py)."""
+        from .checkpoint import save_state  # NumPy only here: the reference trains without it
+
         save_state(self.state(), path)
 
     @classmethod
     def load(cls, path, backend: Optional[str] = None) -> "Run":
         """The run saved at `path` (CheckpointError if unusable), ready to train on or sample."""
+        from .checkpoint import load_state  # NumPy only here: the reference trains without it
+
         if backend is not None:
             check_backend(backend)  # before reading the file
         return cls.from_state(load_state(path), backend)
