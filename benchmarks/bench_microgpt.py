@@ -55,7 +55,7 @@ def main() -> None:
         same = "yes" if rows[2].losses == rows[0].losses else "no (as printed)"
         report.append(f"| {repeat} | {ref_ms:.2f} | {fast_ms:.4f} | {script_ms:.2f} | {factors[-1]:.3f} "
                       f"| {speedups[-1]:,.0f}x | {ref_ms / fast_ms:,.0f}x | {same} |")
-    report += ["", f"Load average at the end: {load_average().removeprefix('; load average ') or 'not available'}.",
+    report += ["", f"Load average: {load_average().removeprefix('; load average ') or 'not available'}.",
                "", f"microgpt.py takes {statistics.median(factors):.2f}x the reference's time per step "
                f"(median of {len(factors)} repeats; range {min(factors):.2f}-{max(factors):.2f}); the compiled "
                f"backend is {statistics.median(speedups):,.0f}x faster than microgpt.py "
