@@ -20,7 +20,7 @@ from typing import Callable, Mapping, Optional
 import pytest
 
 from cymicrogpt.config import GPTConfig
-from cymicrogpt.data import NAMES_SHA256, cache_dir, sha256_of
+from cymicrogpt.data import NAMES_SHA256, cached_dataset_path, sha256_of
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NAMES_PATH = REPO_ROOT.parent / "shared" / "data" / "names.txt"  # the developers' copy; .ci/run checks it
@@ -28,11 +28,6 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 NAMES_ENV = "CYMICROGPT_NAMES"
 
 TINY_DOCS = ["emma", "olivia", "ava", "isabella", "sophia", "mia", "zoe", "liam", "noah", "eli"]
-
-
-def cached_names() -> Path:
-    # data.py has no function for the cached file itself, only for its directory.
-    return cache_dir() / "names.txt"
 
 
 class UnusableNames(Exception):
@@ -80,13 +75,13 @@ def how_to_get_names(cached: Path, shared: Path) -> str:
 def names_path() -> Path:
     """makemore's names.txt (see the module docstring for where it is looked for)."""
     try:
-        path, problem = find_names(os.environ, cached_names(), NAMES_PATH), ""
+        path, problem = find_names(os.environ, cached_dataset_path(), NAMES_PATH), ""
     except UnusableNames as exc:
         path, problem = None, str(exc)
     if problem:  # failed outside the except block: one line, no chained traceback
         pytest.fail(problem, pytrace=False)
     if path is None:
-        pytest.skip(how_to_get_names(cached_names(), NAMES_PATH))
+        pytest.skip(how_to_get_names(cached_dataset_path(), NAMES_PATH))
     return path
 
 

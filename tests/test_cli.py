@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import signal
 import subprocess
@@ -17,7 +16,6 @@ from cymicrogpt.progress import Progress, format_duration
 from cymicrogpt.training import Run
 from command import TINY, assert_one_error_line, run_command, samples_of
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(autouse=True)
@@ -36,9 +34,9 @@ def run_cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
 
 
 # --- microgpt's run ------------------------------------------------------------------------
-def test_default_run_prints_microgpt_output(capsys, names_path: Path, monkeypatch) -> None:
+def test_default_run_prints_microgpt_output(capsys, names_path: Path, monkeypatch, golden) -> None:
     monkeypatch.setattr(cli, "default_dataset", lambda: names_path)
-    golden = json.loads((FIXTURES / "seed_default_30steps.json").read_text())
+    golden = golden("seed_default_30steps.json")
     code, out, err = run_cli(capsys, "train", "--steps", 30, "--samples", 10)
     assert (code, err) == (0, "")
     lines = out.splitlines()

@@ -104,7 +104,8 @@ def test_bench_command_writes_the_ladder(tmp_path, capsys):
         assert (out / "ladder.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("argv", [["--impl", "gpu"], ["--impl", ""], ["--steps", "0"], ["--n-embd", "10"]])
+@pytest.mark.parametrize("argv", [["--impl", "gpu"], ["--impl", ""], ["--steps", "0"], ["--n-embd", "10"],
+                                  ["--microgpt", "no-such-microgpt.py"], ["--microgpt", ""]])
 def test_bench_bad_arguments_exit_2(argv, tmp_path, capsys):
     assert main(["bench", "--data", str(tmp_path / "missing.txt")] + argv) == 2
     assert capsys.readouterr().err.startswith("cymicrogpt: error:")

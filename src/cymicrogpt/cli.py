@@ -207,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--impl", default=",".join(IMPLEMENTATIONS), help="comma-separated implementations "
                        f"(default: {','.join(IMPLEMENTATIONS)})")
     add_shape_options(bench, defaults=True)
+    bench.add_argument("--microgpt", metavar="PATH", type=path, help="also time Karpathy's microgpt.py (this file, "
+                       "run unchanged) on the first --ref-steps steps, in the same sitting")
     bench.add_argument("--out", metavar="DIR", type=path, default="ladder", help="where ladder.md and ladder.png "
                        "go (default: ./ladder)")
     commands.add_parser("download", help="fetch makemore's names.txt once (sha256-checked) into the cache and print "
@@ -414,8 +416,10 @@ def cmd_bench(args: argparse.Namespace, argv: Optional[Sequence[str]], out: Cons
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {args.out}: exists and is not a directory")
+    if args.microgpt is not None and not Path(args.microgpt).is_file():
+        raise UsageError(f"--microgpt {args.microgpt}: not a file (the path of microgpt.py)")
     docs = load_docs(args.data if args.data is not None else default_dataset())
-    rows = run_ladder(docs, config, args.steps, impls, ref_steps=args.ref_steps)
+    rows = run_ladder(docs, config, args.steps, impls, ref_steps=args.ref_steps, microgpt=args.microgpt)
     table = compare(rows)
     out.print("", format_table(table))
     command = " ".join([PROG] + list(sys.argv[1:] if argv is None else argv))

@@ -52,6 +52,11 @@ def cache_dir() -> Path:
     return Path(base) / "cymicrogpt"
 
 
+def cached_dataset_path(directory: Optional[Path] = None) -> Path:
+    """Where default_dataset() keeps names.txt (in `directory`, default: cache_dir())."""
+    return (cache_dir() if directory is None else Path(directory)) / "names.txt"
+
+
 def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -61,8 +66,7 @@ def default_dataset(url: str = NAMES_URL, sha256: str = NAMES_SHA256, directory:
     import urllib.error  # here, not at the top: they take a third of a start-up to import
     import urllib.request
 
-    directory = cache_dir() if directory is None else Path(directory)
-    target = directory / "names.txt"
+    target = cached_dataset_path(directory)
     if os.path.lexists(target):
         try:
             cached = read_capped(target, "cached dataset", DataError, MAX_DATA_BYTES)
@@ -86,8 +90,8 @@ def default_dataset(url: str = NAMES_URL, sha256: str = NAMES_SHA256, directory:
         )
     # Atomic: a crash mid-write never leaves a truncated names.txt in the cache.
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(target, lambda fh: fh.write(payload))
     except OSError as exc:
-        raise DataError(f"cannot write the dataset cache in {directory}: {exc.strerror or exc}") from None
+        raise DataError(f"cannot write the dataset cache in {target.parent}: {exc.strerror or exc}") from None
     return target
