@@ -19,7 +19,7 @@ import statistics
 import time
 
 import cymicrogpt as mg
-from cymicrogpt.bench import compare, load_average, run_ladder
+from cymicrogpt.ladder.bench import compare, load_average, run_ladder
 from cymicrogpt.config import GPTConfig
 from cymicrogpt.data import default_dataset
 

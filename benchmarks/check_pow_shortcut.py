@@ -36,7 +36,7 @@ import numpy as np
 
 import cymicrogpt as mg
 from cymicrogpt._adam import adam_step, power_array
-from cymicrogpt.adam import POW_SHORTCUT_REASON, VectorAdam
+from cymicrogpt.engines.adam import POW_SHORTCUT_REASON, VectorAdam
 from cymicrogpt.training import start_run
 
 CHUNK = 5_000_000

@@ -14,9 +14,9 @@ import sys
 import numpy as np
 import pytest
 
-from cymicrogpt import adam
+from cymicrogpt.engines import adam
 from cymicrogpt._adam import adam_step, power_array
-from cymicrogpt.adam import VectorAdam, pow_shortcut_allowed
+from cymicrogpt.engines.adam import VectorAdam, pow_shortcut_allowed
 from cymicrogpt.reference import ReferenceAdam, Value
 
 SHORTCUT = pytest.mark.parametrize("shortcut", [True, False], ids=["shortcut", "plain-pow"])
@@ -302,7 +302,7 @@ def test_pow_shortcut_allowed_only_where_pows_bound_is_documented(plain, libc, m
 
 
 def test_environment_switch_forces_plain_pow():
-    code = "import cymicrogpt.adam as a; print(a.POW_SHORTCUT, a.VectorAdam(lambda: None, 1, 0.1).shortcut)"
+    code = "import cymicrogpt.engines.adam as a; print(a.POW_SHORTCUT, a.VectorAdam(lambda: None, 1, 0.1).shortcut)"
     for value, expected in (("1", "False False"), ("", f"{adam.POW_SHORTCUT} {adam.POW_SHORTCUT}")):
         env = {"CYMICROGPT_PLAIN_POW": value, "PATH": ""}
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)

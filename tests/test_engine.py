@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from cymicrogpt.backends import make_engine
+from cymicrogpt.engines import make_engine
 from cymicrogpt.config import GPTConfig
 from cymicrogpt.model import KVCache, forward_backward, gpt
 from cymicrogpt.params import state_dict_layout

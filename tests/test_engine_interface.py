@@ -1,4 +1,4 @@
-"""Both engines implement the written interface (engine.py), and the model's training pass
+"""Both engines implement the written interface (engines/interface.py), and the model's training pass
 and sampling ask nothing of an engine beyond it."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from cymicrogpt.backends import BACKENDS, make_engine
-from cymicrogpt.engine import Engine, Optimizer
+from cymicrogpt.engines import BACKENDS, make_engine
+from cymicrogpt.engines.interface import Engine, Optimizer
 from cymicrogpt.model import forward_backward
 from cymicrogpt.params import init_weights, state_dict_layout
 from cymicrogpt.sampling import sample_one

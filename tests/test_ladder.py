@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cymicrogpt.bench import Row, compare, format_table, reference_losses, run_ladder
+from cymicrogpt.ladder.bench import Row, compare, format_table, reference_losses, run_ladder
 from cymicrogpt.cli import main
 from cymicrogpt.config import GPTConfig
 from cymicrogpt.ladder import microgpt_script, trainer_class

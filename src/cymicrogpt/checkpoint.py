@@ -29,7 +29,7 @@ from typing import BinaryIO, Optional, Union
 
 import numpy as np
 
-from .backends import check_backend
+from .engines import check_backend
 from .checks import check_count, check_docs, check_lr
 from .config import GPTConfig
 from .files import open_regular, write_atomically

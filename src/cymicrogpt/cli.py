@@ -17,7 +17,7 @@ never lost to a stop it can survive:
 Exit codes: 0 done, 1 unusable data or checkpoint, divergence or a failed write, 2 bad
 arguments, 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), 141 output
 closed with nothing to keep.  Errors are one line on stderr, ``cymicrogpt: error: ...``,
-never a traceback.  ``cymicrogpt bench`` runs the efficiency ladder (see bench.py);
+never a traceback.  ``cymicrogpt bench`` runs the efficiency ladder (see ladder/bench.py);
 ``cymicrogpt download`` fetches and verifies the default dataset and prints its path.
 """
 from __future__ import annotations
@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
 from ._version import __version__
-from .backends import BACKENDS, DEFAULT_BACKEND
-from .bench import DEFAULT_REF_STEPS, compare, format_table, parse_impls, run_ladder, write_outputs
+from .engines import BACKENDS, DEFAULT_BACKEND
+from .ladder.bench import DEFAULT_REF_STEPS, compare, format_table, parse_impls, run_ladder, write_outputs
 from .checkpoint import CheckpointError
 from .checks import COUNT_MAX, check_lr, int_digits_limit
 from .config import (DEFAULT_LR, DEFAULT_NUM_SAMPLES, DEFAULT_SEED, DEFAULT_STEPS, DEFAULT_TEMPERATURE,

@@ -1,4 +1,4 @@
-"""The GPT itself, written once against the engine interface (``engine.py``).
+"""The GPT itself, written once against the engine interface (``engines/interface.py``).
 
 microgpt's architecture: GPT-2 with rmsnorm instead of layernorm, no biases and ReLU
 instead of GeLU; one token at a time with a key/value cache.  The same code drives the
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from .config import GPTConfig
-from .engine import Engine, Scalar, Vector
+from .engines.interface import Engine, Scalar, Vector
 from .params import layer_name
 
 

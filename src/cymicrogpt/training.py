@@ -15,7 +15,7 @@ import random
 import sys
 from typing import Callable, Iterable, Optional
 
-from .backends import DEFAULT_BACKEND, check_backend, make_engine
+from .engines import DEFAULT_BACKEND, check_backend, make_engine
 from .checks import check_count, check_docs, check_lr, check_seed
 from .config import (DEFAULT_LR, DEFAULT_NUM_SAMPLES, DEFAULT_SEED, DEFAULT_STEPS, DEFAULT_TEMPERATURE,
                      GPTConfig)

@@ -11,7 +11,7 @@ linear learning-rate decay.  They differ only in how the arithmetic is done:
     fused   the whole step fused into hand-written Cython loops:       ~1e-16 relative
             no graph, no Python per operation
 
-The first two are the training backends (backends.py), so they are exact by contract 2;
+The first two are the training backends (engines/__init__.py), so they are exact by contract 2;
 the others exist only here.  Each implementation is a class with this interface (see
 `base.Trainer`):
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..backends import BACKENDS, REFERENCE_BACKEND
+from ..engines import BACKENDS, REFERENCE_BACKEND
 
 # name -> (module of this package, class): the implementations that are not training backends
 OTHER_TRAINERS = {

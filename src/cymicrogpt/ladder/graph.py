@@ -5,7 +5,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..backends import make_engine
+from ..engines import make_engine
 from ..model import forward_backward
 from .base import Trainer
 

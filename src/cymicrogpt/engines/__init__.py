@@ -1,15 +1,15 @@
 """Backend names -> engines: "python" (the reference) and "cython" (the compiled graph).
 
-These are the engines `train` runs on (engine.py's interface); the efficiency ladder
+These are the engines `train` runs on (engines/interface.py); the efficiency ladder
 (ladder/) times them beside its other implementations, starting from REFERENCE_BACKEND.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
-from .config import GPTConfig
-from .engine import Engine
-from .params import MatrixSlot
+from ..config import GPTConfig
+from .interface import Engine
+from ..params import MatrixSlot
 
 BACKENDS = ("cython", "python")
 DEFAULT_BACKEND = "cython"
@@ -26,11 +26,11 @@ def make_engine(name: str, layout: list[MatrixSlot], weights: Sequence[float], c
     """A fresh engine holding `weights` (flat, state-dict order)."""
     check_backend(name)
     if name == REFERENCE_BACKEND:
-        from .reference import ReferenceEngine
+        from ..reference import ReferenceEngine
 
         return ReferenceEngine(layout, weights)
     try:
-        from .graph_engine import GraphEngine
+        from .compiled import GraphEngine
     except ImportError as exc:  # a source checkout that was never built
         raise RuntimeError(
             "the compiled engine is not built; install the package with `pip install .` "

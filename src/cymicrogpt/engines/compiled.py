@@ -11,9 +11,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ._ops import GraphOps
+from .._ops import GraphOps
 from .adam import VectorAdam
-from .params import MatrixSlot
+from ..params import MatrixSlot
 
 
 class GraphEngine:

@@ -30,13 +30,12 @@ from pathlib import Path
 from queue import Empty
 from typing import Optional, Sequence, Union
 
-from .backends import REFERENCE_BACKEND
-from .config import DEFAULT_LR, DEFAULT_SEED, GPTConfig
-from .ladder import EXACT, IMPLEMENTATIONS, NotInstalled, trainer_class
-from .ladder import microgpt_script
-from .params import num_params
-from .progress import Progress
-from .training import initialise
+from ..engines import REFERENCE_BACKEND
+from ..config import DEFAULT_LR, DEFAULT_SEED, GPTConfig
+from . import EXACT, IMPLEMENTATIONS, NotInstalled, microgpt_script, trainer_class
+from ..params import num_params
+from ..progress import Progress
+from ..training import initialise
 
 DEFAULT_REF_STEPS = 20  # the reference takes ~0.1-0.2 s per default step; more is just waiting
 DIFF_FLOOR = 1e-18  # where the loss chart draws a difference of exactly 0 (log scale)
@@ -245,7 +244,7 @@ def environment() -> str:
         torch_version = f"{torch.__version__} ({torch.get_num_threads()} threads)"
     except ImportError:
         torch_version = "not installed"
-    from . import __version__
+    from .. import __version__
 
     return (f"cymicrogpt {__version__}; Python {platform.python_version()}; NumPy {numpy.__version__}; "
             f"torch {torch_version}; {platform.machine()}, {multiprocessing.cpu_count()} CPUs, "

@@ -5,7 +5,7 @@ graph of one sequence, op by op, as ``model.py`` calls it.  Two engines implemen
 
     backend   class                         Vector           Matrix               Scalar
     python    reference.ReferenceEngine     list of Value    list of rows (lists)  Value
-    cython    graph_engine.GraphEngine      _ops.Vec         _ops.Mat              Vec of size 1
+    cython    compiled.GraphEngine           _ops.Vec         _ops.Mat              Vec of size 1
 
 Vector, Matrix and Scalar are opaque handles: the model only passes them back to the same
 engine, never looks inside.  A handle built after ``begin_sequence`` belongs to that

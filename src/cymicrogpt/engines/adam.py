@@ -29,8 +29,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ._adam import adam_step
-from .config import ADAM_BETA1, ADAM_BETA2, ADAM_EPS
+from .._adam import adam_step
+from ..config import ADAM_BETA1, ADAM_BETA2, ADAM_EPS
 
 FIRST_DOCUMENTED_GLIBC = (2, 28)  # glibc's pow from ARM's optimized-routines: <= 0.54 ULP
 GENERIC_POW_MACHINES = ("x86_64", "amd64", "aarch64", "arm64")  # use glibc's dbl-64 e_pow.c
