@@ -488,3 +488,6 @@ if __name__ == "__main__":
     except KeyboardInterrupt:
         print("compare_peers: interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # the table piped into a reader that stopped (head)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        sys.exit(1)
