@@ -23,7 +23,7 @@ from cymicrogpt.config import GPTConfig
 from cymicrogpt.data import NAMES_SHA256, cached_dataset_path, sha256_of
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-NAMES_PATH = REPO_ROOT.parent / "shared" / "data" / "names.txt"  # the developers' copy; .ci/run checks it
+NAMES_PATH = REPO_ROOT.parent / "shared" / "data" / "names.txt"  # the developers' copy, beside the repository
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 NAMES_ENV = "CYMICROGPT_NAMES"
 
