@@ -84,6 +84,7 @@ cdef class Arena:
     cdef Py_ssize_t n_targets
     cdef dict templates  # (root, n_nodes, n_edges) -> OrderTemplate
     cdef Py_ssize_t template_bytes  # held by all templates: bounded, see TEMPLATE_BYTES_PER_NODE
+    cdef Py_ssize_t replays  # backward passes that replayed a template (for tests and benchmarks)
     # --- sizes --------------------------------------------------------------------------
     cdef Py_ssize_t n_nodes, node_capacity
     cdef Py_ssize_t n_edges, edge_capacity

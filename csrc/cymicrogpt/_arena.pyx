@@ -199,6 +199,7 @@ cdef class Arena:
         cdef Py_ssize_t count = -1
         if template is not None and template.matches(self):
             count = template.replay(self)
+            self.replays += count >= 0
         if count < 0:
             if template is None:
                 template = self.new_template()  # Python runs here: it may change the graph

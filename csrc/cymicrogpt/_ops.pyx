@@ -221,6 +221,11 @@ cdef class GraphOps:
         """How many graph shapes have a kept depth-first order (see _arena.OrderTemplate)."""
         return len(self.arena.templates)
 
+    @property
+    def order_replays(self):
+        """How many backward passes replayed a kept order instead of searching."""
+        return self.arena.replays
+
     # --- graph ops ----------------------------------------------------------------------
     def begin_sequence(self, bint record=True):
         """Forget the previous sequence's graph; record a new one (or only values)."""
