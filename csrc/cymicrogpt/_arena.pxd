@@ -57,6 +57,9 @@ cdef struct Nodes:
     int32_t n_fixed
 
 
+cdef class OrderTemplate
+
+
 cdef class Arena:
     # --- nodes: node_capacity entries each --------------------------------------------
     cdef double[::1] data  # node values (forward pass)
@@ -76,6 +79,12 @@ cdef class Arena:
     cdef int32_t[::1] stack  # nodes being expanded ...
     cdef int32_t[::1] cursor  # ... and the index of the next child each one looks at
     cdef uint32_t epoch
+    # --- cached orders (see OrderTemplate) ------------------------------------------------
+    cdef int32_t[::1] targets  # nll's probability nodes, in creation order (see add_target)
+    cdef Py_ssize_t n_targets
+    cdef dict templates  # (root, n_nodes, n_edges) -> OrderTemplate
+    cdef Py_ssize_t template_bytes  # held by all templates: bounded, see TEMPLATE_BYTES_PER_NODE
+    cdef Py_ssize_t replays  # backward passes that replayed a template (for tests and benchmarks)
     # --- sizes --------------------------------------------------------------------------
     cdef Py_ssize_t n_nodes, node_capacity
     cdef Py_ssize_t n_edges, edge_capacity
@@ -91,6 +100,33 @@ cdef class Arena:
     cdef uint32_t next_epoch(self) noexcept nogil
     cdef Py_ssize_t topological_order(self, int32_t root) noexcept nogil
     cdef void backward(self, int32_t root) noexcept nogil
+    cdef void pass_gradients(self, int32_t root, Py_ssize_t count) noexcept nogil
+    cdef int reserve_target(self) except -1
+    cdef int backward_cached(self, int32_t root) except -1
+    cdef OrderTemplate new_template(self)
+
+
+# The depth-first order of one graph shape, replayed instead of searched again.
+# A training step's graph has the same nodes and children whatever the document's tokens,
+# given its length, except for each nll's probability node p = e_t * inv: its first child
+# is the target's exp node e_t.  In the order, that shows only in one place per nll:
+#   ... [L_t S_t E_t] [L_i S_i E_i for i != t, ascending] total inv p ...
+# (logit, shifted logit, exp of each token; the search reaches e_t first, then the other
+# exps through total = sum(exps), each after the one logit subtree they share).  So the
+# template keeps the order with that run of 3V entries rewritten per target on replay.
+cdef class OrderTemplate:
+    # the graph it was searched on: nodes [n_fixed, n_nodes) and every edge
+    cdef int32_t root
+    cdef uint8_t[::1] kind
+    cdef int32_t[::1] a, b, n, edges
+    cdef int32_t[::1] targets  # probability nodes (their a[] is not compared)
+    cdef int32_t[::1] runs  # order index where each target's 3V run of triples starts
+    cdef int32_t[::1] order
+    cdef Py_ssize_t count  # length of the order
+
+    cdef bint matches(self, Arena ar) noexcept nogil
+    cdef bint capture(self, Arena ar, int32_t root, Py_ssize_t count) noexcept nogil
+    cdef Py_ssize_t replay(self, Arena ar) noexcept nogil
 
 
 # --- node construction, inlined into every module that builds nodes --------------------
@@ -108,6 +144,13 @@ cdef inline int32_t add_node(Arena ar, NodeKind kind, int32_t a, int32_t b, int3
     ar.grad[i] = 0.0
     ar.n_nodes += 1
     return i
+
+
+cdef inline void add_target(Arena ar, int32_t prob) noexcept nogil:
+    """Note nll's probability node (reserve_target() first); nothing when not recording."""
+    if ar.recording:
+        ar.targets[ar.n_targets] = prob
+        ar.n_targets += 1
 
 
 cdef inline void add_edge(Arena ar, int32_t child) noexcept nogil:

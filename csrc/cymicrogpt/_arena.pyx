@@ -5,12 +5,20 @@ backward() must add gradients into every node in exactly the order microgpt's re
 node shared by several parents (a weight used at every position) gets the last bits of
 its gradient from that order.  So we replay the same depth-first search, iteratively (an
 explicit stack, no recursion limit), children in microgpt's order (see _arena.pxd).
+The search costs more than the backward it orders, and a training step's graph repeats
+from step to step: backward_cached() replays the order of an earlier graph of the same
+shape (an OrderTemplate), searching only graphs it has not seen.
 """
 import numpy as np
 
 from libc.stdint cimport int32_t, uint8_t, uint32_t
+from libc.string cimport memcmp, memcpy
 
 cdef Py_ssize_t MIN_CAPACITY = 1024
+# Templates may hold up to this many bytes per node of the arena's capacity (the arena
+# itself takes ~60): enough for every document length of a names-like corpus, while a
+# corpus of long documents keeps templates only for the lengths it meets first.
+cdef Py_ssize_t TEMPLATE_BYTES_PER_NODE = 32
 
 
 cdef class Arena:
@@ -19,6 +27,8 @@ cdef class Arena:
     def __cinit__(self):
         self.recording = True
         self.epoch = 0
+        self.templates = {}
+        self.targets = np.empty(16, np.int32)
         self.grow_nodes(0)
         self.grow_edges(0)
 
@@ -96,6 +106,19 @@ cdef class Arena:
         """Drop every node after the fixed ones (the graph of the previous sequence)."""
         self.n_nodes = self.n_fixed
         self.n_edges = 0  # fixed nodes are leaves: they own no edges
+        self.n_targets = 0
+
+    cdef int reserve_target(self) except -1:
+        """Room for one more add_target(): take a larger array, re-check, install in C."""
+        cdef int32_t[::1] fresh
+        cdef Py_ssize_t i
+        while self.n_targets >= self.targets.shape[0]:
+            fresh = np.empty(2 * max(self.targets.shape[0], self.n_targets + 1), np.int32)  # Python runs here
+            if self.n_targets < fresh.shape[0] and self.targets.shape[0] < fresh.shape[0]:
+                for i in range(self.n_targets):
+                    fresh[i] = self.targets[i]
+                self.targets = fresh
+        return 0
 
     # --- the depth-first search ---------------------------------------------------------
     cdef uint32_t next_epoch(self) noexcept nogil:
@@ -156,13 +179,204 @@ cdef class Arena:
 
     cdef void backward(self, int32_t root) noexcept nogil:
         """d(root)/d(node) for every node under root, accumulated in microgpt's order."""
-        cdef Py_ssize_t i = self.topological_order(root)
+        self.pass_gradients(root, self.topological_order(root))
+
+    cdef void pass_gradients(self, int32_t root, Py_ssize_t count) noexcept nogil:
+        """The backward pass proper, over the first `count` entries of order[]."""
         cdef Nodes g = self.nodes()
         cdef int32_t* order = &self.order[0]
+        cdef Py_ssize_t i = count
         g.grad[root] = 1.0
         while i > 0:
             i -= 1
             backward_node(&g, order[i])
+
+    cdef int backward_cached(self, int32_t root) except -1:
+        """backward(root), with the order replayed from a template of this graph's shape
+        when one matches; otherwise searched, and kept as a template (within budget)."""
+        key = (root, self.n_nodes, self.n_edges)
+        cdef OrderTemplate template = self.templates.get(key)
+        cdef Py_ssize_t count = -1
+        if template is not None and template.matches(self):
+            count = template.replay(self)
+            self.replays += count >= 0
+        if count < 0:
+            if template is None:
+                template = self.new_template()  # Python runs here: it may change the graph
+            if not 0 <= root < self.n_nodes:
+                raise ValueError(f"node {root} is not in the graph")
+            count = self.topological_order(root)
+            if template is not None and template.capture(self, root, count):
+                self.templates[key] = template
+        self.pass_gradients(root, count)
+        return 0
+
+    cdef OrderTemplate new_template(self):
+        """Empty arrays sized for the current graph; None when over the memory budget."""
+        cdef Py_ssize_t m = self.n_nodes - self.n_fixed
+        cdef Py_ssize_t size = 17 * m + 4 * self.n_edges + 8 * self.n_targets
+        if self.template_bytes + size > TEMPLATE_BYTES_PER_NODE * self.node_capacity:
+            return None
+        self.template_bytes += size
+        cdef OrderTemplate t = OrderTemplate.__new__(OrderTemplate)
+        t.kind = np.empty(m, np.uint8)
+        t.a, t.b, t.n, t.order = np.empty(m, np.int32), np.empty(m, np.int32), np.empty(m, np.int32), np.empty(m, np.int32)
+        t.edges = np.empty(self.n_edges, np.int32)
+        t.targets, t.runs = np.empty(self.n_targets, np.int32), np.empty(self.n_targets, np.int32)
+        return t
+
+
+# --- order templates -------------------------------------------------------------------------
+cdef class OrderTemplate:
+    """One graph shape's depth-first order (see _arena.pxd), checked before every replay."""
+
+    cdef bint matches(self, Arena ar) noexcept nogil:
+        """True when ar's graph gives the search the same walk as the one searched: the
+        same nodes and non-leaf children.  Which leaf a child or range is does not count
+        (the search never enters leaves: an embedding row differs by token), nor does a
+        target's first child (replay() rewrites its run), nor a LEAF node's fields."""
+        cdef Nodes g = ar.nodes()
+        cdef int32_t nf = g.n_fixed, i, j, k, next_target = 0, ext
+        cdef uint8_t kind
+        if (ar.n_nodes - nf != self.kind.shape[0] or ar.n_edges != self.edges.shape[0]
+                or ar.n_targets != self.targets.shape[0]):
+            return False
+        for i in range(ar.n_targets):
+            if ar.targets[i] != self.targets[i]:
+                return False
+        for k in range(<int32_t>ar.n_edges):
+            if not same_child(g.edges[k], self.edges[k], 1, nf):
+                return False
+        for i in range(nf, <int32_t>ar.n_nodes):
+            j = i - nf
+            kind = g.kind[i]
+            if kind != self.kind[j]:
+                return False
+            if kind == LEAF:
+                continue
+            if g.n[i] != self.n[j]:
+                return False
+            if kind == SUM_LIST or kind == DOT_LIST:  # a is an edge index
+                if g.a[i] != self.a[j]:
+                    return False
+                continue
+            ext = 1 if kind == UNARY or kind == ADD else g.n[i]  # how many nodes a child names
+            if next_target < ar.n_targets and i == ar.targets[next_target]:
+                next_target += 1  # its a: the target's exp node, free
+            elif not same_child(g.a[i], self.a[j], ext, nf):
+                return False
+            if (kind == ADD or kind == DOT) and not same_child(g.b[i], self.b[j], ext, nf):
+                return False
+        return True
+
+    cdef bint capture(self, Arena ar, int32_t root, Py_ssize_t count) noexcept nogil:
+        """Keep ar's graph and its order, just searched (count entries).  False when the
+        arrays do not fit the graph (it changed while they were taken) or a target's
+        triples are not where replay() would rewrite them: then no template is kept."""
+        cdef Nodes g = ar.nodes()
+        cdef Py_ssize_t nf = ar.n_fixed, m = ar.n_nodes - nf, i, k
+        cdef int32_t* order = &ar.order[0]
+        cdef int32_t* position = &ar.cursor[0]  # the search's scratch, free now
+        if (m != self.kind.shape[0] or ar.n_edges != self.edges.shape[0]
+                or ar.n_targets != self.targets.shape[0] or count > m):
+            return False
+        for k in range(count):
+            position[order[k]] = <int32_t>k
+        for i in range(ar.n_targets):
+            if i > 0 and ar.targets[i] <= ar.targets[i - 1]:
+                return False
+            self.targets[i] = ar.targets[i]
+            self.runs[i] = triples_run(&g, ar.targets[i], <int32_t>ar.n_nodes, order, position, count)
+            if self.runs[i] < 0:
+                return False
+        memcpy(&self.kind[0], &ar.kind[nf], m)  # (all of it: matches() picks what counts)
+        memcpy(&self.a[0], &ar.a[nf], 4 * m)
+        memcpy(&self.b[0], &ar.b[nf], 4 * m)
+        memcpy(&self.n[0], &ar.n[nf], 4 * m)
+        memcpy(&self.order[0], order, 4 * count)
+        if ar.n_edges:
+            memcpy(&self.edges[0], &ar.edges[0], 4 * ar.n_edges)
+        self.root, self.count = root, count
+        return True
+
+    cdef Py_ssize_t replay(self, Arena ar) noexcept nogil:
+        """Write the template's order into ar.order, each target's run rewritten for its
+        current target; the order's length, or -1 if a target lies out of its range."""
+        cdef Nodes g = ar.nodes()
+        cdef int32_t* order = &ar.order[0]
+        cdef int32_t p, es, size, target, j
+        cdef Py_ssize_t i
+        memcpy(order, &self.order[0], 4 * self.count)
+        for i in range(self.targets.shape[0]):
+            p = self.targets[i]
+            es, size = exp_range(&g, p)
+            target = g.a[p] - es
+            if not 0 <= target < size:
+                return -1
+            for j in range(3 * size):
+                order[self.runs[i] + j] = run_entry(&g, es, target, j)
+        return self.count
+
+
+cdef inline bint same_child(int32_t x, int32_t y, int32_t extent, int32_t n_fixed) noexcept nogil:
+    """The same child node or range (of `extent` nodes), or both wholly leaves."""
+    return x == y or (x + extent <= n_fixed and y + extent <= n_fixed)
+
+
+cdef inline (int32_t, int32_t) exp_range(Nodes* g, int32_t p) noexcept nogil:
+    """First exp node and count of the softmax whose probability node is p
+    (p = e_t * inv, inv = total**-1, total = SUM of the exps)."""
+    cdef int32_t total = g.a[g.b[p]]
+    return g.a[total], g.n[total]
+
+
+cdef inline int32_t run_entry(Nodes* g, int32_t es, int32_t target, int32_t j) noexcept nogil:
+    """Entry j of a target's run: triples (logit, shifted, exp), the target's first,
+    then every other token's in ascending order."""
+    cdef int32_t triple = j // 3, token
+    token = target if triple == 0 else (triple - 1 if triple <= target else triple)
+    cdef int32_t e = es + token
+    if j % 3 == 2:
+        return e
+    return g.a[e] if j % 3 == 1 else g.a[g.a[e]]
+
+
+cdef int32_t triples_run(Nodes* g, int32_t p, int32_t n_nodes, const int32_t* order,
+                         const int32_t* position, Py_ssize_t count) noexcept nogil:
+    """Where the search put target p's run of triples (see _arena.pxd), or -1 when the
+    graph around p is not the pattern that makes replay() exact:
+    p = DOT(e_t, inv), inv = UNARY(total), total = SUM(e_0..e_{V-1}), e_i = UNARY(s_i),
+    s_i = UNARY(l_i), and every l_i a DOT of a weight row (leaves) with one shared input
+    range, so that whichever logit the search reaches first, it finds the same subtree
+    under it and posts every other logit at once; and the search put all of it, in
+    that order, just before total, inv, p."""
+    cdef int32_t inv, total, es, count_v, target, e, l, l0, j, k, start
+    if not (g.n_fixed <= p < n_nodes and g.kind[p] == DOT and g.n[p] == 1):
+        return -1
+    inv = g.b[p]
+    if g.kind[inv] != UNARY or g.kind[g.a[inv]] != SUM:
+        return -1
+    total = g.a[inv]
+    es, count_v = exp_range(g, p)
+    target = g.a[p] - es
+    if not 0 <= target < count_v:
+        return -1
+    l0 = g.a[g.a[es]]
+    for e in range(es, es + count_v):
+        if g.kind[e] != UNARY or g.kind[g.a[e]] != UNARY:
+            return -1
+        l = g.a[g.a[e]]
+        if (g.kind[l] != DOT or g.b[l] != g.b[l0] or g.n[l] != g.n[l0]
+                or g.a[l] + g.n[l] > g.n_fixed):
+            return -1
+    k = position[p]
+    start = k - 2 - 3 * count_v
+    if not (start >= 0 and k < count and order[k] == p and order[k - 1] == inv and order[k - 2] == total):
+        return -1
+    for j in range(3 * count_v):
+        if order[start + j] != run_entry(g, es, target, j):
+            return -1
+    return start
 
 
 # --- the search's child scan --------------------------------------------------------------

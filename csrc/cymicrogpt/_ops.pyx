@@ -30,7 +30,8 @@ from libc.stdint cimport int32_t, int64_t
 
 import numpy as np
 
-from cymicrogpt._arena cimport Arena, LEAF, UNARY, ADD, SUM, DOT, SUM_LIST, DOT_LIST, add_node, add_edge
+from cymicrogpt._arena cimport (Arena, LEAF, UNARY, ADD, SUM, DOT, SUM_LIST, DOT_LIST, add_node, add_edge,
+                                add_target)
 
 cdef double RMSNORM_EPS = 1e-5  # microgpt's rmsnorm epsilon
 cdef int64_t last_id = 0  # ids handed out so far, to engines and to graphs (under the GIL)
@@ -215,6 +216,16 @@ cdef class GraphOps:
         """(node capacity, edge capacity): constant once the largest graph was built."""
         return self.arena.node_capacity, self.arena.edge_capacity
 
+    @property
+    def order_templates(self):
+        """How many graph shapes have a kept depth-first order (see _arena.OrderTemplate)."""
+        return len(self.arena.templates)
+
+    @property
+    def order_replays(self):
+        """How many backward passes replayed a kept order instead of searching."""
+        return self.arena.replays
+
     # --- graph ops ----------------------------------------------------------------------
     def begin_sequence(self, bint record=True):
         """Forget the previous sequence's graph; record a new one (or only values)."""
@@ -361,10 +372,12 @@ cdef class GraphOps:
         cdef Vec out = Vec.__new__(Vec)
         cdef Arena ar = self.arena
         ar.reserve(3 * logits.size + 5, 0)
+        ar.reserve_target()
         self.check(logits)
         if not 0 <= target < logits.size:
             raise IndexError(f"target {target} out of range for {logits.size} logits")
         cdef int32_t prob = softmax_nodes(ar, logits.start, logits.size, <int32_t>target), lg
+        add_target(ar, prob)  # its first child depends on the target: see OrderTemplate
         cdef double p = ar.data[prob]
         if p == 0.0:
             raise ValueError(f"math domain error: log of probability {p!r}")
@@ -404,7 +417,7 @@ cdef class GraphOps:
         self.check(loss)
         if loss.size != 1:
             raise ValueError("backward needs a scalar (size-1) vector")
-        self.arena.backward(loss.start)
+        self.arena.backward_cached(loss.start)
         return self.arena.data[loss.start]
 
     def probs(self, Vec logits, temperature):

@@ -1,0 +1,102 @@
+"""Replayed depth-first orders (_arena.OrderTemplate) give exactly the searched gradients.
+
+An engine replays the order of a graph shape it has seen; a fresh engine has seen
+nothing, so it searches.  Every graph below is built on both, and the losses and weight
+gradients must be float-== (the full search itself is held to the reference by
+test_parity.py).  The graphs cover what the replay rewrites (nll's target), what it must
+ignore (which embedding row a node reads) and shapes it must refuse: same node counts,
+different structure, and nll on logits that are not a linear layer's output.
+"""
+import random
+
+import pytest
+
+from cymicrogpt._ops import GraphOps
+from cymicrogpt.config import GPTConfig
+from cymicrogpt.model import sequence_loss
+from cymicrogpt.params import init_weights, state_dict_layout
+
+CONFIG = GPTConfig(n_layer=2, n_embd=16, block_size=8, n_head=4)
+VOCAB = 27
+LAYOUT = state_dict_layout(CONFIG, VOCAB)
+WEIGHTS = init_weights(random.Random(3), LAYOUT)
+
+
+def loss_and_grads(ops: GraphOps, build) -> tuple[float, list[float]]:
+    """Build a graph with build(ops) -> loss, backward, return (loss, weight gradients)."""
+    ops.begin_sequence(True)
+    loss = ops.backward(build(ops))
+    grads = ops.node_grads()[: len(WEIGHTS)]
+    result = grads.tolist()
+    grads[:] = 0.0
+    return loss, result
+
+
+def assert_replay_exact(builds) -> GraphOps:
+    """Each build on one long-lived engine == on a fresh engine (which must search)."""
+    kept = GraphOps(LAYOUT, WEIGHTS)
+    for build in builds:
+        assert loss_and_grads(kept, build) == loss_and_grads(GraphOps(LAYOUT, WEIGHTS), build)
+    return kept
+
+
+def document(tokens):
+    return lambda ops: sequence_loss(ops, CONFIG, tokens)
+
+
+def test_documents_of_one_length_replay_with_every_target_and_token():
+    rng = random.Random(7)
+    docs = [[rng.randrange(VOCAB) for _ in range(6)] for _ in range(12)]
+    docs += [[0] * 6, [VOCAB - 1] * 6, [0, VOCAB - 1] * 3]  # first and last targets
+    ops = assert_replay_exact(document(d) for d in docs)
+    assert ops.order_templates == 1  # one length: one shape, kept ...
+    assert ops.order_replays == len(docs) - 1  # ... and replayed for every later document
+
+
+def test_documents_of_mixed_lengths_keep_one_template_per_length():
+    rng = random.Random(8)
+    lengths = [3, 9, 5, 3, 9, 2, 5, 9]  # longer than block_size + 1 is truncated to it
+    ops = assert_replay_exact(document([rng.randrange(VOCAB) for _ in range(n)]) for n in lengths)
+    assert ops.order_templates == 4  # lengths 2, 3, 5 and 9 (9 tokens: 8 positions)
+    assert ops.order_replays == len(lengths) - 4
+
+
+def nll_of(source: str):
+    """Two graphs of the same sizes whose residual-like add reads a non-leaf ("hidden")
+    or a weight row ("leaf"): the search walks different subtrees under the logits."""
+
+    def build(ops, target):
+        x = ops.rmsnorm(ops.row("wte", 1))
+        inp = x if source == "hidden" else ops.row("wte", 2)
+        logits = ops.linear(ops.relu(ops.add(inp, ops.row("wpe", 0))), ops.matrix("lm_head"))
+        return ops.mean([ops.nll(logits, target)])
+
+    return build
+
+
+@pytest.mark.parametrize("order", [("hidden", "leaf"), ("leaf", "hidden")])
+def test_same_sizes_different_structure_are_searched_again(order):
+    builds = []
+    for source in order:
+        for target in (0, 4, VOCAB - 1):
+            builds.append(lambda ops, s=source, t=target: nll_of(s)(ops, t))
+    ops = assert_replay_exact(builds)
+    # Each shape's first graph is searched, the next two replayed: the second shape
+    # was refused the first one's template (same sizes), searched, and then replayed.
+    assert ops.order_templates == 1 and ops.order_replays == 4
+
+
+def test_graphs_off_the_pattern_are_searched_every_time():
+    """Two nlls on the same logits (the second finds them visited) and an nll on
+    logits that are no linear layer's output: not the replay's pattern, no template."""
+
+    def build(targets):
+        def run(ops):
+            logits = ops.linear(ops.rmsnorm(ops.row("wte", 3)), ops.matrix("lm_head"))
+            return ops.mean([ops.nll(logits, targets[0]), ops.nll(logits, targets[1]),
+                             ops.nll(ops.relu(logits), targets[0])])
+
+        return run
+
+    ops = assert_replay_exact([build((1, 2)), build((2, 1)), build((5, 5)), build((0, VOCAB - 1))])
+    assert ops.order_templates == 0 and ops.order_replays == 0
