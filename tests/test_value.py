@@ -45,10 +45,15 @@ step = st.one_of(
     st.tuples(st.just("u"), st.sampled_from(sorted(UNARY_OPS)), st.integers(0, 99)),
     st.tuples(st.just("b"), st.sampled_from(sorted(BINARY_OPS)), st.integers(0, 99), st.integers(0, 99)),
     st.tuples(st.just("c"), st.sampled_from(sorted(CONST_OPS)), st.integers(0, 99), constants),
+    # microgpt's generic node: Value(data, children, local_grads), children may repeat
+    st.tuples(st.just("g"), finite, st.lists(st.tuples(st.integers(0, 99), constants), max_size=5)),
 )
 
 
 def apply(kind, name, pool, *args):
+    if kind == "g":  # name: the node's data
+        V = type(pool[0])
+        return V(name, tuple(pool[i % len(pool)] for i, _ in args[0]), tuple(g for _, g in args[0]))
     if kind == "u":
         return UNARY_OPS[name](pool[args[0] % len(pool)])
     if kind == "b":
@@ -80,6 +85,21 @@ def run_both(leaves, program):
 @given(st.lists(finite, min_size=1, max_size=4), st.lists(step, min_size=1, max_size=25))
 def test_random_expressions_match_reference(leaves, program):
     ref_pool, fast_pool = run_both(leaves, program)
+    assert_same_backward(ref_pool, fast_pool)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(finite, min_size=1, max_size=4), st.lists(step, min_size=1, max_size=25), finite)
+def test_changing_data_after_the_forward_changes_no_gradient(leaves, program, new_data):
+    """Local gradients are fixed when a node is built (microgpt): overwrite every node's
+    .data between the forward and the backward, on both engines alike."""
+    ref_pool, fast_pool = run_both(leaves, program)
+    for ref, fast in zip(ref_pool, fast_pool):
+        ref.data = fast.data = new_data
+    assert_same_backward(ref_pool, fast_pool)
+
+
+def assert_same_backward(ref_pool, fast_pool):
     ref_pool[-1].backward()
     fast_pool[-1].backward()
     for ref, fast in zip(ref_pool, fast_pool):
