@@ -212,6 +212,8 @@ cdef inline bint settled(Nodes* g, int32_t c, uint32_t epoch) noexcept nogil:
         return not to_visit(g, a, epoch) and not to_visit(g, b, epoch)
     if kind == DOT:
         return span_done(g, a, n, epoch) and span_done(g, b, n, epoch)
+    if kind == GRAD_LIST and n == 2:  # Value's a * b
+        return not to_visit(g, g.edges[a], epoch) and not to_visit(g, g.edges[a + 1], epoch)
     return kind == SUM and span_done(g, a, n, epoch)
 
 
