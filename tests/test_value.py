@@ -194,3 +194,63 @@ def test_values_from_several_threads_stay_exact(frequent_switches):
     for t in threads:
         t.join()
     assert got == expected
+
+
+class Litter:
+    """Cyclic garbage whose finalizer builds (and drops) Values: the cyclic GC runs it at
+    any allocation of any thread, in the middle of another thread's op."""
+
+    def __init__(self):
+        self.me = self
+
+    def __del__(self):
+        (Value(0.5) * Value(2.0) + Value(1.0, (Value(3.0),), (0.25,))).backward()
+
+
+def shared_weight_graph(V, seed, w):
+    """A graph of every node kind built on the shared weights `w` and this thread's data."""
+    rng = random.Random(seed)
+    total = 0
+    for _ in range(60):
+        x = [V(rng.uniform(-1, 1)) for _ in w]
+        h = sum(wi * xi for wi, xi in zip(w, x)).relu()
+        t = V(h.data * 0.5, (h, x[0]), (0.5, -0.25))  # a generic node
+        total = total + t * h + w[0] ** 2 / 3
+    return total
+
+
+def test_many_threads_building_one_graph_stay_exact(frequent_switches):
+    """16 threads build graphs on shared weights at once (collections and finalizers that
+    build Values interleaved, several times the collection threshold in nodes); each loss
+    and, backward one after another, each gradient equals the reference's."""
+    gc.set_threshold(50)
+    try:
+        results, errors = {}, []
+        w = [Value(0.1 * (i - 3)) for i in range(8)]
+
+        def work(seed):
+            try:
+                for _ in range(3):
+                    Litter()
+                    shared_weight_graph(Value, seed, w)  # dropped: collections have work
+                results[seed] = shared_weight_graph(Value, seed, w)
+            except BaseException as exc:  # noqa: BLE001 - reported below, in the main thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(seed,)) for seed in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        gc.set_threshold(700)
+    assert not errors, errors
+    ref_w = [RefValue(0.1 * (i - 3)) for i in range(8)]
+    for seed in range(16):
+        ref = shared_weight_graph(RefValue, seed, ref_w)
+        for p, rp in zip(w, ref_w):
+            p.grad, rp.grad = 0.0, 0
+        results[seed].backward()
+        ref.backward()
+        assert results[seed].data == ref.data
+        assert [p.grad for p in w] == [rp.grad for rp in ref_w]
