@@ -8,8 +8,8 @@ SVM max-margin loss `mean(relu(1 - y_i * score_i))` plus L2 regularisation
 every step is a fresh forward (inputs wrapped as Values, as the demo does), zero_grad,
 backward and update.
 
-Both engines run the same steps from the same weights, one after the other in this process;
-each time is the median of --repeats runs after one untimed warm-up step.  The script
+Both engines run the same steps from the same weights, in this process, their runs
+interleaved; each time is the median of --repeats runs, each after one untimed warm-up step.  The script
 checks that both engines produce identical losses and parameters (float ==) and prints the
 ratio.
 
@@ -102,8 +102,10 @@ def main() -> None:
     print(f"# cymicrogpt {mg.__version__} | Python {platform.python_version()} | {platform.machine()}")
     print(f"micrograd demo MLP {'-'.join(map(str, SIZES))}, {POINTS} points, {args.steps} steps, "
           f"median of {args.repeats}")
-    ref_runs = [run(RefValue, args.steps) for _ in range(args.repeats)]
-    fast_runs = [run(mg.Value, args.steps) for _ in range(args.repeats)]
+    ref_runs, fast_runs = [], []
+    for _ in range(args.repeats):  # interleaved: a change in the machine's load hits both
+        ref_runs.append(run(RefValue, args.steps))
+        fast_runs.append(run(mg.Value, args.steps))
     ref_s = statistics.median(r[0] for r in ref_runs)
     fast_s = statistics.median(r[0] for r in fast_runs)
     same = all(r[1:] == ref_runs[0][1:] for r in ref_runs + fast_runs)
