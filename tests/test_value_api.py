@@ -210,3 +210,24 @@ def test_collect_and_graph_size_are_public():
     assert cymicrogpt.collect() == cymicrogpt.graph_size() >= 2
     assert keep.data == 2.0
     assert {"collect", "graph_size"} <= set(cymicrogpt.__all__)
+
+
+class CollectingNumber:
+    """A local gradient whose __float__ grows the arena past a collection and collects:
+    the children it was given must still be the children the node gets."""
+
+    def __float__(self):
+        junk = [Value(float(i)) * Value(2.0) for i in range(70000)]
+        del junk
+        cymicrogpt.collect()
+        return 0.5
+
+
+def test_constructor_survives_collections_while_converting_local_gradients():
+    results = []
+    for V, half in ((Value, CollectingNumber()), (RefValue, 0.5)):
+        a, b = V(3.0), V(4.0)
+        top = V(1.0, (a, b, a), (half, 2.0, half)) * a
+        top.backward()
+        results.append((top.data, a.grad, b.grad))
+    assert results[0] == results[1]
