@@ -46,7 +46,11 @@ from numbers import Real
 from cymicrogpt._arena cimport (Arena, NodeKind, LEAF, UNARY, ADD, GRAD_LIST, add_node,
                                 add_graded_edge)
 
-MIN_COLLECT_AT = 1 << 16  # nodes; below this the arena is never collected
+# Nodes; below this the arena is never collected.  A collection costs in proportion to
+# the arena's nodes: micrograd's demo MLP (~65k nodes a step, benchmarks/bench_value.py)
+# took 64.9M instructions a step at 2^16 (about two collections a step), 61.2M at 2^17,
+# 61.8M at 2^18 (callgrind, steps 2-9), in an arena of the same capacity (2^17 nodes).
+MIN_COLLECT_AT = 1 << 17
 
 cdef Arena tape = Arena()
 # handles[i]: the Value of node i (borrowed), or NULL.  A plain pointer table: it holds
