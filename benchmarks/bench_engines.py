@@ -5,8 +5,7 @@ order), take one warm-up step, then are timed with time.perf_counter over the sa
 following steps; the ratio is over those identical documents.  The compiled backend's
 timing is the best of several repeats (fresh runs) because a step takes well under a
 millisecond.  A breakdown splits the compiled step into graph build (forward),
-backward and Adam.  Then the Value micro-benchmark: a small MLP's forward + backward
-with the reference Value and cymicrogpt.Value.
+backward and Adam.  (cymicrogpt.Value has its own benchmark: bench_value.py.)
 
     python benchmarks/bench_engines.py [--data PATH] [--ref-steps 20] [--repeats 5]
 """
@@ -14,14 +13,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-import random
-import statistics
 import time
 
 import cymicrogpt as mg
 from cymicrogpt.config import GPTConfig
 from cymicrogpt.model import sequence_loss
-from cymicrogpt.reference import Value as RefValue
 from cymicrogpt.training import start_run
 
 CONFIGS = {
@@ -80,32 +76,6 @@ def bench_training(docs, ref_steps_override, repeats: int) -> None:
             print(f"  {part:22s} {seconds * 1e3:8.4f} ms/step")
 
 
-def mlp_forward_backward(V, rng_seed: int = 0, width: int = 32, samples: int = 8):
-    """A 2-layer ReLU MLP on random data: sum of squared errors, then backward."""
-    rng = random.Random(rng_seed)
-    w1 = [[V(rng.uniform(-1, 1)) for _ in range(width)] for _ in range(width)]
-    w2 = [V(rng.uniform(-1, 1)) for _ in range(width)]
-    xs = [[rng.uniform(-1, 1) for _ in range(width)] for _ in range(samples)]
-    start = time.perf_counter()
-    loss = 0
-    for x in xs:
-        h = [sum(wi * xi for wi, xi in zip(row, x)).relu() for row in w1]
-        out = sum(wi * hi for wi, hi in zip(w2, h))
-        loss = loss + (out - 1.0) ** 2
-    loss.backward()
-    return time.perf_counter() - start, loss.data, w1[0][0].grad
-
-
-def bench_value(repeats: int) -> None:
-    ref = min(mlp_forward_backward(RefValue)[0] for _ in range(repeats))
-    fast = min(mlp_forward_backward(mg.Value)[0] for _ in range(repeats))
-    same = mlp_forward_backward(RefValue)[1:] == mlp_forward_backward(mg.Value)[1:]
-    print("\n## Value micro-benchmark (MLP 32x32, 8 samples, forward + backward, ~17k nodes)")
-    print(f"reference Value  : {ref * 1e3:8.2f} ms")
-    print(f"cymicrogpt.Value : {fast * 1e3:8.2f} ms")
-    print(f"speed-up         : {ref / fast:8.1f}x   (identical loss and grads: {same})")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None, help="text file, one document per line (default: names.txt)")
@@ -118,7 +88,6 @@ def main() -> None:
           f"{platform.processor() or platform.platform()}")
     print(f"data: {path} ({len(docs)} docs)")
     bench_training(docs, args.ref_steps, args.repeats)
-    bench_value(args.repeats)
 
 
 if __name__ == "__main__":

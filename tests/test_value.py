@@ -45,10 +45,15 @@ step = st.one_of(
     st.tuples(st.just("u"), st.sampled_from(sorted(UNARY_OPS)), st.integers(0, 99)),
     st.tuples(st.just("b"), st.sampled_from(sorted(BINARY_OPS)), st.integers(0, 99), st.integers(0, 99)),
     st.tuples(st.just("c"), st.sampled_from(sorted(CONST_OPS)), st.integers(0, 99), constants),
+    # microgpt's generic node: Value(data, children, local_grads), children may repeat
+    st.tuples(st.just("g"), finite, st.lists(st.tuples(st.integers(0, 99), constants), max_size=5)),
 )
 
 
 def apply(kind, name, pool, *args):
+    if kind == "g":  # name: the node's data
+        V = type(pool[0])
+        return V(name, tuple(pool[i % len(pool)] for i, _ in args[0]), tuple(g for _, g in args[0]))
     if kind == "u":
         return UNARY_OPS[name](pool[args[0] % len(pool)])
     if kind == "b":
@@ -80,6 +85,21 @@ def run_both(leaves, program):
 @given(st.lists(finite, min_size=1, max_size=4), st.lists(step, min_size=1, max_size=25))
 def test_random_expressions_match_reference(leaves, program):
     ref_pool, fast_pool = run_both(leaves, program)
+    assert_same_backward(ref_pool, fast_pool)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(finite, min_size=1, max_size=4), st.lists(step, min_size=1, max_size=25), finite)
+def test_changing_data_after_the_forward_changes_no_gradient(leaves, program, new_data):
+    """Local gradients are fixed when a node is built (microgpt): overwrite every node's
+    .data between the forward and the backward, on both engines alike."""
+    ref_pool, fast_pool = run_both(leaves, program)
+    for ref, fast in zip(ref_pool, fast_pool):
+        ref.data = fast.data = new_data
+    assert_same_backward(ref_pool, fast_pool)
+
+
+def assert_same_backward(ref_pool, fast_pool):
     ref_pool[-1].backward()
     fast_pool[-1].backward()
     for ref, fast in zip(ref_pool, fast_pool):
@@ -174,3 +194,63 @@ def test_values_from_several_threads_stay_exact(frequent_switches):
     for t in threads:
         t.join()
     assert got == expected
+
+
+class Litter:
+    """Cyclic garbage whose finalizer builds (and drops) Values: the cyclic GC runs it at
+    any allocation of any thread, in the middle of another thread's op."""
+
+    def __init__(self):
+        self.me = self
+
+    def __del__(self):
+        (Value(0.5) * Value(2.0) + Value(1.0, (Value(3.0),), (0.25,))).backward()
+
+
+def shared_weight_graph(V, seed, w):
+    """A graph of every node kind built on the shared weights `w` and this thread's data."""
+    rng = random.Random(seed)
+    total = 0
+    for _ in range(60):
+        x = [V(rng.uniform(-1, 1)) for _ in w]
+        h = sum(wi * xi for wi, xi in zip(w, x)).relu()
+        t = V(h.data * 0.5, (h, x[0]), (0.5, -0.25))  # a generic node
+        total = total + t * h + w[0] ** 2 / 3
+    return total
+
+
+def test_many_threads_building_one_graph_stay_exact(frequent_switches):
+    """16 threads build graphs on shared weights at once (collections and finalizers that
+    build Values interleaved, several times the collection threshold in nodes); each loss
+    and, backward one after another, each gradient equals the reference's."""
+    gc.set_threshold(50)
+    try:
+        results, errors = {}, []
+        w = [Value(0.1 * (i - 3)) for i in range(8)]
+
+        def work(seed):
+            try:
+                for _ in range(3):
+                    Litter()
+                    shared_weight_graph(Value, seed, w)  # dropped: collections have work
+                results[seed] = shared_weight_graph(Value, seed, w)
+            except BaseException as exc:  # noqa: BLE001 - reported below, in the main thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(seed,)) for seed in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        gc.set_threshold(700)
+    assert not errors, errors
+    ref_w = [RefValue(0.1 * (i - 3)) for i in range(8)]
+    for seed in range(16):
+        ref = shared_weight_graph(RefValue, seed, ref_w)
+        for p, rp in zip(w, ref_w):
+            p.grad, rp.grad = 0.0, 0
+        results[seed].backward()
+        ref.backward()
+        assert results[seed].data == ref.data
+        assert [p.grad for p in w] == [rp.grad for rp in ref_w]

@@ -24,6 +24,8 @@ from libc.stdint cimport int32_t, uint8_t, uint32_t
 #   DOT        a, b, a+1, b+1, ..., a+n-1, b+n-1      sum(a_i * b_i); a * b is n = 1
 #   SUM_LIST   edges[a], ..., edges[a+n-1]            sum(xs) over scattered nodes
 #   DOT_LIST   edges[a], edges[a+1], ... (2n)         sum(x_i * y_i) over scattered pairs
+#   GRAD_LIST  edges[a], ..., edges[a+n-1]            Value(data, children, local_grads): local
+#              with local grads edge_grad[a..a+n-1]   grads fixed at creation (Value's a * b)
 cdef enum NodeKind:
     LEAF = 0
     UNARY = 1
@@ -32,6 +34,7 @@ cdef enum NodeKind:
     DOT = 4
     SUM_LIST = 5
     DOT_LIST = 6
+    GRAD_LIST = 7
 
 cdef enum:
     MAX_INDEX = 0x7fffffff  # node and edge indices are int32: capacities stay below this
@@ -48,6 +51,7 @@ cdef struct Nodes:
     int32_t* b
     int32_t* n
     int32_t* edges
+    double* edge_grad
     double* data
     double* grad
     double* aux
@@ -69,8 +73,9 @@ cdef class Arena:
     cdef int32_t[::1] a  # first child, first of a range, or first edge (see NodeKind)
     cdef int32_t[::1] b  # second child, or start of the second range (ADD, DOT)
     cdef int32_t[::1] n  # range length, or number of listed children (pairs for DOT_LIST)
-    # --- edges: child lists of SUM_LIST / DOT_LIST nodes, edge_capacity entries -------
+    # --- edges: child lists of SUM_LIST / DOT_LIST / GRAD_LIST nodes, edge_capacity entries
     cdef int32_t[::1] edges
+    cdef double[::1] edge_grad  # GRAD_LIST: d(node)/d(edges[i]), fixed at creation
     # --- scratch of the depth-first search, node_capacity entries each -----------------
     cdef uint32_t[::1] mark  # == epoch: visited in the current search
     cdef uint32_t[::1] span_epoch  # == epoch: the range starting here holds nothing to visit ...
@@ -158,3 +163,9 @@ cdef inline void add_edge(Arena ar, int32_t child) noexcept nogil:
     if ar.recording:
         ar.edges[ar.n_edges] = child
         ar.n_edges += 1
+
+
+cdef inline void add_graded_edge(Arena ar, int32_t child, double local_grad) noexcept nogil:
+    """Append one child of a GRAD_LIST node with its local gradient."""
+    ar.edge_grad[ar.n_edges] = local_grad
+    add_edge(ar, child)

@@ -93,12 +93,14 @@ cdef class Arena:
         if cap > MAX_INDEX:
             raise MemoryError(f"the graph would exceed {MAX_INDEX} edges")
         cdef int32_t[::1] fresh = np.empty(cap, np.int32)  # Python runs here
+        cdef double[::1] fresh_grad = np.empty(cap)
         if cap <= self.edge_capacity or cap < self.n_edges + edges:
             return 0  # grown meanwhile: reserve() looks again
         cdef Py_ssize_t i
         for i in range(self.n_edges):
             fresh[i] = self.edges[i]
-        self.edges = fresh
+            fresh_grad[i] = self.edge_grad[i]
+        self.edges, self.edge_grad = fresh, fresh_grad
         self.edge_capacity = cap
         return 0
 
@@ -137,6 +139,7 @@ cdef class Arena:
         cdef Nodes g
         g.kind, g.a, g.b, g.n = &self.kind[0], &self.a[0], &self.b[0], &self.n[0]
         g.data, g.grad, g.aux, g.edges = &self.data[0], &self.grad[0], &self.aux[0], &self.edges[0]
+        g.edge_grad = &self.edge_grad[0]
         g.mark, g.span_epoch, g.span_len = &self.mark[0], &self.span_epoch[0], &self.span_len[0]
         g.n_fixed = <int32_t>self.n_fixed
         return g
@@ -423,6 +426,8 @@ cdef inline bint settled(Nodes* g, int32_t c, uint32_t epoch) noexcept nogil:
         return not to_visit(g, a, epoch) and not to_visit(g, b, epoch)
     if kind == DOT:
         return span_done(g, a, n, epoch) and span_done(g, b, n, epoch)
+    if kind == GRAD_LIST and n == 2:  # Value's a * b
+        return not to_visit(g, g.edges[a], epoch) and not to_visit(g, g.edges[a + 1], epoch)
     return kind == SUM and span_done(g, a, n, epoch)
 
 
@@ -461,8 +466,8 @@ cdef inline int32_t next_to_visit(Nodes* g, int32_t v, int32_t* cursor, uint32_t
             if to_visit(g, c, epoch):
                 cursor[0] = j
                 return c
-    elif kind == SUM_LIST or kind == DOT_LIST:
-        while j < (n if kind == SUM_LIST else 2 * n):
+    elif kind == SUM_LIST or kind == DOT_LIST or kind == GRAD_LIST:
+        while j < (2 * n if kind == DOT_LIST else n):
             c = g.edges[a + j]
             j += 1
             if to_visit(g, c, epoch):
@@ -497,6 +502,9 @@ cdef inline void backward_node(Nodes* g, int32_t v) noexcept nogil:
         for i in range(a, a + 2 * n, 2):
             g.grad[g.edges[i]] += g.data[g.edges[i + 1]] * dv
             g.grad[g.edges[i + 1]] += g.data[g.edges[i]] * dv
+    elif kind == GRAD_LIST:
+        for i in range(a, a + n):
+            g.grad[g.edges[i]] += g.edge_grad[i] * dv
     # LEAF: nothing to pass on.  No other kind exists: add_node takes a NodeKind.
 
 

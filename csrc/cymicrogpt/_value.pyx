@@ -1,10 +1,14 @@
 # cython: language_level=3
 """`cymicrogpt.Value`: microgpt's scalar Value, on the compiled arena.
 
-A drop-in for `cymicrogpt.reference.Value`: the same operators (reflected ones too),
-`exp log relu`, `.data .grad .backward()`, built as the same graph (every op makes the
-node microgpt makes, constants included as local gradients), so `.data` and `.grad`
-come out bit-identical.  Values are handles onto nodes of one module-wide arena.
+A drop-in for `cymicrogpt.reference.Value`: microgpt's constructor
+`Value(data, children=(), local_grads=())` (any number of children, each with its local
+gradient), the same operators (reflected ones too), `exp log relu`, `.data .grad
+.backward()`, built as the same graph (every op makes the node microgpt makes, constants
+included as local gradients), so `.data` and `.grad` come out bit-identical.  As in
+microgpt, every local gradient is fixed when its node is built: changing an operand's
+`.data` afterwards changes no gradient (a product stores both factors' values, a
+GRAD_LIST node).  Values are handles onto nodes of one module-wide arena.
 
 Memory: a node lives while a Value refers to it or to a node computed from it.  When
 the arena has doubled since the last collection, the nodes no live Value can reach are
@@ -12,12 +16,23 @@ dropped and the rest compacted (order kept, so backward order is unchanged).  So
 training loop that rebinds `loss = ...` each step runs in flat memory; see
 `graph_size()` and `collect()`.
 
+Threads: one arena serves every thread, and every op (node creation, backward, a
+collection) runs in C holding the GIL from the moment it has its room to its last
+store: Python runs only while an op takes its room (make_room), and an op reads its
+operands' node indices after that.  So Values from any threads may be mixed in one
+graph, and each op is atomic: concurrent threads see some interleaving of whole ops.
+(Free-threaded builds would need a lock around the same sections: pyproject.toml.)
+
+Copies: pickle, copy.copy and copy.deepcopy give a leaf with the same `.data` and `.grad`;
+the graph below is not kept (the reference pickles it).
+
 Arithmetic on `.data` follows Python's float rules: `+ - *` are IEEE double operations
 in C, exactly what Python does; `** exp log` call Python's own float `**`, `math.exp`
 and `math.log`, so values and errors (ZeroDivisionError, OverflowError, ValueError)
 are Python's.  Differences from the reference: `.data` is always a float (an int
-`Value(2)` holds 2.0), and a negative number to a fractional power raises ValueError
-where the reference would produce a complex number.
+`Value(2)` holds 2.0, a NumPy scalar its float value, and NumPy scalar operands are
+converted to float before the op), and a negative number to a fractional power raises
+ValueError where the reference would produce a complex number.
 """
 cimport cython
 from cpython.ref cimport PyObject
@@ -26,20 +41,36 @@ from libc.stdlib cimport realloc
 from libc.string cimport memset
 
 import math
+from numbers import Real
 
-from cymicrogpt._arena cimport Arena, NodeKind, LEAF, UNARY, ADD, DOT, add_node
+from cymicrogpt._arena cimport (Arena, NodeKind, LEAF, UNARY, ADD, GRAD_LIST, add_node,
+                                add_graded_edge)
 
-MIN_COLLECT_AT = 1 << 16  # nodes; below this the arena is never collected
+# Nodes; below this the arena is never collected.  A collection costs in proportion to
+# the arena's nodes: micrograd's demo MLP (~65k nodes a step, benchmarks/bench_value.py)
+# took 64.9M instructions a step at 2^16 (about two collections a step), 61.2M at 2^17,
+# 61.8M at 2^18 (callgrind, steps 2-9), in an arena of the same capacity (2^17 nodes).
+MIN_COLLECT_AT = 1 << 17
 
 cdef Arena tape = Arena()
 # handles[i]: the Value of node i (borrowed), or NULL.  A plain pointer table: it holds
-# no Python references, and growing it (realloc) runs no Python.
+# no Python references, and growing it (realloc) runs no Python.  Its capacity is never
+# below the arena's (make_room keeps them in step).
 cdef PyObject** handles = NULL
 cdef Py_ssize_t handles_capacity = 0
 cdef Py_ssize_t collect_at = MIN_COLLECT_AT
 
 
-cdef int make_room(Py_ssize_t nodes) except -1:
+cdef inline int make_room(Py_ssize_t nodes, Py_ssize_t edges) except -1:
+    """Room for `nodes` nodes and `edges` edges; runs Python only when the room is not
+    there yet (see make_room_slowly)."""
+    if (tape.n_nodes + nodes <= collect_at and tape.n_nodes + nodes <= tape.node_capacity
+            and tape.n_edges + edges <= tape.edge_capacity):
+        return 0
+    return make_room_slowly(nodes, edges)
+
+
+cdef int make_room_slowly(Py_ssize_t nodes, Py_ssize_t edges) except -1:
     """Reserve arena room (collecting garbage first when due) and keep handles[] in step.
 
     tape.reserve() may run Python (see Arena.reserve), which may build or free Values
@@ -49,7 +80,7 @@ cdef int make_room(Py_ssize_t nodes) except -1:
     if tape.n_nodes + nodes > collect_at:
         collect_garbage()
         collect_at = max(MIN_COLLECT_AT, 2 * tape.n_nodes)
-    tape.reserve(nodes, 0)
+    tape.reserve(nodes, edges)
     cdef PyObject** grown
     if tape.node_capacity > handles_capacity:
         grown = <PyObject**>realloc(handles, tape.node_capacity * sizeof(PyObject*))
@@ -67,16 +98,16 @@ cdef inline void push_unmarked(int32_t c, uint32_t epoch, Py_ssize_t* top) noexc
         top[0] += 1
 
 
-cdef Py_ssize_t collect_garbage() except -1:
+cdef Py_ssize_t collect_garbage() noexcept:
     """Drop nodes no live Value can reach; compact the rest in order.  Returns live count.
 
-    Values build LEAF, UNARY (child a), ADD and one-pair DOT nodes (children a, b) only."""
-    cdef Py_ssize_t n = tape.n_nodes, i, top, live = 0
+    Values build LEAF, UNARY (child a), ADD (children a, b) and GRAD_LIST nodes (children
+    edges[a..a+n)).  C only."""
+    cdef Py_ssize_t n = tape.n_nodes, i, k, top, live = 0, live_edges = 0
     cdef int32_t v
     cdef uint8_t kind
     cdef int32_t[::1] new_index = tape.order  # scratch: old index -> new index
     cdef uint32_t epoch = tape.next_epoch()
-    cdef Value handle
     # mark: every node reachable from a node that has a Value
     for i in range(n):
         if handles[i] == NULL or tape.mark[i] == epoch:
@@ -87,11 +118,16 @@ cdef Py_ssize_t collect_garbage() except -1:
             top -= 1
             v = tape.stack[top]
             kind = tape.kind[v]
-            if kind != LEAF:
+            if kind == UNARY or kind == ADD:
                 push_unmarked(tape.a[v], epoch, &top)
-            if kind == ADD or kind == DOT:
+            if kind == ADD:
                 push_unmarked(tape.b[v], epoch, &top)
-    # compact: children always precede their parents, so new_index[child] is known
+            elif kind == GRAD_LIST:
+                for k in range(tape.a[v], tape.a[v] + tape.n[v]):
+                    push_unmarked(tape.edges[k], epoch, &top)
+    # compact: children always precede their parents, so new_index[child] is known; a
+    # GRAD_LIST node's edges follow its predecessors' (each op appends its node and its
+    # edges at once), so the edges compact in the same pass
     for i in range(n):
         if tape.mark[i] != epoch:
             continue
@@ -101,17 +137,23 @@ cdef Py_ssize_t collect_garbage() except -1:
         tape.grad[live] = tape.grad[i]
         tape.aux[live] = tape.aux[i]
         tape.kind[live] = kind
-        tape.a[live] = new_index[tape.a[i]] if kind != LEAF else 0
-        tape.b[live] = new_index[tape.b[i]] if kind == ADD or kind == DOT else 0
         tape.n[live] = tape.n[i]
+        tape.a[live] = new_index[tape.a[i]] if kind == UNARY or kind == ADD else 0
+        tape.b[live] = new_index[tape.b[i]] if kind == ADD else 0
+        if kind == GRAD_LIST:
+            tape.a[live] = <int32_t>live_edges
+            for k in range(tape.a[i], tape.a[i] + tape.n[i]):
+                tape.edges[live_edges] = new_index[tape.edges[k]]
+                tape.edge_grad[live_edges] = tape.edge_grad[k]
+                live_edges += 1
         handles[live] = handles[i]
         if handles[live] != NULL:
-            handle = <Value>handles[live]
-            handle.index = <int32_t>live
+            (<Value>handles[live]).index = <int32_t>live
         live += 1
     for i in range(live, n):
         handles[i] = NULL
     tape.n_nodes = live
+    tape.n_edges = live_edges
     return live
 
 
@@ -132,61 +174,109 @@ cdef inline int32_t node(Value v) except -1:
     return v.index
 
 
-cdef Value new_node(NodeKind kind, Value a, Value b, double value, double local_grad):
-    """A node with children a (and b for ADD, DOT), as a new Value.
-
-    The Value object is allocated before the room is taken (an allocation may run the
-    GC and its finalizers), and the children's indices are read after it (a collection
-    may move nodes); from make_room() to the handle, only C runs."""
-    node(a)
-    if b is not None:
-        node(b)
-    cdef Value out = Value.__new__(Value)
-    make_room(1)
-    cdef int32_t i
-    if kind == UNARY:
-        i = add_node(tape, UNARY, a.index, 0, 0, value, local_grad)
-    else:  # ADD (a + b) or DOT (a * b: one pair)
-        i = add_node(tape, kind, a.index, b.index, 1, value, 0.0)
+cdef inline Value bind(Value out, int32_t i):
     out.index = i
     handles[i] = <PyObject*>out
     return out
 
 
-cdef inline Value binary(NodeKind kind, Value a, Value b, double value):
-    return new_node(kind, a, b, value, 0.0)
+# Every op below allocates its Value before it takes its room (an allocation may run the
+# GC and its finalizers), reads its operands' indices after (a collection may move
+# nodes), and runs only C from make_room() to bind().
+cdef Value unary(Value a, double value, double local_grad):
+    """A node with one child and its local gradient."""
+    node(a)
+    cdef Value out = Value.__new__(Value)
+    make_room(1, 0)
+    return bind(out, add_node(tape, UNARY, a.index, 0, 0, value, local_grad))
 
 
-cdef inline Value unary(Value a, double value, double local_grad):
-    return new_node(UNARY, a, None, value, local_grad)
+cdef Value add(Value a, Value b):
+    """a + b: local gradients 1 and 1, constants."""
+    cdef double value = tape.data[node(a)] + tape.data[node(b)]
+    cdef Value out = Value.__new__(Value)
+    make_room(1, 0)
+    return bind(out, add_node(tape, ADD, a.index, b.index, 0, value, 0.0))
+
+
+cdef Value multiply(Value a, Value b):
+    """a * b: local gradients b.data and a.data, as they are now (stored in the node)."""
+    cdef double x = tape.data[node(a)], y = tape.data[node(b)]
+    cdef Value out = Value.__new__(Value)
+    make_room(1, 2)
+    cdef int32_t i = add_node(tape, GRAD_LIST, <int32_t>tape.n_edges, 0, 2, x * y, 0.0)
+    add_graded_edge(tape, a.index, y)
+    add_graded_edge(tape, b.index, x)
+    return bind(out, i)
 
 
 cdef inline bint is_number(x):
-    return isinstance(x, (int, float))  # bool included: Python treats it as an int
+    """A real number operand: int and float at once (bool is an int, as in Python), and
+    any numbers.Real (NumPy scalars, Fraction), converted to float by the op."""
+    return isinstance(x, (int, float)) or isinstance(x, Real)
 
 
-@cython.freelist(256)
+cdef double to_double(x, str what) except? -1.0:
+    """float(x) for any real number (numbers.Real or __float__); TypeError otherwise
+    (float() alone would also parse strings)."""
+    if isinstance(x, (int, float)):
+        return <double>x  # float(x), without making the float object
+    if isinstance(x, Real) or hasattr(type(x), "__float__"):
+        return float(x)
+    raise TypeError(f"{what} must be a real number, got {type(x).__name__}")
+
+
+def _leaf(data, grad):
+    """Rebuild a pickled or copied Value: a leaf holding its data and grad."""
+    out = Value(data)
+    out.grad = grad
+    return out
+
+
+# A step of a training loop drops its whole graph, then builds as many Values again:
+# a freelist this long recycles most of them (the objects are 24 bytes: ~1.5 MiB kept).
+@cython.freelist(65536)
 cdef class Value:
     """A scalar in the computation graph; see the module docstring."""
-    cdef int32_t index
+    cdef int32_t index  # the node; -1: none yet
 
-    def __cinit__(self, *args, **kwargs):
+    def __cinit__(self):  # takes no arguments, so Cython passes it none: no parsing cost
         self.index = -1
 
-    def __init__(self, data):
-        if not isinstance(data, (int, float)):
-            raise TypeError(f"Value() needs an int or float, got {type(data).__name__}")
+    def __init__(self, data, children=(), local_grads=()):
+        cdef double value = to_double(data, "Value()'s data")
         if self.index >= 0:
             raise RuntimeError("Value.__init__ called twice")
-        cdef double value = float(data)
-        make_room(1)
-        cdef int32_t i = add_node(tape, LEAF, 0, 0, 0, value, 0.0)
-        self.index = i
-        handles[i] = <PyObject*>self
+        if type(children) is tuple and len(<tuple>children) == 0 and local_grads == ():
+            make_room(1, 0)
+            bind(self, add_node(tape, LEAF, 0, 0, 0, value, 0.0))
+        else:
+            self.make_node(value, children, local_grads)
+
+    cdef int make_node(self, double value, children, local_grads) except -1:
+        """microgpt's generic node: children, each with its local gradient."""
+        kids, grads = tuple(children), tuple(local_grads)
+        if len(kids) != len(grads):
+            raise ValueError(f"Value() got {len(kids)} children and {len(grads)} local gradients")
+        cdef list local = [to_double(g, "a local gradient") for g in grads]  # Python runs here
+        cdef Py_ssize_t k, n = len(kids)
+        for k in range(n):
+            if not isinstance(kids[k], Value):
+                raise TypeError(f"a child must be a cymicrogpt.Value, got {type(kids[k]).__name__}")
+            node(<Value>kids[k])
+        make_room(1, n)  # from here on, C only
+        cdef int32_t i = add_node(tape, GRAD_LIST if n else LEAF, <int32_t>tape.n_edges, 0, <int32_t>n, value, 0.0)
+        for k in range(n):
+            add_graded_edge(tape, (<Value>kids[k]).index, <double>local[k])
+        bind(self, i)
+        return 0
 
     def __dealloc__(self):
         if self.index >= 0 and self.index < handles_capacity and handles[self.index] == <PyObject*>self:
             handles[self.index] = NULL
+
+    def __reduce__(self):
+        return _leaf, (self.data, self.grad)
 
     @property
     def data(self):
@@ -211,25 +301,22 @@ cdef class Value:
 
     # --- the ops, each exactly microgpt's ----------------------------------------------
     def __add__(self, other):
-        cdef Value b
         if isinstance(other, Value):
-            b = other
-            return binary(ADD, self, b, tape.data[node(self)] + tape.data[node(b)])
+            return add(self, <Value>other)
         if is_number(other):  # Value(other) leaf, local grad 1 -> one UNARY node
-            return unary(self, tape.data[node(self)] + <double>float(other), 1.0)
+            return unary(self, tape.data[node(self)] + <double>other, 1.0)
         return NotImplemented
 
     def __radd__(self, other):
         return self + other
 
     def __mul__(self, other):
-        cdef Value b
+        cdef double c
         if isinstance(other, Value):
-            b = other
-            return binary(DOT, self, b, tape.data[node(self)] * tape.data[node(b)])
+            return multiply(self, <Value>other)
         if is_number(other):  # local grad: the constant
-            c = float(other)
-            return unary(self, tape.data[node(self)] * <double>c, c)
+            c = other
+            return unary(self, tape.data[node(self)] * c, c)
         return NotImplemented
 
     def __rmul__(self, other):
@@ -238,6 +325,8 @@ cdef class Value:
     def __pow__(self, other, modulo):
         if modulo is not None or not is_number(other):
             return NotImplemented
+        if not isinstance(other, (int, float)):
+            other = float(other)  # a NumPy scalar would make ** below NumPy's, not Python's
         x = tape.data[node(self)]  # a Python float: ** below is Python's float pow
         out = x ** other
         local_grad = other * x ** (other - 1)
@@ -279,3 +368,6 @@ cdef class Value:
         # op could otherwise grow (reallocate) it under this loop.
         cdef int32_t i = node(self)
         tape.backward(i)
+
+
+make_room_slowly(0, 0)  # sizes handles[] to the arena: make_room's fast path relies on it

@@ -23,12 +23,14 @@ _EXPORTS = {
     "Run": ".training",
     "train": ".training",
     "Value": "._value",
+    "collect": "._value",
+    "graph_size": "._value",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
-    from ._value import Value
+    from ._value import Value, collect, graph_size
     from .config import GPTConfig
     from .data import DataError, load_docs
     from .training import DivergenceError, Run, train
