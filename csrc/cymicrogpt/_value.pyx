@@ -233,6 +233,26 @@ def _leaf(data, grad):
     return out
 
 
+cdef int make_node(Value self, double value, children, local_grads) except -1:
+    """Initialise `self` as microgpt's generic node: children, each with its local gradient.
+    (A function, not a cdef method: a method would give every Value a vtable pointer.)"""
+    kids, grads = tuple(children), tuple(local_grads)
+    if len(kids) != len(grads):
+        raise ValueError(f"Value() got {len(kids)} children and {len(grads)} local gradients")
+    cdef list local = [to_double(g, "a local gradient") for g in grads]  # Python runs here
+    cdef Py_ssize_t k, n = len(kids)
+    for k in range(n):
+        if not isinstance(kids[k], Value):
+            raise TypeError(f"a child must be a cymicrogpt.Value, got {type(kids[k]).__name__}")
+        node(<Value>kids[k])
+    make_room(1, n)  # from here on, C only
+    cdef int32_t i = add_node(tape, GRAD_LIST if n else LEAF, <int32_t>tape.n_edges, 0, <int32_t>n, value, 0.0)
+    for k in range(n):
+        add_graded_edge(tape, (<Value>kids[k]).index, <double>local[k])
+    bind(self, i)
+    return 0
+
+
 # A step of a training loop drops its whole graph, then builds as many Values again:
 # a freelist this long recycles most of them (the objects are 24 bytes: ~1.5 MiB kept).
 @cython.freelist(65536)
@@ -247,29 +267,12 @@ cdef class Value:
         cdef double value = to_double(data, "Value()'s data")
         if self.index >= 0:
             raise RuntimeError("Value.__init__ called twice")
-        if type(children) is tuple and len(<tuple>children) == 0 and local_grads == ():
+        if (type(children) is tuple and len(<tuple>children) == 0
+                and type(local_grads) is tuple and len(<tuple>local_grads) == 0):  # a leaf, fast
             make_room(1, 0)
             bind(self, add_node(tape, LEAF, 0, 0, 0, value, 0.0))
         else:
-            self.make_node(value, children, local_grads)
-
-    cdef int make_node(self, double value, children, local_grads) except -1:
-        """microgpt's generic node: children, each with its local gradient."""
-        kids, grads = tuple(children), tuple(local_grads)
-        if len(kids) != len(grads):
-            raise ValueError(f"Value() got {len(kids)} children and {len(grads)} local gradients")
-        cdef list local = [to_double(g, "a local gradient") for g in grads]  # Python runs here
-        cdef Py_ssize_t k, n = len(kids)
-        for k in range(n):
-            if not isinstance(kids[k], Value):
-                raise TypeError(f"a child must be a cymicrogpt.Value, got {type(kids[k]).__name__}")
-            node(<Value>kids[k])
-        make_room(1, n)  # from here on, C only
-        cdef int32_t i = add_node(tape, GRAD_LIST if n else LEAF, <int32_t>tape.n_edges, 0, <int32_t>n, value, 0.0)
-        for k in range(n):
-            add_graded_edge(tape, (<Value>kids[k]).index, <double>local[k])
-        bind(self, i)
-        return 0
+            make_node(self, value, children, local_grads)
 
     def __dealloc__(self):
         if self.index >= 0 and self.index < handles_capacity and handles[self.index] == <PyObject*>self:
