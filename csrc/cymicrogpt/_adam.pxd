@@ -1,4 +1,3 @@
-# cython: language_level=3
 """Signatures of microgpt's Adam step as one compiled loop (bodies in _adam.pyx)."""
 
 

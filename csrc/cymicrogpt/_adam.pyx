@@ -1,4 +1,3 @@
-# cython: language_level=3
 """microgpt's Adam step in compiled passes over the parameters, bit-identical to Python.
 
 Per parameter, in microgpt's operation order (reference.py, ReferenceAdam):

@@ -1,4 +1,3 @@
-# cython: language_level=3
 """`cymicrogpt.Value`: microgpt's scalar Value, on the compiled arena.
 
 A drop-in for `cymicrogpt.reference.Value`: microgpt's constructor
