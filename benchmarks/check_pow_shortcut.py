@@ -202,7 +202,7 @@ def time_adam(data: Path, repeats: int, at_step: int) -> None:
     run = start_run(mg.load_docs(data), steps=1000, backend="cython")
     run.train(until=at_step)
     run.forward_backward()  # the gradients of step `at_step`, left in the engine
-    saved = [run.engine.params.copy(), run.engine.grads.copy(), run.optimizer.m.copy(), run.optimizer.v.copy()]
+    saved = [run.engine.weight_array.copy(), run.engine.grad_array.copy(), run.optimizer.m.copy(), run.optimizer.v.copy()]
     size = saved[0].size
     params, grads, m, v = (a.copy() for a in saved)
     squares, scratch = np.empty(size), [np.empty(size) for _ in range(3)]

@@ -178,7 +178,7 @@ def test_a_huge_gradient_overflows_adam_atomically(tiny_docs, backend: str) -> N
         for p, g in zip(run.engine.params, grads):
             p.grad = g
     else:
-        run.engine.grads[:] = grads
+        run.engine.grad_array[:] = grads
     with pytest.raises(mg.DivergenceError, match="Adam update overflows"):
         run.finish_step(loss)
     assert snapshot(run) == before

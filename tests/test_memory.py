@@ -29,13 +29,13 @@ def test_arena_grows_to_the_largest_graph_then_stays(names_path):
     cache = KVCache(config.n_layer)
     for pos_id in range(config.block_size):
         engine.probs(gpt(engine, config, 0, pos_id, cache), 1.0)
-    capacity, params = engine.capacity, engine.params
+    capacity, params = engine.capacity, engine.weight_array
     run.train()
     run.sample(50)
     assert engine.capacity == capacity
     engine.begin_sequence(True)
     assert engine.num_nodes == engine.num_params  # a reset keeps only the parameters
-    assert engine.params.base is params.base  # which never moved: still the same array
+    assert engine.weight_array.base is params.base  # which never moved: still the same array
 
 
 def peak_rss_kib(names_path, steps):

@@ -6,6 +6,7 @@ import random
 
 from .checks import check_real
 from .config import GPTConfig
+from .engines.interface import Engine
 from .model import KVCache, gpt
 from .tokenizer import Tokenizer
 
@@ -15,7 +16,7 @@ class SamplingError(ValueError):
     overflow when divided by the temperature)."""
 
 
-def sample_one(engine, config: GPTConfig, tokenizer: Tokenizer, rng: random.Random, temperature: float) -> str:
+def sample_one(engine: Engine, config: GPTConfig, tokenizer: Tokenizer, rng: random.Random, temperature: float) -> str:
     """One document, token by token, until BOS or block_size tokens."""
     engine.begin_sequence(False)  # inference: values only, no graph
     cache = KVCache(config.n_layer)

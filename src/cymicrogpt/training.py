@@ -15,10 +15,11 @@ import random
 import sys
 from typing import Callable, Iterable, Optional
 
-from .engines import DEFAULT_BACKEND, check_backend, make_engine
 from .checks import check_count, check_docs, check_lr, check_seed
 from .config import (DEFAULT_LR, DEFAULT_NUM_SAMPLES, DEFAULT_SEED, DEFAULT_STEPS, DEFAULT_TEMPERATURE,
                      GPTConfig)
+from .engines import DEFAULT_BACKEND, check_backend, make_engine
+from .engines.interface import Engine, Optimizer
 from .model import forward_backward
 from .params import check_model_size, init_weights, num_params, state_dict_layout
 from .run_state import RunState
@@ -38,10 +39,10 @@ class DivergenceError(ValueError):
         super().__init__(f"training diverged at step {step + 1} / {num_steps} (learning rate {lr!r}): {reason}")
 
 
-def gradients_are_finite(engine) -> bool:
+def gradients_are_finite(engine: Engine) -> bool:
     """Is every parameter gradient finite?  (A NaN or infinite gradient would turn weights
     into NaN in the Adam step even when the loss is finite.)"""
-    grads = getattr(engine, "grads", None)  # the compiled engine: a float64 NumPy view
+    grads = getattr(engine, "grad_array", None)  # the compiled engine: a float64 NumPy view
     if grads is None:
         return all(map(math.isfinite, engine.gradients()))
     # One dot product is finite iff every gradient is, unless a finite square overflows:
@@ -52,7 +53,7 @@ def gradients_are_finite(engine) -> bool:
 class Run:
     """A training run: model state, optimizer state, random stream and loss history."""
 
-    def __init__(self, *, config: GPTConfig, tokenizer: Tokenizer, docs: list[str], engine, optimizer,
+    def __init__(self, *, config: GPTConfig, tokenizer: Tokenizer, docs: list[str], engine: Engine, optimizer: Optimizer,
                  rng: random.Random, num_steps: int, lr: float, seed: int, backend: str,
                  step: int = 0, losses: Optional[list[float]] = None) -> None:
         self.config = config

@@ -30,31 +30,33 @@ class GraphEngine:
         self.begin_sequence, self.backward, self.probs = ops.begin_sequence, ops.backward, ops.probs
 
     # --- parameters ----------------------------------------------------------------------
+    # `weight_array`/`grad_array`, not `params`: the reference's `params` is a list of Values.
     @property
-    def params(self) -> np.ndarray:
+    def weight_array(self) -> np.ndarray:
         """The weights, zero-copy: a view of the arena's first `num_params` node values.
 
         Fetch it again after a graph is built: a growing arena moves to new arrays."""
         return self.ops.node_values()[: self.num_params]
 
     @property
-    def grads(self) -> np.ndarray:
+    def grad_array(self) -> np.ndarray:
+        """The weights' gradients, zero-copy (same caveat)."""
         return self.ops.node_grads()[: self.num_params]
 
     def weights(self) -> list[float]:
-        return self.params.tolist()
+        return self.weight_array.tolist()
 
     def set_weights(self, weights) -> None:
-        self.params[:] = weights
+        self.weight_array[:] = weights
 
     def gradients(self) -> list[float]:
-        return self.grads.tolist()
+        return self.grad_array.tolist()
 
     def zero_grad(self) -> None:
-        self.grads[:] = 0.0
+        self.grad_array[:] = 0.0
 
     def make_optimizer(self, lr: float) -> VectorAdam:
-        return VectorAdam(lambda: (self.params, self.grads), self.num_params, lr)
+        return VectorAdam(lambda: (self.weight_array, self.grad_array), self.num_params, lr)
 
     # --- the arena, for tests and benchmarks ---------------------------------------------
     @property
