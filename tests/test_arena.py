@@ -110,8 +110,13 @@ elif scenario in ("value_finalizer", "value_gc_callback"):
     gc.callbacks.clear()
     gc.collect()
     assert results == [chain(RefValue, seed, 5000) for seed in range(3)]
-    assert len(made) > 10 and all(total == k * (k - 1) for k, total in made)
-    assert max(k for k, _ in made) > 1000  # some builds did land on a full arena
+    assert all(total == k * (k - 1) for k, total in made)
+    if sys.version_info < (3, 12):
+        # Before 3.12 the cyclic GC (and with it these finalizers and callbacks) ran inside
+        # any allocation, so it did interrupt arena growth here; since 3.12 it runs only
+        # between bytecodes, which is why the CI's 3.12 and 3.13 runs see few such builds.
+        assert len(made) > 10
+        assert max(k for k, _ in made) > 1000  # some builds did land on a full arena
 elif scenario == "engine_threads":
     ops = GraphOps(LAYOUT, WEIGHTS)
     vecs = threads(lambda i: row_products(ops, 3000), 4)
