@@ -10,7 +10,8 @@ MSVC gets /fp:precise, its equivalent (no contraction, IEEE semantics).
 Release builds carry no debug info (-g0) and, on Linux, are linked stripped (-s):
 the shipped .so files shrink about 5x and compute exactly the same.
 Set CYMICROGPT_DEBUG=1 to build with bounds checks, without optimisation and with
-debug symbols, for debugging; CYMICROGPT_ANNOTATE=1 writes Cython's HTML annotation
+debug symbols, for debugging; CYMICROGPT_PROFILE=1 to keep the release build's code but
+add symbols and skip the strip (for callgrind, perf, py-spy --native); CYMICROGPT_ANNOTATE=1 writes Cython's HTML annotation
 (cython -a) beside the generated C, build/cython/csrc/cymicrogpt/*.html.
 """
 import os
@@ -21,6 +22,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("CYMICROGPT_DEBUG", "") == "1"
+PROFILE = os.environ.get("CYMICROGPT_PROFILE", "") == "1"
 ANNOTATE = os.environ.get("CYMICROGPT_ANNOTATE", "") == "1"
 
 # One set of directives for every module (scikit-learn's convention).
@@ -42,8 +44,8 @@ else:
         "-fno-builtin-pow",
         "-fno-builtin-exp",
         "-fno-builtin-log",
-    ] + (["-O0", "-g"] if DEBUG else ["-O3", "-g0"])  # after Python's CFLAGS, so these win
-    if sys.platform.startswith("linux") and not DEBUG:
+    ] + (["-O0", "-g"] if DEBUG else ["-O3", "-g" if PROFILE else "-g0"])  # after Python's CFLAGS: these win
+    if sys.platform.startswith("linux") and not (DEBUG or PROFILE):
         LINK_ARGS = ["-s"]  # strip at link time (macOS's ld64 has no -s: only Linux)
 
 extensions = [
