@@ -87,7 +87,9 @@ cdef class Arena:
     # --- cached orders (see OrderTemplate) ------------------------------------------------
     cdef int32_t[::1] targets  # nll's probability nodes, in creation order (see add_target)
     cdef Py_ssize_t n_targets
-    cdef dict templates  # (root, n_nodes, n_edges) -> OrderTemplate
+    cdef int32_t[::1] log  # the op log: what built the current graph (see log_op)
+    cdef Py_ssize_t n_log
+    cdef dict templates  # shape_key(root) -> OrderTemplate
     cdef Py_ssize_t template_bytes  # held by all templates: bounded, see TEMPLATE_BYTES_PER_NODE
     cdef Py_ssize_t replays  # backward passes that replayed a template (for tests and benchmarks)
     # --- sizes --------------------------------------------------------------------------
@@ -97,40 +99,39 @@ cdef class Arena:
     cdef bint recording  # False: nodes get values but no children (inference, no graph)
     cdef object data_array, grad_array  # the NumPy owners of data and grad, shared zero-copy
 
-    cdef int reserve(self, Py_ssize_t nodes, Py_ssize_t edges) except -1
+    cdef int reserve(self, Py_ssize_t nodes, Py_ssize_t edges, Py_ssize_t log_entries=*,
+                     Py_ssize_t targets=*) except -1
     cdef int grow_nodes(self, Py_ssize_t nodes) except -1
     cdef int grow_edges(self, Py_ssize_t edges) except -1
+    cdef int grow_small(self, Py_ssize_t log_entries, Py_ssize_t targets) except -1
     cdef void reset(self) noexcept
     cdef Nodes nodes(self) noexcept nogil
     cdef uint32_t next_epoch(self) noexcept nogil
     cdef Py_ssize_t topological_order(self, int32_t root) noexcept nogil
     cdef void backward(self, int32_t root) noexcept nogil
     cdef void pass_gradients(self, int32_t root, Py_ssize_t count) noexcept nogil
-    cdef int reserve_target(self) except -1
+    cdef bytes shape_key(self, int32_t root)
+    cdef bint has_shape(self, bytes key, int32_t root) noexcept
     cdef int backward_cached(self, int32_t root) except -1
     cdef OrderTemplate new_template(self)
 
 
 # The depth-first order of one graph shape, replayed instead of searched again.
-# A training step's graph has the same nodes and children whatever the document's tokens,
-# given its length, except for each nll's probability node p = e_t * inv: its first child
-# is the target's exp node e_t.  In the order, that shows only in one place per nll:
+# A shape is the op log (see log_op) and the root: two graphs with the same shape have the
+# same nodes and non-leaf children, whatever the document's tokens, except for each nll's
+# probability node p = e_t * inv: its first child is the target's exp node e_t.  In the
+# order, that shows only in one place per nll:
 #   ... [L_t S_t E_t] [L_i S_i E_i for i != t, ascending] total inv p ...
 # (logit, shifted logit, exp of each token; the search reaches e_t first, then the other
 # exps through total = sum(exps), each after the one logit subtree they share).  So the
 # template keeps the order with that run of 3V entries rewritten per target on replay.
 cdef class OrderTemplate:
-    # the graph it was searched on: nodes [n_fixed, n_nodes) and every edge
-    cdef int32_t root
-    cdef uint8_t[::1] kind
-    cdef int32_t[::1] a, b, n, edges
-    cdef int32_t[::1] targets  # probability nodes (their a[] is not compared)
+    cdef int32_t[::1] targets  # probability nodes
     cdef int32_t[::1] runs  # order index where each target's 3V run of triples starts
     cdef int32_t[::1] order
     cdef Py_ssize_t count  # length of the order
 
-    cdef bint matches(self, Arena ar) noexcept nogil
-    cdef bint capture(self, Arena ar, int32_t root, Py_ssize_t count) noexcept nogil
+    cdef bint capture(self, Arena ar, Py_ssize_t count) noexcept nogil
     cdef Py_ssize_t replay(self, Arena ar) noexcept nogil
 
 
@@ -152,7 +153,7 @@ cdef inline int32_t add_node(Arena ar, NodeKind kind, int32_t a, int32_t b, int3
 
 
 cdef inline void add_target(Arena ar, int32_t prob) noexcept nogil:
-    """Note nll's probability node (reserve_target() first); nothing when not recording."""
+    """Note nll's probability node (reserve it first); nothing when not recording."""
     if ar.recording:
         ar.targets[ar.n_targets] = prob
         ar.n_targets += 1
@@ -169,3 +170,23 @@ cdef inline void add_graded_edge(Arena ar, int32_t child, double local_grad) noe
     """Append one child of a GRAD_LIST node with its local gradient."""
     ar.edge_grad[ar.n_edges] = local_grad
     add_edge(ar, child)
+
+
+# --- the op log -------------------------------------------------------------------------
+# Every op that appends nodes first logs what decides their kinds and non-leaf children:
+# its op code, its integer arguments and, for each operand range, its size and its start,
+# or -1 when the range lies wholly in the fixed nodes (leaves: the search never enters
+# them, so which weight row an op reads does not change the order).  No node value ever
+# decides a kind or a child.  The graph is built by its GraphOps' ops only, from a reset
+# arena, so two graphs with equal logs (and roots) have the same depth-first order, up
+# to nll's targets (see OrderTemplate).  Reserve the entries first.
+cdef inline void log_op(Arena ar, int32_t value) noexcept nogil:
+    ar.log[ar.n_log] = value
+    ar.n_log += 1
+
+
+cdef inline void log_operand(Arena ar, int32_t start, int32_t size) noexcept nogil:
+    """Two entries: the range's size and start (-1: wholly leaves)."""
+    ar.log[ar.n_log] = size
+    ar.log[ar.n_log + 1] = -1 if start + size <= ar.n_fixed else start
+    ar.n_log += 2

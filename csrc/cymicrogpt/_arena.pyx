@@ -7,17 +7,20 @@ its gradient from that order.  So we replay the same depth-first search, iterati
 explicit stack, no recursion limit), children in microgpt's order (see _arena.pxd).
 The search costs more than the backward it orders, and a training step's graph repeats
 from step to step: backward_cached() replays the order of an earlier graph of the same
-shape (an OrderTemplate), searching only graphs it has not seen.
+shape (an OrderTemplate, found by the op log that built the graph), searching only
+graphs it has not seen.
 """
 import numpy as np
 
 from libc.stdint cimport int32_t, uint8_t, uint32_t
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.string cimport memcmp, memcpy
 
 cdef Py_ssize_t MIN_CAPACITY = 1024
 # Templates may hold up to this many bytes per node of the arena's capacity (the arena
-# itself takes ~60): enough for every document length of a names-like corpus, while a
-# corpus of long documents keeps templates only for the lengths it meets first.
+# itself takes ~60; a template ~4 a node of its graph plus its key, ~1 a node): enough for
+# every document length of a names-like corpus, while a corpus of long documents keeps
+# templates only for the lengths it meets first.
 cdef Py_ssize_t TEMPLATE_BYTES_PER_NODE = 32
 
 
@@ -29,25 +32,31 @@ cdef class Arena:
         self.epoch = 0
         self.templates = {}
         self.targets = np.empty(16, np.int32)
+        self.log = np.empty(256, np.int32)
         self.grow_nodes(0)
         self.grow_edges(0)
 
     # --- growth --------------------------------------------------------------------------
-    cdef int reserve(self, Py_ssize_t nodes, Py_ssize_t edges) except -1:
-        """Make room for `nodes` more nodes and `edges` more edges.
+    cdef int reserve(self, Py_ssize_t nodes, Py_ssize_t edges, Py_ssize_t log_entries=0,
+                     Py_ssize_t targets=0) except -1:
+        """Make room for `nodes` more nodes, `edges` more edges, `log_entries` more op log
+        entries and `targets` more targets.
 
         Growing runs Python (NumPy allocates the new arrays; an allocation may start the
         cyclic GC, whose finalizers and gc.callbacks may build Values, and the interpreter
         may switch threads), and that code may grow, fill or reset this very arena.  So
         each grow_* takes its new arrays first, then checks them against the arena as it
-        is *now*, and installs them in C with no Python in between; and we loop until both
-        kinds of room are there at once, because growing one may have used up the other.
+        is *now*, and installs them in C with no Python in between; and we loop until every
+        kind of room is there at once, because growing one may have used up another.
         """
         while True:
             if self.n_nodes + nodes > self.node_capacity:
                 self.grow_nodes(nodes)
             elif self.n_edges + edges > self.edge_capacity:
                 self.grow_edges(edges)
+            elif (self.n_log + log_entries > self.log.shape[0]
+                    or self.n_targets + targets > self.targets.shape[0]):
+                self.grow_small(log_entries, targets)
             else:
                 return 0
 
@@ -104,23 +113,27 @@ cdef class Arena:
         self.edge_capacity = cap
         return 0
 
+    cdef int grow_small(self, Py_ssize_t log_entries, Py_ssize_t targets) except -1:
+        """Room in the op log and the targets (their arrays are small): as grow_nodes."""
+        cdef int32_t[::1] log = np.empty(2 * (self.log.shape[0] + log_entries), np.int32)  # Python runs here
+        cdef int32_t[::1] fresh_targets = np.empty(2 * (self.targets.shape[0] + targets), np.int32)
+        cdef Py_ssize_t i
+        if self.n_log + log_entries <= log.shape[0] and self.log.shape[0] < log.shape[0]:
+            for i in range(self.n_log):
+                log[i] = self.log[i]
+            self.log = log
+        if self.n_targets + targets <= fresh_targets.shape[0] and self.targets.shape[0] < fresh_targets.shape[0]:
+            for i in range(self.n_targets):
+                fresh_targets[i] = self.targets[i]
+            self.targets = fresh_targets
+        return 0
+
     cdef void reset(self) noexcept:
         """Drop every node after the fixed ones (the graph of the previous sequence)."""
         self.n_nodes = self.n_fixed
         self.n_edges = 0  # fixed nodes are leaves: they own no edges
         self.n_targets = 0
-
-    cdef int reserve_target(self) except -1:
-        """Room for one more add_target(): take a larger array, re-check, install in C."""
-        cdef int32_t[::1] fresh
-        cdef Py_ssize_t i
-        while self.n_targets >= self.targets.shape[0]:
-            fresh = np.empty(2 * max(self.targets.shape[0], self.n_targets + 1), np.int32)  # Python runs here
-            if self.n_targets < fresh.shape[0] and self.targets.shape[0] < fresh.shape[0]:
-                for i in range(self.n_targets):
-                    fresh[i] = self.targets[i]
-                self.targets = fresh
-        return 0
+        self.n_log = 0
 
     # --- the depth-first search ---------------------------------------------------------
     cdef uint32_t next_epoch(self) noexcept nogil:
@@ -194,94 +207,72 @@ cdef class Arena:
             i -= 1
             backward_node(&g, order[i])
 
+    cdef bytes shape_key(self, int32_t root):
+        """The current graph's shape: its op log and the root, as bytes (a dict key)."""
+        cdef bytes key = PyBytes_FromStringAndSize(NULL, 4 * (self.n_log + 1))
+        cdef char* raw = PyBytes_AS_STRING(key)
+        memcpy(raw, &root, 4)
+        if self.n_log:
+            memcpy(raw + 4, &self.log[0], 4 * self.n_log)
+        return key
+
+    cdef bint has_shape(self, bytes key, int32_t root) noexcept:
+        """Does `key` (shape_key) still describe the current graph?"""
+        cdef const char* raw = PyBytes_AS_STRING(key)
+        return (len(key) == 4 * (self.n_log + 1) and memcmp(raw, &root, 4) == 0
+                and (self.n_log == 0 or memcmp(raw + 4, &self.log[0], 4 * self.n_log) == 0))
+
     cdef int backward_cached(self, int32_t root) except -1:
-        """backward(root), with the order replayed from a template of this graph's shape
-        when one matches; otherwise searched, and kept as a template (within budget)."""
-        key = (root, self.n_nodes, self.n_edges)
+        """backward(root), with the order replayed from the template of this graph's shape
+        when there is one; otherwise searched, and kept as a template (within budget)."""
+        key = self.shape_key(root)
         cdef OrderTemplate template = self.templates.get(key)
+        cdef bint known = template is not None
         cdef Py_ssize_t count = -1
-        if template is not None and template.matches(self):
+        if not known:
+            template = self.new_template()  # None when over budget
+        # Python ran above (allocations: the cyclic GC, another thread): the graph may have
+        # changed since the key was taken.  From here on only C runs.
+        if not 0 <= root < self.n_nodes:
+            raise ValueError(f"node {root} is not in the graph")
+        if not self.has_shape(key, root):
+            template, known = None, False
+        if known:
             count = template.replay(self)
             self.replays += count >= 0
         if count < 0:
-            if template is None:
-                template = self.new_template()  # Python runs here: it may change the graph
-            if not 0 <= root < self.n_nodes:
-                raise ValueError(f"node {root} is not in the graph")
             count = self.topological_order(root)
-            if template is not None and template.capture(self, root, count):
-                self.templates[key] = template
         self.pass_gradients(root, count)
+        if template is not None and not known and template.capture(self, count):
+            self.templates[key] = template
         return 0
 
     cdef OrderTemplate new_template(self):
         """Empty arrays sized for the current graph; None when over the memory budget."""
         cdef Py_ssize_t m = self.n_nodes - self.n_fixed
-        cdef Py_ssize_t size = 17 * m + 4 * self.n_edges + 8 * self.n_targets
+        cdef Py_ssize_t size = 4 * m + 8 * self.n_targets + 4 * (self.n_log + 1)
         if self.template_bytes + size > TEMPLATE_BYTES_PER_NODE * self.node_capacity:
             return None
         self.template_bytes += size
         cdef OrderTemplate t = OrderTemplate.__new__(OrderTemplate)
-        t.kind = np.empty(m, np.uint8)
-        t.a, t.b, t.n, t.order = np.empty(m, np.int32), np.empty(m, np.int32), np.empty(m, np.int32), np.empty(m, np.int32)
-        t.edges = np.empty(self.n_edges, np.int32)
+        t.order = np.empty(m, np.int32)
         t.targets, t.runs = np.empty(self.n_targets, np.int32), np.empty(self.n_targets, np.int32)
         return t
 
 
 # --- order templates -------------------------------------------------------------------------
 cdef class OrderTemplate:
-    """One graph shape's depth-first order (see _arena.pxd), checked before every replay."""
+    """One graph shape's depth-first order (see _arena.pxd), found by its shape key."""
 
-    cdef bint matches(self, Arena ar) noexcept nogil:
-        """True when ar's graph gives the search the same walk as the one searched: the
-        same nodes and non-leaf children.  Which leaf a child or range is does not count
-        (the search never enters leaves: an embedding row differs by token), nor does a
-        target's first child (replay() rewrites its run), nor a LEAF node's fields."""
+    cdef bint capture(self, Arena ar, Py_ssize_t count) noexcept nogil:
+        """Keep ar's order, just searched (count entries).  False when the arrays do not
+        fit the graph or a target's triples are not where replay() would rewrite them (the
+        graph is not the pattern): then no template is kept."""
         cdef Nodes g = ar.nodes()
-        cdef int32_t nf = g.n_fixed, i, j, k, next_target = 0, ext
-        cdef uint8_t kind
-        if (ar.n_nodes - nf != self.kind.shape[0] or ar.n_edges != self.edges.shape[0]
-                or ar.n_targets != self.targets.shape[0]):
-            return False
-        for i in range(ar.n_targets):
-            if ar.targets[i] != self.targets[i]:
-                return False
-        for k in range(<int32_t>ar.n_edges):
-            if not same_child(g.edges[k], self.edges[k], 1, nf):
-                return False
-        for i in range(nf, <int32_t>ar.n_nodes):
-            j = i - nf
-            kind = g.kind[i]
-            if kind != self.kind[j]:
-                return False
-            if kind == LEAF:
-                continue
-            if g.n[i] != self.n[j]:
-                return False
-            if kind == SUM_LIST or kind == DOT_LIST:  # a is an edge index
-                if g.a[i] != self.a[j]:
-                    return False
-                continue
-            ext = 1 if kind == UNARY or kind == ADD else g.n[i]  # how many nodes a child names
-            if next_target < ar.n_targets and i == ar.targets[next_target]:
-                next_target += 1  # its a: the target's exp node, free
-            elif not same_child(g.a[i], self.a[j], ext, nf):
-                return False
-            if (kind == ADD or kind == DOT) and not same_child(g.b[i], self.b[j], ext, nf):
-                return False
-        return True
-
-    cdef bint capture(self, Arena ar, int32_t root, Py_ssize_t count) noexcept nogil:
-        """Keep ar's graph and its order, just searched (count entries).  False when the
-        arrays do not fit the graph (it changed while they were taken) or a target's
-        triples are not where replay() would rewrite them: then no template is kept."""
-        cdef Nodes g = ar.nodes()
-        cdef Py_ssize_t nf = ar.n_fixed, m = ar.n_nodes - nf, i, k
+        cdef Py_ssize_t i, k
         cdef int32_t* order = &ar.order[0]
         cdef int32_t* position = &ar.cursor[0]  # the search's scratch, free now
-        if (m != self.kind.shape[0] or ar.n_edges != self.edges.shape[0]
-                or ar.n_targets != self.targets.shape[0] or count > m):
+        if ar.n_targets != self.targets.shape[0] or count > self.order.shape[0]:
             return False
         for k in range(count):
             position[order[k]] = <int32_t>k
@@ -292,14 +283,9 @@ cdef class OrderTemplate:
             self.runs[i] = triples_run(&g, ar.targets[i], <int32_t>ar.n_nodes, order, position, count)
             if self.runs[i] < 0:
                 return False
-        memcpy(&self.kind[0], &ar.kind[nf], m)  # (all of it: matches() picks what counts)
-        memcpy(&self.a[0], &ar.a[nf], 4 * m)
-        memcpy(&self.b[0], &ar.b[nf], 4 * m)
-        memcpy(&self.n[0], &ar.n[nf], 4 * m)
-        memcpy(&self.order[0], order, 4 * count)
-        if ar.n_edges:
-            memcpy(&self.edges[0], &ar.edges[0], 4 * ar.n_edges)
-        self.root, self.count = root, count
+        if count:
+            memcpy(&self.order[0], order, 4 * count)
+        self.count = count
         return True
 
     cdef Py_ssize_t replay(self, Arena ar) noexcept nogil:
@@ -319,11 +305,6 @@ cdef class OrderTemplate:
             for j in range(3 * size):
                 order[self.runs[i] + j] = run_entry(&g, es, target, j)
         return self.count
-
-
-cdef inline bint same_child(int32_t x, int32_t y, int32_t extent, int32_t n_fixed) noexcept nogil:
-    """The same child node or range (of `extent` nodes), or both wholly leaves."""
-    return x == y or (x + extent <= n_fixed and y + extent <= n_fixed)
 
 
 cdef inline (int32_t, int32_t) exp_range(Nodes* g, int32_t p) noexcept nogil:

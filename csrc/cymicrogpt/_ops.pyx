@@ -20,7 +20,9 @@ Every op has the same four steps, so that no Python code runs while it writes th
   1. take its Python objects and room: the output Vec, scratch, arena.reserve() (each of
      these may run Python: the cyclic GC's finalizers, a switch to another thread);
   2. validate its handles (after step 1, which may have reset this graph);
-  3. build the nodes in C: `noexcept nogil` kernels over the arena's memoryviews;
+  3. log itself (_arena.log_op: what decides its nodes' shape, so that backward can find
+     the order of a graph shape it has seen) and build the nodes in C: `noexcept nogil`
+     kernels over the arena's memoryviews;
   4. fill in the output Vec.
 The ops hold the GIL on purpose: an op takes microseconds (releasing the GIL would cost
 more than it frees), and it keeps other threads out of this arena while step 3 runs.
@@ -31,10 +33,21 @@ from libc.stdint cimport int32_t, int64_t
 import numpy as np
 
 from cymicrogpt._arena cimport (Arena, LEAF, UNARY, ADD, SUM, DOT, SUM_LIST, DOT_LIST, add_node, add_edge,
-                                add_target)
+                                add_target, log_op, log_operand)
 
 cdef double RMSNORM_EPS = 1e-5  # microgpt's rmsnorm epsilon
 cdef int64_t last_id = 0  # ids handed out so far, to engines and to graphs (under the GIL)
+
+cdef enum OpCode:  # the first entry each op writes to the op log
+    OP_BEGIN = 1
+    OP_ADD
+    OP_LINEAR
+    OP_RELU
+    OP_RMSNORM
+    OP_ATTENTION
+    OP_NLL
+    OP_MEAN
+    OP_PROBS
 
 
 cdef int64_t new_id() noexcept:
@@ -229,20 +242,25 @@ cdef class GraphOps:
     # --- graph ops ----------------------------------------------------------------------
     def begin_sequence(self, bint record=True):
         """Forget the previous sequence's graph; record a new one (or only values)."""
-        self.arena.reset()
+        self.arena.reset()  # room for the log's first entries: its array is never empty
         self.arena.recording = record
+        log_op(self.arena, OP_BEGIN)
+        log_op(self.arena, record)
         self.graph = new_id()
 
     def add(self, Vec a, Vec b):
         """a + b elementwise (the residual connection, token + position embedding)."""
         cdef Vec out = Vec.__new__(Vec)
         cdef Arena ar = self.arena
-        ar.reserve(a.size, 0)
+        ar.reserve(a.size, 0, 5)
         self.check(a)
         self.check(b)
         if a.size != b.size:
             raise ValueError(f"add: sizes differ ({a.size} and {b.size})")
         cdef int32_t i, start = <int32_t>ar.n_nodes
+        log_op(ar, OP_ADD)
+        log_operand(ar, a.start, a.size)
+        log_operand(ar, b.start, b.size)
         for i in range(a.size):
             add_node(ar, ADD, a.start + i, b.start + i, 0, ar.data[a.start + i] + ar.data[b.start + i], 0.0)
         out.start, out.size, out.owner, out.graph = start, a.size, self.id, self.graph
@@ -252,12 +270,15 @@ cdef class GraphOps:
         """w @ x: one DOT node per output row (microgpt's sum(wi * xi for ...))."""
         cdef Vec out = Vec.__new__(Vec)
         cdef Arena ar = self.arena
-        ar.reserve(w.rows, 0)
+        ar.reserve(w.rows, 0, 4)
         self.check(x)
         self.check_matrix(w)
         if x.size != w.cols:
             raise ValueError(f"linear: input has {x.size} features, matrix expects {w.cols}")
         cdef int32_t r, start = <int32_t>ar.n_nodes
+        log_op(ar, OP_LINEAR)
+        log_op(ar, w.rows)  # its rows are weights: leaves
+        log_operand(ar, x.start, x.size)
         for r in range(w.rows):  # out: (rows,), row r's children (w[r, j], x[j]) pairwise
             add_node(ar, DOT, w.start + r * w.cols, x.start, w.cols, 0.0, 0.0)
         dot_rows(ar.data, w.start, w.cols, x.start, start, w.rows)
@@ -268,10 +289,12 @@ cdef class GraphOps:
         """max(0, x): local gradient float(x > 0).  NaN gives 0, as max(0, nan) does."""
         cdef Vec out = Vec.__new__(Vec)
         cdef Arena ar = self.arena
-        ar.reserve(x.size, 0)
+        ar.reserve(x.size, 0, 3)
         self.check(x)
         cdef int32_t i, start = <int32_t>ar.n_nodes
         cdef double v
+        log_op(ar, OP_RELU)
+        log_operand(ar, x.start, x.size)
         for i in range(x.size):
             v = ar.data[x.start + i]
             add_node(ar, UNARY, x.start + i, 0, 0, v if v > 0 else 0.0, 1.0 if v > 0 else 0.0)
@@ -285,8 +308,10 @@ cdef class GraphOps:
         Python's float ** raises for none of them with exponents -0.5 and -1.5."""
         cdef Vec out = Vec.__new__(Vec)
         cdef Arena ar = self.arena
-        ar.reserve(x.size + 4, 0)
+        ar.reserve(x.size + 4, 0, 3)
         self.check(x)
+        log_op(ar, OP_RMSNORM)
+        log_operand(ar, x.start, x.size)
         cdef int32_t i, n = x.size, sum_sq, ms, shifted, scale, start
         # len(x)**-1 is an int raised to a negative int: Python computes it with float pow
         cdef double inv_n = pow(<double>n, -1.0), v
@@ -320,7 +345,7 @@ cdef class GraphOps:
         cdef Arena ar = self.arena
         # scratch: key starts [0, T), value starts [T, 2T), weight starts [2T, 2T+n_head)
         cdef int32_t[::1] at = self.scratch_for(2 * T + n_head)
-        ar.reserve(n_head * (6 * T + 1) + n, 2 * T * n)
+        ar.reserve(n_head * (6 * T + 1) + n, 2 * T * n, 4 + 4 * T)
         self.check(q)
         if len(keys) != T or len(values) != T:
             raise RuntimeError("attention: the key or value list changed during the call")
@@ -340,6 +365,11 @@ cdef class GraphOps:
         # head_dim**0.5 is a float pow; "/ s" on a Value is "* s**-1"
         cdef double inv_sqrt = pow(pow(<double>hd, 0.5), -1.0), acc
         cdef int32_t h, j, o, hs, logit_start, scaled_start, start, e
+        log_op(ar, OP_ATTENTION)
+        log_op(ar, n_head)
+        log_operand(ar, q.start, n)
+        for t in range(2 * T):  # keys, then values (all of size n)
+            log_operand(ar, at[t], n)
         for h in range(n_head):
             hs = h * hd
             logit_start = <int32_t>ar.n_nodes
@@ -371,11 +401,12 @@ cdef class GraphOps:
         (its exp underflowed).  A NaN probability gives a NaN loss, as math.log(nan)."""
         cdef Vec out = Vec.__new__(Vec)
         cdef Arena ar = self.arena
-        ar.reserve(3 * logits.size + 5, 0)
-        ar.reserve_target()
+        ar.reserve(3 * logits.size + 5, 0, 3, 1)
         self.check(logits)
         if not 0 <= target < logits.size:
             raise IndexError(f"target {target} out of range for {logits.size} logits")
+        log_op(ar, OP_NLL)  # not the target: see _arena.OrderTemplate
+        log_operand(ar, logits.start, logits.size)
         cdef int32_t prob = softmax_nodes(ar, logits.start, logits.size, <int32_t>target), lg
         add_target(ar, prob)  # its first child depends on the target: see OrderTemplate
         cdef double p = ar.data[prob]
@@ -393,7 +424,7 @@ cdef class GraphOps:
         if n == 0:
             raise ValueError("mean of no losses")
         cdef Arena ar = self.arena
-        ar.reserve(2, n)
+        ar.reserve(2, n, 2 + n)
         if len(losses) != n:
             raise RuntimeError("mean: the list of losses changed during the call")
         cdef Vec x
@@ -402,6 +433,11 @@ cdef class GraphOps:
             x = losses[i]
             self.check(x)
         cdef int32_t e = <int32_t>ar.n_edges, total
+        log_op(ar, OP_MEAN)
+        log_op(ar, <int32_t>n)
+        for i in range(n):  # scalars: their starts
+            x = losses[i]
+            log_op(ar, x.start)
         for i in range(n):
             x = losses[i]
             acc = acc + ar.data[x.start]
@@ -427,10 +463,12 @@ cdef class GraphOps:
         cdef double inv_t = temperature ** -1
         cdef Arena ar = self.arena
         cdef int32_t count = logits.size
-        ar.reserve(5 * count + 2, 0)
+        ar.reserve(5 * count + 2, 0, 3)
         self.check(logits)
         cdef bint was_recording = ar.recording
         cdef int32_t i, src, prob
+        log_op(ar, OP_PROBS)
+        log_operand(ar, logits.start, count)
         ar.recording = False
         src = <int32_t>ar.n_nodes
         for i in range(count):
