@@ -136,6 +136,31 @@ def test_nonfinite_gradients_stop_before_the_update(tiny_docs) -> None:
     assert runs["python"].losses == runs["cython"].losses
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_engines_find_every_nonfinite_gradient(tiny_docs, backend: str, bad: float) -> None:
+    """gradients_are_finite() on a step's gradients, then with one of them (first, middle,
+    last) made nan or infinite; the largest finite doubles are still finite."""
+    run = start_run(list(tiny_docs), config=CONFIG, steps=2, backend=backend, seed=5)
+    run.forward_backward()
+    engine, grads = run.engine, run.engine.gradients()
+    assert engine.gradients_are_finite()
+    for index in (0, len(grads) // 2, len(grads) - 1):
+        for value in (bad, 1.7976931348623157e308, -5e-324):
+            changed = list(grads)
+            changed[index] = value
+            set_gradients(engine, changed)
+            assert engine.gradients_are_finite() == math.isfinite(value), (index, value)
+
+
+def set_gradients(engine, grads: list[float]) -> None:
+    if engine.name == "python":
+        for p, g in zip(engine.params, grads):
+            p.grad = g
+    else:
+        engine.grad_array[:] = grads
+
+
 class _FailingAdam:
     """An optimizer whose update overflows at step `at` (and otherwise is the real one)."""
 

@@ -135,6 +135,15 @@ cdef int32_t softmax_nodes(Arena ar, int32_t src, int32_t count, int32_t only) n
     return prob_start
 
 
+cdef bint all_finite(const double[::1] x) noexcept nogil:
+    """No nan or inf in x: x[i] - x[i] is 0 for a finite x[i] and nan otherwise.  A count,
+    not an early exit, so that the loop vectorises (an integer sum may be reordered)."""
+    cdef Py_ssize_t i, bad = 0
+    for i in range(x.shape[0]):
+        bad += (x[i] - x[i]) != 0.0
+    return bad == 0
+
+
 # --- handles -------------------------------------------------------------------------------
 cdef class Vec:
     def __len__(self):
@@ -219,6 +228,10 @@ cdef class GraphOps:
 
     def node_grads(self):
         return self.arena.grad_array
+
+    def weight_grads_are_finite(self):
+        """Is the gradient of every weight (the fixed nodes) finite?"""
+        return all_finite(self.arena.grad[:self.arena.n_fixed])
 
     @property
     def num_nodes(self):

@@ -136,6 +136,9 @@ class ReferenceEngine:
         for p in self.params:
             p.grad = 0
 
+    def gradients_are_finite(self) -> bool:
+        return all(math.isfinite(p.grad) for p in self.params)
+
     # --- graph ops (microgpt's functions) ---------------------------------------------
     def add(self, a, b):
         return [ai + bi for ai, bi in zip(a, b)]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import random
-import sys
 from typing import Callable, Iterable, Optional
 
 from .checks import check_count, check_docs, check_lr, check_seed
@@ -37,17 +36,6 @@ class DivergenceError(ValueError):
         self.reason = reason
         # Shown 1-based, as the progress line counts steps.
         super().__init__(f"training diverged at step {step + 1} / {num_steps} (learning rate {lr!r}): {reason}")
-
-
-def gradients_are_finite(engine: Engine) -> bool:
-    """Is every parameter gradient finite?  (A NaN or infinite gradient would turn weights
-    into NaN in the Adam step even when the loss is finite.)"""
-    grads = getattr(engine, "grad_array", None)  # the compiled engine: a float64 NumPy view
-    if grads is None:
-        return all(map(math.isfinite, engine.gradients()))
-    # One dot product is finite iff every gradient is, unless a finite square overflows:
-    # then (rarely) check each value.  NaN fails both comparisons.
-    return math.isfinite(grads @ grads) or bool((abs(grads) <= sys.float_info.max).all())
 
 
 class Run:
@@ -110,7 +98,9 @@ class Run:
             raise self._diverged(f"its loss cannot be computed ({exc})") from exc
         if not math.isfinite(loss):
             raise self._diverged(f"its loss is {loss!r}")
-        if not gradients_are_finite(self.engine):
+        # A NaN or infinite gradient would turn weights into NaN in the Adam step even
+        # when the loss is finite.
+        if not self.engine.gradients_are_finite():
             raise self._diverged(f"its loss is {loss!r} but some gradients are not finite")
         return loss
 

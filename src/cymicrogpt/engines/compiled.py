@@ -28,6 +28,7 @@ class GraphEngine:
         self.add, self.linear, self.relu, self.rmsnorm = ops.add, ops.linear, ops.relu, ops.rmsnorm
         self.attention, self.nll, self.mean = ops.attention, ops.nll, ops.mean
         self.begin_sequence, self.backward, self.probs = ops.begin_sequence, ops.backward, ops.probs
+        self.gradients_are_finite = ops.weight_grads_are_finite
 
     # --- parameters ----------------------------------------------------------------------
     # `weight_array`/`grad_array`, not `params`: the reference's `params` is a list of Values.
@@ -54,6 +55,7 @@ class GraphEngine:
 
     def zero_grad(self) -> None:
         self.grad_array[:] = 0.0
+
 
     def make_optimizer(self, lr: float) -> VectorAdam:
         return VectorAdam(lambda: (self.weight_array, self.grad_array), self.num_params, lr)

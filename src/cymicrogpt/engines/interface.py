@@ -74,6 +74,9 @@ class Engine(Protocol):
     def zero_grad(self) -> None:
         """Set every weight's gradient to 0."""
 
+    def gradients_are_finite(self) -> bool:
+        """Is every weight's gradient finite?  (Training checks it before each Adam step.)"""
+
     # --- graph ops: microgpt's functions, one call per vector expression -----------------
     def add(self, a: Vector, b: Vector) -> Vector:
         """a + b elementwise, (n,) + (n,) -> (n,): the residual and the embedding sum."""
