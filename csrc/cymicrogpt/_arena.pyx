@@ -474,6 +474,9 @@ cdef inline void backward_node(Nodes* g, int32_t v) noexcept nogil:
     elif kind == SUM:
         for i in range(n):
             g.grad[a + i] += dv
+    elif kind == DOT and n == 1:  # a * b: most DOT nodes (softmax, rmsnorm scaling)
+        g.grad[a] += g.data[b] * dv
+        g.grad[b] += g.data[a] * dv
     elif kind == DOT:
         dot_backward(g.grad, g.data, a, b, n, dv)
     elif kind == SUM_LIST:

@@ -6,6 +6,7 @@ so one seed gives both engines bit-identical starting weights.
 """
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ class MatrixSlot:
         return self.rows * self.cols
 
 
+@functools.cache  # the model asks for every layer's names at every position: one string each
 def layer_name(layer: int, part: str) -> str:
     return f"layer{layer}.{part}"
 
