@@ -1,66 +1,102 @@
-"""microgpt.py itself against our pure-Python reference and our compiled backend.
+"""microgpt.py against cymicrogpt, each run as its user runs it, timed T(N steps) - T(1 step).
 
-The ladder's speed-ups are over our reference, which computes microgpt's floats exactly but
-is not microgpt.py; other ports quote speed-ups over microgpt.py.  This script measures the
-factor between the two, and the compiled backend against microgpt.py directly.  Each repeat
-is one ladder run of the reference, the compiled backend and the script (each in a fresh
-process, on the same documents, seed 42, default config): per-step times, step 1
-excluded, medians over the same steps.  Printed: every repeat, then the medians over the
-repeats, as Markdown.
+Each program is a fresh process started from the command line: the seed's microgpt.py
+(`python microgpt.py`, its environment variables set to the same data, step count and
+number of samples) and `cymicrogpt train`.  Each is run for N steps and for 1 step with
+everything else equal (start-up, data loading, the same 20 samples at the end), so the
+difference of the two wall-clock times is the cost of N - 1 training steps: start-up and
+sampling cancel.  Both shuffle the same file with seed 42, so they train on the same
+documents.  A repeat runs microgpt.py for N and 1 steps once, and cymicrogpt for N and 1
+steps `--inner` times each (its runs are short, so the jitter of process start-up would
+otherwise weigh), interleaved, and takes the median of each; the table gives every
+repeat and the median of the ratios.  The script also checks that cymicrogpt's N losses are
+float-== to the ones microgpt.py printed (with repr(): the seed's extracted script does).
 
-    python benchmarks/bench_microgpt.py --microgpt PATH/microgpt.py [--data names.txt]
-        [--steps 20] [--repeats 5]
+    python benchmarks/bench_microgpt.py --microgpt ../shared/seed/microgpt_from_article.py \
+        [--data ../shared/data/names.txt] [--steps 1000] [--repeats 3] [--backend cython]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import re
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import cymicrogpt as mg
-from cymicrogpt.ladder.bench import compare, load_average, run_ladder
-from cymicrogpt.config import GPTConfig
 from cymicrogpt.data import default_dataset
+from cymicrogpt.ladder.bench import load_average
+
+STEP_LINE = re.compile(r"^step\s+\d+\b.*?\bloss\s+(\S+)", re.MULTILINE)
+SAMPLES = 20  # microgpt's default, in both programs and both step counts
+
+
+def timed(command: list[str], env: dict, cwd: str) -> tuple[float, str]:
+    """Wall-clock seconds of one process, and its standard output."""
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    return seconds, done.stdout
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--microgpt", required=True, help="path of microgpt.py")
+    parser.add_argument("--microgpt", required=True, help="path of microgpt.py (the seed's extracted script)")
     parser.add_argument("--data", default=None, help="text file, one document per line (default: names.txt)")
-    parser.add_argument("--steps", type=int, default=20, help="steps per run (the first is not timed)")
-    parser.add_argument("--repeats", type=int, default=5, help="ladder runs (default: 5)")
+    parser.add_argument("--steps", type=int, default=1000, help="N, the longer run (default: 1000)")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats (default: 3)")
+    parser.add_argument("--inner", type=int, default=5, help="cymicrogpt runs per step count and repeat (default: 5)")
+    parser.add_argument("--backend", default="cython", choices=["cython", "python"], help="cymicrogpt's engine")
     args = parser.parse_args()
-    docs = mg.load_docs(args.data or default_dataset())
-    report = [f"# microgpt.py against the pure-Python reference ({time.strftime('%Y-%m-%d')})", "",
-              f"Command: `python benchmarks/bench_microgpt.py --microgpt {args.microgpt} --data {args.data} "
-              f"--steps {args.steps} --repeats {args.repeats}`", "",
+    if args.steps < 2:
+        parser.error("--steps must be at least 2")
+    data = str(Path(args.data or default_dataset()).resolve())
+    script = str(Path(args.microgpt).resolve())
+    cli = shutil.which("cymicrogpt") or parser.error("the cymicrogpt command is not on PATH")
+    report = [f"# microgpt.py against cymicrogpt {args.backend}, T({args.steps} steps) - T(1 step) "
+              f"({time.strftime('%Y-%m-%d %H:%M %Z')})", "",
               f"cymicrogpt {mg.__version__}, Python {platform.python_version()}, {platform.machine()}, "
-              f"{platform.platform()}; {len(docs)} documents, default config, seed 42; "
-              f"{args.steps} steps per run, step 1 not timed", "",
-              "| repeat | reference ms/step | cython ms/step | microgpt.py ms/step | microgpt.py / reference "
-              "| cython vs microgpt.py | cython vs reference | microgpt.py's losses float-== |",
-              "|---:|---:|---:|---:|---:|---:|---:|---|"]
-    factors, speedups = [], []
-    for repeat in range(1, args.repeats + 1):
-        rows = run_ladder(docs, GPTConfig(), args.steps, ["python", "cython"], ref_steps=args.steps,
-                          microgpt=args.microgpt)
-        bad = [f"{row.impl}: {row.status}" for row in rows if row.status != "ok"]
-        if bad:
-            raise SystemExit(f"repeat {repeat}: " + "; ".join(bad))
-        cells = {c["impl"]: c for c in compare(rows)}
-        ref_ms, fast_ms, script_ms = (cells[name]["ms_shared"] for name in ("python", "cython", "microgpt.py"))
-        factors.append(script_ms / ref_ms)
-        speedups.append(script_ms / fast_ms)
-        same = "yes" if rows[2].losses == rows[0].losses else "no (as printed)"
-        report.append(f"| {repeat} | {ref_ms:.2f} | {fast_ms:.4f} | {script_ms:.2f} | {factors[-1]:.3f} "
-                      f"| {speedups[-1]:,.0f}x | {ref_ms / fast_ms:,.0f}x | {same} |")
-    report += ["", f"Load average: {load_average().removeprefix('; load average ') or 'not available'}.",
-               "", f"microgpt.py takes {statistics.median(factors):.2f}x the reference's time per step "
-               f"(median of {len(factors)} repeats; range {min(factors):.2f}-{max(factors):.2f}); the compiled "
-               f"backend is {statistics.median(speedups):,.0f}x faster than microgpt.py "
-               f"(range {min(speedups):,.0f}-{max(speedups):,.0f}x)."]
-    print("\n" + "\n".join(report))  # after the runs' progress lines
+              f"{platform.platform()}, {os.cpu_count()} CPUs; data {data}", "",
+              "| repeat | microgpt.py T(N) s | T(1) s | ms/step | cymicrogpt T(N) s (median) | T(1) s (median) | ms/step "
+              "| speed-up | losses float-== |", "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    ratios = []
+    with tempfile.TemporaryDirectory(prefix="bench-microgpt-") as scratch:
+        checkpoint = str(Path(scratch) / "run.npz")
+        for repeat in range(1, args.repeats + 1):
+            seconds = {}
+            for steps in (args.steps, 1):
+                env = dict(os.environ, MG_INPUT=data, MG_STEPS=str(steps), MG_SAMPLES=str(SAMPLES))
+                seconds["microgpt", steps], printed = timed([sys.executable, script], env, scratch)
+                if steps == args.steps:
+                    script_losses = [float(x) for x in STEP_LINE.findall(printed)]
+                seconds["cymicrogpt", steps] = statistics.median(
+                    timed([cli, "train", "--data", data, "--steps", str(steps), "--samples", str(SAMPLES),
+                           "--backend", args.backend, "--save", checkpoint], dict(os.environ), scratch)[0]
+                    for _ in range(args.inner))
+                if steps == args.steps:
+                    our_losses = mg.Run.load(checkpoint).losses
+            per_step = {name: (seconds[name, args.steps] - seconds[name, 1]) / (args.steps - 1)
+                        for name in ("microgpt", "cymicrogpt")}
+            ratios.append(per_step["microgpt"] / per_step["cymicrogpt"])
+            same = "yes" if our_losses == script_losses and len(our_losses) == args.steps else "NO"
+            report.append(f"| {repeat} | {seconds['microgpt', args.steps]:.2f} | {seconds['microgpt', 1]:.2f} "
+                          f"| {per_step['microgpt'] * 1e3:.2f} | {seconds['cymicrogpt', args.steps]:.3f} "
+                          f"| {seconds['cymicrogpt', 1]:.3f} | {per_step['cymicrogpt'] * 1e3:.4f} "
+                          f"| {ratios[-1]:,.0f}x | {same} |")
+            print(report[-1], flush=True)
+    report += ["", f"Load average: {load_average().removeprefix('; load average ') or 'not available'}.", "",
+               f"cymicrogpt {args.backend} is {statistics.median(ratios):,.0f}x microgpt.py per training step "
+               f"(median of {len(ratios)} repeats; range {min(ratios):,.0f}-{max(ratios):,.0f}x)."]
+    print("\n" + "\n".join(report))
+
 
 if __name__ == "__main__":
     main()
