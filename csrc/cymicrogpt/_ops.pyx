@@ -59,34 +59,38 @@ cdef int64_t new_id() noexcept:
 
 # --- kernels -------------------------------------------------------------------------------
 cdef void dot_rows(double[::1] data,  # IN: rows of w and x; OUT: data[out + r]
-                   int32_t w, int32_t cols, int32_t x, int32_t out, int32_t rows) noexcept nogil:
+                   Py_ssize_t w, Py_ssize_t cols, Py_ssize_t x, Py_ssize_t out,
+                   Py_ssize_t rows) noexcept nogil:
     """data[out + r] = sum_j data[w + r*cols + j] * data[x + j] for r < rows.
 
     Each row is accumulated left to right from 0.0, as microgpt's sum() (from the int 0)
     does.  Four rows at a time: four independent chains the CPU overlaps, each still
-    added in its own order.
+    added in its own order.  Pointers and Py_ssize_t offsets, so that the inner loop has
+    no int32 index arithmetic to redo.
     """
-    cdef int32_t r = 0, j, w0
+    cdef const double* xs = &data[x]
+    cdef const double* row
+    cdef Py_ssize_t r = 0, j
     cdef double acc0, acc1, acc2, acc3, xj
     while r + 4 <= rows:
-        w0 = w + r * cols
+        row = &data[w + r * cols]
         acc0 = acc1 = acc2 = acc3 = 0.0
         for j in range(cols):
-            xj = data[x + j]
-            acc0 = acc0 + data[w0 + j] * xj
-            acc1 = acc1 + data[w0 + cols + j] * xj
-            acc2 = acc2 + data[w0 + 2 * cols + j] * xj
-            acc3 = acc3 + data[w0 + 3 * cols + j] * xj
+            xj = xs[j]
+            acc0 = acc0 + row[j] * xj
+            acc1 = acc1 + row[cols + j] * xj
+            acc2 = acc2 + row[2 * cols + j] * xj
+            acc3 = acc3 + row[3 * cols + j] * xj
         data[out + r] = acc0
         data[out + r + 1] = acc1
         data[out + r + 2] = acc2
         data[out + r + 3] = acc3
         r += 4
     while r < rows:
-        w0 = w + r * cols
+        row = &data[w + r * cols]
         acc0 = 0.0
         for j in range(cols):
-            acc0 = acc0 + data[w0 + j] * data[x + j]
+            acc0 = acc0 + row[j] * xs[j]
         data[out + r] = acc0
         r += 1
 
