@@ -1,6 +1,7 @@
 """Checkpoints: exact round trips, bit-identical resumes, and clear errors for bad files."""
 from __future__ import annotations
 
+import math
 import os
 import random
 from pathlib import Path
@@ -13,6 +14,7 @@ from cymicrogpt.checkpoint import CheckpointError, state_arrays
 from cymicrogpt.config import GPTConfig
 from cymicrogpt.data import load_docs
 from cymicrogpt.training import Run, start_run, train
+from command import assert_one_error_line, run_command
 
 BACKENDS = ["python", "cython"]
 STEPS = 12
@@ -301,6 +303,55 @@ def test_bad_values(tmp_path: Path, arrays, field: str, value, fragment: str) ->
 def test_losses_must_match_step(tmp_path: Path, arrays) -> None:
     arrays["losses"] = arrays["losses"][:-1]
     assert_rejected(write(tmp_path / "bad.npz", **arrays), "losses")
+
+
+# --- values no training run produces --------------------------------------------------------
+@pytest.mark.parametrize("field, index, value", [
+    ("weights", 0, math.nan), ("weights", -1, math.inf), ("adam_m", 3, -math.inf), ("adam_m", 4, math.nan),
+    ("adam_v", 5, math.nan), ("adam_v", 6, math.inf), ("losses", 2, math.nan), ("losses", 4, -math.inf),
+    ("adam_v", 7, -1.0), ("adam_v", 8, -5e-324),  # v is a running mean of squares: never negative
+])
+def test_non_finite_or_negative_values_are_refused(tmp_path: Path, arrays, field: str, index: int, value) -> None:
+    values = arrays[field].copy()
+    values[index] = value
+    arrays[field] = values
+    assert_rejected(write(tmp_path / "bad.npz", **arrays), f"field {field!r} holds {value!r} at index "
+                                                           f"{index % len(values)}")
+
+
+def test_the_first_bad_index_is_named(tmp_path: Path, arrays) -> None:
+    arrays["adam_v"] = arrays["adam_v"].copy()
+    arrays["adam_v"][[9, 4, 30]] = [-2.0, -3.0, math.nan]  # NaN is not negative: 4 is the first negative
+    assert_rejected(write(tmp_path / "bad.npz", **arrays), "'adam_v' holds nan at index 30")
+    arrays["adam_v"][30] = 0.5
+    assert_rejected(write(tmp_path / "bad.npz", **arrays), "'adam_v' holds -3.0 at index 4")
+
+
+def test_negative_zero_second_moment_is_accepted(tmp_path: Path, tiny_docs, tiny_config) -> None:
+    """-0.0 is not negative, and changes nothing: its root is 0, as +0.0's is."""
+    run = tiny_run(tiny_docs, tiny_config, "python")
+    arrays = state_arrays(run.state())
+    zero = np.flatnonzero(arrays["adam_v"] == 0)
+    assert len(zero) > 0  # weights no document of the first steps touched
+    arrays["adam_v"] = arrays["adam_v"].copy()
+    arrays["adam_v"][zero] = -0.0
+    resumed = Run.load(write(tmp_path / "negzero.npz", **arrays))
+    resumed.train()
+    run.train()
+    assert resumed.losses == run.losses and resumed.engine.weights() == run.engine.weights()
+
+
+@pytest.mark.parametrize("command", [["train", "--resume"], ["train", "--backend", "python", "--resume"],
+                                     ["sample", "--checkpoint"]])
+def test_cli_refuses_a_negative_second_moment_in_one_line(tmp_path: Path, arrays, command: list[str]) -> None:
+    # Before this was checked, resuming ended in a traceback on both engines (a complex weight
+    # on the reference, the Adam kernel's ValueError on the compiled one).
+    arrays["adam_v"] = arrays["adam_v"].copy()
+    arrays["adam_v"][5] = -1.0
+    path = write(tmp_path / "negv.npz", **arrays)
+    done = run_command(*command, path)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert_one_error_line(done.stderr, str(path), "'adam_v' holds -1.0 at index 5", "never negative")
 
 
 def test_checkpoint_error_is_a_value_error() -> None:

@@ -255,6 +255,26 @@ def _read_counters(fields: _Archive) -> tuple[int, int, float, int]:
     return step, num_steps, lr, seed
 
 
+def _check_finite(fields: _Archive, name: str, values: np.ndarray) -> None:
+    # A run that trains never stores a NaN or an infinity: a step with a non-finite loss or
+    # gradient raises DivergenceError before it changes anything (training.py).
+    finite = np.isfinite(values)  # (n,) bool
+    if not finite.all():
+        index = int(np.argmin(finite))  # the first False
+        raise fields.fail(f"field {name!r} holds {float(values[index])!r} at index {index}; a checkpoint holds finite "
+                          "numbers only (a saved run never has a NaN or infinite weight, moment or loss)")
+
+
+def _check_non_negative(fields: _Archive, name: str, values: np.ndarray) -> None:
+    # Adam's second moment is a running mean of squares, v = beta2*v + (1-beta2)*g**2 from 0,
+    # so never negative; a negative one would make v_hat**0.5 a complex number in microgpt.
+    negative = values < 0  # (n,) bool; -0.0 is not negative (and harmless: its root is 0)
+    if negative.any():
+        index = int(np.argmax(negative))  # the first True
+        raise fields.fail(f"field {name!r} holds {float(values[index])!r} at index {index}; Adam's second moments "
+                          "are running means of squares, never negative")
+
+
 def load_state(path: PathLike) -> RunState:
     """The run state saved at `path`, every field checked; CheckpointError otherwise."""
     with open_regular(path, "checkpoint", CheckpointError) as fh:
@@ -284,6 +304,9 @@ def _load(fields: _Archive) -> RunState:
     adam_m, adam_v = fields.floats("adam_m", size), fields.floats("adam_v", size)
     step, num_steps, lr, seed = _read_counters(fields)
     losses = fields.floats("losses", step)
+    for name, values in (("weights", weights), ("adam_m", adam_m), ("adam_v", adam_v), ("losses", losses)):
+        _check_finite(fields, name, values)
+    _check_non_negative(fields, "adam_v", adam_v)
     rng_state = _read_rng_state(fields)
     stored = fields.string("backend")
     try:
