@@ -1,6 +1,7 @@
 """Checkpoints: exact round trips, bit-identical resumes, and clear errors for bad files."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -13,6 +14,7 @@ import cymicrogpt.checkpoint as checkpoint
 from cymicrogpt.checkpoint import CheckpointError, state_arrays
 from cymicrogpt.config import GPTConfig
 from cymicrogpt.data import load_docs
+from cymicrogpt.run_state import RNG_STATE_LEN
 from cymicrogpt.training import Run, start_run, train
 from command import assert_one_error_line, run_command
 
@@ -300,6 +302,75 @@ def test_bad_values(tmp_path: Path, arrays, field: str, value, fragment: str) ->
     assert_rejected(write(tmp_path / "bad.npz", **arrays), fragment)
 
 
+# --- the random-generator state: one check, for states built by hand and read from files -----
+def _wrong_version(v, w, g):
+    return 2, w, g  # random.Random.setstate() takes version 2; no run of this Python makes one
+
+
+def _word_above_32_bits(v, w, g):
+    return v, (w[0] + 2**32,) + w[1:], g  # setstate() would keep its low 32 bits
+
+
+def _negative_word(v, w, g):
+    return v, w[:3] + (-1,) + w[4:], g
+
+
+def _position_past_the_end(v, w, g):
+    return v, w[:-1] + (625,), g
+
+
+def _nan_gauss_next(v, w, g):
+    return v, w, math.nan
+
+
+def _infinite_gauss_next(v, w, g):
+    return v, w, -math.inf
+
+
+@pytest.mark.parametrize("spoil, fragment", [
+    (_wrong_version, "unsupported version 2 (expected 3)"),
+    (_word_above_32_bits, "word 0 is "),
+    (_negative_word, "word 3 is -1, not an integer in 0..2**32-1"),
+    (_position_past_the_end, "position (word 624) is 625, not an integer in 0..624"),
+    (_nan_gauss_next, "gauss_next is nan, not None or a finite float"),
+    (_infinite_gauss_next, "gauss_next is -inf"),
+])
+def test_bad_random_state_is_refused_the_same_way_by_hand_and_from_a_file(tmp_path: Path, tiny_docs, tiny_config,
+                                                                          spoil, fragment: str) -> None:
+    state = tiny_run(tiny_docs, tiny_config).state()
+    bad = spoil(*state.rng_state)
+    with pytest.raises(ValueError, match=r"^bad random-generator state \(rng_state\): ") as by_hand:
+        Run.from_state(dataclasses.replace(state, rng_state=bad))
+    assert fragment in str(by_hand.value)
+    arrays = state_arrays(state)
+    arrays.update(rng_version=np.array(bad[0]), rng_state=np.array(bad[1], dtype=np.int64),
+                  rng_gauss_next=np.array([] if bad[2] is None else [bad[2]], dtype=np.float64))
+    path = write(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(CheckpointError) as from_file:
+        Run.load(path)
+    assert str(from_file.value) == f"checkpoint {path}: {by_hand.value}"  # the same check, once
+
+
+@pytest.mark.parametrize("rng_state, fragment", [
+    ((3, (0,) * 625), "must be (version, words, gauss_next)"),
+    ("not a state", "must be (version, words, gauss_next)"),
+    ((3.0, (0,) * 624 + (624,), None), "unsupported version 3.0"),
+    ((3, [5] * 624 + [624], None), "a tuple of 625 integers"),
+    ((3, (5,) * 624, None), "a tuple of 625 integers"),
+    ((3, (5,) * 623 + (1.5, 624), None), "word 623 is 1.5"),
+    ((3, (5,) * 624 + (True,), None), "position (word 624) is True"),
+    ((3, (5,) * 624 + (10**5000,), None), "position (word 624) is a 16610-bit integer"),
+    ((3, (5,) * 624 + (624,), "junk"), "gauss_next is 'junk'"),  # setstate() takes it; gauss() would return it
+    ((3, (5,) * 624 + (624,), 1), "gauss_next is 1, not None or a finite float"),
+])
+def test_hand_built_random_state_must_be_what_getstate_returns(tiny_docs, tiny_config, rng_state,
+                                                               fragment: str) -> None:
+    state = tiny_run(tiny_docs, tiny_config).state()
+    with pytest.raises(ValueError) as info:
+        Run.from_state(dataclasses.replace(state, rng_state=rng_state))
+    assert fragment in str(info.value)
+
+
 def test_losses_must_match_step(tmp_path: Path, arrays) -> None:
     arrays["losses"] = arrays["losses"][:-1]
     assert_rejected(write(tmp_path / "bad.npz", **arrays), "losses")
@@ -360,5 +431,5 @@ def test_checkpoint_error_is_a_value_error() -> None:
 
 def test_config_and_rng_types_used(tiny_config) -> None:
     # The format stores what these types hold; keep the test honest if they change.
-    assert len(random.Random(1).getstate()[1]) == checkpoint.RNG_STATE_LEN
+    assert len(random.Random(1).getstate()[1]) == RNG_STATE_LEN
     assert tuple(f for f in GPTConfig.__dataclass_fields__) == checkpoint.CONFIG_FIELDS
