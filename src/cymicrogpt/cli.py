@@ -11,7 +11,8 @@ never lost to a stop it can survive:
   good state saved, exit code 1.
 * a closed stdout (``| head``): progress and samples are dropped; with ``--save`` the run
   trains to its end and is saved (exit 0), without it there is nothing to keep and it
-  stops at once (exit 141, what a process killed by SIGPIPE reports).
+  stops at once (exit 141, what a process killed by SIGPIPE reports).  ``bench`` always
+  keeps its product, ladder.md: it measures, writes it and exits as ``train --save`` does.
 * ``--save`` targets are checked before any training (see files.py).
 
 Exit codes: 0 done, 1 unusable data or checkpoint, divergence or a failed write, 2 bad
