@@ -1,6 +1,8 @@
 """Checkpoints: exact round trips, bit-identical resumes, and clear errors for bad files."""
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import random
 from pathlib import Path
@@ -12,7 +14,9 @@ import cymicrogpt.checkpoint as checkpoint
 from cymicrogpt.checkpoint import CheckpointError, state_arrays
 from cymicrogpt.config import GPTConfig
 from cymicrogpt.data import load_docs
+from cymicrogpt.run_state import RNG_STATE_LEN
 from cymicrogpt.training import Run, start_run, train
+from command import assert_one_error_line, run_command
 
 BACKENDS = ["python", "cython"]
 STEPS = 12
@@ -298,9 +302,127 @@ def test_bad_values(tmp_path: Path, arrays, field: str, value, fragment: str) ->
     assert_rejected(write(tmp_path / "bad.npz", **arrays), fragment)
 
 
+# --- the random-generator state: one check, for states built by hand and read from files -----
+def _wrong_version(v, w, g):
+    return 2, w, g  # random.Random.setstate() takes version 2; no run of this Python makes one
+
+
+def _word_above_32_bits(v, w, g):
+    return v, (w[0] + 2**32,) + w[1:], g  # setstate() would keep its low 32 bits
+
+
+def _negative_word(v, w, g):
+    return v, w[:3] + (-1,) + w[4:], g
+
+
+def _position_past_the_end(v, w, g):
+    return v, w[:-1] + (625,), g
+
+
+def _nan_gauss_next(v, w, g):
+    return v, w, math.nan
+
+
+def _infinite_gauss_next(v, w, g):
+    return v, w, -math.inf
+
+
+@pytest.mark.parametrize("spoil, fragment", [
+    (_wrong_version, "unsupported version 2 (expected 3)"),
+    (_word_above_32_bits, "word 0 is "),
+    (_negative_word, "word 3 is -1, not an integer in 0..2**32-1"),
+    (_position_past_the_end, "position (word 624) is 625, not an integer in 0..624"),
+    (_nan_gauss_next, "gauss_next is nan, not None or a finite float"),
+    (_infinite_gauss_next, "gauss_next is -inf"),
+])
+def test_bad_random_state_is_refused_the_same_way_by_hand_and_from_a_file(tmp_path: Path, tiny_docs, tiny_config,
+                                                                          spoil, fragment: str) -> None:
+    state = tiny_run(tiny_docs, tiny_config).state()
+    bad = spoil(*state.rng_state)
+    with pytest.raises(ValueError, match=r"^bad random-generator state \(rng_state\): ") as by_hand:
+        Run.from_state(dataclasses.replace(state, rng_state=bad))
+    assert fragment in str(by_hand.value)
+    arrays = state_arrays(state)
+    arrays.update(rng_version=np.array(bad[0]), rng_state=np.array(bad[1], dtype=np.int64),
+                  rng_gauss_next=np.array([] if bad[2] is None else [bad[2]], dtype=np.float64))
+    path = write(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(CheckpointError) as from_file:
+        Run.load(path)
+    assert str(from_file.value) == f"checkpoint {path}: {by_hand.value}"  # the same check, once
+
+
+@pytest.mark.parametrize("rng_state, fragment", [
+    ((3, (0,) * 625), "must be (version, words, gauss_next)"),
+    ("not a state", "must be (version, words, gauss_next)"),
+    ((3.0, (0,) * 624 + (624,), None), "unsupported version 3.0"),
+    ((3, [5] * 624 + [624], None), "a tuple of 625 integers"),
+    ((3, (5,) * 624, None), "a tuple of 625 integers"),
+    ((3, (5,) * 623 + (1.5, 624), None), "word 623 is 1.5"),
+    ((3, (5,) * 624 + (True,), None), "position (word 624) is True"),
+    ((3, (5,) * 624 + (10**5000,), None), "position (word 624) is a 16610-bit integer"),
+    ((3, (5,) * 624 + (624,), "junk"), "gauss_next is 'junk'"),  # setstate() takes it; gauss() would return it
+    ((3, (5,) * 624 + (624,), 1), "gauss_next is 1, not None or a finite float"),
+])
+def test_hand_built_random_state_must_be_what_getstate_returns(tiny_docs, tiny_config, rng_state,
+                                                               fragment: str) -> None:
+    state = tiny_run(tiny_docs, tiny_config).state()
+    with pytest.raises(ValueError) as info:
+        Run.from_state(dataclasses.replace(state, rng_state=rng_state))
+    assert fragment in str(info.value)
+
+
 def test_losses_must_match_step(tmp_path: Path, arrays) -> None:
     arrays["losses"] = arrays["losses"][:-1]
     assert_rejected(write(tmp_path / "bad.npz", **arrays), "losses")
+
+
+# --- values no training run produces --------------------------------------------------------
+@pytest.mark.parametrize("field, index, value", [
+    ("weights", 0, math.nan), ("weights", -1, math.inf), ("adam_m", 3, -math.inf), ("adam_m", 4, math.nan),
+    ("adam_v", 5, math.nan), ("adam_v", 6, math.inf), ("losses", 2, math.nan), ("losses", 4, -math.inf),
+    ("adam_v", 7, -1.0), ("adam_v", 8, -5e-324),  # v is a running mean of squares: never negative
+])
+def test_non_finite_or_negative_values_are_refused(tmp_path: Path, arrays, field: str, index: int, value) -> None:
+    values = arrays[field].copy()
+    values[index] = value
+    arrays[field] = values
+    assert_rejected(write(tmp_path / "bad.npz", **arrays), f"field {field!r} holds {value!r} at index "
+                                                           f"{index % len(values)}")
+
+
+def test_the_first_bad_index_is_named(tmp_path: Path, arrays) -> None:
+    arrays["adam_v"] = arrays["adam_v"].copy()
+    arrays["adam_v"][[9, 4, 30]] = [-2.0, -3.0, math.nan]  # NaN is not negative: 4 is the first negative
+    assert_rejected(write(tmp_path / "bad.npz", **arrays), "'adam_v' holds nan at index 30")
+    arrays["adam_v"][30] = 0.5
+    assert_rejected(write(tmp_path / "bad.npz", **arrays), "'adam_v' holds -3.0 at index 4")
+
+
+def test_negative_zero_second_moment_is_accepted(tmp_path: Path, tiny_docs, tiny_config) -> None:
+    """-0.0 is not negative, and changes nothing: its root is 0, as +0.0's is."""
+    run = tiny_run(tiny_docs, tiny_config, "python")
+    arrays = state_arrays(run.state())
+    zero = np.flatnonzero(arrays["adam_v"] == 0)
+    assert len(zero) > 0  # weights no document of the first steps touched
+    arrays["adam_v"] = arrays["adam_v"].copy()
+    arrays["adam_v"][zero] = -0.0
+    resumed = Run.load(write(tmp_path / "negzero.npz", **arrays))
+    resumed.train()
+    run.train()
+    assert resumed.losses == run.losses and resumed.engine.weights() == run.engine.weights()
+
+
+@pytest.mark.parametrize("command", [["train", "--resume"], ["train", "--backend", "python", "--resume"],
+                                     ["sample", "--checkpoint"]])
+def test_cli_refuses_a_negative_second_moment_in_one_line(tmp_path: Path, arrays, command: list[str]) -> None:
+    # Before this was checked, resuming ended in a traceback on both engines (a complex weight
+    # on the reference, the Adam kernel's ValueError on the compiled one).
+    arrays["adam_v"] = arrays["adam_v"].copy()
+    arrays["adam_v"][5] = -1.0
+    path = write(tmp_path / "negv.npz", **arrays)
+    done = run_command(*command, path)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert_one_error_line(done.stderr, str(path), "'adam_v' holds -1.0 at index 5", "never negative")
 
 
 def test_checkpoint_error_is_a_value_error() -> None:
@@ -309,5 +431,5 @@ def test_checkpoint_error_is_a_value_error() -> None:
 
 def test_config_and_rng_types_used(tiny_config) -> None:
     # The format stores what these types hold; keep the test honest if they change.
-    assert len(random.Random(1).getstate()[1]) == checkpoint.RNG_STATE_LEN
+    assert len(random.Random(1).getstate()[1]) == RNG_STATE_LEN
     assert tuple(f for f in GPTConfig.__dataclass_fields__) == checkpoint.CONFIG_FIELDS

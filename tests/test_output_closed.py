@@ -1,9 +1,10 @@
-"""A closed or broken stdout never loses a run (issue 8, item 4).
+"""A closed or broken stdout never loses a run (issue 8, item 4), nor a benchmark.
 
 ``cymicrogpt train ... --save x.npz | head -3``: the run keeps training without output,
 is saved, and ends with status 0.  Without --save there is nothing to keep: it stops at
 once with 141 (a process that SIGPIPE ends reports that).  No message either way: the
 reader chose to leave.  An output that fails otherwise (a full disk) gets one line.
+``cymicrogpt bench`` behaves as ``train --save`` does: its product is ladder.md.
 """
 from __future__ import annotations
 
@@ -78,3 +79,45 @@ def test_full_output_device_is_one_line_and_the_run_is_saved(tmp_path: Path, tin
     assert status == 1
     assert err == f"cymicrogpt: error: cannot write to standard output (No space left on device); {ckpt} was written"
     assert Run.load(ckpt).step == 9
+
+
+# --- bench: its workers print progress to the same stdout ---------------------------------------
+BENCH = ["bench", "--steps", "3", "--ref-steps", "2", "--impl", "cython", *TINY]
+
+
+def ladder_status(ladder_md: Path, impl: str) -> str:
+    """The status cell of `impl`'s row in ladder.md."""
+    row = next(line for line in ladder_md.read_text().splitlines() if line.startswith(f"| {impl} |"))
+    return row.strip("| ").split(" | ")[-1]
+
+
+@pytest.mark.parametrize("redirect", ["| head -0", ">&-"])
+def test_bench_without_a_reader_still_measures_and_writes_its_table(tmp_path: Path, tiny_data_file: Path,
+                                                                    redirect: str) -> None:
+    # Before, each worker's first write raised (BrokenPipeError; EBADF on a pipe of the
+    # parent's that had taken descriptor 1): a traceback per row and every row "failed".
+    out = tmp_path / "ladder"
+    status, stdout, err = pipeline(f'"$CMD" {shlex.join(BENCH)} --data "{tiny_data_file}" --out "{out}" {redirect}')
+    assert (status, stdout, err) == (0, "", "")
+    assert ladder_status(out / "ladder.md", "cython") == "ok"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_bench_into_a_full_device_is_one_line_and_the_table_is_written(tmp_path: Path, tiny_data_file: Path) -> None:
+    out = tmp_path / "ladder"
+    status, _, err = pipeline(f'"$CMD" {shlex.join(BENCH)} --data "{tiny_data_file}" --out "{out}" > /dev/full')
+    assert status == 1
+    assert err == (f"cymicrogpt: error: cannot write to standard output (No space left on device); "
+                   f"{out / 'ladder.md'} was written")
+    assert ladder_status(out / "ladder.md", "cython") == "ok"
+
+
+def test_a_closed_stdout_keeps_its_descriptor_from_files_and_children() -> None:
+    """With descriptor 1 closed, the next pipe or file would take it, and child processes
+    would inherit it as their stdout; a Console holds it with /dev/null."""
+    probe = ("import os, sys; from cymicrogpt.output import Console; Console(); r, w = os.pipe(); "
+             "sys.stderr.write(f'{r} {w}')")
+    done = subprocess.run(["bash", "-c", f'"{sys.executable}" -c "{probe}" >&-'], capture_output=True, text=True,
+                          timeout=60, env=environment())
+    assert done.returncode == 0, done.stderr
+    assert "1" not in done.stderr.split()

@@ -17,11 +17,13 @@ from ._version import __version__
 # was never built.
 _EXPORTS = {
     "GPTConfig": ".config",
+    "CheckpointError": ".checkpoint",
     "DataError": ".data",
     "load_docs": ".data",
     "DivergenceError": ".training",
     "Run": ".training",
     "train": ".training",
+    "SamplingError": ".sampling",
     "Value": "._value",
     "collect": "._value",
     "graph_size": "._value",
@@ -31,8 +33,10 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
     from ._value import Value, collect, graph_size
+    from .checkpoint import CheckpointError
     from .config import GPTConfig
     from .data import DataError, load_docs
+    from .sampling import SamplingError
     from .training import DivergenceError, Run, train
 
 

@@ -15,14 +15,16 @@ string arrays drop trailing NUL characters.  Writes are atomic (see files.py).
 Loading trusts nothing in the file: only the members the format defines are read, each
 one's zip entry and ``.npy`` header (dtype, shape, size) are checked before its data is
 read, compressed members are refused (so nothing inflates: no member can hold more bytes
-than the file does), and no pickle is ever loaded.  Every problem raises
-``CheckpointError`` naming the file once.
+than the file does), and no pickle is ever loaded.  Then the values are checked as a
+run makes them: weights, moments and losses finite, second moments never negative (NumPy
+checks, one pass each), and the random-generator state by ``RunState`` itself, the one
+check that states built by hand get too.  Every problem raises ``CheckpointError`` naming
+the file once.
 """
 from __future__ import annotations
 
 import math
 import os
-import random
 import zipfile
 import zlib
 from typing import BinaryIO, Optional, Union
@@ -34,13 +36,12 @@ from .checks import check_count, check_docs, check_lr
 from .config import GPTConfig
 from .files import open_regular, write_atomically
 from .params import check_model_size, num_params, state_dict_layout
-from .run_state import RunState
+from .run_state import RNG_STATE_LEN, RunState
 from .tokenizer import Tokenizer
 
 FORMAT_TAG = "cymicrogpt-checkpoint"
 FORMAT_VERSION = 1
 CONFIG_FIELDS = ("n_layer", "n_embd", "block_size", "n_head")
-RNG_STATE_LEN = 625  # random.Random.getstate()[1]: 624 Mersenne Twister words + the index
 
 PathLike = Union[str, os.PathLike]
 
@@ -217,20 +218,13 @@ def _read_docs(fields: _Archive, tokenizer: Tokenizer) -> list[str]:
 
 
 def _read_rng_state(fields: _Archive) -> tuple:
+    """The stored state, as random.Random.getstate() gives it; RunState checks it (run_state.py)."""
     version = fields.integer("rng_version")
-    if version != random.Random.VERSION:
-        raise fields.fail(f"unsupported random-generator state version {version} (expected {random.Random.VERSION})")
-    words = fields.get("rng_state", "int", 1, RNG_STATE_LEN)
+    words = fields.get("rng_state", "int", 1, RNG_STATE_LEN)  # fixed length: no huge list from a bad file
     gauss = fields.floats("rng_gauss_next")
     if len(gauss) > 1:
         raise fields.fail(f"field 'rng_gauss_next' has {len(gauss)} values, expected 0 or 1")
-    gauss_next = float(gauss[0]) if len(gauss) else None
-    state = (version, tuple(int(w) for w in words), gauss_next)
-    try:
-        random.Random().setstate(state)  # refused here, with the file's name, if unusable
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise fields.fail(f"bad random-generator state: {exc}") from None
-    return state
+    return version, tuple(words.tolist()), float(gauss[0]) if len(gauss) else None
 
 
 def _read_counters(fields: _Archive) -> tuple[int, int, float, int]:
@@ -253,6 +247,26 @@ def _read_counters(fields: _Archive) -> tuple[int, int, float, int]:
         raise fields.fail(f"seed is not an integer (or has more digits than Python converts): "
                           f"{seed_text[:100]!r}") from None
     return step, num_steps, lr, seed
+
+
+def _check_finite(fields: _Archive, name: str, values: np.ndarray) -> None:
+    # A run that trains never stores a NaN or an infinity: a step with a non-finite loss or
+    # gradient raises DivergenceError before it changes anything (training.py).
+    finite = np.isfinite(values)  # (n,) bool
+    if not finite.all():
+        index = int(np.argmin(finite))  # the first False
+        raise fields.fail(f"field {name!r} holds {float(values[index])!r} at index {index}; a checkpoint holds finite "
+                          "numbers only (a saved run never has a NaN or infinite weight, moment or loss)")
+
+
+def _check_non_negative(fields: _Archive, name: str, values: np.ndarray) -> None:
+    # Adam's second moment is a running mean of squares, v = beta2*v + (1-beta2)*g**2 from 0,
+    # so never negative; a negative one would make v_hat**0.5 a complex number in microgpt.
+    negative = values < 0  # (n,) bool; -0.0 is not negative (and harmless: its root is 0)
+    if negative.any():
+        index = int(np.argmax(negative))  # the first True
+        raise fields.fail(f"field {name!r} holds {float(values[index])!r} at index {index}; Adam's second moments "
+                          "are running means of squares, never negative")
 
 
 def load_state(path: PathLike) -> RunState:
@@ -284,13 +298,19 @@ def _load(fields: _Archive) -> RunState:
     adam_m, adam_v = fields.floats("adam_m", size), fields.floats("adam_v", size)
     step, num_steps, lr, seed = _read_counters(fields)
     losses = fields.floats("losses", step)
+    for name, values in (("weights", weights), ("adam_m", adam_m), ("adam_v", adam_v), ("losses", losses)):
+        _check_finite(fields, name, values)
+    _check_non_negative(fields, "adam_v", adam_v)
     rng_state = _read_rng_state(fields)
     stored = fields.string("backend")
     try:
         backend = check_backend(stored)
     except ValueError as exc:
         raise fields.fail(str(exc)) from None
-    # Python floats: the reference engine must compute with float, not np.float64.
-    return RunState(config=config, chars=chars, docs=docs, weights=weights.tolist(), adam_m=adam_m.tolist(),
-                    adam_v=adam_v.tolist(), step=step, num_steps=num_steps, lr=lr, seed=seed, backend=backend,
-                    losses=losses.tolist(), rng_state=rng_state)
+    try:
+        # Python floats: the reference engine must compute with float, not np.float64.
+        return RunState(config=config, chars=chars, docs=docs, weights=weights.tolist(), adam_m=adam_m.tolist(),
+                        adam_v=adam_v.tolist(), step=step, num_steps=num_steps, lr=lr, seed=seed, backend=backend,
+                        losses=losses.tolist(), rng_state=rng_state)
+    except ValueError as exc:  # RunState refuses an unusable random-generator state
+        raise fields.fail(str(exc)) from None

@@ -11,7 +11,8 @@ never lost to a stop it can survive:
   good state saved, exit code 1.
 * a closed stdout (``| head``): progress and samples are dropped; with ``--save`` the run
   trains to its end and is saved (exit 0), without it there is nothing to keep and it
-  stops at once (exit 141, what a process killed by SIGPIPE reports).
+  stops at once (exit 141, what a process killed by SIGPIPE reports).  ``bench`` always
+  keeps its product, ladder.md: it measures, writes it and exits as ``train --save`` does.
 * ``--save`` targets are checked before any training (see files.py).
 
 Exit codes: 0 done, 1 unusable data or checkpoint, divergence or a failed write, 2 bad
@@ -419,7 +420,7 @@ def cmd_bench(args: argparse.Namespace, argv: Optional[Sequence[str]], out: Cons
     if args.microgpt is not None and not Path(args.microgpt).is_file():
         raise UsageError(f"--microgpt {args.microgpt}: not a file (the path of microgpt.py)")
     docs = load_docs(args.data if args.data is not None else default_dataset())
-    rows = run_ladder(docs, config, args.steps, impls, ref_steps=args.ref_steps, microgpt=args.microgpt)
+    rows = run_ladder(docs, config, args.steps, impls, ref_steps=args.ref_steps, microgpt=args.microgpt, out=out)
     table = compare(rows)
     out.print("", format_table(table))
     command = " ".join([PROG] + list(sys.argv[1:] if argv is None else argv))
@@ -428,5 +429,5 @@ def cmd_bench(args: argparse.Namespace, argv: Optional[Sequence[str]], out: Cons
     except OSError as exc:
         raise Failure(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
     out.print(*notes, f"wrote {out_dir / 'ladder.md'}" + ("" if notes else f" and {out_dir / 'ladder.png'}"))
-    return _output_lost(out, args.out) if out.lost is not None else EXIT_OK
+    return _output_lost(out, str(out_dir / "ladder.md")) if out.lost is not None else EXIT_OK
 

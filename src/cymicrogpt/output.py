@@ -26,6 +26,7 @@ class Console:
         self.lost: Optional[OSError] = None  # why writing failed, once it has
         if self.stream is None:  # started with stdout closed (`>&-`)
             self.lost = OSError(errno.EBADF, "standard output is closed")
+            _hold_closed_descriptor(1)
         self._pipe_fd = _pipe_fd(self.stream)  # stdout is a pipe: watch for its reader leaving
         self._last_poll = -float("inf")
 
@@ -88,6 +89,24 @@ def _pipe_fd(stream: Optional[TextIO]) -> Optional[int]:
         return fd if stat.S_ISFIFO(os.fstat(fd).st_mode) and hasattr(select, "poll") else None
     except (AttributeError, OSError, ValueError):  # no descriptor (a StringIO, None)
         return None
+
+
+def _hold_closed_descriptor(fd: int) -> None:
+    # A closed descriptor 1 is the lowest free number: the next file or pipe opened would get
+    # it, and every child process would inherit that file or pipe as its stdout (`cymicrogpt
+    # bench`'s workers got a multiprocessing pipe of the parent's).  /dev/null holds it instead.
+    try:
+        os.fstat(fd)
+        return  # open after all (sys.stdout was set to None by other means): leave it
+    except OSError:
+        pass
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        if devnull != fd:
+            os.dup2(devnull, fd)
+            os.close(devnull)
+    except OSError:
+        pass
 
 
 def _point_at_devnull(stream: TextIO) -> None:

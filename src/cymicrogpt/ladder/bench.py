@@ -33,6 +33,7 @@ from typing import Optional, Sequence, Union
 from ..engines import REFERENCE_BACKEND
 from ..config import DEFAULT_LR, DEFAULT_SEED, GPTConfig
 from . import EXACT, IMPLEMENTATIONS, NotInstalled, microgpt_script, trainer_class
+from ..output import Console
 from ..params import num_params
 from ..progress import Progress
 from ..training import initialise
@@ -66,10 +67,11 @@ def _measure(impl: str, config: GPTConfig, layout, weights, token_seqs, lr: floa
     """Worker process: train `impl` on token_seqs, one per step, as the first steps of a
     num_steps-long run (the learning-rate decay depends on it); report a Row on `queue`."""
     row = Row(impl)
+    out = Console()  # a closed or full stdout costs the progress lines, never the measurement
     try:
         trainer = trainer_class(impl)(config, layout, weights, lr, num_steps)
-        progress = Progress(len(token_seqs), stream=sys.stdout)
-        sys.stdout.write(f"{impl}:\n")
+        progress = Progress(len(token_seqs), stream=out)
+        out.print(f"{impl}:")
         for i, tokens in enumerate(token_seqs):
             start = time.perf_counter()
             loss = trainer.step(tokens)
@@ -100,9 +102,12 @@ def peak_rss_mib() -> Optional[float]:
 
 def run_ladder(docs: Sequence[str], config: GPTConfig, steps: int, impls: Sequence[str],
                ref_steps: int = DEFAULT_REF_STEPS, seed: int = DEFAULT_SEED, lr: float = DEFAULT_LR,
-               microgpt: Optional[Union[str, Path]] = None) -> list[Row]:
+               microgpt: Optional[Union[str, Path]] = None, out: Optional[Console] = None) -> list[Row]:
     """One Row per implementation, each measured in a fresh process; with `microgpt` (the
-    path of microgpt.py), a last row for the script itself over the first ref_steps steps."""
+    path of microgpt.py), a last row for the script itself over the first ref_steps steps.
+    `out`: where this process prints (default: a Console over stdout); the workers print
+    their progress to stdout, each through a Console of its own."""
+    out = Console() if out is None else out
     file_order = list(docs)
     docs = list(docs)
     _, tokenizer, layout, weights = initialise(docs, config, seed)  # the same start as train()
@@ -121,17 +126,18 @@ def run_ladder(docs: Sequence[str], config: GPTConfig, steps: int, impls: Sequen
             row = Row(impl, status=f"failed: worker process exited with code {worker.exitcode}")
         rows.append(row)
     if microgpt is not None:
-        rows.append(_measure_script(Path(microgpt), file_order, config, num_params(layout), short, steps, seed, lr))
+        rows.append(_measure_script(Path(microgpt), file_order, config, num_params(layout), short, steps, seed, lr,
+                                    out))
     return rows
 
 
 def _measure_script(path: Path, file_order: list[str], config: GPTConfig, params: int, count: int,
-                    num_steps: int, seed: int, lr: float) -> Row:
+                    num_steps: int, seed: int, lr: float, out: Console) -> Row:
     row = Row(microgpt_script.NAME)
     if (seed, lr) != (DEFAULT_SEED, DEFAULT_LR):
         row.status = f"skipped: microgpt.py has seed {DEFAULT_SEED} and lr {DEFAULT_LR} written in"
         return row
-    print(f"{microgpt_script.NAME} ({path}): {count} steps", flush=True)
+    out.print(f"{microgpt_script.NAME} ({path}): {count} steps")
     try:
         row.step_times, row.losses, row.peak_rss_mib = microgpt_script.time_script(
             path, file_order, config, params, count, num_steps)
