@@ -167,3 +167,18 @@ def test_handles_from_before_a_reset_are_refused(tiny_docs):
     with pytest.raises(ValueError, match="reset"):
         engine.relu(old)
     assert engine.relu(engine.row("wte", 1)).size == CONFIG.n_embd  # weight rows stay valid
+
+
+def test_the_compiled_rmsnorm_takes_its_epsilon_from_config() -> None:
+    """One home per constant: GraphOps' default epsilon is config.RMSNORM_EPS, and one that
+    could make rmsnorm divide by zero (or by nan) is refused before anything is built."""
+    from cymicrogpt._ops import GraphOps
+    from cymicrogpt.config import RMSNORM_EPS
+
+    layout = state_dict_layout(CONFIG, 5)
+    weights = [0.01] * sum(slot.size for slot in layout)
+    assert GraphOps(layout, weights).rmsnorm_eps == RMSNORM_EPS
+    assert GraphOps(layout, weights, rmsnorm_eps=1e-3).rmsnorm_eps == 1e-3
+    for bad in (0.0, -1e-5, math.nan, math.inf):
+        with pytest.raises(ValueError, match="rmsnorm_eps"):
+            GraphOps(layout, weights, rmsnorm_eps=bad)

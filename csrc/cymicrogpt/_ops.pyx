@@ -33,10 +33,11 @@ from libc.string cimport memcpy
 
 import numpy as np
 
+from cymicrogpt.config import RMSNORM_EPS
+
 from cymicrogpt._arena cimport (Arena, LEAF, UNARY, ADD, SUM, DOT, SUM_LIST, DOT_LIST, add_node, add_edge,
                                 add_target, log_op, log_operand)
 
-cdef double RMSNORM_EPS = 1e-5  # microgpt's rmsnorm epsilon
 cdef int64_t last_id = 0  # ids handed out so far, to engines and to graphs (under the GIL)
 
 cdef enum OpCode:  # the first entry each op writes to the op log
@@ -173,16 +174,20 @@ cdef class GraphOps:
 
     `layout` is a list of weight matrices, objects with `name`, `rows`, `cols` and
     `offset` attributes (params.MatrixSlot), over the flat `weights` in state-dict order;
-    the weights become the arena's fixed leaf nodes.
+    the weights become the arena's fixed leaf nodes.  `rmsnorm_eps` is rmsnorm's epsilon
+    (config.RMSNORM_EPS, microgpt's 1e-5).
     """
 
-    def __init__(self, layout, weights):
+    def __init__(self, layout, weights, double rmsnorm_eps=RMSNORM_EPS):
+        if not rmsnorm_eps > 0.0 or rmsnorm_eps == float("inf"):
+            raise ValueError(f"rmsnorm_eps must be positive and finite, got {rmsnorm_eps!r}")
         array = np.asarray(weights, dtype=np.float64)
         if array.ndim != 1:
             raise ValueError(f"weights must be a flat sequence of numbers, got shape {array.shape}")
         cdef const double[::1] values = np.ascontiguousarray(array)
         cdef Py_ssize_t count = values.shape[0], i
         cdef Mat m
+        self.rmsnorm_eps = rmsnorm_eps
         self.arena = Arena()
         self.arena.reserve(count, 0)
         for i in range(count):
@@ -325,10 +330,11 @@ cdef class GraphOps:
         return out
 
     def rmsnorm(self, Vec x):
-        """x * (mean(x**2) + 1e-5) ** -0.5, as microgpt's rmsnorm builds it.
+        """x * (mean(x**2) + eps) ** -0.5, as microgpt's rmsnorm builds it.
 
-        Cannot raise, in microgpt either: mean(x**2) + 1e-5 is >= 1e-5, +inf or NaN, and
-        Python's float ** raises for none of them with exponents -0.5 and -1.5."""
+        Cannot raise, in microgpt either: mean(x**2) + eps is >= eps > 0, +inf or NaN, and
+        Python's float ** raises for none of them with exponents -0.5 and -1.5.  (An eps
+        <= 0 could make it 0 or negative: __init__ refuses one.)"""
         cdef Vec out = Vec.__new__(Vec)
         cdef Arena ar = self.arena
         ar.reserve(x.size + 4, 0, 3)
@@ -343,7 +349,7 @@ cdef class GraphOps:
         v = ar.data[sum_sq]
         ms = add_node(ar, UNARY, sum_sq, 0, 0, v * inv_n, inv_n)  # / len(x)  ==  * len(x)**-1
         v = ar.data[ms]
-        shifted = add_node(ar, UNARY, ms, 0, 0, v + RMSNORM_EPS, 1.0)  # + 1e-5
+        shifted = add_node(ar, UNARY, ms, 0, 0, v + self.rmsnorm_eps, 1.0)  # + 1e-5
         v = ar.data[shifted]
         scale = add_node(ar, UNARY, shifted, 0, 0, pow(v, -0.5), -0.5 * pow(v, -1.5))  # ** -0.5
         v = ar.data[scale]
