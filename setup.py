@@ -15,6 +15,7 @@ add symbols and skip the strip (for callgrind, perf, py-spy --native); CYMICROGP
 (cython -a) beside the generated C, build/cython/csrc/cymicrogpt/*.html.
 """
 import os
+import platform
 import sys
 from pathlib import Path
 
@@ -58,10 +59,37 @@ extensions = [
     for pyx in sorted(Path("csrc/cymicrogpt").glob("*.pyx"))
 ]
 
+
+def builds_for_x86_64() -> bool:
+    """Is every target of this build x86-64, with a gcc-style compiler?  (macOS cross-builds
+    name their targets in ARCHFLAGS, e.g. "-arch arm64" on an x86-64 runner.)"""
+    if sys.platform == "win32" or platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    archs = os.environ.get("ARCHFLAGS", "").split()[1::2] if sys.platform == "darwin" else []
+    return all(arch == "x86_64" for arch in archs)
+
+
+# The Adam kernel once more, for CPUs with AVX2: cymicrogpt._adam_avx2, the very same source
+# (copied to build/, renamed) compiled with -mavx2, which engines/adam.py picks at run time
+# where the CPU and OS support AVX2.  The results are the same bits: AVX2 only runs each
+# IEEE operation on four lanes instead of two (-mavx2 does not enable FMA, and
+# -ffp-contract=off forbids contraction anyway); the libm calls are the same functions.
+if builds_for_x86_64() and not DEBUG:
+    generated = Path("build/generated/cymicrogpt")
+    generated.mkdir(parents=True, exist_ok=True)
+    for suffix in (".pyx", ".pxd"):
+        source = Path("csrc/cymicrogpt/_adam" + suffix).read_text(encoding="utf-8")
+        target = generated / ("_adam_avx2" + suffix)
+        if not target.exists() or target.read_text(encoding="utf-8") != source:  # keep it fresh, not newer
+            target.write_text(source, encoding="utf-8")
+    extensions.append(Extension("cymicrogpt._adam_avx2", [str(generated / "_adam_avx2.pyx")],
+                                extra_compile_args=COMPILE_ARGS + ["-mavx2"], extra_link_args=LINK_ARGS))
+
 setup(
     ext_modules=cythonize(
         extensions,
-        include_path=["csrc"],  # so `cimport cymicrogpt._arena` finds csrc/cymicrogpt/_arena.pxd
+        # so `cimport cymicrogpt._arena` finds csrc/cymicrogpt/_arena.pxd (and the AVX2 build its own)
+        include_path=["csrc", "build/generated"],
         # One C directory per mode: Cython regenerates C only when a .pyx/.pxd is newer, not
         # when the directives change, so a shared one would keep release C in a debug build.
         build_dir="build/cython-debug" if DEBUG else "build/cython",

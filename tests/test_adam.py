@@ -308,3 +308,81 @@ def test_environment_switch_forces_plain_pow():
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
         assert out.returncode == 0, out.stderr
         assert out.stdout.split() == expected.split()
+
+
+# --- the AVX2 build (setup.py compiles _adam.pyx a second time with -mavx2 on x86-64) ---------
+def avx2_kernels():
+    """cymicrogpt._adam_avx2 where it is built and this CPU runs it, else skip."""
+    from cymicrogpt import _adam
+
+    if not _adam.cpu_has_avx2():
+        pytest.skip("this CPU (or OS) does not run AVX2 code")
+    try:
+        from cymicrogpt import _adam_avx2
+    except ImportError:
+        pytest.skip("the AVX2 build is not here (not x86-64, or a debug build)")
+    return _adam_avx2
+
+
+@SHORTCUT
+@pytest.mark.parametrize("exponent", [2.0, 0.5])
+def test_avx2_build_gives_the_baselines_bits(shortcut, exponent):
+    """Python's ** on a million inputs of every kind, from both builds: the same bits."""
+    kernels = avx2_kernels()
+    rng = random.Random(11)
+    base = np.array([abs(odd_gradient(rng)) if exponent == 0.5 else odd_gradient(rng) for _ in range(10**6)])
+    base = base[np.abs(base) < SQRT_MAX]  # no overflow: both raise alike (tested below)
+    baseline, avx2 = np.empty_like(base), np.empty_like(base)
+    calls = power_array(base, exponent, baseline, shortcut=shortcut)
+    assert kernels.power_array(base, exponent, avx2, shortcut=shortcut) == calls
+    assert (bits(baseline) == bits(avx2)).all()
+
+
+@SHORTCUT
+def test_avx2_build_steps_and_refuses_like_the_baseline(shortcut):
+    """Fifty Adam steps on odd gradients (nan, inf, zeros, subnormals) from both builds, bit
+    for bit; then a step whose square overflows, refused by both, changing nothing."""
+    kernels = avx2_kernels()
+    rng = random.Random(12)
+    size = 3000
+    start = np.array([rng.gauss(0, 0.1) for _ in range(size)])
+    # name -> params, grads, m, v, squares (scratch)
+    state = {name: [start.copy(), np.zeros(size), np.zeros(size), np.zeros(size), np.empty(size)]
+             for name in ("baseline", "avx2")}
+    steps = {"baseline": adam_step, "avx2": kernels.adam_step}
+    for step in range(50):
+        grads = [odd_gradient(rng) for _ in range(size)]
+        grads = [g for g in grads if abs(g) < SQRT_MAX] + [0.0] * sum(abs(g) >= SQRT_MAX for g in grads)
+        for name, (params, g, m, v, squares) in state.items():
+            g[:] = grads
+            steps[name](params, g, m, v, squares, beta1=0.85, beta2=0.99, eps=1e-8, one_minus_beta1=1 - 0.85,
+                        one_minus_beta2=1 - 0.99, bias_correction1=1 - 0.85 ** (step + 1),
+                        bias_correction2=1 - 0.99 ** (step + 1), lr_t=0.01 * (1 - step / 50), shortcut=shortcut)
+        for a, b in zip(state["baseline"][:4], state["avx2"][:4]):
+            assert (bits(a) == bits(b)).all(), f"step {step}"
+    for name, (params, g, m, v, squares) in state.items():
+        g[size // 2] = 1e200
+        before = [bits(a).copy() for a in (params, g, m, v)]
+        with pytest.raises(OverflowError, match=f"parameter {size // 2} "):
+            steps[name](params, g, m, v, squares, beta1=0.85, beta2=0.99, eps=1e-8, one_minus_beta1=1 - 0.85,
+                        one_minus_beta2=1 - 0.99, bias_correction1=0.5, bias_correction2=0.5, lr_t=0.01,
+                        shortcut=shortcut)
+        assert all((bits(a) == saved).all() for a, saved in zip((params, g, m, v), before))
+
+
+def test_avx2_build_is_chosen_where_it_runs_and_the_switch_keeps_the_baseline():
+    from cymicrogpt import _adam
+
+    try:
+        from cymicrogpt import _adam_avx2
+    except ImportError:
+        _adam_avx2 = None
+    assert adam.adam_kernels(no_avx2="1") is _adam
+    chosen = adam.adam_kernels(no_avx2="")
+    assert chosen is (_adam_avx2 if _adam.cpu_has_avx2() and _adam_avx2 is not None else _adam)
+    code = "import cymicrogpt.engines.adam as a; print(a.ADAM_KERNELS.__name__)"
+    for value, expected in (("1", "cymicrogpt._adam"), ("", chosen.__name__)):
+        env = {"CYMICROGPT_NO_AVX2": value, "PATH": ""}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == expected

@@ -130,6 +130,21 @@ cdef extern from *:
     """
     void sqrt_array "cymg_sqrt_array"(const double* x, double* out, Py_ssize_t n) noexcept nogil
 
+cdef extern from *:
+    """
+    /* Can this CPU, and the OS, run AVX2 code?  (gcc and clang on x86: libgcc's check
+       includes the OS's saving of the AVX registers.)  Elsewhere: no. */
+    static int cymg_cpu_has_avx2(void) {
+    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") != 0;
+    #else
+        return 0;
+    #endif
+    }
+    """
+    int c_cpu_has_avx2 "cymg_cpu_has_avx2"() noexcept nogil
+
 cdef enum:
     BLOCK = 256  # elements per block of the passes (a few stack arrays of this size)
 
@@ -434,6 +449,11 @@ def adam_step(double[::1] params, double[::1] grads, double[::1] m, double[::1] 
         raise ValueError(f"Adam: negative v_hat at {where} (Python's ** 0.5 would give a complex "
                          "number); nothing was updated")
     raise ValueError(f"Adam: libm pow failed (errno) at {where}; nothing was updated")
+
+
+def cpu_has_avx2() -> bool:
+    """Can this process run the AVX2 build of this module (cymicrogpt._adam_avx2)?"""
+    return c_cpu_has_avx2() != 0
 
 
 def power_array(const double[::1] base, double exponent, double[::1] out, *, bint shortcut) -> int:

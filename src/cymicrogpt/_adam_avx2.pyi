@@ -1,0 +1,3 @@
+"""Type stub for the AVX2 build of the Adam kernels: the same source as cymicrogpt._adam
+(setup.py compiles csrc/cymicrogpt/_adam.pyx a second time, with -mavx2, on x86-64)."""
+from cymicrogpt._adam import adam_step as adam_step, cpu_has_avx2 as cpu_has_avx2, power_array as power_array
