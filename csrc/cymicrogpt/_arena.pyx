@@ -195,12 +195,12 @@ cdef class Arena:
 
     cdef void backward(self, int32_t root) noexcept nogil:
         """d(root)/d(node) for every node under root, accumulated in microgpt's order."""
-        self.pass_gradients(root, self.topological_order(root))
+        cdef Py_ssize_t count = self.topological_order(root)
+        self.pass_gradients(root, &self.order[0], count)
 
-    cdef void pass_gradients(self, int32_t root, Py_ssize_t count) noexcept nogil:
-        """The backward pass proper, over the first `count` entries of order[]."""
+    cdef void pass_gradients(self, int32_t root, const int32_t* order, Py_ssize_t count) noexcept nogil:
+        """The backward pass proper, over the first `count` entries of `order`."""
         cdef Nodes g = self.nodes()
-        cdef int32_t* order = &self.order[0]
         cdef Py_ssize_t i = count
         g.grad[root] = 1.0
         while i > 0:
@@ -229,6 +229,7 @@ cdef class Arena:
         cdef OrderTemplate template = self.templates.get(key)
         cdef bint known = template is not None
         cdef Py_ssize_t count = -1
+        cdef const int32_t* order = NULL
         if not known:
             template = self.new_template()  # None when over budget
         # Python ran above (allocations: the cyclic GC, another thread): the graph may have
@@ -239,10 +240,13 @@ cdef class Arena:
             template, known = None, False
         if known:
             count = template.replay(self)
-            self.replays += count >= 0
+            if count >= 0:
+                order = &template.order[0]
+                self.replays += 1
         if count < 0:
             count = self.topological_order(root)
-        self.pass_gradients(root, count)
+            order = &self.order[0]
+        self.pass_gradients(root, order, count)
         if template is not None and not known and template.capture(self, count):
             self.templates[key] = template
         return 0
@@ -251,8 +255,8 @@ cdef class Arena:
         """Empty arrays sized for the current graph; None when over the memory budget."""
         cdef Py_ssize_t m = self.n_nodes - self.n_fixed
         cdef Py_ssize_t size = 4 * m + 8 * self.n_targets + 4 * (self.n_log + 1)
-        if self.template_bytes + size > TEMPLATE_BYTES_PER_NODE * self.node_capacity:
-            return None
+        if m == 0 or self.template_bytes + size > TEMPLATE_BYTES_PER_NODE * self.node_capacity:
+            return None  # (no nodes but the weights: nothing to replay)
         self.template_bytes += size
         cdef OrderTemplate t = OrderTemplate.__new__(OrderTemplate)
         t.order = np.empty(m, np.int32)
@@ -280,7 +284,8 @@ cdef class OrderTemplate:
             if i > 0 and ar.targets[i] <= ar.targets[i - 1]:
                 return False
             self.targets[i] = ar.targets[i]
-            self.runs[i] = triples_run(&g, ar.targets[i], <int32_t>ar.n_nodes, order, position, count)
+            self.runs[i] = triples_run(&g, ar.targets[i], <int32_t>ar.n_nodes, order, position, count,
+                                       &ar.stack[0])  # the search's scratch, free now
             if self.runs[i] < 0:
                 return False
         if count:
@@ -289,21 +294,18 @@ cdef class OrderTemplate:
         return True
 
     cdef Py_ssize_t replay(self, Arena ar) noexcept nogil:
-        """Write the template's order into ar.order, each target's run rewritten for its
-        current target; the order's length, or -1 if a target lies out of its range."""
+        """Make the kept order ar's: rewrite each target's run (in self.order, in place) for
+        the target ar's graph has; the order's length, or -1 if a target is out of range."""
         cdef Nodes g = ar.nodes()
-        cdef int32_t* order = &ar.order[0]
-        cdef int32_t p, es, size, target, j
+        cdef int32_t p, es, size, target
         cdef Py_ssize_t i
-        memcpy(order, &self.order[0], 4 * self.count)
         for i in range(self.targets.shape[0]):
             p = self.targets[i]
             es, size = exp_range(&g, p)
             target = g.a[p] - es
             if not 0 <= target < size:
                 return -1
-            for j in range(3 * size):
-                order[self.runs[i] + j] = run_entry(&g, es, target, j)
+            write_run(&g, es, size, target, &self.order[self.runs[i]])
         return self.count
 
 
@@ -314,19 +316,24 @@ cdef inline (int32_t, int32_t) exp_range(Nodes* g, int32_t p) noexcept nogil:
     return g.a[total], g.n[total]
 
 
-cdef inline int32_t run_entry(Nodes* g, int32_t es, int32_t target, int32_t j) noexcept nogil:
-    """Entry j of a target's run: triples (logit, shifted, exp), the target's first,
-    then every other token's in ascending order."""
-    cdef int32_t triple = j // 3, token
-    token = target if triple == 0 else (triple - 1 if triple <= target else triple)
-    cdef int32_t e = es + token
-    if j % 3 == 2:
-        return e
-    return g.a[e] if j % 3 == 1 else g.a[g.a[e]]
+cdef inline void write_run(Nodes* g, int32_t es, int32_t size, int32_t target,
+                           int32_t* out,  # OUT (3 * size,)
+                           ) noexcept nogil:
+    """A target's run: triples (logit, shifted, exp), the target's first, then every other
+    token's in ascending order (es: the first exp node, size: the vocabulary)."""
+    cdef int32_t k, token, e
+    for k in range(size):
+        token = target if k == 0 else (k - 1 if k <= target else k)
+        e = es + token
+        out[3 * k] = g.a[g.a[e]]
+        out[3 * k + 1] = g.a[e]
+        out[3 * k + 2] = e
 
 
 cdef int32_t triples_run(Nodes* g, int32_t p, int32_t n_nodes, const int32_t* order,
-                         const int32_t* position, Py_ssize_t count) noexcept nogil:
+                         const int32_t* position, Py_ssize_t count,
+                         int32_t* scratch,  # OUT: room for a run (3V entries)
+                         ) noexcept nogil:
     """Where the search put target p's run of triples (see _arena.pxd), or -1 when the
     graph around p is not the pattern that makes replay() exact:
     p = DOT(e_t, inv), inv = UNARY(total), total = SUM(e_0..e_{V-1}), e_i = UNARY(s_i),
@@ -334,7 +341,7 @@ cdef int32_t triples_run(Nodes* g, int32_t p, int32_t n_nodes, const int32_t* or
     range, so that whichever logit the search reaches first, it finds the same subtree
     under it and posts every other logit at once; and the search put all of it, in
     that order, just before total, inv, p."""
-    cdef int32_t inv, total, es, count_v, target, e, l, l0, j, k, start
+    cdef int32_t inv, total, es, count_v, target, e, l, l0, k, start
     if not (g.n_fixed <= p < n_nodes and g.kind[p] == DOT and g.n[p] == 1):
         return -1
     inv = g.b[p]
@@ -357,9 +364,9 @@ cdef int32_t triples_run(Nodes* g, int32_t p, int32_t n_nodes, const int32_t* or
     start = k - 2 - 3 * count_v
     if not (start >= 0 and k < count and order[k] == p and order[k - 1] == inv and order[k - 2] == total):
         return -1
-    for j in range(3 * count_v):
-        if order[start + j] != run_entry(g, es, target, j):
-            return -1
+    write_run(g, es, count_v, target, scratch)
+    if memcmp(&order[start], scratch, 4 * 3 * count_v) != 0:
+        return -1
     return start
 
 
