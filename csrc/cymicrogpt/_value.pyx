@@ -33,8 +33,9 @@ are Python's.  Differences from the reference: `.data` is always a float (an int
 converted to float before the op), and a negative number to a fractional power raises
 ValueError where the reference would produce a complex number.
 """
-from cpython.object cimport PyTypeObject, destructor
-from cpython.ref cimport PyObject, Py_TYPE
+from cpython.object cimport Py_TPFLAGS_HEAPTYPE, PyTypeObject, destructor
+from cpython.ref cimport Py_DECREF, PyObject, Py_TYPE
+from cpython.type cimport PyType_HasFeature
 from libc.stdint cimport int32_t, uint8_t, uint32_t
 from libc.stdlib cimport realloc
 from libc.string cimport memset
@@ -225,6 +226,7 @@ cdef inline Value new_value():
 # ~60 instructions a Value (callgrind, bench_value.py).  It runs no Python: a Value
 # holds no Python references.  Subclasses' instances are never kept (they own a dict).
 cdef destructor free_value
+cdef bint VALUE_IS_HEAP_TYPE  # Cython builds types from specs on some builds (free-threaded)
 
 
 cdef void forget(PyObject* o) noexcept:
@@ -235,6 +237,8 @@ cdef void forget(PyObject* o) noexcept:
     if n_spares < SPARES and Py_TYPE(<object>o) == <PyTypeObject*>Value:
         spares[n_spares] = o
         n_spares += 1
+        if VALUE_IS_HEAP_TYPE:  # a dead object holds no reference to its type (new_value's
+            Py_DECREF(Value)    # PyObject_Init takes one again), as when it is freed
     else:
         free_value(o)
 
@@ -434,4 +438,5 @@ make_room_slowly(0, 0)  # sizes handles[] to the arena: make_room's fast path re
 
 
 free_value = (<PyTypeObject*>Value).tp_dealloc
+VALUE_IS_HEAP_TYPE = PyType_HasFeature(Value, Py_TPFLAGS_HEAPTYPE)
 (<PyTypeObject*>Value).tp_dealloc = forget
