@@ -196,9 +196,12 @@ cdef extern from *:
     #define CYMICROGPT_SPARES CYMICROGPT_SPARE_SLOTS
     #endif
     #define cymicrogpt_owned(o) (o)
+    #define CYMICROGPT_VALUE_IS_HEAP_TYPE CYTHON_USE_TYPE_SPECS
     """
     enum: SPARE_SLOTS "CYMICROGPT_SPARE_SLOTS"
     enum: SPARES "CYMICROGPT_SPARES"  # how many are kept: SPARE_SLOTS, 0 if free-threaded
+    # Cython builds Value from a type spec, a heap type, on some builds (free-threaded)
+    enum: VALUE_IS_HEAP_TYPE "CYMICROGPT_VALUE_IS_HEAP_TYPE"
     # o as an owned reference (its refcount already counts it): no incref
     Value owned "cymicrogpt_owned" (PyObject* o)
     PyObject* PyObject_Init(PyObject* o, PyTypeObject* type)
@@ -226,7 +229,6 @@ cdef inline Value new_value():
 # ~60 instructions a Value (callgrind, bench_value.py).  It runs no Python: a Value
 # holds no Python references.  Subclasses' instances are never kept (they own a dict).
 cdef destructor free_value
-cdef bint VALUE_IS_HEAP_TYPE  # Cython builds types from specs on some builds (free-threaded)
 
 
 cdef void forget(PyObject* o) noexcept:
@@ -438,5 +440,6 @@ make_room_slowly(0, 0)  # sizes handles[] to the arena: make_room's fast path re
 
 
 free_value = (<PyTypeObject*>Value).tp_dealloc
-VALUE_IS_HEAP_TYPE = PyType_HasFeature(Value, Py_TPFLAGS_HEAPTYPE)
+if VALUE_IS_HEAP_TYPE != PyType_HasFeature(Value, Py_TPFLAGS_HEAPTYPE):  # forget() relies on it
+    raise ImportError("cymicrogpt._value: Cython built Value unlike CYTHON_USE_TYPE_SPECS says")
 (<PyTypeObject*>Value).tp_dealloc = forget
