@@ -108,3 +108,54 @@ def test_recycling_leaves_the_types_reference_count_as_it_was():
     for _ in range(30_000):
         a * a + a
     assert sys.getrefcount(Value) == before
+
+
+class CollectsWhenFinalized:
+    """Cyclic garbage whose finalizer builds Values and collects the arena: the cyclic GC
+    runs it at an allocation, and backward() allocates (its order templates)."""
+
+    ran = 0
+
+    def __init__(self):
+        self.me = self
+
+    def __del__(self):
+        junk = sum(Value(0.5) * Value(float(i)) for i in range(50))
+        del junk
+        _value.collect()
+        CollectsWhenFinalized.ran += 1
+
+
+def layer(V, w, xs):
+    return sum(((wi * x).relu() for wi in w for x in xs), V(0.0))
+
+
+def test_finalizers_collecting_during_backward_leave_gradients_exact():
+    """backward() keeps its root's node index while it may run Python: a finalizer that
+    collects then must not move any node (the gradients stay the reference's)."""
+    w = [Value(0.1 * i - 0.2) for i in range(5)]
+    ref_w = [RefValue(0.1 * i - 0.2) for i in range(5)]
+    CollectsWhenFinalized.ran = 0
+    gc.collect()
+    threshold = gc.get_threshold()
+    try:
+        for n in range(1, 25):  # a new graph shape each time: backward allocates a template
+            xs = [Value(0.25 * k) for k in range(n % 7 + 1)]
+            loss = layer(Value, w, xs)
+            ref_loss = layer(RefValue, ref_w, [RefValue(0.25 * k) for k in range(n % 7 + 1)])
+            for p, rp in zip(w, ref_w):
+                p.grad, rp.grad = 0.0, 0
+            gc.disable()
+            CollectsWhenFinalized()  # garbage: collected at the next allocation, in backward
+            gc.set_threshold(1)
+            gc.enable()
+            loss.backward()
+            gc.set_threshold(*threshold)
+            ref_loss.backward()
+            assert loss.data == ref_loss.data
+            assert [p.grad for p in w] == [rp.grad for rp in ref_w]
+    finally:
+        gc.set_threshold(*threshold)
+        gc.enable()
+    if sys.version_info < (3, 12):  # since 3.12 the GC runs between bytecodes only
+        assert CollectsWhenFinalized.ran >= 20
