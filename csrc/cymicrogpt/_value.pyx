@@ -18,9 +18,7 @@ training loop that rebinds `loss = ...` each step runs in flat memory; see
 Threads: one arena serves every thread, and every op (node creation, backward, a
 collection) runs in C holding the GIL from the moment it has its room to its last
 store: Python runs only while an op takes its room (make_room), and an op reads its
-operands' node indices after that.  backward() may run Python too (it keeps the order
-of each graph shape it searches, Arena.backward_cached), so while one runs no
-collection moves a node.  So Values from any threads may be mixed in one
+operands' node indices after that.  So Values from any threads may be mixed in one
 graph, and each op is atomic: concurrent threads see some interleaving of whole ops.
 (Free-threaded builds would need a lock around the same sections: pyproject.toml.)
 
@@ -61,10 +59,6 @@ cdef Arena tape = Arena()
 cdef PyObject** handles = NULL
 cdef Py_ssize_t handles_capacity = 0
 cdef Py_ssize_t collect_at = MIN_COLLECT_AT
-# backward() calls in progress, in any thread (nested ones too: a finalizer may call
-# backward).  A backward holds its root's node index while backward_cached runs Python,
-# which may build Values (finalizers, other threads): no collection may move nodes then.
-cdef Py_ssize_t backwards_running = 0
 
 
 cdef inline int make_room(Py_ssize_t nodes, Py_ssize_t edges) except -1:
@@ -83,7 +77,7 @@ cdef int make_room_slowly(Py_ssize_t nodes, Py_ssize_t edges) except -1:
     and even collect: callers read their operands' node indices only after this returns,
     and run no Python between it and their add_node()."""
     global handles, handles_capacity, collect_at
-    if tape.n_nodes + nodes > collect_at and backwards_running == 0:
+    if tape.n_nodes + nodes > collect_at:
         collect_garbage()
         collect_at = max(MIN_COLLECT_AT, 2 * tape.n_nodes)
     tape.reserve(nodes, edges)
@@ -164,10 +158,7 @@ cdef Py_ssize_t collect_garbage() noexcept:
 
 
 def collect() -> int:
-    """Free every node no live Value can reach, now; returns the number of nodes kept.
-    (Called while a backward() runs, from a finalizer, it frees nothing.)"""
-    if backwards_running:
-        return tape.n_nodes
+    """Free every node no live Value can reach, now; returns the number of nodes kept."""
     return collect_garbage()
 
 
@@ -439,18 +430,10 @@ cdef class Value:
 
     def backward(self):
         """Gradients of this Value into every node it was computed from (microgpt's order)."""
-        # A training loop builds the same graph shape at the same nodes every step or few
-        # (collections keep node order): backward_cached replays the depth-first order
-        # found the first time, after checking the graph node by node, instead of
-        # searching again (micrograd's demo: 9.5M -> 6.7M instructions a step).  The GIL
-        # stays held: the arena is shared by every thread.
-        global backwards_running
+        # The GIL stays held: the arena is shared by every thread, and another thread's
+        # op could otherwise grow (reallocate) it under this loop.
         cdef int32_t i = node(self)
-        backwards_running += 1
-        try:
-            tape.backward_cached(i)
-        finally:
-            backwards_running -= 1
+        tape.backward(i)
 
 
 make_room_slowly(0, 0)  # sizes handles[] to the arena: make_room's fast path relies on it
