@@ -14,6 +14,11 @@ checks that both engines produce identical losses and parameters (float ==) and 
 ratio.
 
     python benchmarks/bench_value.py [--steps 10] [--repeats 5]
+
+`--engine value` (or `reference`) runs one engine only, for profilers: callgrind's
+instructions per step are `(I(K steps) - I(1 step)) / (K - 1)`, e.g.
+
+    valgrind --tool=callgrind python benchmarks/bench_value.py --engine value --steps 9 --repeats 1
 """
 from __future__ import annotations
 
@@ -98,10 +103,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per run")
     parser.add_argument("--repeats", type=int, default=5, help="runs per engine (median)")
+    parser.add_argument("--engine", choices=("both", "value", "reference"), default="both",
+                        help="run one engine only (no ratio, no comparison): for profilers")
     args = parser.parse_args()
     print(f"# cymicrogpt {mg.__version__} | Python {platform.python_version()} | {platform.machine()}")
     print(f"micrograd demo MLP {'-'.join(map(str, SIZES))}, {POINTS} points, {args.steps} steps, "
           f"median of {args.repeats}")
+    if args.engine != "both":
+        V, name = (mg.Value, "cymicrogpt.Value") if args.engine == "value" else (RefValue, "reference Value")
+        seconds = statistics.median(run(V, args.steps)[0] for _ in range(args.repeats))
+        print(f"{name:<17}: {seconds * 1e3:8.2f} ms/step   (alone)")
+        return
     ref_runs, fast_runs = [], []
     for _ in range(args.repeats):  # interleaved: a change in the machine's load hits both
         ref_runs.append(run(RefValue, args.steps))

@@ -33,8 +33,9 @@ are Python's.  Differences from the reference: `.data` is always a float (an int
 converted to float before the op), and a negative number to a fractional power raises
 ValueError where the reference would produce a complex number.
 """
-cimport cython
-from cpython.ref cimport PyObject
+from cpython.object cimport Py_TPFLAGS_HEAPTYPE, PyTypeObject, destructor
+from cpython.ref cimport Py_DECREF, PyObject, Py_TYPE
+from cpython.type cimport PyType_HasFeature
 from libc.stdint cimport int32_t, uint8_t, uint32_t
 from libc.stdlib cimport realloc
 from libc.string cimport memset
@@ -179,33 +180,103 @@ cdef inline Value bind(Value out, int32_t i):
     return out
 
 
+# --- allocation: a freelist of our own -----------------------------------------------
+# A training step drops its whole graph, then builds as many Values again: up to SPARES
+# dead Values are kept for reuse (24 bytes each).  Ours, not @cython.freelist: Cython's
+# tp_new clears the object, calls __cinit__ through its argument-parsing wrapper and
+# its tp_dealloc re-checks the type and finalizer, ~75 instructions a Value against
+# ~30 here (callgrind, bench_value.py).  Free-threaded builds get no freelist (the list
+# would need a lock), as Cython's own freelists do.
+cdef extern from *:
+    """
+    #define CYMICROGPT_SPARE_SLOTS 65536
+    #ifdef Py_GIL_DISABLED
+    #define CYMICROGPT_SPARES 0
+    #else
+    #define CYMICROGPT_SPARES CYMICROGPT_SPARE_SLOTS
+    #endif
+    #define cymicrogpt_owned(o) (o)
+    #define CYMICROGPT_VALUE_IS_HEAP_TYPE CYTHON_USE_TYPE_SPECS
+    """
+    enum: SPARE_SLOTS "CYMICROGPT_SPARE_SLOTS"
+    enum: SPARES "CYMICROGPT_SPARES"  # how many are kept: SPARE_SLOTS, 0 if free-threaded
+    # Cython builds Value from a type spec, a heap type, on some builds (free-threaded)
+    enum: VALUE_IS_HEAP_TYPE "CYMICROGPT_VALUE_IS_HEAP_TYPE"
+    # o as an owned reference (its refcount already counts it): no incref
+    Value owned "cymicrogpt_owned" (PyObject* o)
+    PyObject* PyObject_Init(PyObject* o, PyTypeObject* type)
+
+cdef PyObject* spares[SPARE_SLOTS]
+cdef Py_ssize_t n_spares = 0
+
+
+cdef inline Value new_value():
+    """A Value with no node yet (index -1): a spare one if there is one (no Python runs
+    then), else a new one (which may run the GC, so Python)."""
+    global n_spares
+    cdef PyObject* o
+    if n_spares == 0:
+        return Value.__new__(Value)
+    n_spares -= 1
+    o = PyObject_Init(spares[n_spares], <PyTypeObject*>Value)  # type set, refcount 1
+    (<Value>o).index = -1
+    return owned(o)
+
+
+# Value's tp_dealloc: forget its handle, then keep the object as a spare or free it
+# (Cython's own tp_dealloc).  A tp_dealloc of its own, not a __dealloc__: Cython saves
+# and restores the error state around every __dealloc__ (PyErr_Fetch, PyErr_Restore),
+# ~60 instructions a Value (callgrind, bench_value.py).  It runs no Python: a Value
+# holds no Python references.  Subclasses' instances are never kept (they own a dict).
+cdef destructor free_value
+
+
+cdef void forget(PyObject* o) noexcept:
+    global n_spares
+    cdef int32_t i = (<Value>o).index  # no reference taken: o is being deallocated
+    if 0 <= i < handles_capacity and handles[i] == o:
+        handles[i] = NULL
+    if n_spares < SPARES and Py_TYPE(<object>o) == <PyTypeObject*>Value:
+        spares[n_spares] = o
+        n_spares += 1
+        if VALUE_IS_HEAP_TYPE:  # a dead object holds no reference to its type (new_value's
+            Py_DECREF(Value)    # PyObject_Init takes one again), as when it is freed
+    else:
+        free_value(o)
+
+
 # Every op below allocates its Value before it takes its room (an allocation may run the
 # GC and its finalizers), reads its operands' indices after (a collection may move
-# nodes), and runs only C from make_room() to bind().
+# nodes), and runs only C from make_room() to bind().  Each takes `ar`, a local
+# reference to the tape, once: Cython increfs a module global at every call it is
+# passed to.
 cdef Value unary(Value a, double value, double local_grad):
     """A node with one child and its local gradient."""
     node(a)
-    cdef Value out = Value.__new__(Value)
+    cdef Value out = new_value()
     make_room(1, 0)
-    return bind(out, add_node(tape, UNARY, a.index, 0, 0, value, local_grad))
+    cdef Arena ar = tape
+    return bind(out, add_node(ar, UNARY, a.index, 0, 0, value, local_grad))
 
 
 cdef Value add(Value a, Value b):
     """a + b: local gradients 1 and 1, constants."""
     cdef double value = tape.data[node(a)] + tape.data[node(b)]
-    cdef Value out = Value.__new__(Value)
+    cdef Value out = new_value()
     make_room(1, 0)
-    return bind(out, add_node(tape, ADD, a.index, b.index, 0, value, 0.0))
+    cdef Arena ar = tape
+    return bind(out, add_node(ar, ADD, a.index, b.index, 0, value, 0.0))
 
 
 cdef Value multiply(Value a, Value b):
     """a * b: local gradients b.data and a.data, as they are now (stored in the node)."""
     cdef double x = tape.data[node(a)], y = tape.data[node(b)]
-    cdef Value out = Value.__new__(Value)
+    cdef Value out = new_value()
     make_room(1, 2)
-    cdef int32_t i = add_node(tape, GRAD_LIST, <int32_t>tape.n_edges, 0, 2, x * y, 0.0)
-    add_graded_edge(tape, a.index, y)
-    add_graded_edge(tape, b.index, x)
+    cdef Arena ar = tape
+    cdef int32_t i = add_node(ar, GRAD_LIST, <int32_t>ar.n_edges, 0, 2, x * y, 0.0)
+    add_graded_edge(ar, a.index, y)
+    add_graded_edge(ar, b.index, x)
     return bind(out, i)
 
 
@@ -252,9 +323,6 @@ cdef int make_node(Value self, double value, children, local_grads) except -1:
     return 0
 
 
-# A step of a training loop drops its whole graph, then builds as many Values again:
-# a freelist this long recycles most of them (the objects are 24 bytes: ~1.5 MiB kept).
-@cython.freelist(65536)
 cdef class Value:
     """A scalar in the computation graph; see the module docstring."""
     cdef int32_t index  # the node; -1: none yet
@@ -272,10 +340,6 @@ cdef class Value:
             bind(self, add_node(tape, LEAF, 0, 0, 0, value, 0.0))
         else:
             make_node(self, value, children, local_grads)
-
-    def __dealloc__(self):
-        if self.index >= 0 and self.index < handles_capacity and handles[self.index] == <PyObject*>self:
-            handles[self.index] = NULL
 
     def __reduce__(self):
         return _leaf, (self.data, self.grad)
@@ -373,3 +437,9 @@ cdef class Value:
 
 
 make_room_slowly(0, 0)  # sizes handles[] to the arena: make_room's fast path relies on it
+
+
+free_value = (<PyTypeObject*>Value).tp_dealloc
+if VALUE_IS_HEAP_TYPE != PyType_HasFeature(Value, Py_TPFLAGS_HEAPTYPE):  # forget() relies on it
+    raise ImportError("cymicrogpt._value: Cython built Value unlike CYTHON_USE_TYPE_SPECS says")
+(<PyTypeObject*>Value).tp_dealloc = forget
