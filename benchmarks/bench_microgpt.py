@@ -6,10 +6,11 @@ number of samples) and `cymicrogpt train`.  Each is run for N steps and for 1 st
 everything else equal (start-up, data loading, the same 20 samples at the end), so the
 difference of the two wall-clock times is the cost of N - 1 training steps: start-up and
 sampling cancel.  Both shuffle the same file with seed 42, so they train on the same
-documents.  A repeat runs microgpt.py for N and 1 steps once, and cymicrogpt for N and 1
-steps `--inner` times each (its runs are short, so the jitter of process start-up would
-otherwise weigh), interleaved, and takes the median of each; the table gives every
-repeat and the median of the ratios.  The script also checks that cymicrogpt's N losses are
+documents.  A repeat runs microgpt.py for N and for 1 step once, then cymicrogpt for N
+and for 1 step, alternately, `--inner` times each (its runs are short, so the jitter of
+process start-up would otherwise weigh, and alternating spreads a passing slowdown over
+both), and takes the median of each; the table gives every repeat and the median of the
+ratios.  The script also checks that cymicrogpt's N losses are
 float-== to the ones microgpt.py printed (with repr(): the seed's extracted script does).
 
     python benchmarks/bench_microgpt.py --microgpt ../shared/seed/microgpt_from_article.py \
@@ -77,12 +78,16 @@ def main() -> None:
                 seconds["microgpt", steps], printed = timed([sys.executable, script], env, scratch)
                 if steps == args.steps:
                     script_losses = [float(x) for x in STEP_LINE.findall(printed)]
-                seconds["cymicrogpt", steps] = statistics.median(
-                    timed([cli, "train", "--data", data, "--steps", str(steps), "--samples", str(SAMPLES),
-                           "--backend", args.backend, "--save", checkpoint], dict(os.environ), scratch)[0]
-                    for _ in range(args.inner))
-                if steps == args.steps:
-                    our_losses = mg.Run.load(checkpoint).losses
+            ours = {args.steps: [], 1: []}
+            for _ in range(args.inner):
+                for steps in (args.steps, 1):
+                    ours[steps].append(timed(
+                        [cli, "train", "--data", data, "--steps", str(steps), "--samples", str(SAMPLES),
+                         "--backend", args.backend, "--save", checkpoint], dict(os.environ), scratch)[0])
+                    if steps == args.steps:
+                        our_losses = mg.Run.load(checkpoint).losses
+            for steps, times in ours.items():
+                seconds["cymicrogpt", steps] = statistics.median(times)
             per_step = {name: (seconds[name, args.steps] - seconds[name, 1]) / (args.steps - 1)
                         for name in ("microgpt", "cymicrogpt")}
             ratios.append(per_step["microgpt"] / per_step["cymicrogpt"])

@@ -108,6 +108,7 @@ cdef class Arena:
     cdef Nodes nodes(self) noexcept nogil
     cdef uint32_t next_epoch(self) noexcept nogil
     cdef Py_ssize_t topological_order(self, int32_t root) noexcept nogil
+    cdef Py_ssize_t listed_order(self, int32_t root) noexcept nogil
     cdef void backward(self, int32_t root) noexcept nogil
     cdef void pass_gradients(self, int32_t root, const int32_t* order, Py_ssize_t count) noexcept nogil
     cdef bytes shape_key(self, int32_t root)
