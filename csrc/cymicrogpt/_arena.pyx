@@ -164,34 +164,7 @@ cdef class Arena:
         once.  Leaves are left out: they pass no gradient on, so their place in the order
         changes nothing.  Returns the length of the order.
         """
-        cdef Nodes g = self.nodes()
-        cdef uint32_t epoch = self.next_epoch()
-        cdef int32_t* order = &self.order[0]
-        cdef int32_t* stack = &self.stack[0]
-        cdef int32_t* cursor = &self.cursor[0]
-        cdef Py_ssize_t count = 0, top = 1
-        cdef int32_t v, c
-        g.mark[root] = epoch
-        stack[0] = root
-        cursor[0] = 0
-        while top > 0:
-            v = stack[top - 1]
-            c = next_to_visit(&g, v, &cursor[top - 1], epoch)
-            if c >= 0 and settled(&g, c, epoch):  # c would find nothing to visit: post it now
-                g.mark[c] = epoch
-                order[count] = c
-                count += 1
-            elif c >= 0:  # descend
-                g.mark[c] = epoch
-                stack[top] = c
-                cursor[top] = 0
-                top += 1
-            else:  # every child done: v goes into the order
-                mark_spans_done(&g, v, epoch)
-                order[count] = v
-                count += 1
-                top -= 1
-        return count
+        return depth_first(self, root, False)
 
     cdef Py_ssize_t listed_order(self, int32_t root) noexcept nogil:
         """topological_order() for a graph whose nodes name their children one by one
@@ -199,49 +172,7 @@ cdef class Arena:
         order, with less bookkeeping (no ranges to skip, no early posting: each child is
         read straight from a, b or edges).  -1 when it meets a range node (SUM, DOT):
         then topological_order() is the search to use."""
-        cdef Nodes g = self.nodes()
-        cdef uint32_t epoch = self.next_epoch()
-        cdef int32_t* order = &self.order[0]
-        cdef int32_t* stack = &self.stack[0]
-        cdef int32_t* cursor = &self.cursor[0]
-        cdef Py_ssize_t count = 0, top = 1
-        cdef int32_t v, c, j, n
-        cdef uint8_t kind
-        g.mark[root] = epoch
-        stack[0] = root
-        cursor[0] = 0
-        while top > 0:
-            v = stack[top - 1]
-            kind = g.kind[v]
-            if kind == UNARY or kind == ADD:
-                n = 1 if kind == UNARY else 2
-            elif kind == GRAD_LIST or kind == SUM_LIST:
-                n = g.n[v]
-            elif kind == DOT_LIST:
-                n = 2 * g.n[v]
-            elif kind == LEAF:
-                n = 0
-            else:  # SUM or DOT: a range
-                return -1
-            j = cursor[top - 1]
-            c = -1
-            while j < n:  # the next child to visit, in microgpt's order (as next_to_visit)
-                c = (g.a[v] if j == 0 else g.b[v]) if kind <= ADD else g.edges[g.a[v] + j]
-                j += 1
-                if to_visit(&g, c, epoch):
-                    break
-                c = -1
-            cursor[top - 1] = j
-            if c >= 0:  # descend
-                g.mark[c] = epoch
-                stack[top] = c
-                cursor[top] = 0
-                top += 1
-            else:  # every child done: v goes into the order
-                order[count] = v
-                count += 1
-                top -= 1
-        return count
+        return depth_first(self, root, True)
 
     cdef void backward(self, int32_t root) noexcept nogil:
         """d(root)/d(node) for every node under root, accumulated in microgpt's order."""
@@ -515,6 +446,74 @@ cdef inline int32_t next_to_visit(Nodes* g, int32_t v, int32_t* cursor, uint32_t
             if to_visit(g, c, epoch):
                 cursor[0] = j
                 return c
+    cursor[0] = j
+    return -1
+
+
+cdef inline Py_ssize_t depth_first(Arena ar, int32_t root, bint listed) noexcept nogil:
+    """The search of topological_order() (listed False) and listed_order() (True): the
+    same walk, with the child scan of either (inlined twice, each with its own scan)."""
+    cdef Nodes g = ar.nodes()
+    cdef uint32_t epoch = ar.next_epoch()
+    cdef int32_t* order = &ar.order[0]
+    cdef int32_t* stack = &ar.stack[0]
+    cdef int32_t* cursor = &ar.cursor[0]
+    cdef Py_ssize_t count = 0, top = 1
+    cdef int32_t v, c
+    g.mark[root] = epoch
+    stack[0] = root
+    cursor[0] = 0
+    while top > 0:
+        v = stack[top - 1]
+        if listed:
+            c = next_listed(&g, v, &cursor[top - 1], epoch)
+            if c == RANGE_NODE:
+                return -1
+        else:
+            c = next_to_visit(&g, v, &cursor[top - 1], epoch)
+        if not listed and c >= 0 and settled(&g, c, epoch):  # c would find nothing to visit: post it now
+            g.mark[c] = epoch
+            order[count] = c
+            count += 1
+        elif c >= 0:  # descend
+            g.mark[c] = epoch
+            stack[top] = c
+            cursor[top] = 0
+            top += 1
+        else:  # every child done: v goes into the order
+            if not listed:
+                mark_spans_done(&g, v, epoch)
+            order[count] = v
+            count += 1
+            top -= 1
+    return count
+
+
+cdef enum:
+    RANGE_NODE = -2  # next_listed met a SUM or DOT node
+
+
+cdef inline int32_t next_listed(Nodes* g, int32_t v, int32_t* cursor, uint32_t epoch) noexcept nogil:
+    """next_to_visit() for nodes that list their children (-1: none left; RANGE_NODE: v
+    is a SUM or DOT node, which only next_to_visit() scans)."""
+    cdef uint8_t kind = g.kind[v]
+    cdef int32_t j = cursor[0], n, c
+    if kind == UNARY or kind == ADD:
+        n = 1 if kind == UNARY else 2
+    elif kind == GRAD_LIST or kind == SUM_LIST:
+        n = g.n[v]
+    elif kind == DOT_LIST:
+        n = 2 * g.n[v]
+    elif kind == LEAF:
+        n = 0
+    else:
+        return RANGE_NODE
+    while j < n:
+        c = (g.a[v] if j == 0 else g.b[v]) if kind <= ADD else g.edges[g.a[v] + j]
+        j += 1
+        if to_visit(g, c, epoch):
+            cursor[0] = j
+            return c
     cursor[0] = j
     return -1
 
