@@ -406,18 +406,12 @@ cdef inline bint settled(Nodes* g, int32_t c, uint32_t epoch) noexcept nogil:
 
 cdef inline int32_t next_to_visit(Nodes* g, int32_t v, int32_t* cursor, uint32_t epoch) noexcept nogil:
     """The next child of v, from child number cursor[0] on, that the search has not
-    visited yet (-1: none left); moves cursor[0] past it."""
+    visited yet (-1: none left); moves cursor[0] past it.  Ranges (SUM, DOT) here, with
+    the spans known done skipped; every other kind lists its children: next_listed()."""
     cdef int32_t j = cursor[0], a = g.a[v], b = g.b[v], n = g.n[v], c = -1, step = 1
     cdef uint8_t kind = g.kind[v]
     cdef bint skip_a, skip_b
-    if kind == UNARY or kind == ADD:
-        while j < (1 if kind == UNARY else 2):
-            c = a if j == 0 else b
-            j += 1
-            if to_visit(g, c, epoch):
-                cursor[0] = j
-                return c
-    elif kind == SUM:
+    if kind == SUM:
         if not span_done(g, a, n, epoch):
             while j < n:
                 c = a + j
@@ -439,13 +433,8 @@ cdef inline int32_t next_to_visit(Nodes* g, int32_t v, int32_t* cursor, uint32_t
             if to_visit(g, c, epoch):
                 cursor[0] = j
                 return c
-    elif kind == SUM_LIST or kind == DOT_LIST or kind == GRAD_LIST:
-        while j < (2 * n if kind == DOT_LIST else n):
-            c = g.edges[a + j]
-            j += 1
-            if to_visit(g, c, epoch):
-                cursor[0] = j
-                return c
+    else:
+        return next_listed(g, v, cursor, epoch)
     cursor[0] = j
     return -1
 
