@@ -349,7 +349,7 @@ cdef class GraphOps:
         v = ar.data[sum_sq]
         ms = add_node(ar, UNARY, sum_sq, 0, 0, v * inv_n, inv_n)  # / len(x)  ==  * len(x)**-1
         v = ar.data[ms]
-        shifted = add_node(ar, UNARY, ms, 0, 0, v + self.rmsnorm_eps, 1.0)  # + 1e-5
+        shifted = add_node(ar, UNARY, ms, 0, 0, v + self.rmsnorm_eps, 1.0)  # + eps
         v = ar.data[shifted]
         scale = add_node(ar, UNARY, shifted, 0, 0, pow(v, -0.5), -0.5 * pow(v, -1.5))  # ** -0.5
         v = ar.data[scale]
@@ -464,11 +464,9 @@ cdef class GraphOps:
         cdef int32_t e = <int32_t>ar.n_edges, total
         log_op(ar, OP_MEAN)
         log_op(ar, <int32_t>n)
-        for i in range(n):  # scalars: their starts
-            x = losses[i]
-            log_op(ar, x.start)
         for i in range(n):
             x = losses[i]
+            log_op(ar, x.start)  # scalars: their starts
             acc = acc + ar.data[x.start]
             add_edge(ar, x.start)
         total = add_node(ar, SUM_LIST, e, 0, <int32_t>n, acc, 0.0)
