@@ -1,5 +1,6 @@
 """Shared fixtures: the names dataset, the golden values, a tiny corpus and model, and a
-thread switch-interval setting.
+thread switch-interval setting.  Ctrl-C is given back to the suite if it started with it
+ignored (see below).
 
 makemore's names.txt is never committed.  The tests look for it, in order:
   1. the file named by the environment variable CYMICROGPT_NAMES;
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Callable, Mapping, Optional
@@ -26,6 +28,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 NAMES_PATH = REPO_ROOT.parent / "shared" / "data" / "names.txt"  # the developers' copy, beside the repository
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 NAMES_ENV = "CYMICROGPT_NAMES"
+
+# A suite started in the background by a shell without job control (`pytest ... &` in a
+# script) inherits SIGINT ignored, as do the commands the tests start; `cymicrogpt` then
+# keeps it ignored, as a background job should, and every Ctrl-C test would see nothing
+# happen.  Those tests are about Ctrl-C: give it back to Python's default handler.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 TINY_DOCS = ["emma", "olivia", "ava", "isabella", "sophia", "mia", "zoe", "liam", "noah", "eli"]
 

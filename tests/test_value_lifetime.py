@@ -108,3 +108,38 @@ def test_recycling_leaves_the_types_reference_count_as_it_was():
     for _ in range(30_000):
         a * a + a
     assert sys.getrefcount(Value) == before
+
+
+def test_a_dropped_graph_gives_its_nodes_back_at_once():
+    """The nodes above the last live Value are dropped when that Value dies (no collection):
+    a step's graph, dropped at the step's end, leaves the arena as it found it, and the
+    next step, built in the same nodes, computes what the reference computes."""
+    w, ref_w = [Value(0.5 - 0.1 * i) for i in range(6)], [RefValue(0.5 - 0.1 * i) for i in range(6)]
+
+    def step(V, w):
+        loss = sum((neuron(V, w, [V(0.5 * i) for i in range(6)]) for _ in range(3)), V(0.0))
+        loss.backward()
+        return loss.data
+
+    before = _value.graph_size()
+    for _ in range(3):
+        assert step(Value, w) == step(RefValue, ref_w)
+        assert _value.graph_size() == before
+    assert [p.grad for p in w] == [rp.grad for rp in ref_w]
+
+
+def test_a_kept_value_keeps_the_nodes_below_it():
+    """Only nodes above every live Value go: a GRAD_LIST node kept below a dropped one
+    keeps its own children and local gradients (edges) too."""
+    x, ref_x = Value(1.5), RefValue(1.5)
+    mid = Value(2.0, (x, x * x), (3.0, -0.5))  # microgpt's generic node: listed children
+    ref_mid = RefValue(2.0, (ref_x, ref_x * ref_x), (3.0, -0.5))
+    kept = _value.graph_size()
+    top = Value(7.0, (mid, x * mid, x), (0.25, 4.0, 2.0))  # more nodes and edges above mid
+    del top  # its nodes (and edges) go, mid's stay
+    assert _value.graph_size() == kept
+    out = Value(1.0, (mid, x * mid), (5.0, 1.5))  # built where `top` was
+    ref_out = RefValue(1.0, (ref_mid, ref_x * ref_mid), (5.0, 1.5))
+    out.backward()
+    ref_out.backward()
+    assert (x.grad, mid.grad) == (ref_x.grad, ref_mid.grad)

@@ -9,11 +9,14 @@ microgpt, every local gradient is fixed when its node is built: changing an oper
 `.data` afterwards changes no gradient (a product stores both factors' values, a
 GRAD_LIST node).  Values are handles onto nodes of one module-wide arena.
 
-Memory: a node lives while a Value refers to it or to a node computed from it.  When
-the arena has doubled since the last collection, the nodes no live Value can reach are
-dropped and the rest compacted (order kept, so backward order is unchanged).  So a
-training loop that rebinds `loss = ...` each step runs in flat memory; see
-`graph_size()` and `collect()`.
+Memory: a node lives while a Value refers to it or to a node computed from it.  The
+nodes above the last one that has a Value are dropped as soon as that Value dies (see
+drop_dead_top): a training step that drops its graph gives it all back, and the next
+step reuses the same memory.  When the arena has nonetheless doubled since the last
+collection (a Value kept from an old step pins everything below it), the nodes no live
+Value can reach are dropped and the rest compacted (order kept, so backward order is
+unchanged).  So a training loop that rebinds `loss = ...` each step runs in flat memory;
+see `graph_size()` and `collect()`.
 
 Threads: one arena serves every thread, and every op (node creation, backward, a
 collection) runs in C holding the GIL from the moment it has its room to its last
@@ -157,6 +160,22 @@ cdef Py_ssize_t collect_garbage() noexcept:
     return live
 
 
+cdef void drop_dead_top() noexcept:
+    """Drop the nodes above the last one that has a Value: no live Value reaches them.
+
+    A node is reachable only from itself and the nodes built after it (children precede
+    their parents), so with no Value at or above node k, nodes k.. are garbage.  When a
+    training step's Values die, this gives its whole graph back at once, with no
+    collection: the next step is built in the same (cache-warm) memory.  A GRAD_LIST
+    node's edges were appended with it, after every earlier node's: they go too.  C only."""
+    cdef Py_ssize_t top = tape.n_nodes
+    while top > 0 and handles[top - 1] == NULL:
+        top -= 1
+        if tape.kind[top] == GRAD_LIST:
+            tape.n_edges = tape.a[top]
+    tape.n_nodes = top
+
+
 def collect() -> int:
     """Free every node no live Value can reach, now; returns the number of nodes kept."""
     return collect_garbage()
@@ -236,6 +255,8 @@ cdef void forget(PyObject* o) noexcept:
     cdef int32_t i = (<Value>o).index  # no reference taken: o is being deallocated
     if 0 <= i < handles_capacity and handles[i] == o:
         handles[i] = NULL
+        if i == tape.n_nodes - 1:
+            drop_dead_top()
     if n_spares < SPARES and Py_TYPE(<object>o) == <PyTypeObject*>Value:
         spares[n_spares] = o
         n_spares += 1

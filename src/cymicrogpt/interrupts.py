@@ -8,18 +8,28 @@ the status a shell reports for a process that a signal ended.  A signal the proc
 was started with ignored (``nohup`` ignores SIGHUP) stays ignored.  A second signal means
 "now": it raises ``Interrupted`` wherever the program is (nothing more is saved; an
 atomic save under way is abandoned and leaves the previous checkpoint intact).
+
+Before that, while the command starts up, a Ctrl-C raises KeyboardInterrupt (launch.py
+reports it in one line).  Python ignores an exception raised inside a finalizer or a
+weakref callback: it prints "Exception ignored in ..." with a traceback and goes on, so
+a Ctrl-C whose handler happens to run there (importlib's module-lock weakrefs, at
+start-up) would be lost, and the run would train on.  So the start-up handler also
+remembers the signal, such ignored interrupts print nothing, and `stop_on_signals`
+stops the command before its first step if one arrived.
 """
 from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 from typing import Iterator, Optional
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 class Interrupted(KeyboardInterrupt):
-    """A second stop signal: stop at once.  `signum` is the signal's number."""
+    """Stop at once: a second stop signal, or a start-up Ctrl-C that Python ignored.
+    `signum` is the signal's number."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal_name(signum))
@@ -31,6 +41,29 @@ def signal_name(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
+
+
+_start_up_signal: Optional[int] = None  # a start-up Ctrl-C, remembered in case Python ignored it
+_python_unraisablehook = sys.unraisablehook
+
+
+def catch_start_up_interrupts() -> None:
+    """From now until `stop_on_signals`, a Ctrl-C raises KeyboardInterrupt and is remembered."""
+    signal.signal(signal.SIGINT, _start_up_handler)
+    sys.unraisablehook = _quiet_unraisable
+
+
+def _start_up_handler(signum, frame) -> None:
+    global _start_up_signal
+    _start_up_signal = signum
+    raise KeyboardInterrupt
+
+
+def _quiet_unraisable(unraisable) -> None:
+    """sys.unraisablehook: a remembered Ctrl-C that Python ignored prints nothing."""
+    if _start_up_signal is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+        return
+    _python_unraisablehook(unraisable)
 
 
 class StopRequest:
@@ -45,7 +78,10 @@ class StopRequest:
 
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[StopRequest]:
-    """Turn the first stop signal into a request; see the module docstring."""
+    """Turn the first stop signal into a request; see the module docstring.  Raises
+    Interrupted at once if a start-up Ctrl-C was ignored by Python (see above)."""
+    if _start_up_signal is not None:
+        raise Interrupted(_start_up_signal)
     request = StopRequest()
 
     def handler(signum, frame) -> None:

@@ -4,8 +4,9 @@ with one line, never a traceback.  Everything else is cli.py's.
 
 Importing this module installs a SIGINT handler that exits at once (there is nothing to
 save yet): it covers the console script's own lines, which run before ``main``.  ``main``
-then gives SIGINT back to Python (KeyboardInterrupt) inside its ``try``, before the heavy
-imports (NumPy, the compiled engine).  Only the entry points import this module.
+then gives SIGINT back to Python (KeyboardInterrupt, remembered in case Python ignores it:
+see interrupts.py) inside its ``try``, before the heavy imports (NumPy, the compiled
+engine).  Only the entry points import this module.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import os
 import signal
 from typing import Optional, Sequence
 
-from .interrupts import signal_name
+from .interrupts import catch_start_up_interrupts, signal_name
 from .output import print_error
 
 _SIGINT_IGNORED = signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # a background job: keep it so
@@ -35,7 +36,7 @@ if not _SIGINT_IGNORED:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if not _SIGINT_IGNORED:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            catch_start_up_interrupts()
         from .cli import main as cli_main  # the heavy imports
 
         return cli_main(argv)
