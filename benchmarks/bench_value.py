@@ -8,10 +8,13 @@ SVM max-margin loss `mean(relu(1 - y_i * score_i))` plus L2 regularisation
 every step is a fresh forward (inputs wrapped as Values, as the demo does), zero_grad,
 backward and update.
 
-Both engines run the same steps from the same weights, in this process, their runs
-interleaved; each time is the median of --repeats runs, each after one untimed warm-up step.  The script
-checks that both engines produce identical losses and parameters (float ==) and prints the
-ratio.
+Both engines run the same steps from the same weights, in this process, step by step in
+lockstep (reference step k, then Value step k, the order swapped every step), after one
+untimed warm-up step each; --repeats runs start again from the seed.  Each engine's time
+is the median of all its timed steps: a step lasts 5-200 ms, so a burst of load on the
+machine (they last from tens of milliseconds to seconds here) spoils a few samples of
+both engines, not a whole run of one.  The script checks that both engines produce
+identical losses and parameters (float ==) and prints the ratio.
 
     python benchmarks/bench_value.py [--steps 10] [--repeats 5]
 
@@ -86,46 +89,74 @@ def train_step(V, model: MLP, points, labels, step: int, total: int) -> float:
     return loss.data
 
 
-def run(V, steps: int):
-    """Train from the fixed seed; returns (seconds per step after a warm-up, losses, params)."""
-    rng = random.Random(SEED)
-    points, labels = make_moons(POINTS, 0.1, rng)
-    model = MLP(V, SIZES, rng)
-    losses = [train_step(V, model, points, labels, 0, steps + 1)]  # warm-up, untimed
-    start = time.perf_counter()
-    for step in range(1, steps + 1):
-        losses.append(train_step(V, model, points, labels, step, steps + 1))
-    seconds = (time.perf_counter() - start) / steps
-    return seconds, losses, [p.data for p in model.parameters()]
+class Training:
+    """micrograd's demo from the fixed seed on Value class V: the warm-up step at once
+    (untimed), then step() times one more."""
+
+    def __init__(self, V, total: int):
+        rng = random.Random(SEED)
+        self.V, self.total = V, total
+        self.points, self.labels = make_moons(POINTS, 0.1, rng)
+        self.model = MLP(V, SIZES, rng)
+        self.losses = [train_step(V, self.model, self.points, self.labels, 0, total)]
+
+    def step(self) -> float:
+        """Seconds for the next step."""
+        start = time.perf_counter()
+        loss = train_step(self.V, self.model, self.points, self.labels, len(self.losses), self.total)
+        seconds = time.perf_counter() - start
+        self.losses.append(loss)
+        return seconds
+
+    def parameters(self) -> list[float]:
+        return [p.data for p in self.model.parameters()]
+
+
+def lockstep(steps: int, engines) -> list[tuple[list[float], Training]]:
+    """One run of each engine, step by step in turn; (seconds of each step, training) each."""
+    runs = [([], Training(V, steps + 1)) for V in engines]
+    for k in range(steps):
+        for times, training in runs[:: 1 if k % 2 == 0 else -1]:
+            times.append(training.step())
+    return runs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per run")
-    parser.add_argument("--repeats", type=int, default=5, help="runs per engine (median)")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per engine, each from the seed")
     parser.add_argument("--engine", choices=("both", "value", "reference"), default="both",
                         help="run one engine only (no ratio, no comparison): for profilers")
     args = parser.parse_args()
     print(f"# cymicrogpt {mg.__version__} | Python {platform.python_version()} | {platform.machine()}")
-    print(f"micrograd demo MLP {'-'.join(map(str, SIZES))}, {POINTS} points, {args.steps} steps, "
-          f"median of {args.repeats}")
+    print(f"micrograd demo MLP {'-'.join(map(str, SIZES))}, {POINTS} points, {args.repeats} runs of "
+          f"{args.steps} timed steps, median step")
     if args.engine != "both":
         V, name = (mg.Value, "cymicrogpt.Value") if args.engine == "value" else (RefValue, "reference Value")
-        seconds = statistics.median(run(V, args.steps)[0] for _ in range(args.repeats))
-        print(f"{name:<17}: {seconds * 1e3:8.2f} ms/step   (alone)")
+        times = [t for _ in range(args.repeats) for t in lockstep(args.steps, [V])[0][0]]
+        print(f"{name:<17}: {statistics.median(times) * 1e3:8.2f} ms/step   (alone)")
         return
-    ref_runs, fast_runs = [], []
-    for _ in range(args.repeats):  # interleaved: a change in the machine's load hits both
-        ref_runs.append(run(RefValue, args.steps))
-        fast_runs.append(run(mg.Value, args.steps))
-    ref_s = statistics.median(r[0] for r in ref_runs)
-    fast_s = statistics.median(r[0] for r in fast_runs)
-    same = all(r[1:] == ref_runs[0][1:] for r in ref_runs + fast_runs)
-    print(f"reference Value  : {ref_s * 1e3:8.2f} ms/step")
-    print(f"cymicrogpt.Value : {fast_s * 1e3:8.2f} ms/step")
+    ref_times, fast_times, trainings = [], [], []
+    for _ in range(args.repeats):
+        (ref, ref_training), (fast, fast_training) = lockstep(args.steps, [RefValue, mg.Value])
+        ref_times += ref
+        fast_times += fast
+        trainings += [ref_training, fast_training]
+    ref_s, fast_s = statistics.median(ref_times), statistics.median(fast_times)
+    same = all(t.losses == trainings[0].losses and t.parameters() == trainings[0].parameters()
+               for t in trainings)
+    print(f"reference Value  : {ref_s * 1e3:8.2f} ms/step   "
+          f"(quartiles {quartiles(ref_times)}, {len(ref_times)} steps)")
+    print(f"cymicrogpt.Value : {fast_s * 1e3:8.2f} ms/step   "
+          f"(quartiles {quartiles(fast_times)}, {len(fast_times)} steps)")
     print(f"speed-up         : {ref_s / fast_s:8.1f}x   (identical losses and parameters: {same})")
     if not same:
         raise SystemExit("the engines disagree")
+
+
+def quartiles(times: list[float]) -> str:
+    q1, _, q3 = statistics.quantiles(times, n=4)
+    return f"{q1 * 1e3:.2f}-{q3 * 1e3:.2f}"
 
 
 if __name__ == "__main__":

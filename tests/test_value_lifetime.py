@@ -98,7 +98,7 @@ def test_values_dropped_while_an_exception_propagates():
 
 
 def test_recycling_leaves_the_types_reference_count_as_it_was():
-    """A recycled object takes a reference to its type again (PyObject_Init): where Value is
+    """A recycled object takes a reference to its type again (revive): where Value is
     a heap type (Cython builds types from specs on free-threaded builds), a kept dead object
     must have given its own back, or every recycle would leak one."""
     a = Value(1.5)

@@ -109,7 +109,6 @@ cdef class Arena:
     cdef uint32_t next_epoch(self) noexcept nogil
     cdef Py_ssize_t topological_order(self, int32_t root) noexcept nogil
     cdef Py_ssize_t listed_order(self, int32_t root) noexcept nogil
-    cdef void backward(self, int32_t root) noexcept nogil
     cdef void pass_gradients(self, int32_t root, const int32_t* order, Py_ssize_t count) noexcept nogil
     cdef bytes shape_key(self, int32_t root)
     cdef bint has_shape(self, bytes key, int32_t root) noexcept

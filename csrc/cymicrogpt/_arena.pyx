@@ -1,14 +1,15 @@
 """The arena's storage and growth, the depth-first topological order, and the backward pass.
 
-backward() must add gradients into every node in exactly the order microgpt's recursive
-`build_topo` + `reversed(topo)` does: floating-point addition is not associative, and a
-node shared by several parents (a weight used at every position) gets the last bits of
-its gradient from that order.  So we replay the same depth-first search, iteratively (an
+The backward pass must add gradients into every node in exactly the order microgpt's
+recursive `build_topo` + `reversed(topo)` does: floating-point addition is not
+associative, and a node shared by several parents (a weight used at every position) gets
+the last bits of its gradient from that order.  So we replay the same depth-first search, iteratively (an
 explicit stack, no recursion limit), children in microgpt's order (see _arena.pxd).
 The search costs more than the backward it orders, and a training step's graph repeats
 from step to step: backward_cached() replays the order of an earlier graph of the same
 shape (an OrderTemplate, found by the op log that built the graph), searching only
-graphs it has not seen.
+graphs it has not seen.  (Value's tape, which logs no ops, keeps its last search's
+order in its own way: SearchedGraph in _value.pyx.)
 """
 import numpy as np
 
@@ -174,13 +175,6 @@ cdef class Arena:
         then topological_order() is the search to use."""
         return depth_first(self, root, True)
 
-    cdef void backward(self, int32_t root) noexcept nogil:
-        """d(root)/d(node) for every node under root, accumulated in microgpt's order."""
-        cdef Py_ssize_t count = self.listed_order(root)
-        if count < 0:  # a graph with range nodes
-            count = self.topological_order(root)
-        self.pass_gradients(root, &self.order[0], count)
-
     cdef void pass_gradients(self, int32_t root, const int32_t* order, Py_ssize_t count) noexcept nogil:
         """The backward pass proper, over the first `count` entries of `order`."""
         cdef Nodes g = self.nodes()
@@ -209,7 +203,7 @@ cdef class Arena:
         """backward(root), with the order replayed from the template of this graph's shape
         when there is one; otherwise searched, and kept as a template (within budget).
         Only for graphs whose every node was built by an op that logs itself (GraphOps):
-        the op log is the shape.  Value's tape does not log: it uses backward()."""
+        the op log is the shape.  Value's tape does not log (see SearchedGraph in _value.pyx)."""
         key = self.shape_key(root)
         cdef OrderTemplate template = self.templates.get(key)
         cdef bint known = template is not None
@@ -447,35 +441,35 @@ cdef inline Py_ssize_t depth_first(Arena ar, int32_t root, bint listed) noexcept
     cdef int32_t* order = &ar.order[0]
     cdef int32_t* stack = &ar.stack[0]
     cdef int32_t* cursor = &ar.cursor[0]
-    cdef Py_ssize_t count = 0, top = 1
-    cdef int32_t v, c
+    cdef Py_ssize_t count = 0, top = 0
+    cdef int32_t v = root, j = 0, c  # the node being expanded, and its next child's number
     g.mark[root] = epoch
-    stack[0] = root
-    cursor[0] = 0
-    while top > 0:
-        v = stack[top - 1]
+    while True:
         if listed:
-            c = next_listed(&g, v, &cursor[top - 1], epoch)
+            c = next_listed(&g, v, &j, epoch)
             if c == RANGE_NODE:
                 return -1
         else:
-            c = next_to_visit(&g, v, &cursor[top - 1], epoch)
+            c = next_to_visit(&g, v, &j, epoch)
         if not listed and c >= 0 and settled(&g, c, epoch):  # c would find nothing to visit: post it now
             g.mark[c] = epoch
             order[count] = c
             count += 1
-        elif c >= 0:  # descend
+        elif c >= 0:  # descend: v waits on the stack, with its place among its children
             g.mark[c] = epoch
-            stack[top] = c
-            cursor[top] = 0
+            stack[top] = v
+            cursor[top] = j
             top += 1
-        else:  # every child done: v goes into the order
+            v, j = c, 0
+        else:  # every child done: v goes into the order, its parent resumes
             if not listed:
                 mark_spans_done(&g, v, epoch)
             order[count] = v
             count += 1
+            if top == 0:
+                return count
             top -= 1
-    return count
+            v, j = stack[top], cursor[top]
 
 
 cdef enum:
@@ -523,11 +517,12 @@ cdef inline void backward_node(Nodes* g, int32_t v) noexcept nogil:
     elif kind == SUM:
         for i in range(n):
             g.grad[a + i] += dv
-    elif kind == DOT and n == 1:  # a * b: most DOT nodes (softmax, rmsnorm scaling)
-        g.grad[a] += g.data[b] * dv
-        g.grad[b] += g.data[a] * dv
-    elif kind == DOT:
-        dot_backward(g.grad, g.data, a, b, n, dv)
+    elif kind == DOT:  # (one test of kind per elif: Cython makes the chain a C switch)
+        if n == 1:  # a * b: most DOT nodes (softmax, rmsnorm scaling)
+            g.grad[a] += g.data[b] * dv
+            g.grad[b] += g.data[a] * dv
+        else:
+            dot_backward(g.grad, g.data, a, b, n, dv)
     elif kind == SUM_LIST:
         for i in range(n):
             g.grad[g.edges[a + i]] += dv
