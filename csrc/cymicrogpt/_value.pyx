@@ -170,11 +170,13 @@ cdef void drop_dead_top() noexcept:
     training step's Values die, this gives its whole graph back at once, with no
     collection: the next step is built in the same (cache-warm) memory.  A GRAD_LIST
     node's edges were appended with it, after every earlier node's: they go too.  C only."""
-    cdef Py_ssize_t top = tape.n_nodes
+    cdef Py_ssize_t top = tape.n_nodes, i
     while top > 0 and handles[top - 1] == NULL:
         top -= 1
-        if tape.kind[top] == GRAD_LIST:
-            tape.n_edges = tape.a[top]
+    for i in range(top, tape.n_nodes):  # the edges go from the first dropped GRAD_LIST node's on
+        if tape.kind[i] == GRAD_LIST:
+            tape.n_edges = tape.a[i]
+            break
     tape.n_nodes = top
 
 
