@@ -512,11 +512,16 @@ cdef class SearchedGraph:
         return 0
 
     cdef int allocate(self, Py_ssize_t nodes, Py_ssize_t edges) except -1:
+        # Every array is taken before any is installed: taking one runs Python (the GC,
+        # whose callbacks and finalizers may run a backward, which may fill and save
+        # this very copy), and an array installed after that would sit, unfilled, in a
+        # copy marked as saved.  Installed, then marked as not saved, in C only.
+        cdef uint8_t[::1] kind = np.empty(nodes, np.uint8)
+        cdef int32_t[::1] a = np.empty(nodes, np.int32), b = np.empty(nodes, np.int32)
+        cdef int32_t[::1] n = np.empty(nodes, np.int32), order = np.empty(nodes, np.int32)
+        cdef int32_t[::1] edge_list = np.empty(edges, np.int32)
+        self.kind, self.a, self.b, self.n, self.order, self.edges = kind, a, b, n, order, edge_list
         self.saved = False
-        self.kind = np.empty(nodes, np.uint8)
-        self.a, self.b, self.n = np.empty(nodes, np.int32), np.empty(nodes, np.int32), np.empty(nodes, np.int32)
-        self.order = np.empty(nodes, np.int32)
-        self.edges = np.empty(edges, np.int32)
         return 0
 
     cdef bint matches(self, int32_t root) noexcept:
