@@ -165,3 +165,58 @@ def test_a_ctrl_c_that_python_ignores_at_start_up_still_stops_the_run(tiny_data_
     assert proc.returncode == 130
     assert proc.stderr == "cymicrogpt: interrupted (SIGINT)\n"
     assert proc.stdout == ""  # stopped before training: nothing was printed
+
+
+def test_an_interrupted_start_up_does_not_stop_the_next_run_in_the_same_process(tiny_data_file: Path) -> None:
+    """The start-up Ctrl-C is remembered for one command only: a program (a notebook, a
+    test) that calls the entry point again after a Ctrl-C stopped one's start-up once
+    got "interrupted (SIGINT)" at once from every later call, with no Ctrl-C."""
+    code = f"""if True:
+        import os, signal
+        from cymicrogpt import cli, launch
+        train = ["train", "--data", {str(tiny_data_file)!r}, "--steps", "3", *{TINY!r}, "--samples", "1"]
+
+        def loads_the_data_and_gets_a_ctrl_c(args, new_run=cli.new_run):
+            os.kill(os.getpid(), signal.SIGINT)
+            sum(range(1000))  # the handler runs in here: KeyboardInterrupt
+            return new_run(args)
+
+        plain = cli.new_run
+        cli.new_run = loads_the_data_and_gets_a_ctrl_c
+        print(launch.main(train))
+        cli.new_run = plain
+        print(launch.main(train))
+        print(cli.main(train))
+    """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=environment())
+    codes = [line for line in proc.stdout.splitlines() if line.isdigit()]
+    assert (proc.returncode, codes) == (0, ["130", "0", "0"]), proc.stderr
+    assert proc.stderr == "cymicrogpt: interrupted (SIGINT)\n"
+    assert len(samples_of(proc.stdout)) == 2  # both later runs trained and sampled
+
+
+def test_a_ctrl_c_that_python_ignores_at_start_up_stops_sample(tmp_path: Path, tiny_data_file: Path) -> None:
+    """`cymicrogpt sample` has no training loop to stop: a start-up Ctrl-C that Python
+    ignored (see the test above) was remembered, then never looked at: every sample was
+    printed and the command exited 0."""
+    ckpt = tmp_path / "run.npz"
+    assert run_command("train", "--data", tiny_data_file, "--steps", 2, *TINY, "--save", ckpt,
+                       "--samples", 0).returncode == 0
+    code = f"""if True:
+        import os, signal, sys
+        from cymicrogpt import launch, interrupts
+        interrupts.catch_start_up_interrupts()  # what launch.main does first
+
+        class SendsCtrlC:
+            def __del__(self):
+                os.kill(os.getpid(), signal.SIGINT)
+                sum(range(1000))  # Python code: the handler runs in here, Python ignores its exception
+
+        SendsCtrlC()
+        sys.exit(launch.main(["sample", "--checkpoint", {str(ckpt)!r}, "--num", "5"]))
+    """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=environment())
+    assert (proc.returncode, proc.stderr) == (130, "cymicrogpt: interrupted (SIGINT)\n")
+    assert samples_of(proc.stdout) == []
