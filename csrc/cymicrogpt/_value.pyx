@@ -348,6 +348,14 @@ def _leaf(data, grad):
     return out
 
 
+cdef inline int check_unbound(Value self) except -1:
+    """Raise if `self` has a node: binding it again would leave its first node a handle
+    to an object that may die (a dangling pointer)."""
+    if self.index >= 0:
+        raise RuntimeError("Value.__init__ called twice")
+    return 0
+
+
 cdef int make_node(Value self, double value, children, local_grads) except -1:
     """Initialise `self` as microgpt's generic node: children, each with its local gradient.
     (A function, not a cdef method: a method would give every Value a vtable pointer.)"""
@@ -361,6 +369,7 @@ cdef int make_node(Value self, double value, children, local_grads) except -1:
             raise TypeError(f"a child must be a cymicrogpt.Value, got {type(kids[k]).__name__}")
         node(<Value>kids[k])
     make_room(1, n)  # from here on, C only
+    check_unbound(self)  # the Python above may have initialised self (a __float__, a finalizer)
     cdef int32_t i = add_node(tape, GRAD_LIST if n else LEAF, <int32_t>tape.n_edges, 0, <int32_t>n, value, 0.0)
     for k in range(n):
         add_graded_edge(tape, (<Value>kids[k]).index, <double>local[k])
@@ -377,11 +386,11 @@ cdef class Value:
 
     def __init__(self, data, children=(), local_grads=()):
         cdef double value = to_double(data, "Value()'s data")
-        if self.index >= 0:
-            raise RuntimeError("Value.__init__ called twice")
+        check_unbound(self)
         if (type(children) is tuple and len(<tuple>children) == 0
                 and type(local_grads) is tuple and len(<tuple>local_grads) == 0):  # a leaf, fast
             make_room(1, 0)
+            check_unbound(self)  # again: make_room may have run Python (see make_node)
             bind(self, add_node(tape, LEAF, 0, 0, 0, value, 0.0))
         else:
             make_node(self, value, children, local_grads)
