@@ -220,3 +220,20 @@ def test_a_ctrl_c_that_python_ignores_at_start_up_stops_sample(tmp_path: Path, t
                           env=environment())
     assert (proc.returncode, proc.stderr) == (130, "cymicrogpt: interrupted (SIGINT)\n")
     assert samples_of(proc.stdout) == []
+
+
+def test_a_run_started_with_ctrl_c_ignored_ignores_it_throughout(tiny_data_file: Path) -> None:
+    """A background job (`cymicrogpt train ... &` from a script) starts with SIGINT
+    ignored: a Ctrl-C, during start-up or training, changes nothing."""
+    proc = start_command("train", "--data", tiny_data_file, "--steps", 200, *TINY, "--backend", "python",
+                         "--samples", 2, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        time.sleep(0.2)  # starting up (importing)
+        proc.send_signal(signal.SIGINT)
+        first = proc.stdout.readline()  # "num docs: ...": training under way
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert (proc.returncode, err) == (0, "")
+    assert first.startswith("num docs:") and len(samples_of(out)) == 2
