@@ -141,11 +141,9 @@ def test_ctrl_c_during_start_up_prints_one_line(tiny_data_file: Path, after_impo
     assert "Traceback" not in err
 
 
-def test_a_ctrl_c_that_python_ignores_at_start_up_still_stops_the_run(tiny_data_file: Path) -> None:
-    """Python ignores an exception raised in a finalizer or weakref callback ("Exception
-    ignored in"): a start-up Ctrl-C whose handler ran there once let a run train on to
-    its end (seen on 3.13: importlib's module-lock weakref callback).  Here a finalizer
-    sends the Ctrl-C to its own process, so the handler runs inside it."""
+def run_after_an_ignored_ctrl_c(*args: str) -> subprocess.CompletedProcess:
+    """`launch.main(args)` in a process where a start-up Ctrl-C arrived inside a finalizer
+    (Python ignores the KeyboardInterrupt its handler raises there)."""
     code = f"""if True:
         import os, signal, sys
         from cymicrogpt import launch, interrupts
@@ -157,10 +155,18 @@ def test_a_ctrl_c_that_python_ignores_at_start_up_still_stops_the_run(tiny_data_
                 sum(range(1000))  # Python code: the handler runs in here, Python ignores its exception
 
         SendsCtrlC()
-        sys.exit(launch.main(["train", "--data", {str(tiny_data_file)!r}, "--steps", "{10**9}", *{TINY!r}]))
+        sys.exit(launch.main({list(args)!r}))
     """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env=environment())
+
+
+def test_a_ctrl_c_that_python_ignores_at_start_up_still_stops_the_run(tiny_data_file: Path) -> None:
+    """Python ignores an exception raised in a finalizer or weakref callback ("Exception
+    ignored in"): a start-up Ctrl-C whose handler ran there once let a run train on to
+    its end (seen on 3.13: importlib's module-lock weakref callback).  Here a finalizer
+    sends the Ctrl-C to its own process, so the handler runs inside it."""
+    proc = run_after_an_ignored_ctrl_c("train", "--data", str(tiny_data_file), "--steps", str(10**9), *TINY)
     print(proc.stderr)
     assert proc.returncode == 130
     assert proc.stderr == "cymicrogpt: interrupted (SIGINT)\n"
@@ -203,21 +209,7 @@ def test_a_ctrl_c_that_python_ignores_at_start_up_stops_sample(tmp_path: Path, t
     ckpt = tmp_path / "run.npz"
     assert run_command("train", "--data", tiny_data_file, "--steps", 2, *TINY, "--save", ckpt,
                        "--samples", 0).returncode == 0
-    code = f"""if True:
-        import os, signal, sys
-        from cymicrogpt import launch, interrupts
-        interrupts.catch_start_up_interrupts()  # what launch.main does first
-
-        class SendsCtrlC:
-            def __del__(self):
-                os.kill(os.getpid(), signal.SIGINT)
-                sum(range(1000))  # Python code: the handler runs in here, Python ignores its exception
-
-        SendsCtrlC()
-        sys.exit(launch.main(["sample", "--checkpoint", {str(ckpt)!r}, "--num", "5"]))
-    """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env=environment())
+    proc = run_after_an_ignored_ctrl_c("sample", "--checkpoint", str(ckpt), "--num", "5")
     assert (proc.returncode, proc.stderr) == (130, "cymicrogpt: interrupted (SIGINT)\n")
     assert samples_of(proc.stdout) == []
 
