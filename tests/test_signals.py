@@ -141,11 +141,9 @@ def test_ctrl_c_during_start_up_prints_one_line(tiny_data_file: Path, after_impo
     assert "Traceback" not in err
 
 
-def test_a_ctrl_c_that_python_ignores_at_start_up_still_stops_the_run(tiny_data_file: Path) -> None:
-    """Python ignores an exception raised in a finalizer or weakref callback ("Exception
-    ignored in"): a start-up Ctrl-C whose handler ran there once let a run train on to
-    its end (seen on 3.13: importlib's module-lock weakref callback).  Here a finalizer
-    sends the Ctrl-C to its own process, so the handler runs inside it."""
+def run_after_an_ignored_ctrl_c(*args: str) -> subprocess.CompletedProcess:
+    """`launch.main(args)` in a process where a start-up Ctrl-C arrived inside a finalizer
+    (Python ignores the KeyboardInterrupt its handler raises there)."""
     code = f"""if True:
         import os, signal, sys
         from cymicrogpt import launch, interrupts
@@ -157,11 +155,77 @@ def test_a_ctrl_c_that_python_ignores_at_start_up_still_stops_the_run(tiny_data_
                 sum(range(1000))  # Python code: the handler runs in here, Python ignores its exception
 
         SendsCtrlC()
-        sys.exit(launch.main(["train", "--data", {str(tiny_data_file)!r}, "--steps", "{10**9}", *{TINY!r}]))
+        sys.exit(launch.main({list(args)!r}))
     """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env=environment())
+
+
+def test_a_ctrl_c_that_python_ignores_at_start_up_still_stops_the_run(tiny_data_file: Path) -> None:
+    """Python ignores an exception raised in a finalizer or weakref callback ("Exception
+    ignored in"): a start-up Ctrl-C whose handler ran there once let a run train on to
+    its end (seen on 3.13: importlib's module-lock weakref callback).  Here a finalizer
+    sends the Ctrl-C to its own process, so the handler runs inside it."""
+    proc = run_after_an_ignored_ctrl_c("train", "--data", str(tiny_data_file), "--steps", str(10**9), *TINY)
     print(proc.stderr)
     assert proc.returncode == 130
     assert proc.stderr == "cymicrogpt: interrupted (SIGINT)\n"
     assert proc.stdout == ""  # stopped before training: nothing was printed
+
+
+def test_an_interrupted_start_up_does_not_stop_the_next_run_in_the_same_process(tiny_data_file: Path) -> None:
+    """The start-up Ctrl-C is remembered for one command only: a program (a notebook, a
+    test) that calls the entry point again after a Ctrl-C stopped one's start-up once
+    got "interrupted (SIGINT)" at once from every later call, with no Ctrl-C."""
+    code = f"""if True:
+        import os, signal
+        from cymicrogpt import cli, launch
+        train = ["train", "--data", {str(tiny_data_file)!r}, "--steps", "3", *{TINY!r}, "--samples", "1"]
+
+        def loads_the_data_and_gets_a_ctrl_c(args, new_run=cli.new_run):
+            os.kill(os.getpid(), signal.SIGINT)
+            sum(range(1000))  # the handler runs in here: KeyboardInterrupt
+            return new_run(args)
+
+        plain = cli.new_run
+        cli.new_run = loads_the_data_and_gets_a_ctrl_c
+        print(launch.main(train))
+        cli.new_run = plain
+        print(launch.main(train))
+        print(cli.main(train))
+    """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=environment())
+    codes = [line for line in proc.stdout.splitlines() if line.isdigit()]
+    assert (proc.returncode, codes) == (0, ["130", "0", "0"]), proc.stderr
+    assert proc.stderr == "cymicrogpt: interrupted (SIGINT)\n"
+    assert len(samples_of(proc.stdout)) == 2  # both later runs trained and sampled
+
+
+def test_a_ctrl_c_that_python_ignores_at_start_up_stops_sample(tmp_path: Path, tiny_data_file: Path) -> None:
+    """`cymicrogpt sample` has no training loop to stop: a start-up Ctrl-C that Python
+    ignored (see the test above) was remembered, then never looked at: every sample was
+    printed and the command exited 0."""
+    ckpt = tmp_path / "run.npz"
+    assert run_command("train", "--data", tiny_data_file, "--steps", 2, *TINY, "--save", ckpt,
+                       "--samples", 0).returncode == 0
+    proc = run_after_an_ignored_ctrl_c("sample", "--checkpoint", str(ckpt), "--num", "5")
+    assert (proc.returncode, proc.stderr) == (130, "cymicrogpt: interrupted (SIGINT)\n")
+    assert samples_of(proc.stdout) == []
+
+
+def test_a_run_started_with_ctrl_c_ignored_ignores_it_throughout(tiny_data_file: Path) -> None:
+    """A background job (`cymicrogpt train ... &` from a script) starts with SIGINT
+    ignored: a Ctrl-C, during start-up or training, changes nothing."""
+    proc = start_command("train", "--data", tiny_data_file, "--steps", 200, *TINY, "--backend", "python",
+                         "--samples", 2, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        time.sleep(0.2)  # starting up (importing)
+        proc.send_signal(signal.SIGINT)
+        first = proc.stdout.readline()  # "num docs: ...": training under way
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert (proc.returncode, err) == (0, "")
+    assert first.startswith("num docs:") and len(samples_of(out)) == 2

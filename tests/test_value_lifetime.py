@@ -143,3 +143,27 @@ def test_a_kept_value_keeps_the_nodes_below_it():
     out.backward()
     ref_out.backward()
     assert (x.grad, mid.grad) == (ref_x.grad, ref_mid.grad)
+
+
+
+def test_init_run_again_from_inside_init_binds_one_node():
+    """Value.__init__ checked that the object had no node, then ran Python (a local
+    gradient's __float__; taking room, which may run the GC's finalizers) before binding
+    it: initialising the same object from there left it bound to two nodes.  The first
+    node's handle then outlived the object (a dangling pointer, which collections write
+    through) and pinned that node forever.  Now the outer call raises."""
+    x = Value(3.0)
+    kept = _value.collect()
+    v = Value.__new__(Value)
+
+    class InitsV:
+        def __float__(self):
+            v.__init__(2.0)
+            return 0.5
+
+    with pytest.raises(RuntimeError, match="called twice"):
+        v.__init__(5.0, (x,), (InitsV(),))
+    assert v.data == 2.0
+    assert _value.collect() == kept + 1
+    del v
+    assert _value.collect() == kept

@@ -10,6 +10,10 @@ gradient with the reference's (float ==).
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
+
+import pytest
 
 from cymicrogpt import Value, _value
 from cymicrogpt.reference import Value as RefValue
@@ -81,3 +85,52 @@ def test_a_deep_shared_graph_reused_step_after_step_stays_exact():
         assert step(Value, w) == step(RefValue, ref_w)
         assert [p.data for p in w] == [p.data for p in ref_w]
     assert _value.orders_reused() >= before + 8  # a copy after the second search, reused after
+
+
+# A gc callback that runs the same loss's backward at the k-th collection (k = argv[1]) of
+# another backward of it: with gc.set_threshold(1), k walks the nested backward through
+# the outer one's taking of room for its copy of the layout (SearchedGraph.reserve: NumPy
+# arrays seen through memoryviews, which are GC-tracked).  A fresh process each time: the
+# collections an allocation starts depend on everything the process did before.
+NESTED_BACKWARD = """if True:
+    import gc, sys
+    from cymicrogpt import Value
+    from cymicrogpt.reference import Value as RefValue
+
+    def build(V):
+        x = V(1.5)
+        return x, [x * 2.0 if i % 2 else x + 1.0 for i in range(50)][-1]  # no edges
+
+    k = int(sys.argv[1])
+    (x, loss), (ref_x, ref_loss) = build(Value), build(RefValue)
+    loss.backward()  # the first search notes the sizes: the next backward takes a copy
+    ref_loss.backward()
+    collections = []
+
+    def again(phase, info):
+        if phase == "start" and len(collections) < k:
+            collections.append(phase)
+            if len(collections) == k:
+                loss.backward()
+    gc.callbacks.append(again)
+    gc.set_threshold(1)
+    loss.backward()
+    gc.set_threshold(700)
+    gc.callbacks.remove(again)
+    for _ in range(1 + (len(collections) == k)):  # the nested backward too, if it ran
+        ref_loss.backward()
+    assert x.grad == ref_x.grad, (x.grad, ref_x.grad)
+    print(len(collections) == k)
+"""
+
+
+@pytest.mark.parametrize("k", [1, 2])  # (a backward here takes two collections)
+def test_a_backward_run_by_the_gc_while_backward_copies_the_layout_stays_exact(k):
+    """A backward run from inside another one (a gc callback, while the outer one takes
+    room for its copy of the layout) once left the copy marked as saved with the outer
+    one's fresh, unfilled order: the outer one then followed that garbage order (a
+    segfault at k = 2).  In a subprocess: a crash must not end the suite."""
+    proc = subprocess.run([sys.executable, "-c", NESTED_BACKWARD, str(k)], capture_output=True, text=True,
+                          timeout=120)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout == "True\n"  # the nested backward did run inside the outer one

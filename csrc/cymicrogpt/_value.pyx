@@ -348,6 +348,14 @@ def _leaf(data, grad):
     return out
 
 
+cdef inline int check_unbound(Value self) except -1:
+    """Raise if `self` has a node: binding it again would leave its first node a handle
+    to an object that may die (a dangling pointer)."""
+    if self.index >= 0:
+        raise RuntimeError("Value.__init__ called twice")
+    return 0
+
+
 cdef int make_node(Value self, double value, children, local_grads) except -1:
     """Initialise `self` as microgpt's generic node: children, each with its local gradient.
     (A function, not a cdef method: a method would give every Value a vtable pointer.)"""
@@ -361,6 +369,7 @@ cdef int make_node(Value self, double value, children, local_grads) except -1:
             raise TypeError(f"a child must be a cymicrogpt.Value, got {type(kids[k]).__name__}")
         node(<Value>kids[k])
     make_room(1, n)  # from here on, C only
+    check_unbound(self)  # the Python above may have initialised self (a __float__, a finalizer)
     cdef int32_t i = add_node(tape, GRAD_LIST if n else LEAF, <int32_t>tape.n_edges, 0, <int32_t>n, value, 0.0)
     for k in range(n):
         add_graded_edge(tape, (<Value>kids[k]).index, <double>local[k])
@@ -377,11 +386,11 @@ cdef class Value:
 
     def __init__(self, data, children=(), local_grads=()):
         cdef double value = to_double(data, "Value()'s data")
-        if self.index >= 0:
-            raise RuntimeError("Value.__init__ called twice")
+        check_unbound(self)
         if (type(children) is tuple and len(<tuple>children) == 0
                 and type(local_grads) is tuple and len(<tuple>local_grads) == 0):  # a leaf, fast
             make_room(1, 0)
+            check_unbound(self)  # again: make_room may have run Python (see make_node)
             bind(self, add_node(tape, LEAF, 0, 0, 0, value, 0.0))
         else:
             make_node(self, value, children, local_grads)
@@ -512,11 +521,16 @@ cdef class SearchedGraph:
         return 0
 
     cdef int allocate(self, Py_ssize_t nodes, Py_ssize_t edges) except -1:
+        # Every array is taken before any is installed: taking one runs Python (the GC,
+        # whose callbacks and finalizers may run a backward, which may fill and save
+        # this very copy), and an array installed after that would sit, unfilled, in a
+        # copy marked as saved.  Installed, then marked as not saved, in C only.
+        cdef uint8_t[::1] kind = np.empty(nodes, np.uint8)
+        cdef int32_t[::1] a = np.empty(nodes, np.int32), b = np.empty(nodes, np.int32)
+        cdef int32_t[::1] n = np.empty(nodes, np.int32), order = np.empty(nodes, np.int32)
+        cdef int32_t[::1] edge_list = np.empty(edges, np.int32)
+        self.kind, self.a, self.b, self.n, self.order, self.edges = kind, a, b, n, order, edge_list
         self.saved = False
-        self.kind = np.empty(nodes, np.uint8)
-        self.a, self.b, self.n = np.empty(nodes, np.int32), np.empty(nodes, np.int32), np.empty(nodes, np.int32)
-        self.order = np.empty(nodes, np.int32)
-        self.edges = np.empty(edges, np.int32)
         return 0
 
     cdef bint matches(self, int32_t root) noexcept:

@@ -40,7 +40,7 @@ from .config import (DEFAULT_LR, DEFAULT_NUM_SAMPLES, DEFAULT_SEED, DEFAULT_STEP
                      GPTConfig)
 from .data import DataError, default_dataset, load_docs
 from .files import check_writable
-from .interrupts import StopRequest, signal_name, stop_on_signals
+from .interrupts import StopRequest, signal_name, stop_if_interrupted_at_start_up, stop_on_signals
 from .ladder import IMPLEMENTATIONS
 from .output import Console, print_error
 from .progress import Progress
@@ -397,6 +397,7 @@ def cmd_sample(args: argparse.Namespace, out: Console) -> int:
     run = Run.load(args.checkpoint, backend=args.backend)
     if args.seed is not None:
         run.rng = random.Random(args.seed)
+    stop_if_interrupted_at_start_up()  # a Ctrl-C that Python ignored while the run loaded
     print_samples(run, args.num, args.temperature, out)
     return _output_lost(out, None) if out.lost is not None else EXIT_OK
 

@@ -15,7 +15,9 @@ weakref callback: it prints "Exception ignored in ..." with a traceback and goes
 a Ctrl-C whose handler happens to run there (importlib's module-lock weakrefs, at
 start-up) would be lost, and the run would train on.  So the start-up handler also
 remembers the signal, such ignored interrupts print nothing, and `stop_on_signals`
-stops the command before its first step if one arrived.
+stops the command before its first step if one arrived (`sample`, which has no steps,
+asks `stop_if_interrupted_at_start_up` before it samples).  The entry point forgets
+it when the command ends (`end_start_up`).
 """
 from __future__ import annotations
 
@@ -44,13 +46,35 @@ def signal_name(signum: int) -> str:
 
 
 _start_up_signal: Optional[int] = None  # a start-up Ctrl-C, remembered in case Python ignored it
-_python_unraisablehook = sys.unraisablehook
+_python_unraisablehook = sys.unraisablehook  # the hook ours replaced, while it is installed
 
 
 def catch_start_up_interrupts() -> None:
-    """From now until `stop_on_signals`, a Ctrl-C raises KeyboardInterrupt and is remembered."""
+    """From now until `end_start_up`, a Ctrl-C raises KeyboardInterrupt and is remembered."""
+    global _python_unraisablehook
     signal.signal(signal.SIGINT, _start_up_handler)
+    if sys.unraisablehook is not _quiet_unraisable:
+        _python_unraisablehook = sys.unraisablehook
     sys.unraisablehook = _quiet_unraisable
+
+
+def stop_if_interrupted_at_start_up() -> None:
+    """Raise Interrupted if a start-up Ctrl-C arrived (Python may have ignored it): for a
+    command about to start its real work (`stop_on_signals` calls it)."""
+    if _start_up_signal is not None:
+        raise Interrupted(_start_up_signal)
+
+
+def end_start_up() -> None:
+    """The command is over: forget its start-up Ctrl-C, and give SIGINT and
+    sys.unraisablehook back (a program that calls the entry point again, or goes on
+    after it, must not inherit either)."""
+    global _start_up_signal
+    _start_up_signal = None
+    if signal.getsignal(signal.SIGINT) is _start_up_handler:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if sys.unraisablehook is _quiet_unraisable:
+        sys.unraisablehook = _python_unraisablehook
 
 
 def _start_up_handler(signum, frame) -> None:
@@ -80,8 +104,7 @@ class StopRequest:
 def stop_on_signals() -> Iterator[StopRequest]:
     """Turn the first stop signal into a request; see the module docstring.  Raises
     Interrupted at once if a start-up Ctrl-C was ignored by Python (see above)."""
-    if _start_up_signal is not None:
-        raise Interrupted(_start_up_signal)
+    stop_if_interrupted_at_start_up()
     request = StopRequest()
 
     def handler(signum, frame) -> None:

@@ -14,7 +14,7 @@ import os
 import signal
 from typing import Optional, Sequence
 
-from .interrupts import catch_start_up_interrupts, signal_name
+from .interrupts import catch_start_up_interrupts, end_start_up, signal_name
 from .output import print_error
 
 _SIGINT_IGNORED = signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # a background job: keep it so
@@ -42,3 +42,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return cli_main(argv)
     except KeyboardInterrupt as exc:  # interrupts.Interrupted carries the signal's number
         return _interrupted(getattr(exc, "signum", int(signal.SIGINT)))
+    finally:  # a caller that goes on (or calls main again) gets its Ctrl-C back as it was
+        if not _SIGINT_IGNORED:
+            end_start_up()
