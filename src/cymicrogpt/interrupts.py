@@ -104,7 +104,6 @@ class StopRequest:
 def stop_on_signals() -> Iterator[StopRequest]:
     """Turn the first stop signal into a request; see the module docstring.  Raises
     Interrupted at once if a start-up Ctrl-C was ignored by Python (see above)."""
-    stop_if_interrupted_at_start_up()
     request = StopRequest()
 
     def handler(signum, frame) -> None:
@@ -114,14 +113,17 @@ def stop_on_signals() -> Iterator[StopRequest]:
 
     previous = {}
     try:
-        for signum in STOP_SIGNALS:
-            # An ignored signal stays ignored: `nohup` ignores SIGHUP, a shell ignores
-            # SIGINT for a background job; the user chose that the run survives it.
-            if signal.getsignal(signum) is not signal.SIG_IGN:
-                previous[signum] = signal.signal(signum, handler)
-    except ValueError:  # not the main thread: signals are not ours to handle
-        pass
-    try:
+        try:
+            for signum in STOP_SIGNALS:
+                # An ignored signal stays ignored: `nohup` ignores SIGHUP, a shell ignores
+                # SIGINT for a background job; the user chose that the run survives it.
+                if signal.getsignal(signum) is not signal.SIG_IGN:
+                    previous[signum] = signal.signal(signum, handler)
+        except ValueError:  # not the main thread: signals are not ours to handle
+            pass
+        # Asked once the handlers are in: a start-up Ctrl-C up to here is seen, any later
+        # one is handler's.  (A KeyboardInterrupt out of the loop above restores them too.)
+        stop_if_interrupted_at_start_up()
         yield request
     finally:
         for signum, old in previous.items():
