@@ -133,4 +133,11 @@ def test_a_backward_run_by_the_gc_while_backward_copies_the_layout_stays_exact(k
     proc = subprocess.run([sys.executable, "-c", NESTED_BACKWARD, str(k)], capture_output=True, text=True,
                           timeout=120)
     assert (proc.returncode, proc.stderr) == (0, "")
-    assert proc.stdout == "True\n"  # the nested backward did run inside the outer one
+    if sys.version_info < (3, 12):
+        # Before 3.12 the cyclic GC (and its callbacks) ran inside any allocation, so inside
+        # SearchedGraph.reserve, as the defect needs; since 3.12 it runs only between
+        # bytecodes, and a nested backward may land outside that window (the CI's 3.12
+        # run saw it at k = 1, not at k = 2): there, this checks exactness only.
+        assert proc.stdout == "True\n"  # the nested backward did run inside the outer one
+    else:
+        assert proc.stdout in ("True\n", "False\n")
