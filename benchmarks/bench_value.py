@@ -123,8 +123,8 @@ def lockstep(steps: int, engines) -> list[tuple[list[float], Training]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per run")
-    parser.add_argument("--repeats", type=int, default=5, help="runs per engine, each from the seed")
+    parser.add_argument("--steps", type=positive, default=10, help="timed steps per run")
+    parser.add_argument("--repeats", type=positive, default=5, help="runs per engine, each from the seed")
     parser.add_argument("--engine", choices=("both", "value", "reference"), default="both",
                         help="run one engine only (no ratio, no comparison): for profilers")
     args = parser.parse_args()
@@ -155,8 +155,18 @@ def main() -> None:
 
 
 def quartiles(times: list[float]) -> str:
+    if len(times) < 2:  # one timed step: no spread to show
+        return "n/a"
     q1, _, q3 = statistics.quantiles(times, n=4)
     return f"{q1 * 1e3:.2f}-{q3 * 1e3:.2f}"
+
+
+def positive(text: str) -> int:
+    """argparse type: an integer >= 1 (a median needs a step to time)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 if __name__ == "__main__":
