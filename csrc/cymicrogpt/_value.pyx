@@ -29,12 +29,17 @@ Copies: pickle, copy.copy and copy.deepcopy give a leaf with the same `.data` an
 the graph below is not kept (the reference pickles it).
 
 Arithmetic on `.data` follows Python's float rules: `+ - *` are IEEE double operations
-in C, exactly what Python does; `** exp log` call Python's own float `**`, `math.exp`
-and `math.log`, so values and errors (ZeroDivisionError, OverflowError, ValueError)
-are Python's.  Differences from the reference: `.data` is always a float (an int
-`Value(2)` holds 2.0, a NumPy scalar its float value, and NumPy scalar operands are
-converted to float before the op), and a negative number to a fractional power raises
-ValueError where the reference would produce a complex number.
+in C, exactly what Python does; `exp log` call `math.exp` and `math.log`; `**` evaluates
+microgpt's `x ** other` and `other * x ** (other - 1)` on the Python float `x` and the
+exponent as given, so values and errors (ZeroDivisionError, OverflowError, ValueError)
+are Python's float `**`'s, Fraction's for a Fraction exponent, and NumPy's (inf or nan
+with a RuntimeWarning) for a NumPy scalar exponent, as in microgpt.  Differences from
+the reference (README, "Remaining differences"): `.data` and `.grad` are always floats
+(an int `Value(2)` holds 2.0, a NumPy scalar or Fraction its float value; constants of
+`+ - *` are converted to float, so a Fraction factor's gradient is a rounded float and
+a node computed with a NumPy operand holds a float, whose later `**` is Python's), and
+a negative number to a fractional float or Fraction power raises ValueError where the
+reference would produce a complex number.
 """
 from cpython.object cimport Py_TPFLAGS_HEAPTYPE, PyTypeObject, destructor
 from cpython.ref cimport Py_DECREF, PyObject, Py_TYPE
@@ -445,9 +450,11 @@ cdef class Value:
     def __pow__(self, other, modulo):
         if modulo is not None or not is_number(other):
             return NotImplemented
-        if not isinstance(other, (int, float)):
-            other = float(other)  # a NumPy scalar would make ** below NumPy's, not Python's
-        x = tape.data[node(self)]  # a Python float: ** below is Python's float pow
+        # microgpt's two expressions, with the exponent as given (not converted to float
+        # first): a Fraction exponent's `other - 1` is exact, as in microgpt (1/3 - 1 in
+        # floats is one bit off -2/3), and a NumPy scalar's `**` is NumPy's power, which
+        # gives inf or nan with a RuntimeWarning where Python's float ** raises.
+        x = tape.data[node(self)]  # a Python float
         out = x ** other
         local_grad = other * x ** (other - 1)
         if isinstance(out, complex) or isinstance(local_grad, complex):
