@@ -18,15 +18,6 @@ from command import TINY, assert_one_error_line, run_command, samples_of
 
 
 
-@pytest.fixture(autouse=True)
-def no_download(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never fetch names.txt: the default dataset is unavailable unless a test provides it."""
-    def offline() -> Path:
-        raise DataError("the default dataset is disabled in tests")
-
-    monkeypatch.setattr(cli, "default_dataset", offline)
-
-
 def run_cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
     code = cli.main([str(a) for a in args])
     out, err = capsys.readouterr()
@@ -226,10 +217,14 @@ def test_missing_data_file(capsys, tmp_path: Path) -> None:
     assert_one_error_line(err, "not found", "none.txt")
 
 
-def test_default_dataset_unavailable(capsys) -> None:
+def test_default_dataset_unusable(capsys, monkeypatch) -> None:
+    def damaged() -> Path:
+        raise DataError("the packaged dataset is damaged (a stand-in for this test)")
+
+    monkeypatch.setattr(cli, "default_dataset", damaged)
     code, _, err = run_cli(capsys, "train", "--steps", 5)
     assert code == 1
-    assert_one_error_line(err, "disabled in tests")
+    assert_one_error_line(err, "damaged")
 
 
 def test_empty_data_file(capsys, tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ Exit codes: 0 done, 1 unusable data or checkpoint, divergence or a failed write,
 arguments, 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), 141 output
 closed with nothing to keep.  Errors are one line on stderr, ``cymicrogpt: error: ...``,
 never a traceback.  ``cymicrogpt bench`` runs the efficiency ladder (see ladder/bench.py);
-``cymicrogpt download`` fetches and verifies the default dataset and prints its path.
+``cymicrogpt download`` prints the path of the default dataset, the names.txt shipped in
+the package (it downloads nothing any more; the name stays for the scripts that call it).
 """
 from __future__ import annotations
 
@@ -33,13 +34,14 @@ from typing import NoReturn, Optional, Sequence
 
 from ._version import __version__
 from .engines import BACKENDS, DEFAULT_BACKEND
-from .ladder.bench import DEFAULT_REF_STEPS, compare, format_table, parse_impls, run_ladder, write_outputs
+from .ladder.bench import (DEFAULT_REF_STEPS, LADDER_CHART, LADDER_PRODUCTS, LADDER_TABLE, compare, format_table,
+                           parse_impls, run_ladder, write_outputs)
 from .checkpoint import CheckpointError
 from .checks import COUNT_MAX, check_lr, int_digits_limit
 from .config import (DEFAULT_LR, DEFAULT_NUM_SAMPLES, DEFAULT_SEED, DEFAULT_STEPS, DEFAULT_TEMPERATURE,
                      GPTConfig)
 from .data import DataError, default_dataset, load_docs
-from .files import check_writable
+from .files import check_output
 from .interrupts import StopRequest, signal_name, stop_if_interrupted_at_start_up, stop_on_signals
 from .ladder import IMPLEMENTATIONS
 from .output import Console, print_error
@@ -171,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model (by default: microgpt's run on names.txt)")
     train.add_argument("--data", metavar="PATH", type=path, help="text file, one document per line (default: "
-                       "names.txt, downloaded once and cached)")
+                       "makemore's names.txt, shipped in the package)")
     train.add_argument("--steps", type=positive_int, help=f"training steps (default: {DEFAULT_STEPS})")
     train.add_argument("--backend", choices=BACKENDS, help=f"engine (default: {DEFAULT_BACKEND}; with --resume: "
                        "the checkpoint's)")
@@ -212,8 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "run unchanged) on the first --ref-steps steps, in the same sitting")
     bench.add_argument("--out", metavar="DIR", type=path, default="ladder", help="where ladder.md and ladder.png "
                        "go (default: ./ladder)")
-    commands.add_parser("download", help="fetch makemore's names.txt once (sha256-checked) into the cache and print "
-                        "its path (the tests find it there)")
+    commands.add_parser("download", help="print the path of the default dataset, makemore's names.txt, shipped in "
+                        "the package and sha256-checked (nothing is downloaded)")
     return parser
 
 
@@ -247,69 +249,113 @@ def _error(message: str, code: int) -> int:
 
 # --- train -------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace, out: Console) -> int:
-    check_save_options(args)
-    run, data_path = resume_run(args) if args.resume else new_run(args)
-    if args.save is not None and data_path is not None and _same_file(args.save, data_path):
-        spelled = "" if str(data_path) == args.save else f" {data_path}"
-        raise UsageError(f"--save {args.save}: is the data file{spelled}; saving there would overwrite the data")
+    save = save_target(args)
+    if args.resume:  # the checkpoint first: what is wrong with it is the first thing to say
+        run = resume_run(args)
+        check_save(save, args.data)
+    else:
+        run = new_run(args, save)
     with stop_on_signals() as stop:  # from here on, a stop signal saves the run
         out.print(f"num docs: {len(run.docs)}", f"vocab size: {run.tokenizer.vocab_size}",
                   f"num params: {run.num_params}")
         if args.resume:
             out.print(f"resuming {args.resume} at step {run.step} / {run.num_steps}")
-        diverged = train_with_progress(run, args.save, args.save_every, stop, out)
-        if args.save is not None:
-            save_run(run, args.save)  # between two steps, whatever ended training; a first signal waits
-    saved = f"saved to {args.save} (continue with --resume {args.save})" if args.save else \
+        diverged = train_with_progress(run, save, args.save_every, stop, out)
+        if save is not None:
+            save.final(run)  # between two steps, whatever ended training; a first signal waits
+    saved = f"saved to {save.path} (continue with --resume {save.path})" if save else \
         "nothing saved (pass --save CKPT to keep a run)"
     if diverged is not None:
-        kept = (f"the last good state (step {run.step} / {run.num_steps}) was saved to {args.save}" if args.save
+        kept = (f"the last good state (step {run.step} / {run.num_steps}) was saved to {save.path}" if save
                 else "nothing saved (pass --save CKPT to keep the last good state)")
         raise Failure(f"{diverged}; try a lower --lr; {kept}")
     if stop.requested:
         print_error(f"{PROG}: interrupted by {signal_name(stop.signum)} at step {run.step} / {run.num_steps}; {saved}")
         return 128 + stop.signum
     if out.lost is not None:
-        return _output_lost(out, args.save)
+        return _output_lost(out, save and save.path)
     out.print("--- inference (new, hallucinated names) ---")
     try:
         print_samples(run, args.samples, args.temperature, out)
     except SamplingError as exc:
-        raise SamplingError(f"{exc}{f' (the run is saved in {args.save})' if args.save else ''}") from None
-    return _output_lost(out, args.save) if out.lost is not None else EXIT_OK
+        raise SamplingError(f"{exc}{f' (the run is saved in {save.path})' if save else ''}") from None
+    return _output_lost(out, save and save.path) if out.lost is not None else EXIT_OK
 
 
-def check_save_options(args: argparse.Namespace) -> None:
-    """--save's target, checked before any data is read or any step is trained."""
-    if args.save_every is not None and args.save is None:
-        raise UsageError("--save-every needs --save CKPT (the file to save to)")
-    if args.save is not None:
+class Checkpointing:
+    """Where a training command saves its run, and how its saves went.
+
+    A periodic save (--save-every) that fails, say on a disk full for a moment, costs only
+    that checkpoint: one warning line, training goes on and the next save tries again.  The
+    final save is the run's product: if it fails, the command fails (exit 1), and the last
+    checkpoint written, replaced atomically or not at all, is intact."""
+
+    def __init__(self, path: str, option: str) -> None:
+        self.path = path
+        self.option = option  # "--save", or "--resume": a resumed run saves to its checkpoint
+        self.saved_step: Optional[int] = None  # the step of the last checkpoint written here
+
+    def periodic(self, run: Run) -> None:
         try:
-            check_writable(args.save)
+            self._save(run)
         except OSError as exc:
-            raise UsageError(f"--save {args.save}: {exc.strerror or exc}") from None
+            print_error(f"{PROG}: warning: cannot write checkpoint {self.path} at step {run.step} / {run.num_steps} "
+                        f"({exc.strerror or exc}); training goes on, the next save tries again")
+
+    def final(self, run: Run) -> None:
+        try:
+            self._save(run)
+        except OSError as exc:
+            kept = (f"the checkpoint of step {self.saved_step} is intact" if self.saved_step is not None
+                    else "the file was left as it was")
+            raise Failure(f"cannot write checkpoint {self.path}: {exc.strerror or exc}; {kept}") from None
+
+    def _save(self, run: Run) -> None:
+        run.save(self.path)
+        self.saved_step = run.step
 
 
-def _same_file(a: str, b) -> bool:
-    """Do `a` and `b` name the same file (however spelled: links, symlinks, ../)?"""
+def save_target(args: argparse.Namespace) -> Optional[Checkpointing]:
+    """Where `train` saves: --save, else the checkpoint it resumes, else nowhere."""
+    if args.save is not None:
+        save = Checkpointing(args.save, "--save")
+    elif args.resume is not None:  # the resumed steps belong in the checkpoint they continue
+        save = Checkpointing(args.resume, "--resume")
+    elif args.save_every is not None:
+        raise UsageError("--save-every needs --save CKPT (the file to save to) or --resume CKPT (saved back to)")
+    else:
+        return None
+    return save
+
+
+def check_save(save: Optional[Checkpointing], data_path) -> None:
+    """The save target, checked before any step is trained (see files.check_output)."""
+    if save is not None:
+        check_output_option(save.option, save.path, {"the data file": data_path})
+
+
+def check_output_option(option: str, path: str, inputs: dict) -> None:
+    """UsageError, naming `option`, for an output that files.check_output refuses."""
     try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist (yet)
-        return False
+        check_output(path, inputs)
+    except OSError as exc:
+        hint = "; pass --save CKPT to save the resumed run elsewhere" if option == "--resume" else ""
+        raise UsageError(f"{option} {path}: {exc.strerror or exc}{hint}") from None
 
 
-def new_run(args: argparse.Namespace) -> tuple[Run, Path]:
+def new_run(args: argparse.Namespace, save: Optional[Checkpointing]) -> Run:
     values = {name: default if getattr(args, name) is None else getattr(args, name)
               for name, (_, default) in RUN_OPTIONS.items()}
-    config = make_config(values)  # checked before any data is read or downloaded
+    config = make_config(values)  # checked before any data is read
     data_path = Path(args.data) if args.data is not None else default_dataset()
+    check_save(save, data_path)
     docs = load_docs(data_path)
     try:
         run = start_run(docs, config=config, steps=values["steps"], backend=args.backend or DEFAULT_BACKEND,
                         seed=values["seed"], lr=values["lr"])
     except ValueError as exc:  # a model too large for the vocabulary of this data, a seed too long
         raise UsageError(str(exc)) from None
-    return run, data_path
+    return run
 
 
 def make_config(values: dict) -> GPTConfig:
@@ -320,7 +366,7 @@ def make_config(values: dict) -> GPTConfig:
         raise UsageError(f"bad model shape: {exc}") from None
 
 
-def resume_run(args: argparse.Namespace) -> tuple[Run, Optional[Path]]:
+def resume_run(args: argparse.Namespace) -> Run:
     run = Run.load(args.resume, backend=args.backend)
     for name, (attribute, _) in RUN_OPTIONS.items():
         given, saved = getattr(args, name), _attribute(run, attribute)
@@ -328,12 +374,10 @@ def resume_run(args: argparse.Namespace) -> tuple[Run, Optional[Path]]:
             option = "--" + name.replace("_", "-")
             raise UsageError(f"{option} {_shorten(str(given))} conflicts with the checkpoint {args.resume} "
                              f"({_shorten(str(saved))}); a resumed run keeps its checkpoint's settings")
-    if args.data is None:
-        return run, None
-    if sorted(load_docs(args.data)) != sorted(run.docs):
+    if args.data is not None and sorted(load_docs(args.data)) != sorted(run.docs):
         raise UsageError(f"--data {args.data} holds other documents than the run in {args.resume}; "
                          "a resumed run trains on the documents stored in its checkpoint")
-    return run, Path(args.data)
+    return run
 
 
 def _attribute(run: Run, dotted: str):
@@ -343,7 +387,7 @@ def _attribute(run: Run, dotted: str):
     return value
 
 
-def train_with_progress(run: Run, save: Optional[str], save_every: Optional[int], stop: StopRequest,
+def train_with_progress(run: Run, save: Optional[Checkpointing], save_every: Optional[int], stop: StopRequest,
                         out: Console) -> Optional[DivergenceError]:
     """Train to the end, to the first step boundary after a stop signal, to the first one
     after stdout closed when there is nothing to save, or to a divergence (returned)."""
@@ -353,7 +397,7 @@ def train_with_progress(run: Run, save: Optional[str], save_every: Optional[int]
         progress.update(run.step, run.losses[-1])
         out.notice_closed_pipe()
         if save_every and run.step % save_every == 0 and run.step < run.num_steps:
-            save_run(run, save)
+            save.periodic(run)
         if stop.requested or (out.lost is not None and save is None):
             raise _StopTraining
 
@@ -368,13 +412,6 @@ def train_with_progress(run: Run, save: Optional[str], save_every: Optional[int]
     finally:
         progress.close()
     return None
-
-
-def save_run(run: Run, path: str) -> None:
-    try:
-        run.save(path)
-    except OSError as exc:
-        raise Failure(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
 
 
 def _output_lost(out: Console, kept: Optional[str]) -> int:
@@ -404,6 +441,7 @@ def cmd_sample(args: argparse.Namespace, out: Console) -> int:
 
 # --- download ----------------------------------------------------------------------------
 def cmd_download(out: Console) -> int:
+    """Print the packaged names.txt's path, for --data or other tools; a damaged copy is an error."""
     out.print(str(default_dataset()))
     return _output_lost(out, None) if out.lost is not None else EXIT_OK
 
@@ -415,20 +453,42 @@ def cmd_bench(args: argparse.Namespace, argv: Optional[Sequence[str]], out: Cons
     except ValueError as exc:
         raise UsageError(f"--impl: {exc}") from None
     config = make_config(vars(args))
-    out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"--out {args.out}: exists and is not a directory")
     if args.microgpt is not None and not Path(args.microgpt).is_file():
         raise UsageError(f"--microgpt {args.microgpt}: not a file (the path of microgpt.py)")
-    docs = load_docs(args.data if args.data is not None else default_dataset())
-    rows = run_ladder(docs, config, args.steps, impls, ref_steps=args.ref_steps, microgpt=args.microgpt, out=out)
-    table = compare(rows)
-    out.print("", format_table(table))
-    command = " ".join([PROG] + list(sys.argv[1:] if argv is None else argv))
-    try:
-        notes = write_outputs(out_dir, rows, table, config, command)
-    except OSError as exc:
-        raise Failure(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
-    out.print(*notes, f"wrote {out_dir / 'ladder.md'}" + ("" if notes else f" and {out_dir / 'ladder.png'}"))
-    return _output_lost(out, str(out_dir / "ladder.md")) if out.lost is not None else EXIT_OK
+    data_path = Path(args.data) if args.data is not None else default_dataset()
+    out_dir = check_bench_outputs(args.out, {"the data file": data_path, "the microgpt.py script": args.microgpt})
+    docs = load_docs(data_path)
+    with stop_on_signals() as stop:  # a stop signal ends the measuring; what was measured is written
+        rows = run_ladder(docs, config, args.steps, impls, ref_steps=args.ref_steps, microgpt=args.microgpt,
+                          out=out, stop=stop)
+        table = compare(rows)
+        out.print("", format_table(table))
+        command = " ".join([PROG] + list(sys.argv[1:] if argv is None else argv))
+        stopped = signal_name(stop.signum) if stop.requested else None
+        try:
+            notes = write_outputs(out_dir, rows, table, config, command, stopped_by=stopped)
+        except OSError as exc:
+            raise Failure(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
+    wrote = f"wrote {out_dir / LADDER_TABLE}" + ("" if notes else f" and {out_dir / LADDER_CHART}")
+    if stopped is not None:
+        measured = sum(row.status == "ok" for row in rows)
+        print_error(f"{PROG}: interrupted by {stopped} after {measured} of {len(impls) + bool(args.microgpt)} "
+                    f"implementations; {wrote} (partial)")
+        return 128 + stop.signum
+    out.print(*notes, wrote)
+    return _output_lost(out, str(out_dir / LADDER_TABLE)) if out.lost is not None else EXIT_OK
 
+
+def check_bench_outputs(out: str, inputs: dict) -> Path:
+    """--out, made if missing, and each product in it checked as --save's target is (see
+    files.check_output), before anything is measured; the folder, resolved."""
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot create the directory: {exc.strerror or exc}") from None
+    for product in LADDER_PRODUCTS:
+        check_output_option("--out", str(out_dir / product), inputs)
+    return out_dir

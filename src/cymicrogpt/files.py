@@ -1,5 +1,5 @@
 """Files the user names: read only regular files, up to a size cap; write atomically,
-through symlinks, and never over anything but a regular file.
+through symlinks, and never over anything but a regular file or a file being read.
 
 Reading: a FIFO would block forever, ``/dev/zero`` never ends and a directory holds no
 text, so only regular files are read, and no more than a stated number of bytes.
@@ -8,16 +8,28 @@ Writing: a file is replaced atomically (a temporary file in the same directory, 
 ``os.replace``), so a crash never leaves half a file under the target's name.  The target
 is resolved first: a symlink stays a symlink and the file it points to is what gets
 replaced.  An existing target that is not a regular file (a device such as /dev/null, a
-FIFO, a socket, a directory) is refused, never replaced.
+FIFO, a socket, a directory) is refused, never replaced; so is an input of the same
+command (the data file), however spelled.  Every output of every command goes through
+`check_output` before any work and `write_atomically` after it.
+
+No temporary file outlives a killed save for long.  A temporary file's name holds its
+writer's process id, and every save to a target (and every check of one) first deletes
+the temporary files that dead processes left for it (SIGKILL, a power cut), never a live
+writer's: two processes saving to one target at once each rename a complete file of their
+own.  (Linux's unnamed files, O_TMPFILE named by linkat through /proc just before the
+rename, would leave nothing at all; on the machines this project is tested on that linkat
+fails with EXDEV, so the one mechanism that works everywhere is used everywhere.)
 """
 from __future__ import annotations
 
 import errno
 import os
+import re
+import secrets
 import stat
-import tempfile
+import sys
 from pathlib import Path
-from typing import BinaryIO, Callable, Union
+from typing import BinaryIO, Callable, Mapping, Optional, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -50,10 +62,13 @@ def open_regular(path: PathLike, what: str, error: type[Exception]) -> BinaryIO:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise error(f"{what} path {path} is {describe(mode)}, not a regular file")
-        return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+    # Outside the try: once open() has made the file object, that object owns fd.  An
+    # interrupt raised as open() returns drops the object, which closes fd; closing it here
+    # too would close a number that another thread may already have been given again.
+    return open(fd, "rb")
 
 
 def read_capped(path: PathLike, what: str, error: type[Exception], limit: int) -> bytes:
@@ -99,13 +114,32 @@ def check_writable(path: PathLike) -> Path:
     directory = real.parent
     if not os.access(directory, os.W_OK | os.X_OK):
         raise PermissionError(errno.EACCES, f"directory {directory} is not writable", os.fspath(path))
-    try:
-        fd, probe = tempfile.mkstemp(dir=directory, prefix=f".{real.name}.", suffix=".probe")
-    except OSError as exc:
-        raise type(exc)(exc.errno, f"cannot create a file in {directory}: {exc.strerror}", os.fspath(path)) from None
+    remove_stale_temporaries(real)
+    fd, named = _create_temporary(real, path)
     os.close(fd)
-    os.unlink(probe)
+    os.unlink(named)
     return real
+
+
+def check_output(path: PathLike, inputs: Mapping[str, Optional[PathLike]]) -> Path:
+    """check_writable(path), also refusing a target that is one of the command's `inputs`
+    ({"the data file": path, ...}; None values are skipped), however spelled: ``./``,
+    ``..``, a symlink or a hard link to it.  Replacing an input would destroy what the
+    command reads.  Returns the resolved target; OSError naming `path` otherwise."""
+    real = check_writable(path)
+    for what, source in inputs.items():
+        if source is not None and _same_file(real, source):
+            spelled = "" if os.fspath(source) == os.fspath(path) else f" {os.fspath(source)}"
+            raise FileExistsError(errno.EEXIST, f"is {what}{spelled}; writing there would overwrite it",
+                                  os.fspath(path))
+    return real
+
+
+def _same_file(a: PathLike, b: PathLike) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
 
 
 def write_atomically(path: PathLike, write: Callable[[BinaryIO], None]) -> None:
@@ -117,24 +151,83 @@ def write_atomically(path: PathLike, write: Callable[[BinaryIO], None]) -> None:
         mode = stat.S_IMODE(os.stat(real).st_mode)
     except FileNotFoundError:
         mode = 0o666 & ~_umask()
+    remove_stale_temporaries(real)
+    fd, named = _create_temporary(real, path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".tmp")
-    except OSError as exc:  # name the target, not the temporary file
-        raise type(exc)(exc.errno, exc.strerror, os.fspath(path)) from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)  # mkstemp makes 0600
-        os.replace(tmp, real)
+        try:
+            with open(fd, "wb", closefd=False) as fh:  # fd stays ours: closed once, below
+                write(fh)
+                fh.flush()
+            os.fsync(fd)
+            _set_mode(fd, named, mode)  # the temporary file is 0600
+        finally:
+            os.close(fd)  # before the rename: Windows renames no open file
+        os.replace(named, real)
     except BaseException:
         try:
-            os.unlink(tmp)
+            os.unlink(named)
         except FileNotFoundError:
             pass
         raise
     _fsync_directory(real.parent)
+
+
+# --- temporary files -----------------------------------------------------------------------
+_TEMPORARY = re.compile(r"\.(?P<target>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp")  # see _temporary_name
+
+
+def _temporary_name(real: Path) -> Path:
+    """A fresh temporary name beside `real`: .NAME.PID.RANDOM.tmp (hidden, the writer's pid)."""
+    return real.with_name(f".{real.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _create_temporary(real: Path, given: PathLike) -> tuple[int, Path]:
+    """A new temporary file beside `real`, open for writing: (fd, its name).  OSError names
+    `given`, the path the user gave, never the temporary file."""
+    while True:
+        named = _temporary_name(real)
+        try:
+            return os.open(named, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600), named
+        except FileExistsError:  # 2**32 names per process: try another
+            continue
+        except OSError as exc:
+            raise type(exc)(exc.errno, f"cannot create a file in {real.parent}: {exc.strerror}",
+                            os.fspath(given)) from None
+
+
+def _set_mode(fd: int, named: Path, mode: int) -> None:
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, mode)
+    else:  # Windows (before Python 3.13): by name
+        os.chmod(named, mode)
+
+
+def remove_stale_temporaries(real: Path) -> None:
+    """Delete the temporary files of saves to `real` whose process is gone (killed before it
+    could clean up).  A live process's file is never touched, whoever it belongs to."""
+    try:
+        names = os.listdir(real.parent)
+    except OSError:
+        return
+    for name in names:
+        match = _TEMPORARY.fullmatch(name)
+        if match and match["target"] == real.name and not _process_exists(int(match["pid"])):
+            try:
+                os.unlink(real.parent / name)
+            except OSError:  # gone already (another save cleaned it), or not ours to delete
+                pass
+
+
+def _process_exists(pid: int) -> bool:
+    if pid == os.getpid() or sys.platform == "win32":  # Windows' os.kill(pid, 0) would end the process
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, and belongs to someone else
+        return True
+    return True
 
 
 def _umask() -> int:

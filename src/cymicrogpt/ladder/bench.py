@@ -14,13 +14,21 @@ that column), and the median over all the steps a row ran.
 Losses are compared with the reference's, step by step.  Beyond the steps the reference ran,
 the reference curve continues with an exact backend's (cython), and only if that backend's
 losses were float-== to the reference's on every step both ran.
+
+A stop signal (see interrupts.py) ends the ladder at once: the worker measuring is ended,
+its row is marked stopped, the rows not begun are left out, and the table of what was
+measured is written all the same, headed as partial.  Workers start with SIGINT and SIGHUP
+blocked, so a Ctrl-C or a closed terminal, which reach every process of the terminal's
+foreground group, stop them only through this process, which then ends them (SIGTERM).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
 import platform
+import signal
 import statistics
 import sys
 import time
@@ -33,12 +41,16 @@ from typing import Optional, Sequence, Union
 from ..engines import REFERENCE_BACKEND
 from ..config import DEFAULT_LR, DEFAULT_SEED, GPTConfig
 from . import EXACT, IMPLEMENTATIONS, NotInstalled, microgpt_script, trainer_class
+from ..files import write_atomically
+from ..interrupts import StopRequest, signal_name
 from ..output import Console
 from ..params import num_params
 from ..progress import Progress
 from ..training import initialise
 
 DEFAULT_REF_STEPS = 20  # the reference takes ~0.1-0.2 s per default step; more is just waiting
+LADDER_TABLE, LADDER_CHART = "ladder.md", "ladder.png"
+LADDER_PRODUCTS = (LADDER_TABLE, LADDER_CHART)  # what `cymicrogpt bench` writes into its --out folder
 DIFF_FLOOR = 1e-18  # where the loss chart draws a difference of exactly 0 (log scale)
 
 
@@ -102,12 +114,15 @@ def peak_rss_mib() -> Optional[float]:
 
 def run_ladder(docs: Sequence[str], config: GPTConfig, steps: int, impls: Sequence[str],
                ref_steps: int = DEFAULT_REF_STEPS, seed: int = DEFAULT_SEED, lr: float = DEFAULT_LR,
-               microgpt: Optional[Union[str, Path]] = None, out: Optional[Console] = None) -> list[Row]:
+               microgpt: Optional[Union[str, Path]] = None, out: Optional[Console] = None,
+               stop: Optional[StopRequest] = None) -> list[Row]:
     """One Row per implementation, each measured in a fresh process; with `microgpt` (the
     path of microgpt.py), a last row for the script itself over the first ref_steps steps.
     `out`: where this process prints (default: a Console over stdout); the workers print
-    their progress to stdout, each through a Console of its own."""
+    their progress to stdout, each through a Console of its own.  `stop`: once it is
+    requested, the measuring ends (see the module docstring) and the rows so far are returned."""
     out = Console() if out is None else out
+    stop = StopRequest() if stop is None else stop
     file_order = list(docs)
     docs = list(docs)
     _, tokenizer, layout, weights = initialise(docs, config, seed)  # the same start as train()
@@ -116,23 +131,57 @@ def run_ladder(docs: Sequence[str], config: GPTConfig, steps: int, impls: Sequen
     context = multiprocessing.get_context("spawn")
     rows = []
     for impl in impls:
+        if stop.requested:
+            return rows
         n = short if impl == REFERENCE_BACKEND else steps
-        queue = context.Queue()
-        worker = context.Process(target=_measure, args=(impl, config, layout, weights, token_seqs[:n], lr, steps, queue))
-        worker.start()
-        row = _wait_for_row(worker, queue)
-        worker.join()
-        if row is None:  # the worker died without reporting (e.g. a C-level crash)
-            row = Row(impl, status=f"failed: worker process exited with code {worker.exitcode}")
+        with _terminal_signals_blocked():  # inherited by the worker: see the module docstring
+            queue = context.Queue()
+            worker = context.Process(target=_measure,
+                                     args=(impl, config, layout, weights, token_seqs[:n], lr, steps, queue))
+            worker.start()
+        try:
+            row = _wait_for_row(worker, queue, stop)
+        finally:  # also when a second signal raises Interrupted here: no worker outlives us
+            if worker.is_alive():
+                worker.terminate()
+            worker.join()
+            queue.close()
+        if row is None:
+            row = Row(impl, status=f"stopped ({signal_name(stop.signum)})" if stop.requested else
+                      f"failed: worker process exited with code {worker.exitcode}")  # e.g. a C-level crash
         rows.append(row)
-    if microgpt is not None:
+    if microgpt is not None and not stop.requested:
         rows.append(_measure_script(Path(microgpt), file_order, config, num_params(layout), short, steps, seed, lr,
-                                    out))
+                                    out, stop))
     return rows
 
 
+@contextlib.contextmanager
+def _terminal_signals_blocked():
+    """SIGINT and SIGHUP blocked in this thread for the block (POSIX): a process started
+    inside inherits the mask, so they never reach it; this process gets any that arrived
+    once they are unblocked.
+
+    multiprocessing's resource tracker (a process of its own, started by the first Queue)
+    is started here too: it ignores SIGINT and SIGTERM itself, but a SIGHUP to the terminal's
+    group would kill it, and its relaunch prints warnings and tracebacks."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows has no terminal signals to block
+        yield
+        return
+    from multiprocessing import resource_tracker
+
+    blocked = {signal.SIGINT, signal.SIGHUP}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        resource_tracker.ensure_running()
+        signal.pthread_sigmask(signal.SIG_BLOCK, blocked)  # ensure_running unblocks SIGINT as it returns
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _measure_script(path: Path, file_order: list[str], config: GPTConfig, params: int, count: int,
-                    num_steps: int, seed: int, lr: float, out: Console) -> Row:
+                    num_steps: int, seed: int, lr: float, out: Console, stop: StopRequest) -> Row:
     row = Row(microgpt_script.NAME)
     if (seed, lr) != (DEFAULT_SEED, DEFAULT_LR):
         row.status = f"skipped: microgpt.py has seed {DEFAULT_SEED} and lr {DEFAULT_LR} written in"
@@ -140,22 +189,26 @@ def _measure_script(path: Path, file_order: list[str], config: GPTConfig, params
     out.print(f"{microgpt_script.NAME} ({path}): {count} steps")
     try:
         row.step_times, row.losses, row.peak_rss_mib = microgpt_script.time_script(
-            path, file_order, config, params, count, num_steps)
+            path, file_order, config, params, count, num_steps, stopped=lambda: stop.requested)
+    except microgpt_script.Stopped:
+        row.status = f"stopped ({signal_name(stop.signum)})"
     except (microgpt_script.ScriptError, OSError) as exc:
         row.status = f"failed: {exc}"
     return row
 
 
-def _wait_for_row(worker, queue) -> Optional[Row]:
-    while True:
+def _wait_for_row(worker, queue, stop: StopRequest) -> Optional[Row]:
+    """The worker's Row; None if it died without one, or once a stop is requested."""
+    while not stop.requested:
         try:
-            return queue.get(timeout=0.5)
+            return queue.get(timeout=0.2)  # also how often a stop request is seen
         except Empty:
             if not worker.is_alive():
                 try:
                     return queue.get(timeout=1.0)  # reported just before exiting
                 except Empty:
                     return None
+    return None
 
 
 def reference_losses(rows: list[Row]) -> tuple[list[float], Optional[str]]:
@@ -266,14 +319,19 @@ def load_average() -> str:
     return f"; load average {one:.1f} / {five:.1f} / {fifteen:.1f} (1 / 5 / 15 min) at the end"
 
 
-def write_outputs(out_dir: Path, rows: list[Row], table: list[dict], config: GPTConfig, command: str) -> list[str]:
-    """DIR/ladder.md, and DIR/ladder.png when matplotlib is installed.  Returns notes."""
+def write_outputs(out_dir: Path, rows: list[Row], table: list[dict], config: GPTConfig, command: str,
+                  stopped_by: Optional[str] = None) -> list[str]:
+    """DIR/ladder.md, and DIR/ladder.png when matplotlib is installed, each written
+    atomically (files.py).  `stopped_by`: the signal that ended the ladder early, which the
+    table's heading then says.  Returns notes."""
     out_dir.mkdir(parents=True, exist_ok=True)
     notes = []
     _, continued_by = reference_losses(rows)
     ref_steps = next((len(r.losses) for r in rows if r.impl == REFERENCE_BACKEND and r.status == "ok"), 0)
     shared = table[0]["shared_steps"] if table else 0
-    md = [f"# Efficiency ladder ({time.strftime('%Y-%m-%d')})", "",
+    partial = ([f"**Partial:** stopped by {stopped_by}. A row marked stopped was cut short; the "
+                "implementations not begun by then are missing.", ""] if stopped_by else [])
+    md = [f"# Efficiency ladder ({time.strftime('%Y-%m-%d')})", "", *partial,
           f"Command: `{command}`", "",
           f"Model: n_layer={config.n_layer}, n_embd={config.n_embd}, block_size={config.block_size}, "
           f"n_head={config.n_head}", "",
@@ -295,7 +353,8 @@ def write_outputs(out_dir: Path, rows: list[Row], table: list[dict], config: GPT
         md += ["microgpt.py itself was not timed in this run. Our pure-Python reference computes the same "
                "floats but is not microgpt.py and runs at another speed, so a speed-up over python is not "
                "one over microgpt.py (benchmarks/bench_microgpt.py in the source tree measures the factor).", ""]
-    (out_dir / "ladder.md").write_text("\n".join(md))
+    text = "\n".join(md).encode("utf-8")
+    write_atomically(out_dir / LADDER_TABLE, lambda fh: fh.write(text))
     try:
         import matplotlib
 
@@ -310,8 +369,10 @@ def write_outputs(out_dir: Path, rows: list[Row], table: list[dict], config: GPT
     fig.suptitle(f"microgpt training: n_layer={config.n_layer}, n_embd={config.n_embd}, "
                  f"block_size={config.block_size}")
     fig.tight_layout()
-    fig.savefig(out_dir / "ladder.png", dpi=110)
-    plt.close(fig)
+    try:
+        write_atomically(out_dir / LADDER_CHART, lambda fh: fig.savefig(fh, format="png", dpi=110))
+    finally:
+        plt.close(fig)
     return notes
 
 

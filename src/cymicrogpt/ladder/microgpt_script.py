@@ -19,6 +19,9 @@ does) gets them set; the original ignores them.  The row checks the "num params"
 script prints against the ladder's model and refuses a mismatch.  Losses are read as
 printed: the original prints 4 decimals, so only a script that prints repr() can match
 the reference bit for bit.
+
+The script runs in a session of its own, so a Ctrl-C at the terminal reaches only the
+ladder, which stops it (`stopped`), kills it and removes its scratch directory.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO, Optional, Sequence
+from typing import IO, Callable, Optional, Sequence
 
 from ..config import GPTConfig
 
@@ -39,19 +42,25 @@ NAME = "microgpt.py"
 STEP_LINE = re.compile(r"^step\s+(\d+)\b.*?\bloss\s+(\S+)")
 PARAMS_LINE = re.compile(r"^num params:\s*(\d+)")
 LINE_TIMEOUT_S = 600.0  # no line for this long: the script is considered hung
+STOP_POLL_S = 0.2  # how often a stop request is looked at while waiting for a line
 
 
 class ScriptError(RuntimeError):
     """microgpt.py could not be timed; the message says why."""
 
 
+class Stopped(Exception):
+    """The timing was stopped on request (`stopped()` became true) before it finished."""
+
+
 def time_script(path: Path, docs: Sequence[str], config: GPTConfig, num_params: int, steps: int,
-                num_steps: int) -> tuple[list[float], list[float], Optional[float]]:
+                num_steps: int, stopped: Callable[[], bool] = lambda: False
+                ) -> tuple[list[float], list[float], Optional[float]]:
     """Run microgpt.py for `steps` training steps on `docs` (file order, before the shuffle).
 
     Returns (step_times for steps 2..steps in seconds, the losses it printed, its peak RSS in
     MiB or None where /proc is missing).  `num_steps` is the run length it is told (its lr
-    decay depends on it)."""
+    decay depends on it).  Raises Stopped once `stopped()` is true."""
     path = Path(path)
     if not path.is_file():
         raise ScriptError(f"{path} is not a file")
@@ -64,12 +73,12 @@ def time_script(path: Path, docs: Sequence[str], config: GPTConfig, num_params: 
         with open(errors, "w", encoding="utf-8") as stderr:
             process = subprocess.Popen([sys.executable, "-u", str(path.resolve())], cwd=scratch, env=env,
                                        stdout=subprocess.PIPE, stderr=stderr, text=True,
-                                       encoding="utf-8", errors="replace")
+                                       encoding="utf-8", errors="replace", start_new_session=True)
         lines: queue.Queue = queue.Queue()
         pump = threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True)
         pump.start()
         try:
-            return _read_steps(process, lines, errors, num_params, steps)
+            return _read_steps(process, lines, errors, num_params, steps, stopped)
         finally:
             if process.poll() is None:
                 process.kill()  # the script we started, done with (or failed)
@@ -77,15 +86,13 @@ def time_script(path: Path, docs: Sequence[str], config: GPTConfig, num_params: 
             pump.join(timeout=5.0)  # it reaches EOF now and closes the pipe
 
 
-def _read_steps(process: subprocess.Popen, lines: queue.Queue, errors: Path, num_params: int, steps: int):
+def _read_steps(process: subprocess.Popen, lines: queue.Queue, errors: Path, num_params: int, steps: int,
+                stopped: Callable[[], bool]):
     stamps: list[float] = []
     losses: list[float] = []
     peak: Optional[float] = None
     while len(losses) < steps:
-        try:
-            line = lines.get(timeout=LINE_TIMEOUT_S)
-        except queue.Empty:
-            raise ScriptError(f"no output for {LINE_TIMEOUT_S:.0f} s") from None
+        line = _next_line(lines, stopped)
         now = time.perf_counter()
         if line is None:  # the script ended
             process.wait()
@@ -106,6 +113,18 @@ def _read_steps(process: subprocess.Popen, lines: queue.Queue, errors: Path, num
             if len(losses) == steps:
                 peak = _peak_rss_mib(process.pid)  # before it is stopped
     return [b - a for a, b in zip(stamps, stamps[1:])], losses, peak
+
+
+def _next_line(lines: queue.Queue, stopped: Callable[[], bool]) -> Optional[str]:
+    """The script's next line (None: it ended); Stopped on request, ScriptError if it hangs."""
+    deadline = time.monotonic() + LINE_TIMEOUT_S
+    while not stopped():
+        try:
+            return lines.get(timeout=STOP_POLL_S)
+        except queue.Empty:
+            if time.monotonic() > deadline:
+                raise ScriptError(f"no output for {LINE_TIMEOUT_S:.0f} s") from None
+    raise Stopped
 
 
 def _pump(stream: IO[str], lines: queue.Queue) -> None:
