@@ -173,12 +173,14 @@ def write_atomically(path: PathLike, write: Callable[[BinaryIO], None]) -> None:
 
 
 # --- temporary files -----------------------------------------------------------------------
-_TEMPORARY = re.compile(r"\.(?P<target>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp")  # see _temporary_name
-
-
 def _temporary_name(real: Path) -> Path:
     """A fresh temporary name beside `real`: .NAME.PID.RANDOM.tmp (hidden, the writer's pid)."""
     return real.with_name(f".{real.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _temporary_pattern(real: Path) -> re.Pattern:
+    """What _temporary_name(real) makes, with the pid as group 1."""
+    return re.compile(rf"\.{re.escape(real.name)}\.(\d+)\.[0-9a-f]{{8}}\.tmp")
 
 
 def _create_temporary(real: Path, given: PathLike) -> tuple[int, Path]:
@@ -204,14 +206,16 @@ def _set_mode(fd: int, named: Path, mode: int) -> None:
 
 def remove_stale_temporaries(real: Path) -> None:
     """Delete the temporary files of saves to `real` whose process is gone (killed before it
-    could clean up).  A live process's file is never touched, whoever it belongs to."""
+    could clean up).  A live process's file is never touched, whoever it belongs to.  (On
+    Windows, where no process is asked, nothing is deleted.)"""
     try:
         names = os.listdir(real.parent)
     except OSError:
         return
+    ours = _temporary_pattern(real)
     for name in names:
-        match = _TEMPORARY.fullmatch(name)
-        if match and match["target"] == real.name and not _process_exists(int(match["pid"])):
+        match = ours.fullmatch(name)
+        if match and not _process_exists(int(match[1])):
             try:
                 os.unlink(real.parent / name)
             except OSError:  # gone already (another save cleaned it), or not ours to delete
