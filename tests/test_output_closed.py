@@ -4,7 +4,8 @@
 is saved, and ends with status 0.  Without --save there is nothing to keep: it stops at
 once with 141 (a process that SIGPIPE ends reports that).  No message either way: the
 reader chose to leave.  An output that fails otherwise (a full disk) gets one line.
-``cymicrogpt bench`` behaves as ``train --save`` does: its product is ladder.md.
+``cymicrogpt bench`` behaves as ``train --save`` does: its product is ladder.md.  A stderr
+closed from the start drops the error lines (issue 17, item 10), never into stdout.
 """
 from __future__ import annotations
 
@@ -121,3 +122,22 @@ def test_a_closed_stdout_keeps_its_descriptor_from_files_and_children() -> None:
                           timeout=60, env=environment())
     assert done.returncode == 0, done.stderr
     assert "1" not in done.stderr.split()
+
+
+# --- stderr closed from the start (`2>&-`) ----------------------------------------------------
+def test_stderr_closed_from_the_start_keeps_error_lines_out_of_stdout(tmp_path: Path) -> None:
+    """Python sets sys.stderr to None, and print(file=None) writes to stdout: the error line
+    went into the output a script was reading."""
+    status, out, err = pipeline(f'"$CMD" train --data "{tmp_path / "missing.txt"}" 2>&-')
+    assert (status, out, err) == (1, "", "")
+
+
+def test_a_closed_stderr_keeps_its_descriptor_from_files_and_children() -> None:
+    """With descriptor 2 closed, the next pipe or file would take it: child processes would
+    inherit it as their stderr, and what C code writes to stderr would go into it.  The
+    entry point holds it with /dev/null before it imports anything that opens files."""
+    probe = "import os; from cymicrogpt import launch; r, w = os.pipe(); print(r, w)"
+    done = subprocess.run(["bash", "-c", f'"{sys.executable}" -c "{probe}" 2>&-'], capture_output=True, text=True,
+                          timeout=60, env=environment())
+    assert done.returncode == 0, done.stderr
+    assert "2" not in done.stdout.split()

@@ -4,18 +4,13 @@
     run = mg.train(mg.load_docs("names.txt"), steps=1000)
     run.losses, run.sample(20)
 """
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING
-
-from ._version import __version__
-
 # Public names -> the module defining them, imported on first use.  `import cymicrogpt`
-# thus stays nearly free: the `cymicrogpt` command handles Ctrl-C from its first moments
-# (see launch.py), and the pure-Python backend works in a tree whose extension (Value)
-# was never built.
+# thus imports nothing at all: the `cymicrogpt` command runs this file before launch.py
+# can install its Ctrl-C handler, so even `typing` (15 ms) would be a moment where a
+# Ctrl-C prints a traceback.  And the pure-Python backend works in a tree whose
+# extension (Value) was never built.
 _EXPORTS = {
+    "__version__": "._version",
     "GPTConfig": ".config",
     "CheckpointError": ".checkpoint",
     "DataError": ".data",
@@ -29,9 +24,11 @@ _EXPORTS = {
     "graph_size": "._value",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [*_EXPORTS]
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (type checkers know the name)
 if TYPE_CHECKING:
+    from ._version import __version__
     from ._value import Value, collect, graph_size
     from .checkpoint import CheckpointError
     from .config import GPTConfig
@@ -41,13 +38,15 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str):
+    from importlib import import_module
+
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+        value = getattr(import_module(_EXPORTS[name], __name__), name)
         globals()[name] = value
         return value
     if not name.startswith("__"):  # a submodule, e.g. `cymicrogpt.data`, as if imported eagerly
         try:
-            return importlib.import_module(f".{name}", __name__)
+            return import_module(f".{name}", __name__)
         except ModuleNotFoundError as exc:
             if exc.name != f"{__name__}.{name}":
                 raise

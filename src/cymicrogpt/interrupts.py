@@ -9,8 +9,12 @@ was started with ignored (``nohup`` ignores SIGHUP) stays ignored.  A second sig
 "now": it raises ``Interrupted`` wherever the program is (nothing more is saved; an
 atomic save under way is abandoned and leaves the previous checkpoint intact).
 
-Before that, while the command starts up, a Ctrl-C raises KeyboardInterrupt (launch.py
-reports it in one line).  Python ignores an exception raised inside a finalizer or a
+Before that, while the command starts up, a Ctrl-C is first only remembered, during the
+heavy imports (`hold_start_up_interrupts`): a KeyboardInterrupt raised inside an import
+leaves it half done, and NumPy reports one inside its own as a 51-line "your installation
+is broken" ImportError.  Once they are done, a remembered Ctrl-C stops the command, and
+any later one raises KeyboardInterrupt (`catch_start_up_interrupts`; launch.py reports
+either in one line).  Python ignores an exception raised inside a finalizer or a
 weakref callback: it prints "Exception ignored in ..." with a traceback and goes on, so
 a Ctrl-C whose handler happens to run there (importlib's module-lock weakrefs, at
 start-up) would be lost, and the run would train on.  So the start-up handler also
@@ -49,13 +53,21 @@ _start_up_signal: Optional[int] = None  # a start-up Ctrl-C, remembered in case 
 _python_unraisablehook = sys.unraisablehook  # the hook ours replaced, while it is installed
 
 
+def hold_start_up_interrupts() -> None:
+    """From now until `catch_start_up_interrupts`, a Ctrl-C is only remembered: for the
+    heavy imports, which must not be cut short (see the module docstring)."""
+    signal.signal(signal.SIGINT, _remember)
+
+
 def catch_start_up_interrupts() -> None:
-    """From now until `end_start_up`, a Ctrl-C raises KeyboardInterrupt and is remembered."""
+    """From now until `end_start_up`, a Ctrl-C raises KeyboardInterrupt and is remembered.
+    Raises Interrupted at once if one was remembered before (`hold_start_up_interrupts`)."""
     global _python_unraisablehook
     signal.signal(signal.SIGINT, _start_up_handler)
     if sys.unraisablehook is not _quiet_unraisable:
         _python_unraisablehook = sys.unraisablehook
     sys.unraisablehook = _quiet_unraisable
+    stop_if_interrupted_at_start_up()  # asked once the handler is in: none slips between
 
 
 def stop_if_interrupted_at_start_up() -> None:
@@ -71,15 +83,19 @@ def end_start_up() -> None:
     after it, must not inherit either)."""
     global _start_up_signal
     _start_up_signal = None
-    if signal.getsignal(signal.SIGINT) is _start_up_handler:
+    if signal.getsignal(signal.SIGINT) in (_remember, _start_up_handler):
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if sys.unraisablehook is _quiet_unraisable:
         sys.unraisablehook = _python_unraisablehook
 
 
-def _start_up_handler(signum, frame) -> None:
+def _remember(signum, frame) -> None:
     global _start_up_signal
     _start_up_signal = signum
+
+
+def _start_up_handler(signum, frame) -> None:
+    _remember(signum, frame)
     raise KeyboardInterrupt
 
 

@@ -4,6 +4,13 @@
 closes takes stdout and stderr with it.  Neither may stop a run: ``Console`` drops what
 it can no longer show and remembers why (``lost``), so the command can decide what to do
 (keep training and save, or stop), and the interpreter's final flush does not fail again.
+
+Nor may an output that cannot encode a character (a legacy Windows code page,
+``PYTHONIOENCODING=ascii``, a lone surrogate in a checkpoint's vocabulary) lose what is
+written to it: what it cannot encode is written as escapes (``zo\\xeb``), on stdout and
+stderr alike.  And a stdout or stderr closed from the start (``>&-``, ``2>&-``) is held
+on /dev/null (`hold_closed_descriptors`), so that nothing meant for it lands in whatever
+file or pipe would otherwise take its descriptor.
 """
 from __future__ import annotations
 
@@ -54,7 +61,7 @@ class Console:
     def write(self, text: str) -> int:
         if self.lost is None:
             try:
-                self.stream.write(text)
+                _write_escaping(self.stream, text)
             except (OSError, ValueError) as exc:  # ValueError: the stream object was closed
                 self._lose(exc)
         return len(text)
@@ -91,13 +98,32 @@ def _pipe_fd(stream: Optional[TextIO]) -> Optional[int]:
         return None
 
 
+def _write_escaping(stream: TextIO, text: str) -> None:
+    """stream.write(text); what the stream's encoding cannot represent is written as a
+    backslash escape instead.  (A UnicodeEncodeError is a ValueError, which from a stream
+    otherwise means "closed": uncaught here, it passed for a closed output.)"""
+    try:
+        stream.write(text)
+    except UnicodeEncodeError:  # TextIOWrapper encodes the whole text first: nothing was written
+        encoding = stream.encoding
+        stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
+
+
+def hold_closed_descriptors() -> None:
+    """Hold standard output and error on /dev/null if they are closed: for the entry
+    point, before anything else opens a file (see _hold_closed_descriptor)."""
+    for fd in (1, 2):
+        _hold_closed_descriptor(fd)
+
+
 def _hold_closed_descriptor(fd: int) -> None:
-    # A closed descriptor 1 is the lowest free number: the next file or pipe opened would get
-    # it, and every child process would inherit that file or pipe as its stdout (`cymicrogpt
-    # bench`'s workers got a multiprocessing pipe of the parent's).  /dev/null holds it instead.
+    # A closed descriptor 1 or 2 is the lowest free number: the next file or pipe opened
+    # would get it, every child process would inherit that file or pipe as its stdout or
+    # stderr (`cymicrogpt bench`'s workers got a multiprocessing pipe of the parent's), and
+    # what C code writes to stderr would go into it.  /dev/null holds it instead.
     try:
         os.fstat(fd)
-        return  # open after all (sys.stdout was set to None by other means): leave it
+        return  # open after all (or sys.stdout set to None by other means): leave it
     except OSError:
         pass
     try:
@@ -123,8 +149,13 @@ def _point_at_devnull(stream: TextIO) -> None:
 
 
 def print_error(line: str) -> None:
-    """One line on stderr; dropped silently if stderr itself is gone (a closed terminal)."""
+    """One line on stderr; dropped silently if stderr itself is gone (a closed terminal,
+    or closed from the start: `2>&-`)."""
+    stream = sys.stderr
+    if stream is None:  # closed from the start; print(file=None) would write it to stdout
+        return
     try:
-        print(line, file=sys.stderr, flush=True)
-    except (OSError, ValueError, AttributeError):  # AttributeError: sys.stderr is None
-        _point_at_devnull(sys.stderr)
+        _write_escaping(stream, line + "\n")
+        stream.flush()
+    except (OSError, ValueError):
+        _point_at_devnull(stream)
