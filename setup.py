@@ -9,11 +9,15 @@ Exactness decides the compiler flags, so the compiled engine rounds exactly as C
 MSVC gets /fp:precise, its equivalent (no contraction, IEEE semantics).
 Release builds carry no debug info (-g0) and, on Linux, are linked stripped (-s):
 the shipped .so files shrink about 5x and compute exactly the same.
+The package ships makemore's names.txt as its default dataset: the build stops, saying so,
+unless src/cymicrogpt/datasets/names.txt has the sha256 that cymicrogpt.data pins.
 Set CYMICROGPT_DEBUG=1 to build with bounds checks, without optimisation and with
 debug symbols, for debugging; CYMICROGPT_PROFILE=1 to keep the release build's code but
 add symbols and skip the strip (for callgrind, perf, py-spy --native); CYMICROGPT_ANNOTATE=1 writes Cython's HTML annotation
 (cython -a) beside the generated C, build/cython/csrc/cymicrogpt/*.html.
 """
+import ast
+import hashlib
 import os
 import platform
 import sys
@@ -35,6 +39,27 @@ DIRECTIVES = {
     "cdivision": True,
     "embedsignature": True,
 }
+
+
+def check_packaged_names(names: Path = Path("src/cymicrogpt/datasets/names.txt")) -> None:
+    """Stop the build unless `names` has the sha256 pinned in cymicrogpt/data.py: a wheel must
+    never ship a names.txt that default_dataset() would refuse at run time."""
+    # The pin is read from data.py's source, not imported: one value in one place, and no
+    # import of a package whose extensions are not built yet.
+    module = ast.parse(Path("src/cymicrogpt/data.py").read_text(encoding="utf-8"))
+    expected = next(ast.literal_eval(node.value) for node in module.body if isinstance(node, ast.Assign)
+                    and [getattr(target, "id", None) for target in node.targets] == ["NAMES_SHA256"])
+    try:
+        got = hashlib.sha256(names.read_bytes()).hexdigest()
+    except OSError as exc:
+        sys.exit(f"setup.py: cannot read the default dataset {names}: {exc.strerror or exc}")
+    if got != expected:
+        sys.exit(f"setup.py: {names} has sha256 {got}, expected {expected}: it is not makemore's names.txt "
+                 "(commit 988aa59), the package's default dataset; restore that file (byte for byte: "
+                 "no line-ending conversion) and build again")
+
+
+check_packaged_names()
 
 LINK_ARGS = []
 if sys.platform == "win32":

@@ -2,13 +2,11 @@
 thread switch-interval setting.  Ctrl-C is given back to the suite if it started with it
 ignored (see below).
 
-makemore's names.txt is never committed.  The tests look for it, in order:
-  1. the file named by the environment variable CYMICROGPT_NAMES;
-  2. the package's download cache (where `cymicrogpt train` keeps it, cymicrogpt.data);
-  3. ../shared/data/names.txt beside the repository (the developers' machines).
-Without it, the tests that need it are skipped, and the skip reason (pytest prints it:
-pyproject.toml sets -rs) says how to get it.  A file that is found but is not that exact
-names.txt fails them instead: their golden values hold only for it.
+The names-based tests use makemore's names.txt as shipped in the installed package
+(cymicrogpt.data.default_dataset()), so they run wherever cymicrogpt is installed, with no
+network and nothing beside the checkout; the environment variable CYMICROGPT_NAMES names
+another copy to use instead.  Either must be that exact names.txt, else those tests fail:
+their golden values hold only for it.
 """
 from __future__ import annotations
 
@@ -17,15 +15,13 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Callable, Mapping, Optional
+from typing import Callable, Mapping
 
 import pytest
 
 from cymicrogpt.config import GPTConfig
-from cymicrogpt.data import NAMES_SHA256, cached_dataset_path, sha256_of
+from cymicrogpt.data import NAMES_SHA256, DataError, default_dataset, sha256_of
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-NAMES_PATH = REPO_ROOT.parent / "shared" / "data" / "names.txt"  # the developers' copy, beside the repository
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 NAMES_ENV = "CYMICROGPT_NAMES"
 
@@ -40,27 +36,22 @@ TINY_DOCS = ["emma", "olivia", "ava", "isabella", "sophia", "mia", "zoe", "liam"
 
 
 class UnusableNames(Exception):
-    """A names.txt was named or found, but it is missing or not the expected file."""
+    """The names.txt to use is missing, unreadable or not the expected file."""
 
 
-def find_names(environ: Mapping[str, str], cached: Path, shared: Path,
-               sha256: str = NAMES_SHA256) -> Optional[Path]:
-    """makemore's names.txt, looked for in the module docstring's order; None if absent."""
+def find_names(environ: Mapping[str, str], packaged: Callable[[], Path] = default_dataset,
+               sha256: str = NAMES_SHA256) -> Path:
+    """makemore's names.txt: the file $CYMICROGPT_NAMES names if set, else packaged()."""
     named = environ.get(NAMES_ENV)
     if named:
         path = Path(named)
         if not path.is_file():
             raise UnusableNames(f"{NAMES_ENV}={named} is not a file")
         return checked(path, f"{NAMES_ENV}={named}", sha256)
-    if cached.is_file():
-        try:
-            if sha256_of(cached.read_bytes()) == sha256:
-                return cached
-        except OSError:
-            pass  # an unreadable cache, like one with another hash, the package would replace
-    if shared.is_file():
-        return checked(shared, str(shared), sha256)
-    return None
+    try:
+        return packaged()  # default_dataset() checks the sha256 itself
+    except DataError as exc:
+        raise UnusableNames(str(exc)) from None
 
 
 def checked(path: Path, origin: str, sha256: str) -> Path:
@@ -74,23 +65,15 @@ def checked(path: Path, origin: str, sha256: str) -> Path:
     return path
 
 
-def how_to_get_names(cached: Path, shared: Path) -> str:
-    return ("makemore's names.txt not found; to run these tests, download it once with "
-            "`python -c \"from cymicrogpt.data import default_dataset; print(default_dataset())\"` "
-            f"(it goes to {cached}), or set {NAMES_ENV}=/path/to/names.txt, or place it at {shared}")
-
-
 @pytest.fixture(scope="session")
 def names_path() -> Path:
-    """makemore's names.txt (see the module docstring for where it is looked for)."""
+    """makemore's names.txt (see the module docstring for which copy)."""
     try:
-        path, problem = find_names(os.environ, cached_dataset_path(), NAMES_PATH), ""
+        path, problem = find_names(os.environ), ""
     except UnusableNames as exc:
         path, problem = None, str(exc)
     if problem:  # failed outside the except block: one line, no chained traceback
         pytest.fail(problem, pytrace=False)
-    if path is None:
-        pytest.skip(how_to_get_names(cached_dataset_path(), NAMES_PATH))
     return path
 
 

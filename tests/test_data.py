@@ -1,14 +1,24 @@
-"""Reading documents and fetching the default dataset: good files, bad files, bad downloads."""
+"""Reading documents, and the default dataset shipped in the package: present, intact, used
+with no network and no cache, and refused in one line when damaged."""
 from __future__ import annotations
 
-import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
-from cymicrogpt.data import DataError, cache_dir, default_dataset, load_docs
+import cymicrogpt
+from command import assert_one_error_line, environment, run_command
+from cymicrogpt.data import DataError, default_dataset, load_docs, sha256_of
 
-UNREACHABLE_URL = "http://127.0.0.1:9/names.txt"  # the discard port: connection refused
+# makemore's names.txt at commit 988aa59, written out here rather than taken from
+# cymicrogpt.data: changing the packaged file and the pin together still fails this file.
+MAKEMORE_NAMES_SHA256 = "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"
+DEAD_PROXY = "http://127.0.0.1:9"  # the discard port: connection refused
 
 
 # --- load_docs -----------------------------------------------------------------------------
@@ -61,60 +71,84 @@ def test_data_error_is_a_value_error() -> None:
     assert issubclass(DataError, ValueError)
 
 
-# --- default_dataset -----------------------------------------------------------------------
-@pytest.fixture
-def served(tmp_path: Path) -> tuple[str, str, bytes]:
-    """A dataset reachable by URL (file://) and its sha256."""
-    payload = b"emma\nolivia\nava\n"
-    source = tmp_path / "served" / "names.txt"
-    source.parent.mkdir()
-    source.write_bytes(payload)
-    return source.as_uri(), hashlib.sha256(payload).hexdigest(), payload
+# --- default_dataset: the packaged names.txt --------------------------------------------------
+def test_the_packaged_dataset_is_makemores_names_txt() -> None:
+    path = default_dataset()
+    assert path == Path(cymicrogpt.__file__).parent / "datasets" / "names.txt"
+    assert sha256_of(path.read_bytes()) == MAKEMORE_NAMES_SHA256
+    assert len(load_docs(path)) == 32033
 
 
-def test_download_checks_and_caches(tmp_path: Path, served) -> None:
-    url, sha, payload = served
-    cache = tmp_path / "cache"
-    path = default_dataset(url, sha, directory=cache)
-    assert path == cache / "names.txt"
-    assert path.read_bytes() == payload
-    assert sorted(p.name for p in cache.iterdir()) == ["names.txt"]  # no temp files left
-    # Cached: a second call does not download (the URL is dead now).
-    assert default_dataset(UNREACHABLE_URL, sha, directory=cache) == path
-    assert load_docs(path) == ["emma", "olivia", "ava"]
+def test_its_license_ships_beside_it() -> None:
+    license_text = (default_dataset().parent / "names.LICENSE").read_text(encoding="utf-8")
+    assert license_text.startswith("MIT License") and "Andrej Karpathy" in license_text
 
 
-def test_bad_checksum_is_rejected_and_not_kept(tmp_path: Path, served) -> None:
-    url, _, _ = served
-    cache = tmp_path / "cache"
-    with pytest.raises(DataError, match="sha256"):
-        default_dataset(url, "0" * 64, directory=cache)
-    assert not cache.exists() or list(cache.iterdir()) == []
+def offline_environment(tmp_path: Path) -> dict[str, str]:
+    """No network (every proxy refuses: a download would fail) and an empty home and cache."""
+    for name in ("home", "cache"):
+        (tmp_path / name).mkdir()
+    return environment(HOME=str(tmp_path / "home"), XDG_CACHE_HOME=str(tmp_path / "cache"),
+                       http_proxy=DEAD_PROXY, https_proxy=DEAD_PROXY, HTTP_PROXY=DEAD_PROXY,
+                       HTTPS_PROXY=DEAD_PROXY, ALL_PROXY=DEAD_PROXY)
 
 
-def test_corrupt_cache_is_downloaded_again(tmp_path: Path, served) -> None:
-    url, sha, payload = served
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    (cache / "names.txt").write_bytes(b"truncated")
-    assert default_dataset(url, sha, directory=cache).read_bytes() == payload
+def test_train_needs_no_network_and_no_cache(tmp_path: Path) -> None:
+    """The README's first command, on a machine that has never run cymicrogpt and is offline."""
+    env = offline_environment(tmp_path)
+    done = run_command("train", "--steps", 2, env=env, cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.startswith("num docs: 32033\n")
+    assert sorted(os.listdir(tmp_path)) == ["cache", "home"]  # nothing written, no cache made
+    assert os.listdir(tmp_path / "home") == os.listdir(tmp_path / "cache") == []
 
 
-def test_unreachable_url_suggests_data_option(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="--data") as info:
-        default_dataset(UNREACHABLE_URL, "0" * 64, directory=tmp_path / "cache")
-    assert UNREACHABLE_URL in str(info.value)
-    assert not (tmp_path / "cache").exists()
+def test_download_prints_the_packaged_path(tmp_path: Path) -> None:
+    done = run_command("download", env=offline_environment(tmp_path))
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"{default_dataset()}\n", "")
 
 
-def test_xdg_cache_home_is_honoured(tmp_path: Path, served, monkeypatch: pytest.MonkeyPatch) -> None:
-    url, sha, _ = served
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert cache_dir() == tmp_path / "xdg" / "cymicrogpt"
-    assert default_dataset(url, sha) == tmp_path / "xdg" / "cymicrogpt" / "names.txt"
+def installed_copy(tmp_path: Path) -> Path:
+    """A copy of the installed package under tmp_path/site (put it first on PYTHONPATH)."""
+    package = Path(cymicrogpt.__file__).parent
+    shutil.copytree(package, tmp_path / "site" / "cymicrogpt", ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp_path / "site"
 
 
-def test_cache_falls_back_to_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    assert cache_dir() == tmp_path / ".cache" / "cymicrogpt"
+@pytest.mark.parametrize("damage", [b"emma\n", b""], ids=["truncated", "emptied"])
+def test_a_damaged_packaged_copy_is_refused_in_one_line(tmp_path: Path, damage: bytes) -> None:
+    site = installed_copy(tmp_path)
+    names = site / "cymicrogpt" / "datasets" / "names.txt"
+    names.write_bytes(damage)
+    done = subprocess.run([sys.executable, "-m", "cymicrogpt", "train", "--steps", "1"], capture_output=True,
+                          text=True, timeout=120, env=environment(PYTHONPATH=str(site)), cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert_one_error_line(done.stderr, f"the packaged dataset {names} is damaged", sha256_of(damage),
+                          "reinstall cymicrogpt, or pass --data PATH")
+
+
+def test_a_missing_packaged_copy_is_refused(tmp_path: Path) -> None:
+    site = installed_copy(tmp_path)
+    (site / "cymicrogpt" / "datasets" / "names.txt").unlink()
+    done = subprocess.run([sys.executable, "-m", "cymicrogpt", "download"], capture_output=True, text=True,
+                          timeout=120, env=environment(PYTHONPATH=str(site)), cwd=tmp_path)
+    assert done.returncode == 1
+    assert_one_error_line(done.stderr, "packaged dataset file not found", "names.txt")
+
+
+def test_from_a_zip_archive_it_is_a_temporary_copy_removed_at_exit(tmp_path: Path) -> None:
+    """The pure-Python modules imported from a zip (zipimport): no file on disk to point at,
+    so default_dataset() extracts one, which lives as long as the process."""
+    package = Path(cymicrogpt.__file__).parent
+    archive = tmp_path / "cymicrogpt.zip"
+    with zipfile.ZipFile(archive, "w") as zf:  # the Python modules and names.txt: no extensions
+        for path in sorted(package.rglob("*.py")) + [package / "datasets" / "names.txt"]:
+            zf.write(path, f"cymicrogpt/{path.relative_to(package).as_posix()}")
+    script = ("import cymicrogpt.data as d; p = d.default_dataset(); "
+              "print(d.__file__); print(p); print(len(d.load_docs(p)))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env=environment(PYTHONPATH=str(archive)), cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (0, "")
+    module, extracted, count = done.stdout.splitlines()
+    assert module.startswith(str(archive)) and count == "32033"
+    assert not Path(extracted).exists()

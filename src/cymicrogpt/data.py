@@ -2,24 +2,32 @@
 
 A data file must be a regular file of at most ``MAX_DATA_BYTES`` (64 MiB, ~280 times
 names.txt) of UTF-8 text; a leading byte-order mark is dropped, as ``utf-8-sig`` does.
-The default dataset is makemore's names.txt at a pinned commit, downloaded once, checked
-against its sha256 and cached in the user cache directory.
+The default dataset is makemore's names.txt (commit 988aa59, MIT: datasets/names.LICENSE),
+shipped inside the package, so training needs no network; setup.py refuses to build with
+any other file there, and default_dataset() refuses an installed copy that was damaged since.
 """
 from __future__ import annotations
 
+import atexit
 import codecs
+import contextlib
 import hashlib
 import io
 import os
+from importlib import resources
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
-from .files import read_capped, write_atomically
+from .files import read_capped
 
-NAMES_URL = "https://raw.githubusercontent.com/karpathy/makemore/988aa59/names.txt"
-NAMES_SHA256 = "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"
-DOWNLOAD_TIMEOUT_S = 30
+NAMES_SHA256 = "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"  # setup.py reads it too
 MAX_DATA_BYTES = 64 * 2**20
+
+# Where as_file() keeps names.txt while the process lives.  An installed package is plain
+# files and as_file() hands back the file itself (nothing to clean up); only a package
+# imported from a zip archive (the pure-Python backend can run so) gets a temporary copy.
+_extracted = contextlib.ExitStack()
+atexit.register(_extracted.close)
 
 
 class DataError(ValueError):
@@ -46,52 +54,16 @@ def load_docs(path: Union[str, os.PathLike]) -> list[str]:
     return docs
 
 
-def cache_dir() -> Path:
-    """$XDG_CACHE_HOME/cymicrogpt, or ~/.cache/cymicrogpt."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "cymicrogpt"
-
-
-def cached_dataset_path(directory: Optional[Path] = None) -> Path:
-    """Where default_dataset() keeps names.txt (in `directory`, default: cache_dir())."""
-    return (cache_dir() if directory is None else Path(directory)) / "names.txt"
-
-
 def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def default_dataset(url: str = NAMES_URL, sha256: str = NAMES_SHA256, directory: Optional[Path] = None) -> Path:
-    """Path of the cached names.txt, downloading and verifying it on first use."""
-    import urllib.error  # here, not at the top: they take a third of a start-up to import
-    import urllib.request
-
-    target = cached_dataset_path(directory)
-    if os.path.lexists(target):
-        try:
-            cached = read_capped(target, "cached dataset", DataError, MAX_DATA_BYTES)
-        except DataError as exc:
-            raise DataError(f"{exc}; delete it to download names.txt again, or pass --data PATH") from None
-        if sha256_of(cached) == sha256:
-            return target
-    try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-            payload = response.read(MAX_DATA_BYTES + 1)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DataError(
-            f"could not download the default dataset from {url} ({reason}); "
-            "pass --data PATH (or load_docs(path)) to train on a local file"
-        ) from None
-    got = sha256_of(payload)
-    if got != sha256:
-        raise DataError(
-            f"the download from {url} has sha256 {got}, expected {sha256}; it was not used or kept"
-        )
-    # Atomic: a crash mid-write never leaves a truncated names.txt in the cache.
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(target, lambda fh: fh.write(payload))
-    except OSError as exc:
-        raise DataError(f"cannot write the dataset cache in {target.parent}: {exc.strerror or exc}") from None
-    return target
+def default_dataset() -> Path:
+    """Path of the packaged names.txt, after checking its sha256 (DataError if it differs)."""
+    packaged = resources.files(__package__) / "datasets" / "names.txt"
+    path = _extracted.enter_context(resources.as_file(packaged))
+    got = sha256_of(read_capped(path, "packaged dataset", DataError, MAX_DATA_BYTES))
+    if got != NAMES_SHA256:
+        raise DataError(f"the packaged dataset {path} is damaged (sha256 {got}, expected {NAMES_SHA256}); "
+                        "reinstall cymicrogpt, or pass --data PATH")
+    return path
