@@ -330,11 +330,11 @@ def test_download_prints_the_verified_dataset_path(capsys, tmp_path: Path, monke
     assert (code, out, err) == (0, f"{cached}\n", "")
 
 
-def test_download_offline_is_one_line(capsys, monkeypatch) -> None:
-    def offline():
-        raise DataError("could not download the default dataset from URL (no network); pass --data PATH")
+def test_download_with_a_damaged_dataset_is_one_line(capsys, monkeypatch) -> None:
+    def damaged():
+        raise DataError("the packaged dataset is damaged (a stand-in for this test); reinstall cymicrogpt")
 
-    monkeypatch.setattr(cli, "default_dataset", offline)
+    monkeypatch.setattr(cli, "default_dataset", damaged)
     code, _, err = run_cli(capsys, "download")
     assert code == 1
-    assert_one_error_line(err, "could not download")
+    assert_one_error_line(err, "damaged")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from fractions import Fraction
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import cymicrogpt as mg
 import cymicrogpt.data as data
 from cymicrogpt.checkpoint import CheckpointError, state_arrays
 from cymicrogpt.config import GPTConfig
-from cymicrogpt.data import DataError, default_dataset, load_docs
+from cymicrogpt.data import DataError, load_docs
 from cymicrogpt.sampling import SamplingError
 from cymicrogpt.training import Run, start_run
 from command import TINY, assert_one_error_line, environment, run_command, samples_of
@@ -144,43 +143,6 @@ def test_numpy_integer_seed_is_the_same_seed(tiny_docs) -> None:
 def test_non_integer_seeds_are_refused(tiny_docs, seed) -> None:
     with pytest.raises(ValueError, match="seed must be an integer"):
         start_run(tiny_docs, config=CONFIG, steps=2, seed=seed)
-
-
-# --- the cached dataset ----------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["directory", "fifo"])
-def test_unusable_cached_names_is_one_line(tmp_path: Path, kind: str) -> None:
-    cached = tmp_path / "cymicrogpt" / "names.txt"
-    cached.parent.mkdir()
-    cached.mkdir() if kind == "directory" else os.mkfifo(cached)
-    done = run_command("train", "--steps", 1, env=environment(XDG_CACHE_HOME=str(tmp_path)), timeout=60)
-    assert done.returncode == 1
-    assert_one_error_line(done.stderr, str(cached), "not a regular file", "delete it", "--data")
-
-
-def test_unreadable_cached_names_is_one_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Root reads any file, so the permission error is simulated at os.open."""
-    cached = tmp_path / "names.txt"
-    cached.write_text("emma\n")
-    real_open = os.open
-
-    def denied(path, *args, **kwargs):
-        if Path(path) == cached:
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_open(path, *args, **kwargs)
-
-    monkeypatch.setattr(os, "open", denied)
-    with pytest.raises(DataError) as info:
-        default_dataset("http://127.0.0.1:9/names.txt", "0" * 64, directory=tmp_path)
-    assert str(info.value) == (f"cannot read cached dataset file {cached}: Permission denied; "
-                               "delete it to download names.txt again, or pass --data PATH")
-
-
-def test_cached_names_is_used_from_the_cache(tmp_path: Path, names_path: Path) -> None:
-    (tmp_path / "cymicrogpt").mkdir()
-    shutil.copy(names_path, tmp_path / "cymicrogpt" / "names.txt")
-    done = run_command("train", "--steps", 1, "--samples", 1, env=environment(XDG_CACHE_HOME=str(tmp_path)))
-    assert (done.returncode, done.stderr) == (0, "")
-    assert done.stdout.startswith("num docs: 32033\n")
 
 
 # --- messages (item 8) ------------------------------------------------------------------------
