@@ -8,7 +8,6 @@ from __future__ import annotations
 import builtins
 import io
 import os
-import signal
 import subprocess
 import sys
 import textwrap

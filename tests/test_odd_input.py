@@ -4,7 +4,6 @@ huge seeds, an unreadable cached dataset, and messages that say exactly what is 
 from __future__ import annotations
 
 import math
-import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -12,13 +11,12 @@ import numpy as np
 import pytest
 
 import cymicrogpt as mg
-import cymicrogpt.data as data
 from cymicrogpt.checkpoint import CheckpointError, state_arrays
 from cymicrogpt.config import GPTConfig
 from cymicrogpt.data import DataError, load_docs
 from cymicrogpt.sampling import SamplingError
 from cymicrogpt.training import Run, start_run
-from command import TINY, assert_one_error_line, environment, run_command, samples_of
+from command import TINY, assert_one_error_line, run_command, samples_of
 
 BOM = "\ufeff".encode("utf-8")
 CONFIG = GPTConfig(n_layer=1, n_embd=8, block_size=8, n_head=2)
