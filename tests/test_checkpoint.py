@@ -14,7 +14,7 @@ import cymicrogpt.checkpoint as checkpoint
 from cymicrogpt.checkpoint import CheckpointError, state_arrays
 from cymicrogpt.config import GPTConfig
 from cymicrogpt.data import load_docs
-from cymicrogpt.run_state import RNG_STATE_LEN
+from cymicrogpt.run_state import RNG_STATE_LEN, check_rng_state
 from cymicrogpt.training import Run, start_run, train
 from command import assert_one_error_line, run_command
 
@@ -233,6 +233,14 @@ def test_wrong_format_tag(tmp_path: Path, arrays) -> None:
     assert_rejected(write(tmp_path / "other.npz", **arrays), "format tag")
 
 
+def test_compressed_checkpoint_is_refused_as_compressed(tmp_path: Path, arrays) -> None:
+    """Not as "its format tag is not a string": the tag is the first member read."""
+    path = tmp_path / "compressed.npz"
+    np.savez_compressed(path, **arrays)
+    assert_rejected(path, "field 'format' is a compressed zip member",
+                    "compressed members (np.savez_compressed) are not supported")
+
+
 def test_bare_npy_file(tmp_path: Path) -> None:
     path = tmp_path / "array.npy"
     np.save(path, np.arange(3))
@@ -319,6 +327,18 @@ def _position_past_the_end(v, w, g):
     return v, w[:-1] + (625,), g
 
 
+def _position_zero(v, w, g):
+    return v, w[:-1] + (0,), g  # setstate() takes it; a draw leaves 1..624, so getstate() never returns 0
+
+
+def _zero_words(v, w, g):
+    return v, (0,) * 624 + w[-1:], g  # setstate() takes it; the generator then yields only zeros
+
+
+def _zero_but_unused_bits(v, w, g):
+    return v, (2**31 - 1,) + (0,) * 623 + w[-1:], g  # word 0's low 31 bits never reach a later draw
+
+
 def _nan_gauss_next(v, w, g):
     return v, w, math.nan
 
@@ -331,7 +351,10 @@ def _infinite_gauss_next(v, w, g):
     (_wrong_version, "unsupported version 2 (expected 3)"),
     (_word_above_32_bits, "word 0 is "),
     (_negative_word, "word 3 is -1, not an integer in 0..2**32-1"),
-    (_position_past_the_end, "position (word 624) is 625, not an integer in 0..624"),
+    (_position_past_the_end, "position (word 624) is 625, not an integer in 1..624"),
+    (_position_zero, "position (word 624) is 0, not an integer in 1..624"),
+    (_zero_words, "its words are all zero"),
+    (_zero_but_unused_bits, "its words are all zero (but for the low 31 bits of word 0"),
     (_nan_gauss_next, "gauss_next is nan, not None or a finite float"),
     (_infinite_gauss_next, "gauss_next is -inf"),
 ])
@@ -349,6 +372,13 @@ def test_bad_random_state_is_refused_the_same_way_by_hand_and_from_a_file(tmp_pa
     with pytest.raises(CheckpointError) as from_file:
         Run.load(path)
     assert str(from_file.value) == f"checkpoint {path}: {by_hand.value}"  # the same check, once
+
+
+def test_every_state_getstate_returns_is_accepted() -> None:
+    rng = random.Random(3)
+    for _ in range(2 * 624 + 1):  # every position, twice (the first draw makes a new batch: 624 -> 1)
+        check_rng_state(rng.getstate())
+        rng.getrandbits(32)
 
 
 @pytest.mark.parametrize("rng_state, fragment", [

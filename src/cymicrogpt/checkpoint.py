@@ -14,12 +14,12 @@ string arrays drop trailing NUL characters.  Writes are atomic (see files.py).
 
 Loading trusts nothing in the file: only the members the format defines are read, each
 one's zip entry and ``.npy`` header (dtype, shape, size) are checked before its data is
-read, compressed members are refused (so nothing inflates: no member can hold more bytes
-than the file does), and no pickle is ever loaded.  Then the values are checked as a
-run makes them: weights, moments and losses finite, second moments never negative (NumPy
-checks, one pass each), and the random-generator state by ``RunState`` itself, the one
-check that states built by hand get too.  Every problem raises ``CheckpointError`` naming
-the file once.
+read, compressed members are refused (so nothing inflates), and so is an entry claiming
+more bytes than the file holds (so nothing is allocated beyond the file's real size); no
+pickle is ever loaded.  Then the values are checked as a run makes them: weights, moments
+and losses finite, second moments never negative (NumPy checks, one pass each), and the
+random-generator state by ``RunState`` itself, the one check that states built by hand get
+too.  Every problem raises ``CheckpointError`` naming the file once.
 """
 from __future__ import annotations
 
@@ -33,9 +33,8 @@ import numpy as np
 
 from .engines import check_backend
 from .checks import check_count, check_docs, check_lr
-from .config import GPTConfig
+from .config import GPTConfig, check_model_size
 from .files import open_regular, write_atomically
-from .params import check_model_size, num_params, state_dict_layout
 from .run_state import RNG_STATE_LEN, RunState
 from .tokenizer import Tokenizer
 
@@ -112,6 +111,7 @@ class _Archive:
             raise self.fail("not a cymicrogpt checkpoint (a bare .npy array, not an .npz archive)")
         if magic[:4] not in _ZIP_MAGIC:
             raise self.fail("not a cymicrogpt checkpoint (not an .npz archive)")
+        self.file_size = fh.seek(0, os.SEEK_END)
         fh.seek(0)
         self.zip = zipfile.ZipFile(fh)
 
@@ -121,15 +121,24 @@ class _Archive:
     def has(self, name: str) -> bool:
         return name + ".npy" in self.zip.namelist()
 
-    def get(self, name: str, kind: str, ndim: int, length: Optional[int] = None) -> np.ndarray:
-        """Field `name` (kind "int", "float" or "text"; `ndim` 0 or 1; `length` if fixed)."""
+    def entry(self, name: str) -> zipfile.ZipInfo:
+        """Field `name`'s zip entry, if it is one cymicrogpt can read: stored, not compressed,
+        and no larger than the file (zipfile would allocate whatever size it claims)."""
         try:
             info = self.zip.getinfo(name + ".npy")
         except KeyError:
             raise self.fail(f"missing field {name!r}") from None
         if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
-            raise self.fail(f"field {name!r} is a compressed zip member (cymicrogpt writes and reads "
-                            "uncompressed members only)")
+            raise self.fail(f"field {name!r} is a compressed zip member: compressed members (np.savez_compressed) "
+                            "are not supported; cymicrogpt writes and reads np.savez's uncompressed members only")
+        if info.header_offset + info.compress_size > self.file_size:
+            raise self.fail(f"field {name!r}: its zip entry claims {info.compress_size} bytes, more than the whole "
+                            f"file holds ({self.file_size}); the file is truncated or corrupt")
+        return info
+
+    def get(self, name: str, kind: str, ndim: int, length: Optional[int] = None) -> np.ndarray:
+        """Field `name` (kind "int", "float" or "text"; `ndim` 0 or 1; `length` if fixed)."""
+        info = self.entry(name)
         with self.zip.open(info) as member:
             major_minor = np.lib.format.read_magic(member)
             read_header = (np.lib.format.read_array_header_1_0 if major_minor == (1, 0)
@@ -179,6 +188,7 @@ class _Archive:
 def _check_format(fields: _Archive) -> None:
     if not fields.has("format"):
         raise fields.fail("not a cymicrogpt checkpoint (no format tag)")
+    fields.entry("format")  # an unreadable entry (compressed, oversized) is named as such, not as "not a string"
     try:
         tag = fields.string("format")
     except CheckpointError:
@@ -292,8 +302,9 @@ def _load(fields: _Archive) -> RunState:
     except ValueError as exc:
         raise fields.fail(f"bad vocabulary or model size: {exc}") from None
     docs = _read_docs(fields, tokenizer)
-    layout = state_dict_layout(config, tokenizer.vocab_size)
-    size = num_params(layout)
+    # The config's weight count, from its numbers, against the weights' .npy header: a
+    # config that claims a huge model is refused here, before anything of its size exists.
+    size = config.num_params(tokenizer.vocab_size)
     weights = fields.floats("weights", size)
     adam_m, adam_v = fields.floats("adam_m", size), fields.floats("adam_v", size)
     step, num_steps, lr, seed = _read_counters(fields)

@@ -1,4 +1,5 @@
-"""microgpt's hyperparameters, all in one place: the model's shape (``GPTConfig``) and the
+"""microgpt's hyperparameters, all in one place: the model's shape (``GPTConfig``, which
+counts its weights from the numbers and refuses more than the engine can index) and the
 constants of its initialisation, normalisation, optimizer, training run and sampling.
 
 Every other module imports them from here; none types them again.  The values are
@@ -24,6 +25,8 @@ LAYER_MATRICES = (
     ("mlp_fc2", 1, MLP_EXPANSION),
 )
 LAYER_MATRIX_NAMES = tuple(name for name, _, _ in LAYER_MATRICES)
+PARAMS_MAX = 2**31 - 1  # the compiled engine indexes its graph nodes (weights first) with int32
+MIN_VOCAB_SIZE = 2  # BOS and one character: the smallest vocabulary any data gives
 
 # --- initialisation and training ---------------------------------------------------------------
 INIT_STD = 0.08  # every weight starts as random.gauss(0, INIT_STD)
@@ -37,7 +40,6 @@ ADAM_EPS = 1e-8  # added to sqrt(v_hat) before dividing
 # --- sampling ------------------------------------------------------------------------------------
 DEFAULT_TEMPERATURE = 0.5  # logits are divided by it before the softmax
 DEFAULT_NUM_SAMPLES = 20  # names microgpt prints after training
-
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,27 @@ class GPTConfig:
             raise ValueError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
             )
+        # The vocabulary comes with the data, but a shape too large for any vocabulary is
+        # refused here already, from its numbers: before any data is read or weight drawn.
+        check_model_size(self, MIN_VOCAB_SIZE)
 
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+    def num_params(self, vocab_size: int) -> int:
+        """The model's weight count, from the shapes alone: O(1) whatever the sizes, and
+        equal to ``num_params(state_dict_layout(self, vocab_size))``, which builds the layout."""
+        e = self.n_embd
+        per_layer = sum(rows * cols for _, rows, cols in LAYER_MATRICES) * e * e  # 12 e**2
+        embeddings = 2 * vocab_size * e + self.block_size * e  # wte and lm_head, wpe
+        return embeddings + self.n_layer * per_layer
+
+
+def check_model_size(config: GPTConfig, vocab_size: int) -> None:
+    """ValueError if the model has more weights than the compiled engine can index;
+    computed from the numbers (``GPTConfig.num_params``), so instant for any size."""
+    size = config.num_params(vocab_size)
+    if size > PARAMS_MAX:
+        smallest = " even with the smallest vocabulary (BOS and one character)" if vocab_size == MIN_VOCAB_SIZE else ""
+        raise ValueError(f"the model would have {size} weights{smallest}; at most {PARAMS_MAX} fit the compiled engine")

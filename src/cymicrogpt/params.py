@@ -12,8 +12,6 @@ from dataclasses import dataclass
 
 from .config import INIT_STD, LAYER_MATRICES, GPTConfig
 
-PARAMS_MAX = 2**31 - 1  # the compiled engine indexes its graph nodes (weights first) with int32
-
 
 @dataclass(frozen=True)
 class MatrixSlot:
@@ -52,10 +50,3 @@ def num_params(layout: list[MatrixSlot]) -> int:
 def init_weights(rng: random.Random, layout: list[MatrixSlot]) -> list[float]:
     """One gauss(0, INIT_STD) draw per weight, in layout order: microgpt's RNG consumption."""
     return [rng.gauss(0, INIT_STD) for _ in range(num_params(layout))]
-
-
-def check_model_size(config: GPTConfig, vocab_size: int) -> None:
-    """ValueError if the model has more weights than the compiled engine can index."""
-    size = num_params(state_dict_layout(config, vocab_size))
-    if size > PARAMS_MAX:
-        raise ValueError(f"the model would have {size} weights; at most {PARAMS_MAX} fit the compiled engine")

@@ -15,6 +15,7 @@ from .config import GPTConfig
 
 MT_WORDS = 624  # the Mersenne Twister's state words
 RNG_STATE_LEN = MT_WORDS + 1  # random.Random.getstate()[1]: the words, then the position in them
+MT_UPPER_BIT = 0x80000000  # the one bit of word 0 that the next twist of the words uses
 
 
 @dataclass
@@ -41,12 +42,12 @@ class RunState:
 
 def check_rng_state(rng_state) -> tuple:
     """`rng_state` if it is a state ``random.Random.getstate()`` can return: (VERSION, a tuple
-    of 624 words in 0..2**32-1 and a position in 0..624, ``gauss_next``: None or a finite
-    float); ValueError saying what is wrong otherwise.
+    of 624 words in 0..2**32-1, not all zero, and a position in 1..624, ``gauss_next``: None
+    or a finite float); ValueError saying what is wrong otherwise.
 
     ``random.Random.setstate()`` alone checks less: it takes version 2 states, keeps only
-    the low 32 bits of a larger word, and takes any object as ``gauss_next`` (which
-    ``gauss()`` would then return).
+    the low 32 bits of a larger word, takes position 0 and a zero state (which then yields
+    only zeros), and any object as ``gauss_next`` (which ``gauss()`` would then return).
     """
     try:
         version, words, gauss_next = rng_state
@@ -59,8 +60,16 @@ def check_rng_state(rng_state) -> tuple:
     for i, word in enumerate(words[:MT_WORDS]):
         if not (_is_int(word) and 0 <= word < 2**32):
             raise _bad(f"word {i} is {_show(word)}, not an integer in 0..2**32-1")
-    if not (_is_int(words[MT_WORDS]) and 0 <= words[MT_WORDS] <= MT_WORDS):
-        raise _bad(f"its position (word {MT_WORDS}) is {_show(words[MT_WORDS])}, not an integer in 0..{MT_WORDS}")
+    # The generator's state is the upper bit of word 0 and words 1..623: the next twist reads
+    # nothing else.  Zero, it stays zero, and every draw is 0.  Seeding sets that bit and a
+    # twist never turns a non-zero state into zero, so getstate() never returns one.
+    if not (words[0] & MT_UPPER_BIT or any(words[1:MT_WORDS])):
+        raise _bad("its words are all zero (but for the low 31 bits of word 0, never used again): "
+                   "such a generator yields only zeros")
+    # The position counts the words of the current batch already used: seeding leaves it at
+    # 624, so the next draw twists a new batch and leaves 1; each draw adds 1.  Never 0.
+    if not (_is_int(words[MT_WORDS]) and 1 <= words[MT_WORDS] <= MT_WORDS):
+        raise _bad(f"its position (word {MT_WORDS}) is {_show(words[MT_WORDS])}, not an integer in 1..{MT_WORDS}")
     # gauss() keeps the second of each pair of normal deviates it makes: always finite.
     if gauss_next is not None and not (isinstance(gauss_next, float) and math.isfinite(gauss_next)):
         raise _bad(f"gauss_next is {_show(gauss_next)}, not None or a finite float")

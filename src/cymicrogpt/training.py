@@ -16,11 +16,11 @@ from typing import Callable, Iterable, Optional
 
 from .checks import check_count, check_docs, check_lr, check_seed
 from .config import (DEFAULT_LR, DEFAULT_NUM_SAMPLES, DEFAULT_SEED, DEFAULT_STEPS, DEFAULT_TEMPERATURE,
-                     GPTConfig)
+                     GPTConfig, check_model_size)
 from .engines import DEFAULT_BACKEND, check_backend, make_engine
 from .engines.interface import Engine, Optimizer
 from .model import forward_backward
-from .params import check_model_size, init_weights, num_params, state_dict_layout
+from .params import init_weights, state_dict_layout
 from .run_state import RunState
 from .sampling import check_temperature, sample_one
 from .tokenizer import Tokenizer
@@ -59,7 +59,7 @@ class Run:
 
     @property
     def num_params(self) -> int:
-        return num_params(state_dict_layout(self.config, self.tokenizer.vocab_size))
+        return self.config.num_params(self.tokenizer.vocab_size)
 
     def forward_backward(self) -> float:
         """Loss of the current step's document, with gradients left in the engine."""
@@ -167,12 +167,15 @@ class Run:
 
 
 def initialise(docs: list[str], config: GPTConfig, seed: int):
-    """microgpt's start, in its RNG order: shuffle `docs` in place, build the tokenizer,
-    then draw every initial weight.  Returns (rng, tokenizer, layout, weights); the rng
-    goes on to serve sampling."""
+    """microgpt's start, in its RNG order: shuffle `docs` in place, then draw every initial
+    weight.  Returns (rng, tokenizer, layout, weights); the rng goes on to serve sampling.
+    ValueError, before any of it, if the model has more weights than the engine can index."""
+    # The tokenizer (sorted characters) is the same before and after the shuffle and draws
+    # nothing from the rng: built first, it sizes the model before any work is done.
+    tokenizer = Tokenizer.from_docs(docs)
+    check_model_size(config, tokenizer.vocab_size)  # from the numbers: no layout, no weights yet
     rng = random.Random(seed)
     rng.shuffle(docs)
-    tokenizer = Tokenizer.from_docs(docs)
     layout = state_dict_layout(config, tokenizer.vocab_size)
     return rng, tokenizer, layout, init_weights(rng, layout)
 
@@ -187,7 +190,6 @@ def start_run(docs: Iterable[str], config: GPTConfig = GPTConfig(), steps: int =
     check_backend(backend)
     lr = check_lr(lr)
     seed = check_seed(seed)
-    check_model_size(config, vocab_size=len(set("".join(docs))) + 1)  # the tokenizer's, before any work
     rng, tokenizer, layout, weights = initialise(docs, config, seed)
     engine = make_engine(backend, layout, weights, config)
     return Run(config=config, tokenizer=tokenizer, docs=docs, engine=engine,
