@@ -190,3 +190,12 @@ def assert_one_error_line_of(err: str, *fragments: str) -> None:
     lines = err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("cymicrogpt: "), err
     assert all(fragment in lines[0] for fragment in fragments), err
+
+
+def test_a_model_too_large_for_the_datas_vocabulary_is_refused_before_measuring(tmp_path: Path,
+                                                                                tiny_data_file: Path) -> None:
+    # 2 * V * 1 + block * 1 + 12 weights: within the limit for the smallest vocabulary (V = 2),
+    # past it for the tiny corpus's
+    done = run_command("bench", "--data", tiny_data_file, "--out", tmp_path, "--n-layer", 1, "--n-embd", 1,
+                       "--n-head", 1, "--block-size", 2**31 - 1 - 16, timeout=60)
+    assert_refused_before_measuring(done, "bad model shape", "2147483647")

@@ -38,7 +38,7 @@ from .ladder.bench import (DEFAULT_REF_STEPS, LADDER_CHART, LADDER_PRODUCTS, LAD
 from .checkpoint import CheckpointError
 from .checks import COUNT_MAX, check_lr, int_digits_limit
 from .config import (DEFAULT_LR, DEFAULT_NUM_SAMPLES, DEFAULT_SEED, DEFAULT_STEPS, DEFAULT_TEMPERATURE,
-                     GPTConfig)
+                     GPTConfig, check_model_size)
 from .data import DataError, default_dataset, load_docs
 from .files import check_output
 from .interrupts import StopRequest, signal_name, stop_if_interrupted_at_start_up, stop_on_signals
@@ -46,6 +46,7 @@ from .ladder import IMPLEMENTATIONS
 from .output import Console, print_error
 from .progress import Progress
 from .sampling import SamplingError, check_temperature
+from .tokenizer import Tokenizer
 from .training import DivergenceError, Run, start_run
 
 PROG = "cymicrogpt"
@@ -457,6 +458,10 @@ def cmd_bench(args: argparse.Namespace, argv: Optional[Sequence[str]], out: Cons
     data_path = Path(args.data) if args.data is not None else default_dataset()
     out_dir = check_bench_outputs(args.out, {"the data file": data_path, "the microgpt.py script": args.microgpt})
     docs = load_docs(data_path)
+    try:  # the model against this data's vocabulary, from the numbers (run_ladder checks it too, late)
+        check_model_size(config, Tokenizer.from_docs(docs).vocab_size)
+    except ValueError as exc:
+        raise UsageError(f"bad model shape for {data_path}: {exc}") from None
     with stop_on_signals() as stop:  # a stop signal ends the measuring; what was measured is written
         rows = run_ladder(docs, config, args.steps, impls, ref_steps=args.ref_steps, microgpt=args.microgpt,
                           out=out, stop=stop)

@@ -32,7 +32,6 @@ import signal
 import statistics
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty
@@ -97,7 +96,7 @@ def _measure(impl: str, config: GPTConfig, layout, weights, token_seqs, lr: floa
         row.status = f"not installed ({exc})"
     except Exception as exc:  # a failing implementation is reported in its row, not fatal
         row.status = f"failed: {type(exc).__name__}: {exc}"
-        traceback.print_exc(limit=3, file=sys.stderr)
+        out.print(f"{impl} failed: {type(exc).__name__}: {exc}")  # one line, as the table says it
     row.peak_rss_mib = peak_rss_mib()
     queue.put(row)
 
