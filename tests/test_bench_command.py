@@ -161,7 +161,7 @@ def test_a_stop_signal_ends_every_process_and_writes_the_partial_table(tmp_path:
     process = start_command("bench", "--data", tiny_data_file, "--out", out, "--steps", steps, "--ref-steps", steps,
                             "--impl", f"{first},numpy", "--microgpt", script, *TINY, env=env, start_new_session=True)
     try:
-        wait_for_line(process.stdout, "python:" if stage == "worker" else "microgpt.py (")
+        wait_for_line(process.stdout, "python:" if stage == "worker" else "microgpt.py: checking")
         time.sleep(1.0)  # well into it
         started = descendants(process.pid)
         assert started, "no worker or script process was found"

@@ -1,5 +1,6 @@
 """The efficiency ladder: every implementation's step-1 gradients against the reference,
-the table's arithmetic, timing microgpt.py, and the `cymicrogpt bench` command's outputs."""
+the table's arithmetic, microgpt.py as a rung, and the `cymicrogpt bench` command's outputs.
+Programs as rungs in general: tests/test_bench_programs.py."""
 import random
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import pytest
 from cymicrogpt.ladder.bench import Row, compare, format_table, reference_losses, run_ladder
 from cymicrogpt.cli import main
 from cymicrogpt.config import GPTConfig
-from cymicrogpt.ladder import microgpt_script, trainer_class
+from cymicrogpt.ladder import trainer_class
+from cymicrogpt.ladder.programs import Timing, microgpt_program
 from cymicrogpt.params import init_weights, num_params, state_dict_layout
 from cymicrogpt.training import initialise
 
@@ -94,7 +96,7 @@ def test_bench_command_writes_the_ladder(tmp_path, capsys):
         assert f"| {impl} |" in printed and f"| {impl} |" in report
     cython_row = next(line for line in report.splitlines() if line.startswith("| cython |"))
     assert "| 0, identical (3 steps) |" in cython_row  # exact: no loss difference from the reference
-    assert "ms/step, steps 2-3 (same documents for all)" in report
+    assert "| in process, median of steps 2-3 |" in cython_row
     assert "n_embd=8" in report and "Machine:" in report and "Command:" in report
     try:
         import matplotlib  # noqa: F401
@@ -126,17 +128,22 @@ def test_speed_ups_are_ratios_of_the_shared_steps_column():
             Row("torch", status="not installed (no torch)")]
     table = {c["impl"]: c for c in compare(rows)}
     assert table["python"]["shared_steps"] == 3
-    assert table["python"]["ms_shared"] == pytest.approx(200.0)
-    assert table["cython"]["ms_shared"] == pytest.approx(1.0)
+    assert table["python"]["ms"] == pytest.approx(200.0)
+    assert table["cython"]["ms"] == pytest.approx(1.0)
     assert table["cython"]["ms_all"] == pytest.approx(4.0)  # the later, slower steps
     for impl in ("python", "cython", "numpy"):
         c = table[impl]
-        assert c["x_python"] == pytest.approx(table["python"]["ms_shared"] / c["ms_shared"])
-    assert table["cython"]["x_python"] == pytest.approx(200.0)
-    assert table["torch"]["ms_shared"] is None and table["torch"]["x_python"] is None
+        assert c["baseline"] == "python"  # no microgpt.py: the reference
+        assert c["speedup"] == pytest.approx(table["python"]["ms"] / c["ms"])
+    assert table["cython"]["speedup"] == pytest.approx(200.0)
+    assert table["torch"]["ms"] is None and table["torch"]["speedup"] is None
+    assert [c["exact"] for c in table.values()] == [True, True, False, False]
     text = format_table(list(table.values()))
-    assert "| cython | 1.0000 | 200x | 4.0000 | 10 |" in text
-    assert "| torch | - | - | - | 0 | - | - | not installed (no torch) |" in text
+    assert "| speed-up vs python |" in text
+    assert "| cython | 1.0000 | 200x | in process, median of steps 2-4 | 4.0000 | 10 |" in text
+    assert "| torch | - | - | in process, median of steps 2-4 | - | 0 | - | - | not installed (no torch) |" in text
+    numpy = {c["impl"]: c for c in compare(rows, baseline="numpy")}
+    assert numpy["cython"]["speedup"] == pytest.approx(2.0) and numpy["numpy"]["speedup"] == pytest.approx(1.0)
 
 
 def test_the_reference_continues_with_an_exact_backend_only_where_it_agreed():
@@ -158,69 +165,36 @@ import os, time
 docs = [line.strip() for line in open(os.environ.get("MG_INPUT", "input.txt")) if line.strip()]
 print("num docs:", len(docs))
 print("num params:", os.environ["FAKE_PARAMS"])
-if os.environ.get("FAKE_CRASH"):
-    raise SystemExit("fake microgpt.py: it broke")
 for step in range(int(os.environ.get("MG_STEPS", 1000))):
-    time.sleep(0.01 * (1 + step % 2))
-    print(f"step {step + 1:4d} / 1000 | loss {float(len(docs[step])):.4f}")  # the original's format
+    time.sleep(0.01)
+    print(f"step {step + 1:4d} / 1000 | loss {float(len(docs[step % len(docs)])):.4f}")  # the original's format
 """
 
 
-@pytest.fixture
-def fake_microgpt(tmp_path, monkeypatch):
-    """A stand-in for microgpt.py with its output format; its 'loss' at step i is the length
-    of the i-th document it read, so the losses show which documents it got, in which order."""
+def test_microgpt_is_a_program_rung_with_its_variables_set(tmp_path, monkeypatch):
+    """--microgpt's rung: the script, run with this Python, reading MG_INPUT and MG_STEPS; its
+    'loss' at step i is the length of the i-th document it read (file order: it shuffles itself)."""
     path = tmp_path / "microgpt.py"
     path.write_text(FAKE_MICROGPT)
     config = GPTConfig(n_layer=1, n_embd=8, block_size=8, n_head=2)
-    monkeypatch.setenv("FAKE_PARAMS", "123")
-    return path, config
-
-
-def test_microgpt_script_is_timed_step_by_step(fake_microgpt):
-    path, config = fake_microgpt
-    docs = ["a", "bb", "ccc", "dddd", "eeeee", "ffffff"]
-    times, losses, peak = microgpt_script.time_script(path, docs, config, 123, steps=5, num_steps=1000)
-    assert losses == [1.0, 2.0, 3.0, 4.0, 5.0]  # our documents, in file order (it shuffles them itself)
-    assert len(times) == 4  # steps 2..5: the first line also holds the start-up
-    assert all(0.005 < t < 5 for t in times)
-    assert peak is None or peak > 0
-
-
-@pytest.mark.parametrize("params, crash, message", [
-    ("999", "", "built a model of 999 parameters, the ladder's has 123"),
-    ("123", "1", "exited with code 1 after 0 steps: fake microgpt.py: it broke"),
-])
-def test_microgpt_script_failures_are_one_line(fake_microgpt, monkeypatch, params, crash, message):
-    path, config = fake_microgpt
-    monkeypatch.setenv("FAKE_PARAMS", params)
-    monkeypatch.setenv("FAKE_CRASH", crash)
-    with pytest.raises(microgpt_script.ScriptError, match=message):
-        microgpt_script.time_script(path, ["abc"] * 3, config, 123, steps=2, num_steps=10)
-
-
-def test_a_hung_microgpt_script_is_stopped(tmp_path, monkeypatch):
-    path = tmp_path / "hang.py"
-    path.write_text("import time\nprint('step 1 loss 3.0', flush=True)\ntime.sleep(600)\n")
-    monkeypatch.setattr(microgpt_script, "LINE_TIMEOUT_S", 1.0)
-    with pytest.raises(microgpt_script.ScriptError, match="no output for 1 s"):
-        microgpt_script.time_script(path, ["abc"], GPTConfig(), 1, steps=2, num_steps=10)
-
-
-def test_ladder_with_microgpt_row(fake_microgpt, monkeypatch):
-    path, config = fake_microgpt
     docs = ["anna", "bob", "carla", "dave", "eve", "frank"]
     _, _, layout, _ = initialise(list(docs), config, 42)
     monkeypatch.setenv("FAKE_PARAMS", str(num_params(layout)))
-    rows = run_ladder(docs, config, steps=6, impls=["python", "cython"], ref_steps=4, microgpt=path)
-    assert [r.impl for r in rows] == ["python", "cython", "microgpt.py"]
-    assert rows[2].status == "ok" and len(rows[2].losses) == 4 and len(rows[2].step_times) == 3
+    rows = run_ladder(docs, config, steps=4, impls=["python"], ref_steps=2, programs=[microgpt_program(path)],
+                      timing=Timing(repeats=1, min_time=0.05))
+    assert [r.impl for r in rows] == ["python", "microgpt.py"]
+    script = rows[1]
+    assert script.status == "ok", script.status
+    assert script.losses == [4.0, 3.0, 5.0, 4.0]
+    assert script.measurement.agreement.verdict == "differs"  # lengths are not losses
     table = {c["impl"]: c for c in compare(rows)}
-    assert table["microgpt.py"]["x_microgpt"] == pytest.approx(1.0)
-    assert table["cython"]["x_microgpt"] == pytest.approx(table["microgpt.py"]["ms_shared"] / table["cython"]["ms_shared"])
-    assert "speed-up vs microgpt.py" in format_table(list(table.values()))
-    wrong_seed = run_ladder(docs, config, steps=2, impls=[], seed=7, microgpt=path)
-    assert wrong_seed[0].status.startswith("skipped: microgpt.py has seed 42")
+    assert table["python"]["baseline"] == "microgpt.py"  # microgpt.py measured: the default baseline
+    assert table["microgpt.py"]["speedup"] == pytest.approx(1.0)
+    assert table["python"]["speedup"] == pytest.approx(table["microgpt.py"]["ms"] / table["python"]["ms"])
+    monkeypatch.setenv("FAKE_PARAMS", "123")
+    rows = run_ladder(docs, config, steps=4, impls=[], programs=[microgpt_program(path)],
+                      timing=Timing(repeats=1, min_time=0.05))
+    assert rows[0].status == f"failed: it built a model of 123 parameters, the ladder's has {num_params(layout)}"
 
 
 SEED_SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "seed" / "microgpt_from_article.py"
@@ -233,6 +207,7 @@ def test_real_microgpt_matches_the_reference_when_it_prints_repr(names_path):
     import cymicrogpt as mg
 
     rows = run_ladder(mg.load_docs(names_path), GPTConfig(), steps=3, impls=["python"], ref_steps=3,
-                      microgpt=SEED_SCRIPT)
-    assert rows[1].status == "ok"
+                      programs=[microgpt_program(SEED_SCRIPT)], timing=Timing(repeats=1, min_time=0.05))
+    assert rows[1].status == "ok", rows[1].status
     assert rows[1].losses == rows[0].losses
+    assert rows[1].measurement.agreement.describe() == "identical, bit for bit (3 steps)"

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from cymicrogpt.ladder.agreement import half_unit, identifies_a_double, significant_digits
 from recipes import RECIPES, Recipe
 
 HERE = Path(__file__).resolve().parent
@@ -284,26 +285,6 @@ def quartiles(values: list[float]) -> str:
 def parse_losses(text: str, regex: str) -> dict[int, str]:
     """Step number -> the loss as printed (the last print of a step wins)."""
     return {int(m.group(1)): m.group(2) for m in re.finditer(regex, text)}
-
-
-def significant_digits(text: str) -> int:
-    mantissa = re.split(r"[eE]", text.lstrip("+-"))[0].replace(".", "")
-    return len(mantissa.lstrip("0")) or 1
-
-
-def half_unit(text: str) -> float:
-    """Half a unit in the last printed place: how far the printed value may be from the true one."""
-    mantissa, _, exponent = text.lower().lstrip("+-").partition("e")
-    decimals = len(mantissa.partition(".")[2])
-    return 0.5 * 10.0 ** (int(exponent or 0) - decimals)
-
-
-def identifies_a_double(text: str) -> bool:
-    """17 significant digits, or the shortest text that reads back as its double (repr)."""
-    try:
-        return significant_digits(text) >= 17 or repr(float(text)) == text
-    except ValueError:
-        return False
 
 
 def compare_losses(reference: dict[int, float], printed: dict[int, str], steps: int) -> str:

@@ -35,6 +35,8 @@ from ._version import __version__
 from .engines import BACKENDS, DEFAULT_BACKEND
 from .ladder.bench import (DEFAULT_REF_STEPS, LADDER_CHART, LADDER_PRODUCTS, LADDER_TABLE, compare, format_table,
                            parse_impls, run_ladder, write_outputs)
+from .ladder.programs import (DEFAULT_MIN_TIME_S, DEFAULT_REPEATS, DEFAULT_TIMEOUT_S, FEW, Timing,
+                              microgpt_program, parse_program)
 from .checkpoint import CheckpointError
 from .checks import COUNT_MAX, check_lr, int_digits_limit
 from .config import (DEFAULT_LR, DEFAULT_NUM_SAMPLES, DEFAULT_SEED, DEFAULT_STEPS, DEFAULT_TEMPERATURE,
@@ -116,6 +118,22 @@ def learning_rate(text: str) -> float:
 
 def temperature(text: str) -> float:
     return _checked_float(text, check_temperature)
+
+
+def positive_float(text: str) -> float:
+    def check(value: float) -> float:
+        if value <= 0:
+            raise ValueError(f"must be positive, got {_shorten(text)!r}")
+        return value
+
+    return _checked_float(text, check)
+
+
+def program(text: str):
+    try:
+        return parse_program(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def path(text: str) -> str:
@@ -210,8 +228,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--impl", default=",".join(IMPLEMENTATIONS), help="comma-separated implementations "
                        f"(default: {','.join(IMPLEMENTATIONS)})")
     add_shape_options(bench, defaults=True)
-    bench.add_argument("--microgpt", metavar="PATH", type=path, help="also time Karpathy's microgpt.py (this file, "
-                       "run unchanged) on the first --ref-steps steps, in the same sitting")
+    bench.add_argument("--program", metavar="NAME=COMMAND", type=program, action="append", default=[],
+                       help="also check and time this program as rung NAME (repeatable): COMMAND is a shell "
+                       "command line, {data} and {steps} in it become the documents' file (also ./input.txt) and "
+                       "the step count ({n_layer}, {n_embd}, {block_size}, {n_head}: the model's shape); it must "
+                       "print a line `step N ... loss X` per step. Its losses are checked against the exact ones "
+                       "over --steps steps, then it is timed as whole runs, (T(N) - T(1)) / (N - 1), N calibrated")
+    bench.add_argument("--microgpt", metavar="PATH", type=path, help="also check and time Karpathy's microgpt.py (this "
+                       "file, run unchanged with this Python): short for --program 'microgpt.py=python -u PATH' "
+                       "with MG_INPUT, MG_STEPS, MG_SAMPLES=0, MG_LAYER, MG_EMBD set for a variant that reads them")
+    bench.add_argument("--baseline", metavar="NAME", help="the rung the speed-ups are relative to (default: "
+                       "microgpt.py when it is a rung, else the python reference)")
+    bench.add_argument("--repeats", type=positive_int, default=DEFAULT_REPEATS, help="timed rounds per program, "
+                       f"interleaved with the other programs; the median is reported (default: {DEFAULT_REPEATS})")
+    bench.add_argument("--min-time", metavar="SECONDS", type=positive_float, default=DEFAULT_MIN_TIME_S,
+                       help="a program's timed steps last at least this long, and at least ten of its start-ups "
+                       f"(default: {DEFAULT_MIN_TIME_S:g})")
+    bench.add_argument("--timeout", metavar="SECONDS", type=positive_float, default=DEFAULT_TIMEOUT_S,
+                       help=f"one run of a program may take this long, else its row fails (default: "
+                       f"{DEFAULT_TIMEOUT_S:g})")
     bench.add_argument("--out", metavar="DIR", type=path, default="ladder", help="where ladder.md and ladder.png "
                        "go (default: ./ladder)")
     commands.add_parser("download", help="print the path of the default dataset, makemore's names.txt, shipped in "
@@ -455,6 +490,11 @@ def cmd_bench(args: argparse.Namespace, argv: Optional[Sequence[str]], out: Cons
     config = make_config(vars(args))
     if args.microgpt is not None and not Path(args.microgpt).is_file():
         raise UsageError(f"--microgpt {args.microgpt}: not a file (the path of microgpt.py)")
+    programs = ([microgpt_program(Path(args.microgpt))] if args.microgpt is not None else []) + args.program
+    baseline = check_rungs(impls, programs, args.baseline)
+    if programs and args.steps <= FEW:
+        raise UsageError(f"--steps must be more than {FEW} with --program or --microgpt (a program's time per step "
+                         f"is T(N) - T({FEW}) over N - {FEW})")
     data_path = Path(args.data) if args.data is not None else default_dataset()
     out_dir = check_bench_outputs(args.out, {"the data file": data_path, "the microgpt.py script": args.microgpt})
     docs = load_docs(data_path)
@@ -462,10 +502,11 @@ def cmd_bench(args: argparse.Namespace, argv: Optional[Sequence[str]], out: Cons
         check_model_size(config, Tokenizer.from_docs(docs).vocab_size)
     except ValueError as exc:
         raise UsageError(f"bad model shape for {data_path}: {exc}") from None
+    timing = Timing(repeats=args.repeats, min_time=args.min_time, timeout=args.timeout)
     with stop_on_signals() as stop:  # a stop signal ends the measuring; what was measured is written
-        rows = run_ladder(docs, config, args.steps, impls, ref_steps=args.ref_steps, microgpt=args.microgpt,
-                          out=out, stop=stop)
-        table = compare(rows)
+        rows = run_ladder(docs, config, args.steps, impls, ref_steps=args.ref_steps, programs=programs,
+                          timing=timing, out=out, stop=stop)
+        table = compare(rows, baseline)
         out.print("", format_table(table))
         command = " ".join([PROG] + list(sys.argv[1:] if argv is None else argv))
         stopped = signal_name(stop.signum) if stop.requested else None
@@ -476,11 +517,28 @@ def cmd_bench(args: argparse.Namespace, argv: Optional[Sequence[str]], out: Cons
     wrote = f"wrote {out_dir / LADDER_TABLE}" + ("" if notes else f" and {out_dir / LADDER_CHART}")
     if stopped is not None:
         measured = sum(row.status == "ok" for row in rows)
-        print_error(f"{PROG}: interrupted by {stopped} after {measured} of {len(impls) + bool(args.microgpt)} "
+        print_error(f"{PROG}: interrupted by {stopped} after {measured} of {len(impls) + len(programs)} "
                     f"implementations; {wrote} (partial)")
         return 128 + stop.signum
     out.print(*notes, wrote)
+    failed = [row.impl for row in rows if row.status.startswith("failed")]
+    if failed:
+        print_error(f"{PROG}: error: {len(failed)} rung(s) failed ({', '.join(failed)}; their rows say why); {wrote}")
+        return EXIT_FAILURE
     return _output_lost(out, str(out_dir / LADDER_TABLE)) if out.lost is not None else EXIT_OK
+
+
+def check_rungs(impls: Sequence[str], programs: Sequence, baseline: Optional[str]) -> Optional[str]:
+    """Every rung's name once, and the baseline one of them (UsageError otherwise); the
+    baseline, None for the default one (chosen once measured: see default_baseline)."""
+    names = list(impls) + [program.name for program in programs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise UsageError(f"two rungs named {', '.join(repeated)}: the --impl names, microgpt.py (--microgpt) and "
+                         "each --program NAME must all differ")
+    if baseline is not None and baseline not in names:
+        raise UsageError(f"--baseline {baseline}: no such rung; the rungs are {', '.join(names)}")
+    return baseline
 
 
 def check_bench_outputs(out: str, inputs: dict) -> Path:

@@ -3,19 +3,22 @@
 Every implementation gets the same initial weights and the same documents in the same
 order (microgpt's seed-42 shuffle and init).  Each runs in a fresh process of its own,
 so its peak memory is its own and a crash or a missing dependency fails only its row.
-Optionally the seed's microgpt.py itself is timed in the same sitting (ladder/microgpt_script.py).
+Other programs (`--program NAME=COMMAND`; `--microgpt PATH` for the seed's microgpt.py) are
+rungs too: checked against the exact losses, then timed as whole processes (programs.py).
 
 Per-step wall times (time.perf_counter) exclude the first, warm-up step.  The slow rows
-(the reference, microgpt.py) run only the first `ref_steps` documents, so the table has two
-time columns: the median over the shared steps 2..ref_steps, which every row ran on the same
-documents and from which every speed-up is computed (a speed-up is the ratio of two cells of
-that column), and the median over all the steps a row ran.
+(the reference) run only the first `ref_steps` documents, so the table has two time columns:
+the median over the shared steps 2..ref_steps, which every built-in row ran on the same
+documents, and the median over all the steps a row ran.  A program's row has its own
+whole-process figure in the first column instead.  Every speed-up is the ratio of the
+baseline's cell of that column to the row's (the baseline: `baseline`, by default
+microgpt.py when it is a rung, else the reference; see default_baseline).
 
 Losses are compared with the reference's, step by step.  Beyond the steps the reference ran,
 the reference curve continues with an exact backend's (cython), and only if that backend's
 losses were float-== to the reference's on every step both ran.
 
-A stop signal (see interrupts.py) ends the ladder at once: the worker measuring is ended,
+A stop signal (see interrupts.py) ends the ladder at once: the worker or program measuring is ended,
 its row is marked stopped, the rows not begun are left out, and the table of what was
 measured is written all the same, headed as partial.  Workers start with SIGINT and SIGHUP
 blocked, so a Ctrl-C or a closed terminal, which reach every process of the terminal's
@@ -39,13 +42,15 @@ from typing import Optional, Sequence, Union
 
 from ..engines import REFERENCE_BACKEND
 from ..config import DEFAULT_LR, DEFAULT_SEED, GPTConfig
-from . import EXACT, IMPLEMENTATIONS, NotInstalled, microgpt_script, trainer_class
+from . import EXACT, IMPLEMENTATIONS, NotInstalled, trainer_class
+from .agreement import FULL_DIGITS, IDENTICAL
+from .programs import FEW, MICROGPT_NAME, Measurement, Program, Timing, measure_programs
 from ..files import write_atomically
 from ..interrupts import StopRequest, signal_name
 from ..output import Console
 from ..params import num_params
 from ..progress import Progress
-from ..training import initialise
+from ..training import initialise, start_run
 
 DEFAULT_REF_STEPS = 20  # the reference takes ~0.1-0.2 s per default step; more is just waiting
 LADDER_TABLE, LADDER_CHART = "ladder.md", "ladder.png"
@@ -60,6 +65,8 @@ class Row:
     step_times: list[float] = field(default_factory=list)  # seconds, steps 2, 3, ... (warm-up excluded)
     losses: list[float] = field(default_factory=list)  # steps 1, 2, ...
     peak_rss_mib: Optional[float] = None
+    command: Optional[str] = None  # a program's command line (None: a built-in implementation)
+    measurement: Optional[Measurement] = None  # a program's check and timing (programs.py)
 
     @property
     def ms_per_step(self) -> Optional[float]:
@@ -113,10 +120,10 @@ def peak_rss_mib() -> Optional[float]:
 
 def run_ladder(docs: Sequence[str], config: GPTConfig, steps: int, impls: Sequence[str],
                ref_steps: int = DEFAULT_REF_STEPS, seed: int = DEFAULT_SEED, lr: float = DEFAULT_LR,
-               microgpt: Optional[Union[str, Path]] = None, out: Optional[Console] = None,
+               programs: Sequence[Program] = (), timing: Timing = Timing(), out: Optional[Console] = None,
                stop: Optional[StopRequest] = None) -> list[Row]:
-    """One Row per implementation, each measured in a fresh process; with `microgpt` (the
-    path of microgpt.py), a last row for the script itself over the first ref_steps steps.
+    """One Row per implementation, each measured in a fresh process, then one per program
+    (programs.py: checked against the exact losses of a `steps`-step run, then timed).
     `out`: where this process prints (default: a Console over stdout); the workers print
     their progress to stdout, each through a Console of its own.  `stop`: once it is
     requested, the measuring ends (see the module docstring) and the rows so far are returned."""
@@ -149,10 +156,30 @@ def run_ladder(docs: Sequence[str], config: GPTConfig, steps: int, impls: Sequen
             row = Row(impl, status=f"stopped ({signal_name(stop.signum)})" if stop.requested else
                       f"failed: worker process exited with code {worker.exitcode}")  # e.g. a C-level crash
         rows.append(row)
-    if microgpt is not None and not stop.requested:
-        rows.append(_measure_script(Path(microgpt), file_order, config, num_params(layout), short, steps, seed, lr,
-                                    out, stop))
+    if programs and not stop.requested:
+        reference = exact_losses(file_order, config, steps, seed, lr)
+        measured = measure_programs(programs, file_order, config, steps, reference, num_params(layout), timing,
+                                    log=out.print, stopped=lambda: stop.requested)
+        rows += [_program_row(program, measurement, stop) for program, measurement in zip(programs, measured)]
     return rows
+
+
+def exact_losses(docs: Sequence[str], config: GPTConfig, steps: int, seed: int, lr: float) -> list[float]:
+    """The reference's losses for a `steps`-step run on `docs` (file order), computed by the
+    compiled engine, which is float-== to the reference by contract (tests/test_parity.py)."""
+    run = start_run(list(docs), config=config, steps=steps, seed=seed, lr=lr)
+    run.train()
+    return list(run.losses)
+
+
+def _program_row(program: Program, measurement: Measurement, stop: StopRequest) -> Row:
+    status = measurement.status
+    if status == "stopped":
+        status = f"stopped ({signal_name(stop.signum)})"
+    elif status == "not begun":
+        status = "failed: not measured"
+    losses = [float(text) for text in measurement.printed] if measurement.agreement else []
+    return Row(program.name, status=status, losses=losses, command=program.command, measurement=measurement)
 
 
 @contextlib.contextmanager
@@ -177,23 +204,6 @@ def _terminal_signals_blocked():
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def _measure_script(path: Path, file_order: list[str], config: GPTConfig, params: int, count: int,
-                    num_steps: int, seed: int, lr: float, out: Console, stop: StopRequest) -> Row:
-    row = Row(microgpt_script.NAME)
-    if (seed, lr) != (DEFAULT_SEED, DEFAULT_LR):
-        row.status = f"skipped: microgpt.py has seed {DEFAULT_SEED} and lr {DEFAULT_LR} written in"
-        return row
-    out.print(f"{microgpt_script.NAME} ({path}): {count} steps")
-    try:
-        row.step_times, row.losses, row.peak_rss_mib = microgpt_script.time_script(
-            path, file_order, config, params, count, num_steps, stopped=lambda: stop.requested)
-    except microgpt_script.Stopped:
-        row.status = f"stopped ({signal_name(stop.signum)})"
-    except (microgpt_script.ScriptError, OSError) as exc:
-        row.status = f"failed: {exc}"
-    return row
 
 
 def _wait_for_row(worker, queue, stop: StopRequest) -> Optional[Row]:
@@ -224,53 +234,83 @@ def reference_losses(rows: list[Row]) -> tuple[list[float], Optional[str]]:
     return list(ref.losses), None
 
 
-def compare(rows: list[Row]) -> list[dict]:
-    """Table cells, one dict per row (see the module docstring and write_outputs' notes)."""
+def default_baseline(rows: Sequence[Row]) -> Optional[str]:
+    """The rung speed-ups are relative to, by default: microgpt.py when it was measured (as in
+    the seed's table and every port's), else the reference, else the first rung measured."""
+    measured = [r.impl for r in rows if r.status == "ok"]
+    for name in (MICROGPT_NAME, REFERENCE_BACKEND):
+        if name in measured:
+            return name
+    return measured[0] if measured else None
+
+
+def compare(rows: list[Row], baseline: Optional[str] = None) -> list[dict]:
+    """Table cells, one dict per row (see the module docstring and write_outputs' notes);
+    speed-ups against the row named `baseline` (default: default_baseline)."""
+    baseline = default_baseline(rows) if baseline is None else baseline
     timed = [len(r.step_times) for r in rows if r.status == "ok" and r.step_times]
-    shared = min(timed, default=0)  # timed steps every row ran: steps 2..shared + 1
-    ms_ref = next((r.ms_over(shared) for r in rows if r.impl == REFERENCE_BACKEND), None)
-    ms_script = next((r.ms_over(shared) for r in rows if r.impl == microgpt_script.NAME), None)
+    shared = min(timed, default=0)  # timed steps every built-in row ran: steps 2..shared + 1
     reference, continued_by = reference_losses(rows)
     ref_steps = next((len(r.losses) for r in rows if r.impl == REFERENCE_BACKEND and r.status == "ok"), 0)
     table = []
     for row in rows:
-        ms = row.ms_over(shared)
+        ms, ms_range = _row_ms(row, shared)
         # the row that continues the reference is compared only where the reference ran
         against = reference[:ref_steps] if row.impl == continued_by else reference
         compared = min(len(row.losses), len(against)) if row.status == "ok" else 0
+        agreement = row.measurement.agreement if row.measurement is not None else None
+        loss_diff = max(abs(a - b) for a, b in zip(row.losses, against)) if compared else None
         table.append({
-            "impl": row.impl, "status": row.status, "shared_steps": shared,
-            "ms_shared": ms, "ms_all": row.ms_per_step if row.status == "ok" else None,
-            "x_python": ms_ref / ms if ms and ms_ref else None,
-            "x_microgpt": ms_script / ms if ms and ms_script else None,
+            "impl": row.impl, "status": row.status, "command": row.command, "shared_steps": shared,
+            "ms": ms, "ms_range": ms_range, "how": _how_timed(row, shared),
+            "ms_all": row.ms_per_step if row.status == "ok" else None, "baseline": baseline,
             "is_reference": row.impl == REFERENCE_BACKEND,
-            "loss_diff": max(abs(a - b) for a, b in zip(row.losses, against)) if compared else None,
-            "loss_steps": compared, "rss": row.peak_rss_mib, "steps": len(row.losses),
+            "agreement": agreement, "loss_diff": loss_diff, "loss_steps": compared,
+            "exact": (agreement.verdict == IDENTICAL and agreement.digits >= FULL_DIGITS if agreement
+                      else row.impl == REFERENCE_BACKEND or loss_diff == 0),
+            "rss": row.peak_rss_mib, "steps": len(row.losses),
         })
+    base_ms = next((c["ms"] for c in table if c["impl"] == baseline), None)
+    for c in table:
+        c["speedup"] = base_ms / c["ms"] if base_ms and c["ms"] and c["ms"] > 0 else None
     return table
 
 
+def _row_ms(row: Row, shared: int) -> tuple[Optional[float], Optional[tuple[float, float]]]:
+    """The row's ms/step for the speed-ups, and its range where it has one (programs)."""
+    if row.measurement is None:
+        return row.ms_over(shared), None
+    return row.measurement.summary() if row.status == "ok" else (None, None)
+
+
+def _how_timed(row: Row, shared: int) -> str:
+    if row.measurement is None:
+        return f"in process, median of steps 2-{shared + 1}" if shared else "-"
+    m = row.measurement
+    if not m.round_ms:
+        return "-"
+    low, high = min(m.round_ms), max(m.round_ms)
+    return (f"whole process, (T({m.timed_steps}) - T({FEW})) / {m.timed_steps - FEW}, median of "
+            f"{len(m.round_ms)} rounds, range {low:.4g}-{high:.4g}")
+
+
 def format_table(table: list[dict]) -> str:
-    shared = table[0]["shared_steps"] if table else 0
-    window = f"steps 2-{shared + 1}" if shared else "shared steps"
-    script = any(c["impl"] == microgpt_script.NAME for c in table)
-    columns = [("implementation", "---"), (f"ms/step, {window} (same documents for all)", "---:"),
-               ("speed-up vs python", "---:")]
-    if script:
-        columns.append(("speed-up vs microgpt.py", "---:"))
-    columns += [("ms/step, all its steps", "---:"), ("steps", "---:"),
-                ("max abs loss diff vs reference (steps compared)", "---"), ("peak RSS (MiB)", "---:"),
-                ("status", "---")]
+    baseline = table[0]["baseline"] if table else None
+    columns = [("implementation", "---"), ("ms/step", "---:"), (f"speed-up vs {baseline}", "---:"),
+               ("how timed", "---"), ("ms/step, all its steps", "---:"), ("steps", "---:"),
+               ("losses vs reference (steps compared)", "---"), ("peak RSS (MiB)", "---:"), ("status", "---")]
     lines = ["| " + " | ".join(name for name, _ in columns) + " |",
              "|" + "|".join(align for _, align in columns) + "|"]
     for c in table:
-        cells = [c["impl"], _number(c["ms_shared"], "{:.4f}"), _ratio(c["x_python"])]
-        if script:
-            cells.append(_ratio(c["x_microgpt"]))
-        cells += [_number(c["ms_all"], "{:.4f}"), str(c["steps"]), _loss_cell(c), _number(c["rss"], "{:.0f}"),
-                  c["status"]]
+        cells = [c["impl"], _number(c["ms"], "{:.4f}"), _ratio(c["speedup"]), c["how"], _number(c["ms_all"], "{:.4f}"),
+                 str(c["steps"]), _loss_cell(c), _number(c["rss"], "{:.0f}"), _cell(c["status"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def _number(value: Optional[float], fmt: str) -> str:
@@ -284,6 +324,8 @@ def _ratio(value: Optional[float]) -> str:
 
 
 def _loss_cell(c: dict) -> str:
+    if c["agreement"] is not None:
+        return c["agreement"].describe()
     if c["is_reference"] and c["status"] == "ok":
         return f"reference ({c['steps']} steps)"
     if c["loss_diff"] is None:
@@ -335,23 +377,27 @@ def write_outputs(out_dir: Path, rows: list[Row], table: list[dict], config: GPT
           f"Model: n_layer={config.n_layer}, n_embd={config.n_embd}, block_size={config.block_size}, "
           f"n_head={config.n_head}", "",
           f"Machine: {environment()}", "", format_table(table), "",
-          f"ms/step, steps 2-{shared + 1}: the median over the steps every row ran, on the same documents "
-          "(step 1 is a warm-up, not timed). Each speed-up is the ratio of two cells of this column: "
-          "the slower implementation's time divided by this row's. "
-          "ms/step, all its steps: the median over every step the row ran (documents differ in length, "
-          "so this can differ from the first column). "
-          "Loss diff: the largest |loss - reference loss| over the steps compared"
-          + (f"; past step {ref_steps} the reference is {continued_by}'s run, whose losses were "
-             f"float-== to python's on all {ref_steps} steps both ran" if continued_by else "")
-          + ". Peak RSS: the whole worker process, interpreter and imports included.", ""]
-    if any(r.impl == microgpt_script.NAME for r in rows):
-        md += ["microgpt.py: the script itself, run unchanged in its own process on the same documents "
-               "(the time between the lines it prints after each step); its losses are read as it prints "
-               "them (the original prints 4 decimals, so a difference up to 5e-05 is only rounding).", ""]
-    else:
-        md += ["microgpt.py itself was not timed in this run. Our pure-Python reference computes the same "
-               "floats but is not microgpt.py and runs at another speed, so a speed-up over python is not "
-               "one over microgpt.py (benchmarks/bench_microgpt.py in the source tree measures the factor).", ""]
+          f"ms/step: for a built-in row, the median over steps 2-{shared + 1}, which every built-in row ran "
+          "on the same documents (step 1 is a warm-up, not timed), inside its worker process; for a "
+          "program, the median over rounds of (T(N) - T(1)) / (N - 1), T(k) being the wall time of a whole "
+          "run of k steps (start-up, data loading and sampling cancel), N calibrated per program so that "
+          "the difference outlasts its start-up ten times (`how timed` gives N, the rounds and their "
+          f"range). Each speed-up is {table[0]['baseline'] if table else '-'}'s ms/step divided by the row's. "
+          "ms/step, all its steps: a built-in row's median over every step it ran (documents differ in "
+          "length, so this can differ from the first column). "
+          "Losses: for a built-in row, the largest |loss - reference loss| over the steps compared"
+          + (f" (past step {ref_steps} the reference is {continued_by}'s run, whose losses were "
+             f"float-== to python's on all {ref_steps} steps both ran)" if continued_by else "")
+          + "; for a program, its printed losses against the exact ones at the precision it printed: "
+          "identical (bit for bit when printed in full, e.g. with repr), agrees to K significant digits, "
+          "or differs from step S. Peak RSS: the whole worker process, interpreter and imports included.", ""]
+    if not any(r.impl == MICROGPT_NAME for r in rows):
+        md += ["microgpt.py itself was not timed in this run (--microgpt PATH adds it). Our pure-Python "
+               "reference computes the same floats but is not microgpt.py and runs at another speed, so a "
+               "speed-up over python is not one over microgpt.py.", ""]
+    programs = [r for r in rows if r.command is not None]
+    if programs:
+        md += ["Programs:", "", *[f"- {r.impl}: `{r.command}`" for r in programs], ""]
     text = "\n".join(md).encode("utf-8")
     write_atomically(out_dir / LADDER_TABLE, lambda fh: fh.write(text))
     try:
@@ -376,17 +422,24 @@ def write_outputs(out_dir: Path, rows: list[Row], table: list[dict], config: GPT
 
 
 def _plot_speed(ax, table: list[dict]) -> None:
-    """Bars of the shared-steps column: the one the speed-ups come from."""
-    ok = [c for c in table if c["ms_shared"] is not None]
+    """Bars of the ms/step column, fastest at the top, labelled with the speed-up against the
+    baseline; the rungs whose losses are the reference's bit for bit in one colour, the rest
+    in another."""
+    ok = sorted((c for c in table if c["ms"] is not None and c["ms"] > 0), key=lambda c: c["ms"])
     if not ok:
         return
-    bars = ax.barh([c["impl"] for c in ok], [c["ms_shared"] for c in ok], color="tab:blue")
-    labels = [f"{c['ms_shared']:.3g} ms" + (f" ({c['x_python']:,.0f}x python)" if c["x_python"] else "")
-              for c in ok]
+    colours = ["tab:blue" if c["exact"] else "tab:orange" for c in ok]
+    bars = ax.barh([c["impl"] for c in ok], [c["ms"] for c in ok], color=colours)
+    baseline = ok[0]["baseline"]
+    labels = [f"{c['ms']:.3g} ms" + (f" ({_ratio(c['speedup'])} {baseline})" if c["speedup"] else "") for c in ok]
     ax.bar_label(bars, labels=labels, padding=3, fontsize=8)
     ax.set_xscale("log")
-    ax.set_xlim(right=max(c["ms_shared"] for c in ok) * 300)
-    ax.set_xlabel(f"ms per training step, steps 2-{ok[0]['shared_steps'] + 1} (log scale)")
+    ax.set_xlim(right=max(c["ms"] for c in ok) * 300)
+    ax.set_xlabel("ms per training step (log scale)")
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color="tab:blue", label="exact (bit for bit)"),
+                       Patch(color="tab:orange", label="not exact, or not shown exact")], fontsize=8, loc="lower right")
     ax.invert_yaxis()
 
 

@@ -1,0 +1,140 @@
+"""`cymicrogpt bench --program NAME=COMMAND`: any program as a rung (ladder/programs.py).
+
+The programs here are stand-ins the tests write: a small Python script that prints, per
+step, the exact losses the test computed with cymicrogpt itself (in full, rounded, drifted
+or replaced), or fails in one of the ways a program can.  Nothing asserts a time: the stand-ins
+only have to go through the check, the calibration and the timed rounds.
+"""
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+import cymicrogpt as mg
+from command import TINY, assert_one_error_line, run_command
+from cymicrogpt.config import GPTConfig
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="COMMAND is a POSIX shell command line")
+
+STEPS = 3
+QUICK = ["--steps", STEPS, "--ref-steps", 2, "--impl", "cython", "--repeats", 1, "--min-time", 0.05, *TINY]
+
+# argv: LOSSES FORMAT STEPS [MODE].  Prints `step i loss X` for i = 1..STEPS, X the i-th loss
+# of the file (the last one again past its end) in FORMAT ("r": repr), 5 ms per step.
+STAND_IN = """\
+import sys, time
+losses = [float(x) for x in open(sys.argv[1]).read().split()]
+fmt, steps, mode = sys.argv[2], int(sys.argv[3]), (sys.argv[4:] or [""])[0]
+if mode == "crash":
+    sys.exit("stand-in: it broke")
+if mode == "hang":
+    time.sleep(600)
+if mode == "short":
+    steps -= 1
+step = 0
+while step < steps or mode == "forever":  # forever: ignores its step count, as the original microgpt.py
+    loss = losses[min(step, len(losses) - 1)]
+    if mode == "drift":
+        loss *= 1 + 1e-7 * step
+    if mode == "other":
+        loss += 0.25
+    time.sleep(0.005)
+    step += 1
+    print(f"step {step} / {steps} | loss {repr(loss) if fmt == 'r' else format(loss, fmt)}", flush=True)
+"""
+
+
+@pytest.fixture
+def stand_in(tmp_path: Path, tiny_docs: list[str]):
+    """COMMAND for the stand-in with a mode; the exact losses of the ladder's STEPS-step run
+    (computed here by cymicrogpt on the same documents and model) in its losses file."""
+    script, losses = tmp_path / "stand_in.py", tmp_path / "losses.txt"
+    script.write_text(STAND_IN)
+    run = mg.train(list(tiny_docs), GPTConfig(n_layer=1, n_embd=8, block_size=8, n_head=2), steps=STEPS)
+    losses.write_text("\n".join(map(repr, run.losses)))
+
+    def command(fmt: str = "r", mode: str = "") -> str:
+        return f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} {shlex.quote(str(losses))} {fmt} {{steps}} {mode}"
+
+    return command
+
+
+def bench(data: Path, out: Path, *extra, timeout: float = 120):
+    return run_command("bench", "--data", data, "--out", out, *QUICK, *extra, timeout=timeout)
+
+
+def row(table: str, name: str) -> list[str]:
+    line = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
+    return [cell.strip() for cell in line.strip("|").split(" | ")]
+
+
+def test_programs_are_checked_at_the_precision_they_print_then_timed(tmp_path, tiny_data_file, stand_in):
+    done = bench(tiny_data_file, tmp_path / "out",
+                 "--program", f"full={stand_in('r')}", "--program", f"rounded={stand_in('.4f')}",
+                 "--program", f"drifted={stand_in('r', 'drift')}", "--program", f"other={stand_in('.4f', 'other')}",
+                 "--program", f"unbounded={stand_in('r', 'forever')}")
+    assert done.returncode == 0, done.stderr
+    table = (tmp_path / "out" / "ladder.md").read_text()
+    assert "| speed-up vs python |" not in table  # no reference among the rungs: the first one measured
+    assert "| speed-up vs cython |" in table
+    expected = {"full": "identical, bit for bit (3 steps)", "rounded": "identical, to the 5 digits printed (3 steps)",
+                "other": "differs from step 1 of 3", "unbounded": "identical, bit for bit (3 steps)"}
+    for name, losses in expected.items():
+        cells = row(table, name)
+        assert cells[6] == losses and cells[-1] == "ok", cells
+        assert cells[3].startswith("whole process, (T(") and "median of 1 rounds" in cells[3]
+        assert float(cells[1]) > 0 and cells[2].endswith("x")
+    assert row(table, "drifted")[6].startswith("agrees to ") and "up to step 1 of 3" in row(table, "drifted")[6]
+    assert f"- full: `{stand_in('r')}`" in table  # the command lines, as given
+
+
+@pytest.mark.parametrize("mode, why", [("crash", "exited with code 1 after 0 steps: stand-in: it broke"),
+                                       ("short", f"printed {STEPS - 1} step lines for a run of {STEPS} steps"),
+                                       ("hang", "ran past --timeout 2 s")])
+def test_a_failing_program_fails_its_row_only_and_the_exit_code_says_so(tmp_path, tiny_data_file, stand_in, mode,
+                                                                         why):
+    # --timeout bounds every run, the good program's timed ones too (ten start-ups): only with "hang"
+    timeout = ["--timeout", 2] if mode == "hang" else ["--program", f"good={stand_in('r')}"]
+    done = bench(tiny_data_file, tmp_path / "out", "--program", f"bad={stand_in('r', mode)}", *timeout)
+    assert done.returncode == 1
+    assert_one_error_line(done.stderr, "1 rung(s) failed (bad; their rows say why)", "ladder.md")
+    table = (tmp_path / "out" / "ladder.md").read_text()
+    assert row(table, "bad")[-1] == f"failed: {why}"
+    assert row(table, "cython")[-1] == "ok"  # the rest is measured
+    assert mode == "hang" or row(table, "good")[-1] == "ok"
+
+
+def test_a_command_that_does_not_start_says_so(tmp_path, tiny_data_file):
+    done = bench(tiny_data_file, tmp_path / "out", "--program", "missing=no-such-program-here {steps}")
+    assert done.returncode == 1
+    cells = row((tmp_path / "out" / "ladder.md").read_text(), "missing")
+    assert cells[-1].startswith("failed: exited with code 127 after 0 steps:") and "not found" in cells[-1]
+
+
+def test_the_baseline_can_be_any_rung(tmp_path, tiny_data_file, stand_in):
+    done = bench(tiny_data_file, tmp_path / "out", "--program", f"mine={stand_in()}", "--baseline", "mine")
+    assert done.returncode == 0, done.stderr
+    table = (tmp_path / "out" / "ladder.md").read_text()
+    assert "| speed-up vs mine |" in table
+    assert row(table, "mine")[2] == "1.00x"
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["--program", "no-equals-sign"], ["--program", "has no '='"]),
+    (["--program", "=python3 x.py"], ["--program", "empty name"]),
+    (["--program", "name="], ["--program", "empty command"]),
+    (["--program", "a=true", "--program", "a=false"], ["two rungs named a"]),
+    (["--program", "cython=true"], ["two rungs named cython"]),
+    (["--baseline", "nobody"], ["--baseline nobody: no such rung", "cython"]),
+    (["--program", "a=true", "--steps", "1"], ["--steps must be more than 1"]),
+    (["--repeats", "0"], ["--repeats"]),
+    (["--min-time", "-1"], ["--min-time"]),
+])
+def test_bad_program_options_exit_2_before_anything_runs(tmp_path, tiny_data_file, argv, fragments):
+    done = bench(tiny_data_file, tmp_path / "out", *argv)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert_one_error_line(done.stderr, *fragments)
+    assert not (tmp_path / "out").exists()
