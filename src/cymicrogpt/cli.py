@@ -12,13 +12,15 @@ never lost to a stop it can survive:
 * a closed stdout (``| head``): progress and samples are dropped; with ``--save`` the run
   trains to its end and is saved (exit 0), without it there is nothing to keep and it
   stops at once (exit 141, what a process killed by SIGPIPE reports).  ``bench`` always
-  keeps its product, ladder.md: it measures, writes it and exits as ``train --save`` does.
+  keeps its product, ladder.md: it measures, writes it and exits as ``train --save`` does
+  (exit 1 if a rung failed: its row says why).
 * ``--save`` targets are checked before any training (see files.py).
 
 Exit codes: 0 done, 1 unusable data or checkpoint, divergence or a failed write, 2 bad
 arguments, 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), 141 output
 closed with nothing to keep.  Errors are one line on stderr, ``cymicrogpt: error: ...``,
-never a traceback.  ``cymicrogpt bench`` runs the efficiency ladder (see ladder/bench.py);
+never a traceback.  ``cymicrogpt bench`` runs the efficiency ladder (see ladder/bench.py;
+other programs as rungs: ladder/programs.py);
 ``cymicrogpt download`` prints the path of the default dataset, the names.txt shipped in
 the package (it downloads nothing any more; the name stays for the scripts that call it).
 """
@@ -238,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "file, run unchanged with this Python): short for --program 'microgpt.py=python -u PATH' "
                        "with MG_INPUT, MG_STEPS, MG_SAMPLES=0, MG_LAYER, MG_EMBD set for a variant that reads them")
     bench.add_argument("--baseline", metavar="NAME", help="the rung the speed-ups are relative to (default: "
-                       "microgpt.py when it is a rung, else the python reference)")
+                       "microgpt.py when it was measured, else the python reference)")
     bench.add_argument("--repeats", type=positive_int, default=DEFAULT_REPEATS, help="timed rounds per program, "
                        f"interleaved with the other programs; the median is reported (default: {DEFAULT_REPEATS})")
     bench.add_argument("--min-time", metavar="SECONDS", type=positive_float, default=DEFAULT_MIN_TIME_S,
