@@ -9,13 +9,7 @@ import cymicrogpt as mg
 from cymicrogpt.model import KVCache, forward_backward, gpt
 from cymicrogpt.training import start_run
 
-RSS_SCRIPT = """
-import resource, sys
-import cymicrogpt as mg
-run = mg.train(mg.load_docs(sys.argv[1]), steps=int(sys.argv[2]), backend="cython")
-run.sample(20)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
-"""
+PEAK_RSS = Path(__file__).resolve().parent / "scripts" / "peak_rss.py"
 
 
 def test_arena_grows_to_the_largest_graph_then_stays(names_path):
@@ -38,15 +32,17 @@ def test_arena_grows_to_the_largest_graph_then_stays(names_path):
     assert engine.weight_array.base is params.base  # which never moved: still the same array
 
 
-def peak_rss_kib(names_path, steps):
-    out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(names_path), str(steps)],
+def peak_rss_kib(names_path, steps, *block_size):
+    """(ru_maxrss, VmHWM) in KiB of a fresh process that trains and samples (-1: none)."""
+    out = subprocess.run([sys.executable, str(PEAK_RSS), str(names_path), str(steps), *map(str, block_size)],
                          capture_output=True, text=True, check=True)
-    return int(out.stdout.strip().splitlines()[-1])
+    maxrss, hwm = out.stdout.split()
+    return int(maxrss), int(hwm)
 
 
 def test_peak_rss_of_3000_steps_matches_300_steps(names_path):
     pytest.importorskip("resource", reason="peak RSS is read with the Unix-only resource module")
-    short, long = peak_rss_kib(names_path, 300), peak_rss_kib(names_path, 3000)
+    short, long = peak_rss_kib(names_path, 300)[0], peak_rss_kib(names_path, 3000)[0]
     assert long - short < 4 * 1024, f"300 steps: {short} KiB, 3000 steps: {long} KiB"
 
 
@@ -55,13 +51,7 @@ def test_peak_rss_follows_the_documents_not_block_size(names_path):
 
     Read as VmHWM, the peak of this process's own memory: ru_maxrss would carry over the
     peak of the (large) pytest process that forked it, across the exec."""
-    status = Path("/proc/self/status")
-    if not status.is_file():
+    peak = peak_rss_kib(names_path, 300, 1024)[1]
+    if peak < 0:
         pytest.skip("VmHWM is read from Linux's /proc/self/status")
-    script = RSS_SCRIPT.replace('backend="cython")', 'backend="cython", config=mg.GPTConfig(block_size=1024))')
-    script = script.replace("print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux",
-                            "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])  # KiB")
-    out = subprocess.run([sys.executable, "-c", script, str(names_path), "300"],
-                         capture_output=True, text=True, check=True)
-    peak = int(out.stdout.strip().splitlines()[-1])
     assert peak < 150 * 1024, f"peak RSS {peak} KiB"

@@ -77,7 +77,7 @@ more than 0.54: pow must return p.  The argument, with its conditions:
    and so are 0.0 * 0.0 and |sqrt(+-0.0)|.
 
 The shortcut is only correct where libm's pow carries that documented bound; the caller
-decides where (cymicrogpt.adam detects glibc >= 2.28 at run time) and passes `shortcut`.
+decides where (cymicrogpt.engines.adam detects glibc >= 2.28 at run time) and passes `shortcut`.
 benchmarks/check_pow_shortcut.py compares it with libm pow on 10^8 random and
 constructed near-midpoint inputs.
 """

@@ -1,4 +1,5 @@
-"""The model's vector operations as graph builders: each call appends its nodes in C.
+"""The model's vector operations as graph builders: each call appends its nodes in C;
+and the order templates that replay the depth-first order of a graph shape seen before.
 
 Each op produces exactly the values microgpt's Python expression produces and a graph
 that gives exactly the same gradients.  Three choices keep that true:
@@ -17,18 +18,20 @@ Where microgpt's Python raises (math.log(0.0), a float `**` that overflows), the
 raises the same exception type; each op's docstring says which can and why.
 
 Every op has the same four steps, so that no Python code runs while it writes the arena:
-  1. take its Python objects and room: the output Vec, scratch, arena.reserve() (each of
-     these may run Python: the cyclic GC's finalizers, a switch to another thread);
-  2. validate its handles (after step 1, which may have reset this graph);
-  3. log itself (_arena.log_op: what decides its nodes' shape, so that backward can find
+  1. take its Python objects and room: the output Vec and scratch (which may run Python:
+     the cyclic GC's finalizers, a switch to another thread), then reserve() (which runs
+     none: see Arena.reserve), with its counts from the functions that build the nodes;
+  2. validate its handles (after step 1, whose Python may have reset this graph);
+  3. log itself (log_op: what decides its nodes' shape, so that backward can find
      the order of a graph shape it has seen) and build the nodes in C: `noexcept nogil`
      kernels over the arena's memoryviews;
   4. fill in the output Vec.
 The ops hold the GIL on purpose: an op takes microseconds (releasing the GIL would cost
 more than it frees), and it keeps other threads out of this arena while step 3 runs.
 """
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.math cimport exp, log, pow
-from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.string cimport memcpy
 
 import numpy as np
@@ -36,7 +39,13 @@ import numpy as np
 from cymicrogpt.config import RMSNORM_EPS
 
 from cymicrogpt._arena cimport (Arena, LEAF, UNARY, ADD, SUM, DOT, SUM_LIST, DOT_LIST, add_node, add_edge,
-                                add_target, log_op, log_operand)
+                                cells, pause_gc, resized, resume_gc)
+
+# Templates may hold up to this many bytes per node of the arena's capacity (the arena
+# itself takes ~60; a template ~4 a node of its graph plus its key, ~1 a node): enough for
+# every document length of a names-like corpus, while a corpus of long documents keeps
+# templates only for the lengths it meets first.
+cdef Py_ssize_t TEMPLATE_BYTES_PER_NODE = 32
 
 cdef int64_t last_id = 0  # ids handed out so far, to engines and to graphs (under the GIL)
 
@@ -96,12 +105,18 @@ cdef void dot_rows(double[::1] data,  # IN: rows of w and x; OUT: data[out + r]
         r += 1
 
 
+cdef inline Py_ssize_t softmax_size(Py_ssize_t count, bint one) noexcept nogil:
+    """Nodes softmax_nodes builds: count shifted, count exps, their total, and a
+    total**-1 and a probability for each probability built (one, or all count)."""
+    return 2 * count + 1 + 2 * (1 if one else count)
+
+
 cdef int32_t softmax_nodes(Arena ar, int32_t src, int32_t count, int32_t only) noexcept nogil:
     """Softmax over nodes src..src+count-1; returns the index of the first prob node.
 
     Probability i is node prob_start + 2*i (each follows its own total**-1 node).  With
     only >= 0, builds just that one probability (the others would be nodes no loss
-    depends on).  Needs 4*count + 1 nodes reserved.
+    depends on).  Needs softmax_size(count, only >= 0) nodes reserved.
 
     Nothing here can raise in microgpt either: Python's max() keeps the first element
     unless a later one compares greater, as the loop below does, so every val - max_val
@@ -141,7 +156,7 @@ cdef int32_t softmax_nodes(Arena ar, int32_t src, int32_t count, int32_t only) n
     return prob_start
 
 
-cdef bint all_finite(const double* x, Py_ssize_t n) noexcept nogil:
+cdef bint all_finite(const double[::1] x, Py_ssize_t n) noexcept nogil:
     """No nan or inf in x[0:n]: x[i] - x[i] is +0.0 (all bits 0) for a finite x[i] and nan
     otherwise, so the OR of their bits is 0 exactly when all are finite.  No early exit
     and no floating-point sum: the loop vectorises."""
@@ -153,6 +168,32 @@ cdef bint all_finite(const double* x, Py_ssize_t n) noexcept nogil:
         memcpy(&bits, &difference, sizeof(double))
         bad |= bits
     return bad == 0
+
+
+# --- the op log ---------------------------------------------------------------------------
+# Every op that appends nodes first logs what decides their kinds and non-leaf children:
+# its op code, its integer arguments and, for each operand range, its size and its start,
+# or -1 when the range lies wholly in the fixed nodes (leaves: the search never enters
+# them, so which weight row an op reads does not change the order).  No node value ever
+# decides a kind or a child.  The graph is built by its GraphOps' ops only, from a reset
+# arena, so two graphs with equal logs (and roots) have the same depth-first order, up
+# to nll's probability nodes (see OrderTemplate).  Reserve the entries first.
+cdef inline void log_op(GraphOps ops, int32_t value) noexcept nogil:
+    ops.log[ops.n_log] = value
+    ops.n_log += 1
+
+
+cdef inline void log_operand(GraphOps ops, int32_t start, int32_t size) noexcept nogil:
+    """Two entries: the range's size and start (-1: wholly leaves)."""
+    log_op(ops, size)
+    log_op(ops, -1 if start + size <= ops.arena.n_fixed else start)
+
+
+cdef inline void add_prob_node(GraphOps ops, int32_t prob) noexcept nogil:
+    """Note nll's probability node (reserve it first); nothing when not recording."""
+    if ops.arena.recording:
+        ops.prob_nodes[ops.n_prob_nodes] = prob
+        ops.n_prob_nodes += 1
 
 
 # --- handles -------------------------------------------------------------------------------
@@ -178,6 +219,12 @@ cdef class GraphOps:
     (config.RMSNORM_EPS, microgpt's 1e-5).
     """
 
+    def __cinit__(self):
+        self.arena = Arena()
+        self.templates = {}
+        self.log, self.prob_nodes = cells(<int32_t>0, 256), cells(<int32_t>0, 16)
+        self.scratch = cells(<int32_t>0, 0)
+
     def __init__(self, layout, weights, double rmsnorm_eps=RMSNORM_EPS):
         if not rmsnorm_eps > 0.0 or rmsnorm_eps == float("inf"):
             raise ValueError(f"rmsnorm_eps must be positive and finite, got {rmsnorm_eps!r}")
@@ -188,15 +235,13 @@ cdef class GraphOps:
         cdef Py_ssize_t count = values.shape[0], i
         cdef Mat m
         self.rmsnorm_eps = rmsnorm_eps
-        self.arena = Arena()
-        self.arena.reserve(count, 0)
+        self.reserve(count, 0, 0)
         for i in range(count):
             add_node(self.arena, LEAF, 0, 0, 0, values[i], 0.0)
         self.arena.n_fixed = count
         self.id = new_id()
         self.weights_graph = new_id()
         self.graph = new_id()
-        self.scratch = np.empty(0, np.int32)
         self.matrices = {}
         for slot in layout:
             if slot.offset < 0 or slot.rows <= 0 or slot.cols <= 0 or slot.offset + slot.rows * slot.cols > count:
@@ -204,6 +249,36 @@ cdef class GraphOps:
             m = Mat.__new__(Mat)
             m.start, m.rows, m.cols, m.owner = slot.offset, slot.rows, slot.cols, self.id
             self.matrices[slot.name] = m
+
+    # --- room -------------------------------------------------------------------------
+    cdef int reserve(self, Py_ssize_t nodes, Py_ssize_t edges, Py_ssize_t log_entries,
+                     Py_ssize_t prob_nodes=0) except -1:
+        """Room for `nodes` more nodes and `edges` more edges in the arena, `log_entries`
+        more op log entries and `prob_nodes` more probability nodes.  Runs no Python: the
+        growth of the arena and of these arrays alike (see Arena.reserve)."""
+        if (self.arena.n_nodes + nodes <= self.arena.node_capacity
+                and self.arena.n_edges + edges <= self.arena.edge_capacity
+                and self.n_log + log_entries <= self.log.shape[0]
+                and self.n_prob_nodes + prob_nodes <= self.prob_nodes.shape[0]):
+            return 0
+        cdef int was_enabled = pause_gc()
+        try:
+            self.grow(nodes, edges, log_entries, prob_nodes)
+        finally:
+            resume_gc(was_enabled)
+        return 0
+
+    cdef int grow(self, Py_ssize_t nodes, Py_ssize_t edges, Py_ssize_t log_entries,
+                  Py_ssize_t prob_nodes) except -1:
+        """reserve()'s growth, with the GC paused."""
+        self.arena.reserve(nodes, edges)
+        cdef int32_t[::1] log = self.log, probs = self.prob_nodes
+        if self.n_log + log_entries > log.shape[0]:
+            log = resized(log, self.n_log, 2 * (self.n_log + log_entries))
+        if self.n_prob_nodes + prob_nodes > probs.shape[0]:
+            probs = resized(probs, self.n_prob_nodes, 2 * (self.n_prob_nodes + prob_nodes))
+        self.log, self.prob_nodes = log, probs
+        return 0
 
     # --- handles ------------------------------------------------------------------------
     cdef int check(self, Vec x) except -1:
@@ -223,7 +298,7 @@ cdef class GraphOps:
 
     cdef int32_t[::1] scratch_for(self, Py_ssize_t count):
         if count > self.scratch.shape[0]:
-            self.scratch = np.empty(max(count, 2 * self.scratch.shape[0]), np.int32)
+            self.scratch = cells(<int32_t>0, max(count, 2 * self.scratch.shape[0]))
         return self.scratch
 
     def matrix(self, str name):
@@ -238,15 +313,16 @@ cdef class GraphOps:
         return v
 
     def node_values(self):
-        """NumPy view of every node's value (valid until the arena grows)."""
-        return self.arena.data_array
+        """NumPy view of every node's value (the arena's; fetch it again after a graph is
+        built: a growing arena moves to new memory)."""
+        return self.arena.node_values()
 
     def node_grads(self):
-        return self.arena.grad_array
+        return self.arena.node_grads()
 
     def weight_grads_are_finite(self):
         """Is the gradient of every weight (the fixed nodes) finite?"""
-        return all_finite(&self.arena.grad[0], self.arena.n_fixed)
+        return all_finite(self.arena.grad, self.arena.n_fixed)
 
     @property
     def num_nodes(self):
@@ -259,36 +335,37 @@ cdef class GraphOps:
 
     @property
     def order_templates(self):
-        """How many graph shapes have a kept depth-first order (see _arena.OrderTemplate)."""
-        return len(self.arena.templates)
+        """How many graph shapes have a kept depth-first order (see OrderTemplate)."""
+        return len(self.templates)
 
     @property
     def order_replays(self):
         """How many backward passes replayed a kept order instead of searching."""
-        return self.arena.replays
+        return self.replays
 
     # --- graph ops ----------------------------------------------------------------------
     def begin_sequence(self, bint record=True):
         """Forget the previous sequence's graph; record a new one (or only values)."""
-        self.arena.reset()  # room for the log's first entries: its array is never empty
+        self.arena.reset()
+        self.n_log = self.n_prob_nodes = 0  # room for the log's first entries: its array is never empty
         self.arena.recording = record
-        log_op(self.arena, OP_BEGIN)
-        log_op(self.arena, record)
+        log_op(self, OP_BEGIN)
+        log_op(self, record)
         self.graph = new_id()
 
     def add(self, Vec a, Vec b):
         """a + b elementwise (the residual connection, token + position embedding)."""
         cdef Vec out = Vec.__new__(Vec)
         cdef Arena ar = self.arena
-        ar.reserve(a.size, 0, 5)
+        self.reserve(a.size, 0, 5)
         self.check(a)
         self.check(b)
         if a.size != b.size:
             raise ValueError(f"add: sizes differ ({a.size} and {b.size})")
         cdef int32_t i, start = <int32_t>ar.n_nodes
-        log_op(ar, OP_ADD)
-        log_operand(ar, a.start, a.size)
-        log_operand(ar, b.start, b.size)
+        log_op(self, OP_ADD)
+        log_operand(self, a.start, a.size)
+        log_operand(self, b.start, b.size)
         for i in range(a.size):
             add_node(ar, ADD, a.start + i, b.start + i, 0, ar.data[a.start + i] + ar.data[b.start + i], 0.0)
         out.start, out.size, out.owner, out.graph = start, a.size, self.id, self.graph
@@ -298,15 +375,15 @@ cdef class GraphOps:
         """w @ x: one DOT node per output row (microgpt's sum(wi * xi for ...))."""
         cdef Vec out = Vec.__new__(Vec)
         cdef Arena ar = self.arena
-        ar.reserve(w.rows, 0, 4)
+        self.reserve(w.rows, 0, 4)
         self.check(x)
         self.check_matrix(w)
         if x.size != w.cols:
             raise ValueError(f"linear: input has {x.size} features, matrix expects {w.cols}")
         cdef int32_t r, start = <int32_t>ar.n_nodes
-        log_op(ar, OP_LINEAR)
-        log_op(ar, w.rows)  # its rows are weights: leaves
-        log_operand(ar, x.start, x.size)
+        log_op(self, OP_LINEAR)
+        log_op(self, w.rows)  # its rows are weights: leaves
+        log_operand(self, x.start, x.size)
         for r in range(w.rows):  # out: (rows,), row r's children (w[r, j], x[j]) pairwise
             add_node(ar, DOT, w.start + r * w.cols, x.start, w.cols, 0.0, 0.0)
         dot_rows(ar.data, w.start, w.cols, x.start, start, w.rows)
@@ -317,12 +394,12 @@ cdef class GraphOps:
         """max(0, x): local gradient float(x > 0).  NaN gives 0, as max(0, nan) does."""
         cdef Vec out = Vec.__new__(Vec)
         cdef Arena ar = self.arena
-        ar.reserve(x.size, 0, 3)
+        self.reserve(x.size, 0, 3)
         self.check(x)
         cdef int32_t i, start = <int32_t>ar.n_nodes
         cdef double v
-        log_op(ar, OP_RELU)
-        log_operand(ar, x.start, x.size)
+        log_op(self, OP_RELU)
+        log_operand(self, x.start, x.size)
         for i in range(x.size):
             v = ar.data[x.start + i]
             add_node(ar, UNARY, x.start + i, 0, 0, v if v > 0 else 0.0, 1.0 if v > 0 else 0.0)
@@ -337,10 +414,10 @@ cdef class GraphOps:
         <= 0 could make it 0 or negative: __init__ refuses one.)"""
         cdef Vec out = Vec.__new__(Vec)
         cdef Arena ar = self.arena
-        ar.reserve(x.size + 4, 0, 3)
+        self.reserve(x.size + 4, 0, 3)
         self.check(x)
-        log_op(ar, OP_RMSNORM)
-        log_operand(ar, x.start, x.size)
+        log_op(self, OP_RMSNORM)
+        log_operand(self, x.start, x.size)
         cdef int32_t i, n = x.size, sum_sq, ms, shifted, scale, start
         # len(x)**-1 is an int raised to a negative int: Python computes it with float pow
         cdef double inv_n = pow(<double>n, -1.0), v
@@ -374,7 +451,7 @@ cdef class GraphOps:
         cdef Arena ar = self.arena
         # scratch: key starts [0, T), value starts [T, 2T), weight starts [2T, 2T+n_head)
         cdef int32_t[::1] at = self.scratch_for(2 * T + n_head)
-        ar.reserve(n_head * (6 * T + 1) + n, 2 * T * n, 4 + 4 * T)
+        self.reserve(n_head * (2 * T + softmax_size(T, False)) + n, 2 * T * n, 4 + 4 * T)
         self.check(q)
         if len(keys) != T or len(values) != T:
             raise RuntimeError("attention: the key or value list changed during the call")
@@ -394,11 +471,11 @@ cdef class GraphOps:
         # head_dim**0.5 is a float pow; "/ s" on a Value is "* s**-1"
         cdef double inv_sqrt = pow(pow(<double>hd, 0.5), -1.0), acc
         cdef int32_t h, j, o, hs, logit_start, scaled_start, start, e
-        log_op(ar, OP_ATTENTION)
-        log_op(ar, n_head)
-        log_operand(ar, q.start, n)
+        log_op(self, OP_ATTENTION)
+        log_op(self, n_head)
+        log_operand(self, q.start, n)
         for t in range(2 * T):  # keys, then values (all of size n)
-            log_operand(ar, at[t], n)
+            log_operand(self, at[t], n)
         for h in range(n_head):
             hs = h * hd
             logit_start = <int32_t>ar.n_nodes
@@ -430,14 +507,14 @@ cdef class GraphOps:
         (its exp underflowed).  A NaN probability gives a NaN loss, as math.log(nan)."""
         cdef Vec out = Vec.__new__(Vec)
         cdef Arena ar = self.arena
-        ar.reserve(3 * logits.size + 5, 0, 3, 1)
+        self.reserve(softmax_size(logits.size, True) + 2, 0, 3, 1)
         self.check(logits)
         if not 0 <= target < logits.size:
             raise IndexError(f"target {target} out of range for {logits.size} logits")
-        log_op(ar, OP_NLL)  # not the target: see _arena.OrderTemplate
-        log_operand(ar, logits.start, logits.size)
+        log_op(self, OP_NLL)  # not the target: see OrderTemplate
+        log_operand(self, logits.start, logits.size)
         cdef int32_t prob = softmax_nodes(ar, logits.start, logits.size, <int32_t>target), lg
-        add_target(ar, prob)  # its first child depends on the target: see OrderTemplate
+        add_prob_node(self, prob)  # its first child depends on the target: see OrderTemplate
         cdef double p = ar.data[prob]
         if p == 0.0:
             raise ValueError(f"math domain error: log of probability {p!r}")
@@ -453,7 +530,7 @@ cdef class GraphOps:
         if n == 0:
             raise ValueError("mean of no losses")
         cdef Arena ar = self.arena
-        ar.reserve(2, n, 2 + n)
+        self.reserve(2, n, 2 + n)
         if len(losses) != n:
             raise RuntimeError("mean: the list of losses changed during the call")
         cdef Vec x
@@ -462,11 +539,11 @@ cdef class GraphOps:
             x = losses[i]
             self.check(x)
         cdef int32_t e = <int32_t>ar.n_edges, total
-        log_op(ar, OP_MEAN)
-        log_op(ar, <int32_t>n)
+        log_op(self, OP_MEAN)
+        log_op(self, <int32_t>n)
         for i in range(n):
             x = losses[i]
-            log_op(ar, x.start)  # scalars: their starts
+            log_op(self, x.start)  # scalars: their starts
             acc = acc + ar.data[x.start]
             add_edge(ar, x.start)
         total = add_node(ar, SUM_LIST, e, 0, <int32_t>n, acc, 0.0)
@@ -480,7 +557,7 @@ cdef class GraphOps:
         self.check(loss)
         if loss.size != 1:
             raise ValueError("backward needs a scalar (size-1) vector")
-        self.arena.backward_cached(loss.start)
+        self.backward_cached(loss.start)
         return self.arena.data[loss.start]
 
     def probs(self, Vec logits, temperature):
@@ -490,12 +567,12 @@ cdef class GraphOps:
         cdef double inv_t = temperature ** -1
         cdef Arena ar = self.arena
         cdef int32_t count = logits.size
-        ar.reserve(5 * count + 2, 0, 3)
+        self.reserve(count + softmax_size(count, False), 0, 3)
         self.check(logits)
         cdef bint was_recording = ar.recording
         cdef int32_t i, src, prob
-        log_op(ar, OP_PROBS)
-        log_operand(ar, logits.start, count)
+        log_op(self, OP_PROBS)
+        log_operand(self, logits.start, count)
         ar.recording = False
         src = <int32_t>ar.n_nodes
         for i in range(count):
@@ -503,3 +580,165 @@ cdef class GraphOps:
         prob = softmax_nodes(ar, src, count, -1)
         ar.recording = was_recording
         return [ar.data[prob + 2 * i] for i in range(count)]
+
+
+    # --- backward, with the order of a graph shape seen before ----------------------------
+    cdef bytes shape_key(self, int32_t root):
+        """The current graph's shape: its op log and the root, as bytes (a dict key)."""
+        cdef bytes key = PyBytes_FromStringAndSize(NULL, sizeof(int32_t) * (self.n_log + 1))
+        cdef char* raw = PyBytes_AS_STRING(key)
+        memcpy(raw, &root, sizeof(int32_t))
+        if self.n_log:
+            memcpy(raw + sizeof(int32_t), &self.log[0], sizeof(int32_t) * self.n_log)
+        return key
+
+    cdef int backward_cached(self, int32_t root) except -1:
+        """backward(root), with the order replayed from the template of this graph's shape
+        when there is one; otherwise searched, and kept as a template (within budget).
+        Runs no Python (the GC is paused while the key and a template are allocated): the
+        graph cannot change under it."""
+        cdef Arena ar = self.arena
+        cdef OrderTemplate template
+        cdef bint known
+        cdef Py_ssize_t count = -1
+        cdef int was_enabled = pause_gc()
+        try:
+            key = self.shape_key(root)
+            template = self.templates.get(key)
+            known = template is not None
+            if not known:
+                template = self.new_template()  # None when over budget
+        finally:
+            resume_gc(was_enabled)
+        if known:
+            count = template.replay(ar)
+            if count >= 0:
+                self.replays += 1
+                ar.pass_gradients(root, template.order, count)
+                return 0
+        count = ar.topological_order(root)
+        ar.pass_gradients(root, ar.order, count)
+        if template is not None and not known and template.capture(ar, self.prob_nodes[:self.n_prob_nodes], count):
+            self.templates[key] = template
+        return 0
+
+    cdef OrderTemplate new_template(self):
+        """Empty arrays sized for the current graph; None when over the memory budget."""
+        cdef Py_ssize_t m = self.arena.n_nodes - self.arena.n_fixed
+        cdef Py_ssize_t size = sizeof(int32_t) * (m + 2 * self.n_prob_nodes + self.n_log + 1)
+        if m == 0 or self.template_bytes + size > TEMPLATE_BYTES_PER_NODE * self.arena.node_capacity:
+            return None  # (no nodes but the weights: nothing to replay)
+        self.template_bytes += size
+        cdef OrderTemplate t = OrderTemplate.__new__(OrderTemplate)
+        t.order = cells(<int32_t>0, m)
+        t.prob_nodes, t.runs = cells(<int32_t>0, self.n_prob_nodes), cells(<int32_t>0, self.n_prob_nodes)
+        return t
+
+
+# --- order templates -------------------------------------------------------------------------
+cdef class OrderTemplate:
+    """One graph shape's depth-first order (see _ops.pxd), found by its shape key."""
+
+    cdef bint capture(self, Arena ar, const int32_t[::1] prob_nodes, Py_ssize_t count) noexcept nogil:
+        """Keep the order ar's search just found (count entries) for a graph with these
+        probability nodes.  False when the arrays do not fit the graph or a probability
+        node's triples are not where replay() would rewrite them (the graph is not the
+        pattern): then no template is kept."""
+        cdef const int32_t[::1] order = ar.order
+        cdef int32_t[::1] position = ar.cursor  # the search's scratch, free now
+        cdef Py_ssize_t i, k
+        cdef int32_t p
+        if prob_nodes.shape[0] != self.prob_nodes.shape[0] or count > self.order.shape[0]:
+            return False
+        for k in range(count):
+            position[order[k]] = <int32_t>k
+        for i in range(prob_nodes.shape[0]):
+            p = prob_nodes[i]
+            if i > 0 and p <= prob_nodes[i - 1]:
+                return False
+            self.prob_nodes[i] = p
+            self.runs[i] = triples_run(ar, p, order, position, count, ar.stack)  # the search's scratch, free now
+            if self.runs[i] < 0:
+                return False
+        self.order[:count] = order[:count]
+        self.count = count
+        return True
+
+    cdef Py_ssize_t replay(self, Arena ar) noexcept nogil:
+        """Make the kept order ar's: rewrite each probability node's run (in self.order, in
+        place) for the target ar's graph has; the order's length, or -1 if a target is out
+        of range."""
+        cdef int32_t p, es, size, target
+        cdef Py_ssize_t i
+        for i in range(self.prob_nodes.shape[0]):
+            p = self.prob_nodes[i]
+            es, size = exp_range(ar, p)
+            target = ar.a[p] - es
+            if not 0 <= target < size:
+                return -1
+            write_run(ar, es, size, target, self.order[self.runs[i]:])
+        return self.count
+
+
+cdef inline (int32_t, int32_t) exp_range(Arena ar, int32_t p) noexcept nogil:
+    """First exp node and count of the softmax whose probability node is p
+    (p = e_t * inv, inv = total**-1, total = SUM of the exps)."""
+    cdef int32_t total = ar.a[ar.b[p]]
+    return ar.a[total], ar.n[total]
+
+
+cdef inline void write_run(Arena ar, int32_t es, int32_t size, int32_t target,
+                           int32_t[::1] out,  # OUT (3 * size,)
+                           ) noexcept nogil:
+    """A target's run: triples (logit, shifted, exp), the target's first, then every other
+    token's in ascending order (es: the first exp node, size: the vocabulary)."""
+    cdef const int32_t[::1] a = ar.a
+    cdef int32_t k, token, e
+    for k in range(size):
+        token = target if k == 0 else (k - 1 if k <= target else k)
+        e = es + token
+        out[3 * k] = a[a[e]]
+        out[3 * k + 1] = a[e]
+        out[3 * k + 2] = e
+
+
+cdef int32_t triples_run(Arena ar, int32_t p, const int32_t[::1] order, const int32_t[::1] position,
+                         Py_ssize_t count,
+                         int32_t[::1] scratch,  # OUT: room for a run (3V entries)
+                         ) noexcept nogil:
+    """Where the search put probability node p's run of triples (see _ops.pxd), or -1
+    when the graph around p is not the pattern that makes replay() exact:
+    p = DOT(e_t, inv), inv = UNARY(total), total = SUM(e_0..e_{V-1}), e_i = UNARY(s_i),
+    s_i = UNARY(l_i), and every l_i a DOT of a weight row (leaves) with one shared input
+    range, so that whichever logit the search reaches first, it finds the same subtree
+    under it and posts every other logit at once; and the search put all of it, in
+    that order, just before total, inv, p."""
+    cdef const uint8_t[::1] kind = ar.kind
+    cdef const int32_t[::1] a = ar.a, b = ar.b, n = ar.n
+    cdef int32_t inv, total, es, count_v, target, e, l, l0, k, start, i
+    if not (ar.n_fixed <= p < ar.n_nodes and kind[p] == DOT and n[p] == 1):
+        return -1
+    inv = b[p]
+    if kind[inv] != UNARY or kind[a[inv]] != SUM:
+        return -1
+    total = a[inv]
+    es, count_v = exp_range(ar, p)
+    target = a[p] - es
+    if not 0 <= target < count_v:
+        return -1
+    l0 = a[a[es]]
+    for e in range(es, es + count_v):
+        if kind[e] != UNARY or kind[a[e]] != UNARY:
+            return -1
+        l = a[a[e]]
+        if kind[l] != DOT or b[l] != b[l0] or n[l] != n[l0] or a[l] + n[l] > ar.n_fixed:
+            return -1
+    k = position[p]
+    start = k - 2 - 3 * count_v
+    if not (start >= 0 and k < count and order[k] == p and order[k - 1] == inv and order[k - 2] == total):
+        return -1
+    write_run(ar, es, count_v, target, scratch)
+    for i in range(3 * count_v):
+        if order[start + i] != scratch[i]:
+            return -1
+    return start

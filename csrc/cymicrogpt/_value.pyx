@@ -7,7 +7,8 @@ gradient), the same operators (reflected ones too), `exp log relu`, `.data .grad
 included as local gradients), so `.data` and `.grad` come out bit-identical.  As in
 microgpt, every local gradient is fixed when its node is built: changing an operand's
 `.data` afterwards changes no gradient (a product stores both factors' values, a
-GRAD_LIST node).  Values are handles onto nodes of one module-wide arena.
+GRAD_LIST node).  Values are handles onto nodes of one arena, owned with everything else
+Value keeps by one object, the module's ValueGraph.
 
 Memory: a node lives while a Value refers to it or to a node computed from it.  The
 nodes above the last one that has a Value are dropped as soon as that Value dies (see
@@ -20,8 +21,8 @@ see `graph_size()` and `collect()`.
 
 Threads: one arena serves every thread, and every op (node creation, backward, a
 collection) runs in C holding the GIL from the moment it has its room to its last
-store: Python runs only while an op takes its room (make_room), and an op reads its
-operands' node indices after that.  So Values from any threads may be mixed in one
+store: an op takes its Value object first (which may run Python: the GC), then its room
+(which runs none: see Arena.reserve), and reads its operands' node indices after that.  So Values from any threads may be mixed in one
 graph, and each op is atomic: concurrent threads see some interleaving of whole ops.
 (Free-threaded builds would need a lock around the same sections: pyproject.toml.)
 
@@ -46,15 +47,13 @@ from cpython.ref cimport Py_DECREF, PyObject, Py_TYPE
 from cpython.type cimport PyType_HasFeature
 from libc.stdint cimport int32_t, uint8_t, uint32_t
 from libc.stdlib cimport realloc
-from libc.string cimport memcmp, memcpy, memset
+from libc.string cimport memcmp, memset
 
 import math
 from numbers import Real
 
-import numpy as np
-
-from cymicrogpt._arena cimport (Arena, NodeKind, LEAF, UNARY, ADD, GRAD_LIST, add_node,
-                                add_graded_edge)
+from cymicrogpt._arena cimport (Arena, cell, LEAF, UNARY, ADD, GRAD_LIST, add_node, add_graded_edge,
+                                cells, child, child_count, pause_gc, resume_gc)
 
 # Nodes; below this the arena is never collected.  A collection costs in proportion to
 # the arena's nodes: micrograd's demo MLP (~65k nodes a step, benchmarks/bench_value.py)
@@ -62,155 +61,7 @@ from cymicrogpt._arena cimport (Arena, NodeKind, LEAF, UNARY, ADD, GRAD_LIST, ad
 # 61.8M at 2^18 (callgrind, steps 2-9), in an arena of the same capacity (2^17 nodes).
 MIN_COLLECT_AT = 1 << 17
 
-cdef Arena tape = Arena()
-# handles[i]: the Value of node i (borrowed), or NULL.  A plain pointer table: it holds
-# no Python references, and growing it (realloc) runs no Python.  Its capacity is never
-# below the arena's (make_room keeps them in step).
-cdef PyObject** handles = NULL
-cdef Py_ssize_t handles_capacity = 0
-cdef Py_ssize_t collect_at = MIN_COLLECT_AT
-
-
-cdef inline int make_room(Py_ssize_t nodes, Py_ssize_t edges) except -1:
-    """Room for `nodes` nodes and `edges` edges; runs Python only when the room is not
-    there yet (see make_room_slowly)."""
-    if (tape.n_nodes + nodes <= collect_at and tape.n_nodes + nodes <= tape.node_capacity
-            and tape.n_edges + edges <= tape.edge_capacity):
-        return 0
-    return make_room_slowly(nodes, edges)
-
-
-cdef int make_room_slowly(Py_ssize_t nodes, Py_ssize_t edges) except -1:
-    """Reserve arena room (collecting garbage first when due) and keep handles[] in step.
-
-    tape.reserve() may run Python (see Arena.reserve), which may build or free Values
-    and even collect: callers read their operands' node indices only after this returns,
-    and run no Python between it and their add_node()."""
-    global handles, handles_capacity, collect_at
-    if tape.n_nodes + nodes > collect_at:
-        collect_garbage()
-        collect_at = max(MIN_COLLECT_AT, 2 * tape.n_nodes)
-    tape.reserve(nodes, edges)
-    cdef PyObject** grown
-    if tape.node_capacity > handles_capacity:
-        grown = <PyObject**>realloc(handles, tape.node_capacity * sizeof(PyObject*))
-        if grown == NULL:
-            raise MemoryError()
-        memset(grown + handles_capacity, 0, (tape.node_capacity - handles_capacity) * sizeof(PyObject*))
-        handles, handles_capacity = grown, tape.node_capacity
-    return 0
-
-
-cdef inline void push_unmarked(int32_t c, uint32_t epoch, Py_ssize_t* top) noexcept:
-    if tape.mark[c] != epoch:
-        tape.mark[c] = epoch
-        tape.stack[top[0]] = c
-        top[0] += 1
-
-
-cdef Py_ssize_t collect_garbage() noexcept:
-    """Drop nodes no live Value can reach; compact the rest in order.  Returns live count.
-
-    Values build LEAF, UNARY (child a), ADD (children a, b) and GRAD_LIST nodes (children
-    edges[a..a+n)).  C only."""
-    cdef Py_ssize_t n = tape.n_nodes, i, k, top, live = 0, live_edges = 0
-    cdef int32_t v
-    cdef uint8_t kind
-    cdef int32_t[::1] new_index = tape.order  # scratch: old index -> new index
-    cdef uint32_t epoch = tape.next_epoch()
-    # mark: every node reachable from a node that has a Value
-    for i in range(n):
-        if handles[i] == NULL or tape.mark[i] == epoch:
-            continue
-        top = 0
-        push_unmarked(<int32_t>i, epoch, &top)
-        while top > 0:
-            top -= 1
-            v = tape.stack[top]
-            kind = tape.kind[v]
-            if kind == UNARY or kind == ADD:
-                push_unmarked(tape.a[v], epoch, &top)
-            if kind == ADD:
-                push_unmarked(tape.b[v], epoch, &top)
-            elif kind == GRAD_LIST:
-                for k in range(tape.a[v], tape.a[v] + tape.n[v]):
-                    push_unmarked(tape.edges[k], epoch, &top)
-    # compact: children always precede their parents, so new_index[child] is known; a
-    # GRAD_LIST node's edges follow its predecessors' (each op appends its node and its
-    # edges at once), so the edges compact in the same pass
-    for i in range(n):
-        if tape.mark[i] != epoch:
-            continue
-        new_index[i] = <int32_t>live
-        kind = tape.kind[i]
-        tape.data[live] = tape.data[i]
-        tape.grad[live] = tape.grad[i]
-        tape.aux[live] = tape.aux[i]
-        tape.kind[live] = kind
-        tape.n[live] = tape.n[i]
-        tape.a[live] = new_index[tape.a[i]] if kind == UNARY or kind == ADD else 0
-        tape.b[live] = new_index[tape.b[i]] if kind == ADD else 0
-        if kind == GRAD_LIST:
-            tape.a[live] = <int32_t>live_edges
-            for k in range(tape.a[i], tape.a[i] + tape.n[i]):
-                tape.edges[live_edges] = new_index[tape.edges[k]]
-                tape.edge_grad[live_edges] = tape.edge_grad[k]
-                live_edges += 1
-        handles[live] = handles[i]
-        if handles[live] != NULL:
-            (<Value>handles[live]).index = <int32_t>live
-        live += 1
-    for i in range(live, n):
-        handles[i] = NULL
-    tape.n_nodes = live
-    tape.n_edges = live_edges
-    return live
-
-
-cdef void drop_dead_top() noexcept:
-    """Drop the nodes above the last one that has a Value: no live Value reaches them.
-
-    A node is reachable only from itself and the nodes built after it (children precede
-    their parents), so with no Value at or above node k, nodes k.. are garbage.  When a
-    training step's Values die, this gives its whole graph back at once, with no
-    collection: the next step is built in the same (cache-warm) memory.  A GRAD_LIST
-    node's edges were appended with it, after every earlier node's: they go too.  C only."""
-    cdef Py_ssize_t top = tape.n_nodes, i
-    while top > 0 and handles[top - 1] == NULL:
-        top -= 1
-    for i in range(top, tape.n_nodes):  # the edges go from the first dropped GRAD_LIST node's on
-        if tape.kind[i] == GRAD_LIST:
-            tape.n_edges = tape.a[i]
-            break
-    tape.n_nodes = top
-
-
-def orders_reused() -> int:
-    """Backward passes so far that reused the last search's order (see SearchedGraph)."""
-    return last_search.reuses
-
-
-def collect() -> int:
-    """Free every node no live Value can reach, now; returns the number of nodes kept."""
-    return collect_garbage()
-
-
-def graph_size() -> int:
-    """Nodes currently held by the arena (live or not yet collected)."""
-    return tape.n_nodes
-
-
-cdef inline int32_t node(Value v) except -1:
-    """v's node index; a Value made with Value.__new__ and no data has none."""
-    if v.index < 0:
-        raise ValueError("this Value was never initialised (use Value(x))")
-    return v.index
-
-
-cdef inline Value bind(Value out, int32_t i):
-    out.index = i
-    handles[i] = <PyObject*>out
-    return out
+cdef class Value
 
 
 # --- allocation: a freelist of our own -----------------------------------------------
@@ -254,19 +105,185 @@ cdef extern from *:
     Value owned "cymicrogpt_owned" (PyObject* o)
     PyObject* revive "cymicrogpt_revive" (PyObject* o, PyTypeObject* type)
 
-cdef PyObject* spares[SPARE_SLOTS]
-cdef Py_ssize_t n_spares = 0
+
+cdef class SearchedGraph
 
 
-cdef inline Value new_value():
+cdef class ValueGraph(Arena):
+    """The graph every Value lives in: an arena that also knows which Value holds which
+    node, keeps the spare Value objects, when to collect, and the last search's layout.
+    One per process (`graph` below); every Value op and backward goes through it.  (An
+    Arena itself, not a holder of one: each op then reaches the nodes through one
+    pointer, as it did when these were module globals.)"""
+    # handles[i]: the Value of node i (borrowed), or NULL.  A plain pointer table: it holds
+    # no Python references, and growing it (realloc) runs no Python.  Its capacity is never
+    # below the arena's (make_room keeps them in step).
+    cdef PyObject** handles
+    cdef Py_ssize_t handles_capacity
+    cdef Py_ssize_t collect_at  # nodes: above this, make_room collects first
+    cdef PyObject* spares[SPARE_SLOTS]  # dead Values kept for reuse (see new_value), up to SPARES
+    cdef Py_ssize_t n_spares
+    cdef SearchedGraph last_search  # the layout and order of the last search (see SearchedGraph)
+
+    def __cinit__(self):
+        self.collect_at = MIN_COLLECT_AT
+        self.last_search = SearchedGraph()
+        self.grow_handles()
+
+    cdef int grow_handles(self) except -1:
+        """handles[] as large as the arena (new entries NULL); realloc, no Python."""
+        cdef Py_ssize_t capacity = self.node_capacity
+        if capacity <= self.handles_capacity:
+            return 0
+        cdef PyObject** grown = <PyObject**>realloc(self.handles, capacity * sizeof(PyObject*))
+        if grown == NULL:
+            raise MemoryError()
+        memset(grown + self.handles_capacity, 0, (capacity - self.handles_capacity) * sizeof(PyObject*))
+        self.handles, self.handles_capacity = grown, capacity
+        return 0
+
+
+cdef ValueGraph graph = ValueGraph()
+
+
+cdef inline int make_room(ValueGraph g, Py_ssize_t nodes, Py_ssize_t edges) except -1:
+    """Room for `nodes` nodes and `edges` edges.  Runs no Python (see make_room_slowly)."""
+    if (g.n_nodes + nodes <= g.collect_at and g.n_nodes + nodes <= g.node_capacity
+            and g.n_edges + edges <= g.edge_capacity):
+        return 0
+    return make_room_slowly(g, nodes, edges)
+
+
+cdef int make_room_slowly(ValueGraph g, Py_ssize_t nodes, Py_ssize_t edges) except -1:
+    """Collect garbage first when due, grow the arena, keep handles[] in step: all in C
+    (the arena's growth runs no Python: Arena.reserve)."""
+    if g.n_nodes + nodes > g.collect_at:
+        collect_garbage(g)
+        g.collect_at = max(MIN_COLLECT_AT, 2 * g.n_nodes)
+    g.reserve(nodes, edges)
+    return g.grow_handles()
+
+
+cdef Py_ssize_t collect_garbage(ValueGraph g) noexcept:
+    """Drop nodes no live Value can reach; compact the rest in order.  Returns live count.
+
+    Values build LEAF, UNARY (child a), ADD (children a, b) and GRAD_LIST nodes (children
+    edges[a..a+n)): the compaction rewrites those.  C only."""
+    cdef PyObject** handles = g.handles
+    cdef uint8_t[::1] kind = g.kind
+    cdef int32_t[::1] a = g.a, b = g.b, n = g.n, edges = g.edges, stack = g.stack
+    cdef double[::1] data = g.data, grad = g.grad, aux = g.aux, edge_grad = g.edge_grad
+    cdef uint32_t[::1] mark = g.mark
+    cdef int32_t[::1] new_index = g.order  # scratch: old index -> new index
+    cdef Py_ssize_t count = g.n_nodes, i, j, top, live = 0, live_edges = 0
+    cdef int32_t v, c, first_edge
+    cdef uint8_t k
+    cdef uint32_t epoch = g.next_epoch()
+    # mark: every node reachable from a node that has a Value
+    for i in range(count):
+        if handles[i] == NULL or mark[i] == epoch:
+            continue
+        mark[i] = epoch
+        stack[0], top = <int32_t>i, 1
+        while top > 0:
+            top -= 1
+            v = stack[top]
+            for j in range(child_count(kind[v], n[v])):
+                c = child(kind[v], a[v], b[v], edges, <int32_t>j)
+                if mark[c] != epoch:
+                    mark[c] = epoch
+                    stack[top] = c
+                    top += 1
+    # compact: children always precede their parents, so new_index[child] is known; a
+    # GRAD_LIST node's edges follow its predecessors' (each op appends its node and its
+    # edges at once), so the edges compact in the same pass
+    for i in range(count):
+        if mark[i] != epoch:
+            continue
+        new_index[i] = <int32_t>live
+        k = kind[i]
+        first_edge = a[i]  # (read before a[live] is written: live may be i)
+        data[live] = data[i]
+        grad[live] = grad[i]
+        aux[live] = aux[i]
+        kind[live] = k
+        n[live] = n[i]
+        a[live] = new_index[a[i]] if k == UNARY or k == ADD else 0
+        b[live] = new_index[b[i]] if k == ADD else 0
+        if k == GRAD_LIST:
+            a[live] = <int32_t>live_edges
+            for j in range(first_edge, first_edge + n[live]):
+                edges[live_edges] = new_index[edges[j]]
+                edge_grad[live_edges] = edge_grad[j]
+                live_edges += 1
+        handles[live] = handles[i]
+        if handles[live] != NULL:
+            (<Value>handles[live]).index = <int32_t>live
+        live += 1
+    for i in range(live, count):
+        handles[i] = NULL
+    g.n_nodes = live
+    g.n_edges = live_edges
+    return live
+
+
+cdef void drop_dead_top(ValueGraph g) noexcept:
+    """Drop the nodes above the last one that has a Value: no live Value reaches them.
+
+    A node is reachable only from itself and the nodes built after it (children precede
+    their parents), so with no Value at or above node k, nodes k.. are garbage.  When a
+    training step's Values die, this gives its whole graph back at once, with no
+    collection: the next step is built in the same (cache-warm) memory.  A GRAD_LIST
+    node's edges were appended with it, after every earlier node's: they go too.  C only."""
+    cdef Py_ssize_t top = g.n_nodes, i
+    while top > 0 and g.handles[top - 1] == NULL:
+        top -= 1
+    for i in range(top, g.n_nodes):  # the edges go from the first dropped GRAD_LIST node's on
+        if g.kind[i] == GRAD_LIST:
+            g.n_edges = g.a[i]
+            break
+    g.n_nodes = top
+
+
+def orders_reused() -> int:
+    """Backward passes so far that reused the last search's order (see SearchedGraph)."""
+    return graph.last_search.reuses
+
+
+def collect() -> int:
+    """Free every node no live Value can reach, now; returns the number of nodes kept."""
+    return collect_garbage(graph)
+
+
+def graph_size() -> int:
+    """Nodes currently held by the arena (live or not yet collected)."""
+    return graph.n_nodes
+
+
+cdef inline int32_t node(Value v) except -1:
+    """v's node index; a Value made with Value.__new__ and no data has none."""
+    if v.index < 0:
+        raise ValueError("this Value was never initialised (use Value(x))")
+    return v.index
+
+
+cdef inline Value bind(ValueGraph g, Value out, int32_t i):
+    out.index = i
+    g.handles[i] = <PyObject*>out
+    return out
+
+
+
+
+
+cdef inline Value new_value(ValueGraph g):
     """A Value with no node yet (index -1): a spare one if there is one (no Python runs
     then), else a new one (which may run the GC, so Python)."""
-    global n_spares
     cdef PyObject* o
-    if n_spares == 0:
+    if g.n_spares == 0:
         return Value.__new__(Value)
-    n_spares -= 1
-    o = revive(spares[n_spares], <PyTypeObject*>Value)  # refcount 1
+    g.n_spares -= 1
+    o = revive(g.spares[g.n_spares], <PyTypeObject*>Value)  # refcount 1
     (<Value>o).index = -1
     return owned(o)
 
@@ -280,15 +297,16 @@ cdef destructor free_value
 
 
 cdef void forget(PyObject* o) noexcept:
-    global n_spares
+    # (`graph` read in place, not bound to a local: a local reference costs an incref and
+    # a decref per Value freed, +0.5 M instructions a demo step)
     cdef int32_t i = (<Value>o).index  # no reference taken: o is being deallocated
-    if 0 <= i < handles_capacity and handles[i] == o:
-        handles[i] = NULL
-        if i == tape.n_nodes - 1:
-            drop_dead_top()
-    if n_spares < SPARES and Py_TYPE(<object>o) == <PyTypeObject*>Value:
-        spares[n_spares] = o
-        n_spares += 1
+    if 0 <= i < graph.handles_capacity and graph.handles[i] == o:
+        graph.handles[i] = NULL
+        if i == graph.n_nodes - 1:
+            drop_dead_top(graph)
+    if graph.n_spares < SPARES and Py_TYPE(<object>o) == <PyTypeObject*>Value:
+        graph.spares[graph.n_spares] = o
+        graph.n_spares += 1
         if VALUE_IS_HEAP_TYPE:  # a dead object holds no reference to its type (new_value's
             Py_DECREF(Value)    # revive() takes one again), as when it is freed
     else:
@@ -297,37 +315,37 @@ cdef void forget(PyObject* o) noexcept:
 
 # Every op below allocates its Value before it takes its room (an allocation may run the
 # GC and its finalizers), reads its operands' indices after (a collection may move
-# nodes), and runs only C from make_room() to bind().  Each takes `ar`, a local
-# reference to the tape, once: Cython increfs a module global at every call it is
+# nodes), and runs only C from make_room() to bind().  Each takes `g`, a local
+# reference to the graph, once: Cython increfs a module global at every call it is
 # passed to.
 cdef Value unary(Value a, double value, double local_grad):
     """A node with one child and its local gradient."""
     node(a)
-    cdef Value out = new_value()
-    make_room(1, 0)
-    cdef Arena ar = tape
-    return bind(out, add_node(ar, UNARY, a.index, 0, 0, value, local_grad))
+    cdef ValueGraph g = graph
+    cdef Value out = new_value(g)
+    make_room(g, 1, 0)
+    return bind(g, out, add_node(g, UNARY, a.index, 0, 0, value, local_grad))
 
 
 cdef Value add(Value a, Value b):
     """a + b: local gradients 1 and 1, constants."""
-    cdef double value = tape.data[node(a)] + tape.data[node(b)]
-    cdef Value out = new_value()
-    make_room(1, 0)
-    cdef Arena ar = tape
-    return bind(out, add_node(ar, ADD, a.index, b.index, 0, value, 0.0))
+    cdef ValueGraph g = graph
+    cdef double value = g.data[node(a)] + g.data[node(b)]
+    cdef Value out = new_value(g)
+    make_room(g, 1, 0)
+    return bind(g, out, add_node(g, ADD, a.index, b.index, 0, value, 0.0))
 
 
 cdef Value multiply(Value a, Value b):
     """a * b: local gradients b.data and a.data, as they are now (stored in the node)."""
-    cdef double x = tape.data[node(a)], y = tape.data[node(b)]
-    cdef Value out = new_value()
-    make_room(1, 2)
-    cdef Arena ar = tape
-    cdef int32_t i = add_node(ar, GRAD_LIST, <int32_t>ar.n_edges, 0, 2, x * y, 0.0)
-    add_graded_edge(ar, a.index, y)
-    add_graded_edge(ar, b.index, x)
-    return bind(out, i)
+    cdef ValueGraph g = graph
+    cdef double x = g.data[node(a)], y = g.data[node(b)]
+    cdef Value out = new_value(g)
+    make_room(g, 1, 2)
+    cdef int32_t i = add_node(g, GRAD_LIST, <int32_t>g.n_edges, 0, 2, x * y, 0.0)
+    add_graded_edge(g, a.index, y)
+    add_graded_edge(g, b.index, x)
+    return bind(g, out, i)
 
 
 cdef inline bint is_number(x):
@@ -367,18 +385,19 @@ cdef int make_node(Value self, double value, children, local_grads) except -1:
     kids, grads = tuple(children), tuple(local_grads)
     if len(kids) != len(grads):
         raise ValueError(f"Value() got {len(kids)} children and {len(grads)} local gradients")
-    cdef list local = [to_double(g, "a local gradient") for g in grads]  # Python runs here
+    cdef list local = [to_double(x, "a local gradient") for x in grads]  # Python runs here
     cdef Py_ssize_t k, n = len(kids)
     for k in range(n):
         if not isinstance(kids[k], Value):
             raise TypeError(f"a child must be a cymicrogpt.Value, got {type(kids[k]).__name__}")
         node(<Value>kids[k])
-    make_room(1, n)  # from here on, C only
+    cdef ValueGraph g = graph
+    make_room(g, 1, n)  # from here on, C only
     check_unbound(self)  # the Python above may have initialised self (a __float__, a finalizer)
-    cdef int32_t i = add_node(tape, GRAD_LIST if n else LEAF, <int32_t>tape.n_edges, 0, <int32_t>n, value, 0.0)
+    cdef int32_t i = add_node(g, GRAD_LIST if n else LEAF, <int32_t>g.n_edges, 0, <int32_t>n, value, 0.0)
     for k in range(n):
-        add_graded_edge(tape, (<Value>kids[k]).index, <double>local[k])
-    bind(self, i)
+        add_graded_edge(g, (<Value>kids[k]).index, <double>local[k])
+    bind(g, self, i)
     return 0
 
 
@@ -394,9 +413,8 @@ cdef class Value:
         check_unbound(self)
         if (type(children) is tuple and len(<tuple>children) == 0
                 and type(local_grads) is tuple and len(<tuple>local_grads) == 0):  # a leaf, fast
-            make_room(1, 0)
-            check_unbound(self)  # again: make_room may have run Python (see make_node)
-            bind(self, add_node(tape, LEAF, 0, 0, 0, value, 0.0))
+            make_room(graph, 1, 0)  # runs no Python: self is still unbound
+            bind(graph, self, add_node(graph, LEAF, 0, 0, 0, value, 0.0))
         else:
             make_node(self, value, children, local_grads)
 
@@ -405,21 +423,21 @@ cdef class Value:
 
     @property
     def data(self):
-        return tape.data[node(self)]
+        return graph.data[node(self)]
 
     @data.setter
     def data(self, value):
         cdef double v = value  # converted first: float(value) may run Python
-        tape.data[node(self)] = v
+        graph.data[node(self)] = v
 
     @property
     def grad(self):
-        return tape.grad[node(self)]
+        return graph.grad[node(self)]
 
     @grad.setter
     def grad(self, value):
         cdef double v = value  # converted first: float(value) may run Python
-        tape.grad[node(self)] = v
+        graph.grad[node(self)] = v
 
     def __repr__(self):
         return f"Value(data={self.data}, grad={self.grad})"
@@ -429,7 +447,7 @@ cdef class Value:
         if isinstance(other, Value):
             return add(self, <Value>other)
         if is_number(other):  # Value(other) leaf, local grad 1 -> one UNARY node
-            return unary(self, tape.data[node(self)] + <double>other, 1.0)
+            return unary(self, graph.data[node(self)] + <double>other, 1.0)
         return NotImplemented
 
     def __radd__(self, other):
@@ -441,7 +459,7 @@ cdef class Value:
             return multiply(self, <Value>other)
         if is_number(other):  # local grad: the constant
             c = other
-            return unary(self, tape.data[node(self)] * c, c)
+            return unary(self, graph.data[node(self)] * c, c)
         return NotImplemented
 
     def __rmul__(self, other):
@@ -454,7 +472,7 @@ cdef class Value:
         # first): a Fraction exponent's `other - 1` is exact, as in microgpt (1/3 - 1 in
         # floats is one bit off -2/3), and a NumPy scalar's `**` is NumPy's power, which
         # gives inf or nan with a RuntimeWarning where Python's float ** raises.
-        x = tape.data[node(self)]  # a Python float
+        x = graph.data[node(self)]  # a Python float
         out = x ** other
         local_grad = other * x ** (other - 1)
         if isinstance(out, complex) or isinstance(local_grad, complex):
@@ -477,16 +495,16 @@ cdef class Value:
         return other * self**-1
 
     def exp(self):
-        out = math.exp(tape.data[node(self)])  # OverflowError as in microgpt
+        out = math.exp(graph.data[node(self)])  # OverflowError as in microgpt
         return unary(self, out, out)
 
     def log(self):
-        x = tape.data[node(self)]
+        x = graph.data[node(self)]
         out = math.log(x)  # ValueError for x <= 0, as in microgpt
         return unary(self, out, 1 / x)
 
     def relu(self):
-        cdef double x = tape.data[node(self)]
+        cdef double x = graph.data[node(self)]
         return unary(self, x if x > 0 else 0.0, 1.0 if x > 0 else 0.0)
 
     def backward(self):
@@ -516,83 +534,76 @@ cdef class SearchedGraph:
 
     def __cinit__(self):
         self.root, self.n_nodes, self.n_edges = -1, -1, -1
-        self.allocate(0, 0)
+        self.kind = cells(<uint8_t>0, 0)
+        self.a, self.b, self.n = cells(<int32_t>0, 0), cells(<int32_t>0, 0), cells(<int32_t>0, 0)
+        self.order, self.edges = cells(<int32_t>0, 0), cells(<int32_t>0, 0)
 
-    cdef bint same_sizes(self, int32_t root) noexcept:
-        return root == self.root and tape.n_nodes == self.n_nodes and tape.n_edges == self.n_edges
+    cdef bint same_sizes(self, Arena ar, int32_t root) noexcept:
+        return root == self.root and ar.n_nodes == self.n_nodes and ar.n_edges == self.n_edges
 
     cdef int reserve(self, Py_ssize_t nodes, Py_ssize_t edges) except -1:
-        """Room for a layout of this size (runs Python when it grows)."""
-        if self.kind.shape[0] < nodes or self.edges.shape[0] < edges:
-            self.allocate(nodes, edges)
+        """Room for a layout of this size (the old contents are not kept: remember() fills
+        them); runs no Python (the GC paused, as in Arena.reserve)."""
+        if self.kind.shape[0] >= nodes and self.edges.shape[0] >= edges:
+            return 0
+        cdef uint8_t[::1] kind
+        cdef int32_t[::1] a, b, n, order, edge_list
+        cdef int was_enabled = pause_gc()
+        try:
+            kind, a, b, n = cells(<uint8_t>0, nodes), cells(<int32_t>0, nodes), cells(<int32_t>0, nodes), cells(<int32_t>0, nodes)
+            order, edge_list = cells(<int32_t>0, nodes), cells(<int32_t>0, edges)
+            self.kind, self.a, self.b, self.n, self.order, self.edges = kind, a, b, n, order, edge_list
+            self.saved = False
+        finally:
+            resume_gc(was_enabled)
         return 0
 
-    cdef int allocate(self, Py_ssize_t nodes, Py_ssize_t edges) except -1:
-        # Every array is taken before any is installed: taking one runs Python (the GC,
-        # whose callbacks and finalizers may run a backward, which may fill and save
-        # this very copy), and an array installed after that would sit, unfilled, in a
-        # copy marked as saved.  Installed, then marked as not saved, in C only.
-        cdef uint8_t[::1] kind = np.empty(nodes, np.uint8)
-        cdef int32_t[::1] a = np.empty(nodes, np.int32), b = np.empty(nodes, np.int32)
-        cdef int32_t[::1] n = np.empty(nodes, np.int32), order = np.empty(nodes, np.int32)
-        cdef int32_t[::1] edge_list = np.empty(edges, np.int32)
-        self.kind, self.a, self.b, self.n, self.order, self.edges = kind, a, b, n, order, edge_list
-        self.saved = False
-        return 0
+    cdef bint matches(self, Arena ar, int32_t root) noexcept:
+        """Is ar's graph under `root` the one whose order is saved?"""
+        cdef Py_ssize_t n = ar.n_nodes
+        return (self.saved and self.same_sizes(ar, root)
+                and same_prefix(ar.kind, self.kind, n) and same_prefix(ar.a, self.a, n)
+                and same_prefix(ar.b, self.b, n) and same_prefix(ar.n, self.n, n)
+                and same_prefix(ar.edges, self.edges, ar.n_edges))
 
-    cdef bint matches(self, int32_t root) noexcept:
-        """Is the tape's graph under `root` the one whose order is saved?  C only."""
-        cdef Py_ssize_t n = tape.n_nodes
-        if not (self.saved and self.same_sizes(root)):
-            return False
-        if n == 0:
-            return True
-        return (memcmp(&tape.kind[0], &self.kind[0], n) == 0
-                and memcmp(&tape.a[0], &self.a[0], 4 * n) == 0
-                and memcmp(&tape.b[0], &self.b[0], 4 * n) == 0
-                and memcmp(&tape.n[0], &self.n[0], 4 * n) == 0
-                and (tape.n_edges == 0 or memcmp(&tape.edges[0], &self.edges[0], 4 * tape.n_edges) == 0))
-
-    cdef void remember(self, int32_t root, Py_ssize_t count) noexcept:
-        """After a search of the tape under `root` that found `count` nodes in tape.order:
-        the layout and its order are saved if it has the sizes of the search before and
-        the room reserved for them (else only its sizes are noted).  C only."""
-        cdef Py_ssize_t n = tape.n_nodes
-        if not self.same_sizes(root) or self.kind.shape[0] < n or self.edges.shape[0] < tape.n_edges:
-            self.root, self.n_nodes, self.n_edges, self.saved = root, n, tape.n_edges, False
+    cdef void remember(self, Arena ar, int32_t root, Py_ssize_t count) noexcept:
+        """After a search of ar under `root` that found `count` nodes in ar.order: the
+        layout and its order are saved if it has the sizes of the search before and the
+        room reserved for them (else only its sizes are noted)."""
+        cdef Py_ssize_t n = ar.n_nodes, m = ar.n_edges
+        if not self.same_sizes(ar, root) or self.kind.shape[0] < n or self.edges.shape[0] < m:
+            self.root, self.n_nodes, self.n_edges, self.saved = root, n, m, False
             return
-        if n:
-            memcpy(&self.kind[0], &tape.kind[0], n)
-            memcpy(&self.a[0], &tape.a[0], 4 * n)
-            memcpy(&self.b[0], &tape.b[0], 4 * n)
-            memcpy(&self.n[0], &tape.n[0], 4 * n)
-            memcpy(&self.order[0], &tape.order[0], 4 * count)
-        if tape.n_edges:
-            memcpy(&self.edges[0], &tape.edges[0], 4 * tape.n_edges)
+        self.kind[:n] = ar.kind[:n]
+        self.a[:n] = ar.a[:n]
+        self.b[:n] = ar.b[:n]
+        self.n[:n] = ar.n[:n]
+        self.order[:count] = ar.order[:count]
+        self.edges[:m] = ar.edges[:m]
         self.count, self.saved = count, True
 
 
-cdef SearchedGraph last_search = SearchedGraph()
+cdef inline bint same_prefix(const cell[::1] x, const cell[::1] y, Py_ssize_t count) noexcept nogil:
+    """x[:count] == y[:count], bytewise (memcmp: the C library's vectorised compare)."""
+    return count == 0 or memcmp(&x[0], &y[0], count * sizeof(cell)) == 0
 
 
 cdef int backpropagate(Value v) except -1:
-    """d(v)/d(node) for every node v was computed from, in microgpt's order."""
-    node(v)
-    if last_search.same_sizes(v.index) and not last_search.saved:  # a copy is due: room first
-        last_search.reserve(tape.n_nodes, tape.n_edges)  # Python may run: v's index is read after
-    cdef int32_t root = v.index
+    """d(v)/d(node) for every node v was computed from, in microgpt's order.  C only."""
+    cdef ValueGraph g = graph
+    cdef SearchedGraph last = g.last_search
+    cdef int32_t root = node(v)
     cdef Py_ssize_t count
-    if last_search.matches(root):
-        last_search.reuses += 1
-        tape.pass_gradients(root, &last_search.order[0], last_search.count)
+    if last.same_sizes(g, root) and not last.saved:  # a copy is due: room first
+        last.reserve(g.n_nodes, g.n_edges)
+    if last.matches(g, root):
+        last.reuses += 1
+        g.pass_gradients(root, last.order, last.count)
     else:
-        count = tape.listed_order(root)  # Value builds no range nodes (SUM, DOT): never -1
-        last_search.remember(root, count)
-        tape.pass_gradients(root, &tape.order[0], count)
+        count = g.topological_order(root)
+        last.remember(g, root, count)
+        g.pass_gradients(root, g.order, count)
     return 0
-
-
-make_room_slowly(0, 0)  # sizes handles[] to the arena: make_room's fast path relies on it
 
 
 free_value = (<PyTypeObject*>Value).tp_dealloc
