@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from cymicrogpt.ladder.agreement import AGREES_MIN_DIGITS, FULL_DIGITS, check_losses, correct_digits
+from cymicrogpt.ladder.agreement import AGREES_MIN_DIGITS, FULL_DIGITS, check_floats, check_losses, correct_digits
 
 EXACT = [3.3659669475848504, 3.4242727838717717, 3.177802125458052, 2.9050361931826434]
 
@@ -60,3 +60,8 @@ def test_unreadable_or_missing_losses():
     assert check_losses(["nan"] * len(EXACT), EXACT).verdict == "differs"
     with pytest.raises(ValueError, match="as many"):
         check_losses(["3.0"], EXACT)
+
+
+def test_floats_known_in_full_are_compared_with_float_equality():
+    assert check_floats([3.0, 2.5], [3.0, 2.5]).describe() == "identical, bit for bit (2 steps)"  # short reprs too
+    assert check_floats([3.0, 2.5 + 2**-51], [3.0, 2.5]).first_difference == 2

@@ -8,6 +8,7 @@ partial), and the exit code is 128 + N with one line on stderr.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -159,7 +160,8 @@ def test_a_stop_signal_ends_every_process_and_writes_the_partial_table(tmp_path:
     # steps take well under a second, then the stand-in script prints a step every 50 ms (10 s)
     first, steps = ("python", 20000) if stage == "worker" else ("cython", 200)
     process = start_command("bench", "--data", tiny_data_file, "--out", out, "--steps", steps, "--ref-steps", steps,
-                            "--impl", f"{first},numpy", "--microgpt", script, *TINY, env=env, start_new_session=True)
+                            "--impl", f"{first},numpy", "--microgpt", script, "--json", tmp_path / "result.json", *TINY,
+                            env=env, start_new_session=True)
     try:
         wait_for_line(process.stdout, "python:" if stage == "worker" else "microgpt.py: checking")
         time.sleep(1.0)  # well into it
@@ -184,6 +186,8 @@ def test_a_stop_signal_ends_every_process_and_writes_the_partial_table(tmp_path:
     stopped_row = "| python |" if stage == "worker" else "| microgpt.py |"
     assert [line for line in table.splitlines() if line.startswith(stopped_row) and f"stopped ({name})" in line]
     assert ("| numpy |" in table) == (stage != "worker")  # measured before microgpt.py; never begun after python
+    result = json.loads((tmp_path / "result.json").read_text())  # the JSON is written too, marked partial
+    assert result["stopped_by"] == name and result["results"][-1]["status"] == f"stopped ({name})"
 
 
 def assert_one_error_line_of(err: str, *fragments: str) -> None:

@@ -7,6 +7,8 @@ only have to go through the check, the calibration and the timed rounds.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -138,3 +140,62 @@ def test_bad_program_options_exit_2_before_anything_runs(tmp_path, tiny_data_fil
     assert (done.returncode, done.stdout) == (2, "")
     assert_one_error_line(done.stderr, *fragments)
     assert not (tmp_path / "out").exists()
+
+
+# --- the result as JSON, and two result files compared ------------------------------------
+def test_json_holds_the_whole_result(tmp_path, tiny_data_file, stand_in):
+    result_file = tmp_path / "result.json"
+    done = bench(tiny_data_file, tmp_path / "out", "--program", f"mine={stand_in()}", "--impl", "python,cython",
+                 "--json", result_file)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(result_file.read_text())
+    assert result["data"] == {"path": str(tiny_data_file.resolve()), "documents": len(tiny_data_file.read_text().split()),
+                              "sha256": hashlib.sha256(tiny_data_file.read_bytes()).hexdigest()}
+    assert result["config"] == {"n_layer": 1, "n_embd": 8, "block_size": 8, "n_head": 2, "steps": STEPS, "ref_steps": 2}
+    assert {"cpu", "cores", "os", "libc", "python", "numpy", "torch", "cymicrogpt", "avx2_kernels"} <= set(result["machine"])
+    assert result["baseline"] == "python" and result["stopped_by"] is None
+    entries = {entry["name"]: entry for entry in result["results"]}
+    assert list(entries) == ["python", "cython", "mine"]
+    mine, python = entries["mine"], entries["python"]
+    assert mine["command"] == stand_in() and entries["cython"]["kind"] == "built-in"
+    assert (mine["agreement"], mine["digits"], mine["first_difference"]) == ("identical", 17, None)
+    low, high = mine["ms_per_step_range"]
+    assert low <= mine["ms_per_step"] <= high and mine["ms_per_sample"] == mine["ms_per_step"]
+    assert mine["speedup"] == pytest.approx(python["ms_per_step"] / mine["ms_per_step"])
+    assert entries["cython"]["agreement"] == "identical" and python["ms_per_step_range"] is None
+    table = (tmp_path / "out" / "ladder.md").read_text()
+    assert row(table, "mine")[1] == f"{mine['ms_per_step']:.4f}"  # the table and the file agree
+
+
+def test_two_result_files_compare_rung_by_rung(tmp_path, tiny_data_file, stand_in):
+    before = tmp_path / "before.json"
+    assert bench(tiny_data_file, tmp_path / "out", "--program", f"mine={stand_in()}", "--json", before).returncode == 0
+    result = json.loads(before.read_text())
+    mine = next(entry for entry in result["results"] if entry["name"] == "mine")
+    mine["ms_per_step"] *= 3  # outside its own range: a real change
+    mine["ms_per_step_range"] = [x * 3 for x in mine["ms_per_step_range"]]
+    after = tmp_path / "after.json"
+    after.write_text(json.dumps(result))
+    done = run_command("bench", "--compare", before, after)
+    assert done.returncode == 0, done.stderr
+    assert row(done.stdout, "mine")[3:] == ["3.000", "slower"]
+    assert row(done.stdout, "cython")[-1].startswith("no spread recorded")
+    same = run_command("bench", "--compare", before, before)
+    assert row(same.stdout, "mine")[3:] == ["1.000", "noise (the ranges overlap)"]
+
+
+@pytest.mark.parametrize("target, fragment", [("data", "is the data file"), ("table", "is --out's ladder.md")])
+def test_json_never_replaces_an_input_or_another_product(tmp_path, tiny_data_file, target, fragment):
+    path = tiny_data_file if target == "data" else tmp_path / "out" / "ladder.md"
+    done = bench(tiny_data_file, tmp_path / "out", "--json", path)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert_one_error_line(done.stderr, "--json", fragment)
+
+
+def test_compare_refuses_a_file_that_is_no_result(tmp_path, tiny_data_file):
+    done = run_command("bench", "--compare", tiny_data_file, tiny_data_file)
+    assert done.returncode == 2
+    assert_one_error_line(done.stderr, "--compare", "not JSON")
+    other = tmp_path / "other.json"
+    other.write_text('{"results": []}')
+    assert_one_error_line(run_command("bench", "--compare", other, other).stderr, "not a result file")

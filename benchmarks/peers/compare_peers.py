@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from cymicrogpt.ladder.agreement import half_unit, identifies_a_double, significant_digits
+from cymicrogpt.ladder.results import cpu_model
 from recipes import RECIPES, Recipe
 
 HERE = Path(__file__).resolve().parent
@@ -314,16 +315,6 @@ def tool_version(argv: list[str]) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return "not found"
     return out[0] if out else "not found"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def times(base_ms: float, ms: float) -> str:

@@ -27,8 +27,10 @@ the package (it downloads nothing any more; the name stays for the scripts that 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
+import shlex
 import sys
 from pathlib import Path
 from typing import NoReturn, Optional, Sequence
@@ -37,6 +39,7 @@ from ._version import __version__
 from .engines import BACKENDS, DEFAULT_BACKEND
 from .ladder.bench import (DEFAULT_REF_STEPS, LADDER_CHART, LADDER_PRODUCTS, LADDER_TABLE, compare, format_table,
                            parse_impls, run_ladder, write_outputs)
+from .ladder.results import ResultsError, compare_files, load as load_results, results
 from .ladder.programs import (DEFAULT_MIN_TIME_S, DEFAULT_REPEATS, DEFAULT_TIMEOUT_S, FEW, Timing,
                               microgpt_program, parse_program)
 from .checkpoint import CheckpointError
@@ -44,7 +47,7 @@ from .checks import COUNT_MAX, check_lr, int_digits_limit
 from .config import (DEFAULT_LR, DEFAULT_NUM_SAMPLES, DEFAULT_SEED, DEFAULT_STEPS, DEFAULT_TEMPERATURE,
                      GPTConfig, check_model_size)
 from .data import DataError, default_dataset, load_docs
-from .files import check_output
+from .files import check_output, write_atomically
 from .interrupts import StopRequest, signal_name, stop_if_interrupted_at_start_up, stop_on_signals
 from .ladder import IMPLEMENTATIONS
 from .output import Console, print_error
@@ -251,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
                        f"{DEFAULT_TIMEOUT_S:g})")
     bench.add_argument("--out", metavar="DIR", type=path, default="ladder", help="where ladder.md and ladder.png "
                        "go (default: ./ladder)")
+    bench.add_argument("--json", metavar="FILE", type=path, help="also write the whole result to FILE as JSON: machine, "
+                       "data (sha256), config, baseline and one entry per rung (ms_per_step and its range, speedup, "
+                       "agreement, digits, first_difference)")
+    bench.add_argument("--compare", metavar=("A.json", "B.json"), type=path, nargs=2, help="measure nothing: compare "
+                       "two --json result files rung by rung (a change within the runs' ranges is marked as noise)")
     commands.add_parser("download", help="print the path of the default dataset, makemore's names.txt, shipped in "
                         "the package and sha256-checked (nothing is downloaded)")
     return parser
@@ -485,6 +493,8 @@ def cmd_download(out: Console) -> int:
 
 # --- bench -------------------------------------------------------------------------------
 def cmd_bench(args: argparse.Namespace, argv: Optional[Sequence[str]], out: Console) -> int:
+    if args.compare is not None:
+        return cmd_compare(args.compare, out)
     try:
         impls = parse_impls(args.impl)
     except ValueError as exc:
@@ -498,7 +508,10 @@ def cmd_bench(args: argparse.Namespace, argv: Optional[Sequence[str]], out: Cons
         raise UsageError(f"--steps must be more than {FEW} with --program or --microgpt (a program's time per step "
                          f"is T(N) - T({FEW}) over N - {FEW})")
     data_path = Path(args.data) if args.data is not None else default_dataset()
-    out_dir = check_bench_outputs(args.out, {"the data file": data_path, "the microgpt.py script": args.microgpt})
+    inputs = {"the data file": data_path, "the microgpt.py script": args.microgpt}
+    out_dir = check_bench_outputs(args.out, inputs)
+    if args.json is not None:
+        check_json_output(args.json, out_dir, inputs)
     docs = load_docs(data_path)
     try:  # the model against this data's vocabulary, from the numbers (run_ladder checks it too, late)
         check_model_size(config, Tokenizer.from_docs(docs).vocab_size)
@@ -510,13 +523,17 @@ def cmd_bench(args: argparse.Namespace, argv: Optional[Sequence[str]], out: Cons
                           timing=timing, out=out, stop=stop)
         table = compare(rows, baseline)
         out.print("", format_table(table))
-        command = " ".join([PROG] + list(sys.argv[1:] if argv is None else argv))
+        command = shlex.join([PROG] + list(sys.argv[1:] if argv is None else argv))
         stopped = signal_name(stop.signum) if stop.requested else None
         try:
             notes = write_outputs(out_dir, rows, table, config, command, stopped_by=stopped)
         except OSError as exc:
             raise Failure(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
-    wrote = f"wrote {out_dir / LADDER_TABLE}" + ("" if notes else f" and {out_dir / LADDER_CHART}")
+        if args.json is not None:
+            write_json(args.json, results(table, config, data_path, len(docs), args.steps, args.ref_steps, timing,
+                                          command, stopped))
+    wrote = (f"wrote {out_dir / LADDER_TABLE}" + ("" if notes else f" and {out_dir / LADDER_CHART}")
+             + (f" and {args.json}" if args.json is not None else ""))
     if stopped is not None:
         measured = sum(row.status == "ok" for row in rows)
         print_error(f"{PROG}: interrupted by {stopped} after {measured} of {len(impls) + len(programs)} "
@@ -528,6 +545,32 @@ def cmd_bench(args: argparse.Namespace, argv: Optional[Sequence[str]], out: Cons
         print_error(f"{PROG}: error: {len(failed)} rung(s) failed ({', '.join(failed)}; their rows say why); {wrote}")
         return EXIT_FAILURE
     return _output_lost(out, str(out_dir / LADDER_TABLE)) if out.lost is not None else EXIT_OK
+
+
+def check_json_output(path: str, out_dir: Path, inputs: dict) -> None:
+    """--json's target, checked as --out's products are, and none of them (they may not exist yet)."""
+    check_output_option("--json", path, inputs)
+    for name in LADDER_PRODUCTS:
+        if Path(path).resolve() == (out_dir / name).resolve():
+            raise UsageError(f"--json {path}: is --out's {name}; give the JSON file another name")
+
+
+def write_json(path: str, result: dict) -> None:
+    text = (json.dumps(result, indent=1, allow_nan=False) + "\n").encode("utf-8")
+    try:
+        write_atomically(path, lambda fh: fh.write(text))
+    except OSError as exc:
+        raise Failure(f"cannot write --json {path}: {exc.strerror or exc}") from None
+
+
+def cmd_compare(paths: Sequence[str], out: Console) -> int:
+    """--compare A.json B.json: print the two result files compared (see ladder/results.py)."""
+    try:
+        first, second = (load_results(path) for path in paths)
+    except ResultsError as exc:
+        raise UsageError(f"--compare {exc}") from None
+    out.print(compare_files(first, second, paths))
+    return _output_lost(out, None) if out.lost is not None else EXIT_OK
 
 
 def check_rungs(impls: Sequence[str], programs: Sequence, baseline: Optional[str]) -> Optional[str]:

@@ -46,10 +46,18 @@ class Agreement:
 
 def check_losses(printed: Sequence[str], reference: Sequence[float]) -> Agreement:
     """The verdict on `printed` (the texts of steps 1, 2, ...) against `reference` (as many floats)."""
+    in_full = all(map(identifies_a_double, printed)) and max(map(significant_digits, printed), default=0) >= 15
+    return _judge(printed, [_float(text) for text in printed], reference, in_full)
+
+
+def check_floats(values: Sequence[float], reference: Sequence[float]) -> Agreement:
+    """The verdict on floats known in full (a built-in rung's losses): float == or not."""
+    return _judge([repr(value) for value in values], list(values), reference, in_full=True)
+
+
+def _judge(printed: Sequence[str], values: Sequence[float], reference: Sequence[float], in_full: bool) -> Agreement:
     if len(printed) != len(reference) or not printed:
-        raise ValueError(f"need as many printed losses as reference ones, got {len(printed)} and {len(reference)}")
-    values = [_float(text) for text in printed]
-    in_full = all(identifies_a_double(text) for text in printed) and max(map(significant_digits, printed)) >= 15
+        raise ValueError(f"need as many losses as reference ones, got {len(printed)} and {len(reference)}")
     first_difference = None
     worst = FULL_DIGITS
     for step, (text, value, exact) in enumerate(zip(printed, values, reference), start=1):

@@ -43,7 +43,7 @@ from typing import Optional, Sequence, Union
 from ..engines import REFERENCE_BACKEND
 from ..config import DEFAULT_LR, DEFAULT_SEED, GPTConfig
 from . import EXACT, IMPLEMENTATIONS, NotInstalled, trainer_class
-from .agreement import FULL_DIGITS, IDENTICAL
+from .agreement import FULL_DIGITS, IDENTICAL, check_floats
 from .programs import FEW, MICROGPT_NAME, Measurement, Program, Timing, measure_programs
 from ..files import write_atomically
 from ..interrupts import StopRequest, signal_name
@@ -258,16 +258,18 @@ def compare(rows: list[Row], baseline: Optional[str] = None) -> list[dict]:
         # the row that continues the reference is compared only where the reference ran
         against = reference[:ref_steps] if row.impl == continued_by else reference
         compared = min(len(row.losses), len(against)) if row.status == "ok" else 0
-        agreement = row.measurement.agreement if row.measurement is not None else None
         loss_diff = max(abs(a - b) for a, b in zip(row.losses, against)) if compared else None
+        if row.measurement is not None:
+            agreement = row.measurement.agreement
+        else:  # a built-in rung's floats, compared in full
+            agreement = check_floats(row.losses[:compared], against[:compared]) if compared else None
         table.append({
             "impl": row.impl, "status": row.status, "command": row.command, "shared_steps": shared,
             "ms": ms, "ms_range": ms_range, "how": _how_timed(row, shared),
             "ms_all": row.ms_per_step if row.status == "ok" else None, "baseline": baseline,
             "is_reference": row.impl == REFERENCE_BACKEND,
             "agreement": agreement, "loss_diff": loss_diff, "loss_steps": compared,
-            "exact": (agreement.verdict == IDENTICAL and agreement.digits >= FULL_DIGITS if agreement
-                      else row.impl == REFERENCE_BACKEND or loss_diff == 0),
+            "exact": agreement is not None and agreement.verdict == IDENTICAL and agreement.digits >= FULL_DIGITS,
             "rss": row.peak_rss_mib, "steps": len(row.losses),
         })
     base_ms = next((c["ms"] for c in table if c["impl"] == baseline), None)
@@ -324,7 +326,7 @@ def _ratio(value: Optional[float]) -> str:
 
 
 def _loss_cell(c: dict) -> str:
-    if c["agreement"] is not None:
+    if c["command"] is not None and c["agreement"] is not None:
         return c["agreement"].describe()
     if c["is_reference"] and c["status"] == "ok":
         return f"reference ({c['steps']} steps)"
