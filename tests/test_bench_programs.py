@@ -199,3 +199,12 @@ def test_compare_refuses_a_file_that_is_no_result(tmp_path, tiny_data_file):
     other = tmp_path / "other.json"
     other.write_text('{"results": []}')
     assert_one_error_line(run_command("bench", "--compare", other, other).stderr, "not a result file")
+
+
+def test_a_program_is_timed_over_at_least_the_built_in_rungs_shared_documents(tmp_path, tiny_data_file, stand_in):
+    # calibration alone would give the stand-in a few dozen steps (ten ~0.03 s start-ups at 5 ms a step)
+    done = bench(tiny_data_file, tmp_path / "out", "--program", f"mine={stand_in()}", "--steps", 120, "--ref-steps", 120)
+    assert done.returncode == 0, done.stderr
+    how = row((tmp_path / "out" / "ladder.md").read_text(), "mine")[3]
+    timed = int(how.split("(T(", 1)[1].split(")", 1)[0])
+    assert timed >= 121, how

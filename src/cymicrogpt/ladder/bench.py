@@ -159,7 +159,7 @@ def run_ladder(docs: Sequence[str], config: GPTConfig, steps: int, impls: Sequen
     if programs and not stop.requested:
         reference = exact_losses(file_order, config, steps, seed, lr)
         measured = measure_programs(programs, file_order, config, steps, reference, num_params(layout), timing,
-                                    log=out.print, stopped=lambda: stop.requested)
+                                    at_least=short + 1, log=out.print, stopped=lambda: stop.requested)
         rows += [_program_row(program, measurement, stop) for program, measurement in zip(programs, measured)]
     return rows
 
@@ -441,7 +441,7 @@ def _plot_speed(ax, table: list[dict]) -> None:
     from matplotlib.patches import Patch
 
     ax.legend(handles=[Patch(color="tab:blue", label="exact (bit for bit)"),
-                       Patch(color="tab:orange", label="not exact, or not shown exact")], fontsize=8, loc="lower right")
+                       Patch(color="tab:orange", label="not exact, or not shown exact")], fontsize=8, loc="upper right")
     ax.invert_yaxis()
 
 

@@ -20,7 +20,9 @@ A program is measured in three stages:
    and the time per step p are estimated, and the timed step count N is chosen so that the
    N - FEW steps last at least DOMINANCE start-ups and `min_time` seconds: the difference
    then dominates the start-up's jitter (as pyperf calibrates its loops).  A 0.1 ms/step
-   program with a 0.3 s start-up gets N near 30,000; microgpt.py (~0.25 s/step) near 13.
+   program with a 0.3 s start-up gets N near 30,000.  N is at least `at_least`: the ladder
+   asks for --ref-steps + 1, so that every program's timed steps 2..N include the documents
+   of the built-in rungs' shared steps (a step's time depends on its document's length).
 3. **Timed**, `repeats` rounds: in each round every program runs N steps, then FEW steps,
    one program after another (interleaved, so a change of the machine's load hits all of
    them).  A round gives (T(N) - T(FEW)) / (N - FEW): the time per step with start-up,
@@ -139,12 +141,12 @@ def fill(template: str, data: Path, steps: int, config: GPTConfig, quote: Callab
 
 
 def measure_programs(programs: Sequence[Program], docs: Sequence[str], config: GPTConfig, steps: int,
-                     reference: Sequence[float], num_params: int, timing: Timing = Timing(),
+                     reference: Sequence[float], num_params: int, timing: Timing = Timing(), at_least: int = FEW + 1,
                      log: Callable[[str], None] = print, stopped: Callable[[], bool] = lambda: False
                      ) -> list[Measurement]:
     """One Measurement per program, in order.  `docs`: file order; `reference`: the exact
-    losses of a `steps`-step run on them; `stopped`: once true, every program still being
-    measured is ended and marked stopped."""
+    losses of a `steps`-step run on them; `at_least`: the smallest N; `stopped`: once true,
+    every program still being measured is ended and marked stopped."""
     measurements = [Measurement(program.name) for program in programs]
     live: list[tuple[Measurement, Runner]] = []
     with tempfile.TemporaryDirectory(prefix="cymicrogpt-programs-") as scratch:
@@ -154,6 +156,7 @@ def measure_programs(programs: Sequence[Program], docs: Sequence[str], config: G
                 log(f"{program.name}: checking ({steps} steps) and calibrating")
                 try:
                     _check_and_calibrate(measurement, runner, steps, reference, num_params, timing.min_time)
+                    measurement.timed_steps = max(measurement.timed_steps, at_least)
                 except ProgramError as exc:
                     measurement.status = f"failed: {exc}"
                     log(f"{program.name} failed: {exc}")
