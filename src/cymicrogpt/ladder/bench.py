@@ -293,7 +293,7 @@ def _how_timed(row: Row, shared: int) -> str:
         return "-"
     low, high = min(m.round_ms), max(m.round_ms)
     return (f"whole process, (T({m.timed_steps}) - T({FEW})) / {m.timed_steps - FEW}, median of "
-            f"{len(m.round_ms)} rounds, range {low:.4g}-{high:.4g}")
+            f"{len(m.round_ms)} rounds, range {low:.4g} to {high:.4g}")
 
 
 def format_table(table: list[dict]) -> str:

@@ -16,10 +16,11 @@ A program is measured in three stages:
 
 1. **Checked**: one run of `steps` steps (the ladder's --steps, untimed), whose losses are
    compared with the exact reference's on the same documents (agreement.py).
-2. **Calibrated**: one run of FEW steps.  From it and the checked run, the start-up time s
-   and the time per step p are estimated, and the timed step count N is chosen so that the
-   N - FEW steps last at least DOMINANCE start-ups and `min_time` seconds: the difference
-   then dominates the start-up's jitter (as pyperf calibrates its loops).  A 0.1 ms/step
+2. **Calibrated**: one run of FEW steps gives the start-up time s (with one step); then runs
+   grow from `steps` steps (x2, or x10 while far short) until T(n) - T(FEW) lasts at least
+   DOMINANCE start-ups and `min_time` seconds, and N is the step count that lasts that long
+   at the time per step found: the difference then dominates the start-up's jitter (as
+   pyperf calibrates its loops).  A 0.1 ms/step
    program with a 0.3 s start-up gets N near 30,000.  N is at least `at_least`: the ladder
    asks for --ref-steps + 1, so that every program's timed steps 2..N include the documents
    of the built-in rungs' shared steps (a step's time depends on its document's length).
@@ -185,7 +186,7 @@ def measure_programs(programs: Sequence[Program], docs: Sequence[str], config: G
 
 def _check_and_calibrate(measurement: Measurement, runner: "Runner", steps: int, reference: Sequence[float],
                          num_params: int, min_time: float) -> None:
-    """Stages 1 and 2: the agreement of a `steps`-step run, and the timed step count N."""
+    """Stage 1, the agreement of a `steps`-step run; stage 2, the timed step count N."""
     if steps <= FEW:
         raise ProgramError(f"needs more than {FEW} steps to be timed (--steps {steps})")
     checked, losses, output = runner.run(steps)
@@ -193,12 +194,23 @@ def _check_and_calibrate(measurement: Measurement, runner: "Runner", steps: int,
     if params and int(params.group(1)) != num_params:
         raise ProgramError(f"it built a model of {params.group(1)} parameters, the ladder's has {num_params}")
     measurement.printed, measurement.agreement = losses, check_losses(losses, list(reference)[:steps])
-    few, _, _ = runner.run(FEW)
-    per_step = (checked - few) / (steps - FEW)
-    if per_step <= 0:  # the difference drowned in noise: the whole run is an upper bound
-        per_step = checked / steps
-    start_up = max(few - FEW * per_step, 0.0)
-    measurement.timed_steps = FEW + max(1, math.ceil(max(DOMINANCE * start_up, min_time) / per_step))
+    measurement.timed_steps = _calibrate(runner, steps, checked, min_time)
+
+
+def _calibrate(runner: "Runner", steps: int, checked: float, min_time: float) -> int:
+    """N such that T(N) - T(FEW) lasts `target`: DOMINANCE start-ups and at least min_time.
+    Like pyperf's loop calibration, the run grows (x2, or x10 while far short) until its
+    difference reaches the target: a difference of a few milliseconds, drowned in the
+    start-up's jitter, never sets N."""
+    few, _, _ = runner.run(FEW)  # start-up and FEW steps; warm, after the checked run
+    enough = max(DOMINANCE * few, min_time)  # an upper bound of the target: few holds a step too
+    n, elapsed = steps, checked - few
+    while elapsed < enough:
+        n = FEW + (n - FEW) * (10 if elapsed < enough / 10 else 2)
+        elapsed = runner.run(n)[0] - few
+    per_step = elapsed / (n - FEW)
+    target = max(DOMINANCE * max(few - FEW * per_step, 0.0), min_time)
+    return FEW + max(1, math.ceil(target / per_step))
 
 
 def _one_round(runner: "Runner", timed_steps: int) -> float:
