@@ -173,11 +173,7 @@ def exact_losses(docs: Sequence[str], config: GPTConfig, steps: int, seed: int, 
 
 
 def _program_row(program: Program, measurement: Measurement, stop: StopRequest) -> Row:
-    status = measurement.status
-    if status == "stopped":
-        status = f"stopped ({signal_name(stop.signum)})"
-    elif status == "not begun":
-        status = "failed: not measured"
+    status = f"stopped ({signal_name(stop.signum)})" if measurement.status == "stopped" else measurement.status
     losses = [float(text) for text in measurement.printed] if measurement.agreement else []
     return Row(program.name, status=status, losses=losses, command=program.command, measurement=measurement)
 
@@ -383,8 +379,8 @@ def write_outputs(out_dir: Path, rows: list[Row], table: list[dict], config: GPT
           "on the same documents (step 1 is a warm-up, not timed), inside its worker process; for a "
           "program, the median over rounds of (T(N) - T(1)) / (N - 1), T(k) being the wall time of a whole "
           "run of k steps (start-up, data loading and sampling cancel), N calibrated per program so that "
-          "the difference outlasts its start-up ten times (`how timed` gives N, the rounds and their "
-          f"range). Each speed-up is {table[0]['baseline'] if table else '-'}'s ms/step divided by the row's. "
+          "the difference outlasts ten of its start-ups and --min-time, and covers the built-in rows' "
+          f"steps (`how timed` gives N, the rounds and their range). Each speed-up is {table[0]['baseline'] if table else '-'}'s ms/step divided by the row's. "
           "ms/step, all its steps: a built-in row's median over every step it ran (documents differ in "
           "length, so this can differ from the first column). "
           "Losses: for a built-in row, the largest |loss - reference loss| over the steps compared"

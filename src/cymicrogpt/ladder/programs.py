@@ -251,16 +251,17 @@ class Runner:
         finally:
             _end_session(process)
             pump.join(timeout=5.0)
-        if process.returncode and end is None:
+        if end is None:
             raise ProgramError(f"{_exit(process.returncode)} after {len(losses)} steps: {_last_line(errors)}")
         printed = [losses.get(step) for step in range(1, steps + 1)]
-        if None in printed or len(losses) > steps + 1:
+        if None in printed:
             raise ProgramError(f"printed {len(losses)} step lines for a run of {steps} steps" if losses else
                                f"printed no step lines (`step N ... loss X`): {_last_line(errors)}")
-        return (end or time.perf_counter()) - start, printed, output
+        return end - start, printed, output
 
     def _read(self, process: subprocess.Popen, lines: queue.Queue, start: float, steps: int):
-        """Reads until the program exits, or prints step steps + 1 (then the time is taken)."""
+        """(the time it ended, None if it failed; its output; step -> loss as printed).  Reads
+        until the program exits, or prints step steps + 1 (then the time is taken there)."""
         output: list[str] = []
         losses: dict[int, str] = {}  # step -> loss as printed; a progress line reprinted wins
         while True:
