@@ -122,6 +122,15 @@ def test_the_baseline_can_be_any_rung(tmp_path, tiny_data_file, stand_in):
     table = (tmp_path / "out" / "ladder.md").read_text()
     assert "| speed-up vs mine |" in table
     assert row(table, "mine")[2] == "1.00x"
+    assert "Each speed-up is mine's ms/step divided by the row's." in table
+
+
+def test_a_baseline_that_failed_gives_no_speed_ups_and_says_why(tmp_path, tiny_data_file, stand_in):
+    done = bench(tiny_data_file, tmp_path / "out", "--program", f"mine={stand_in('r', 'crash')}", "--baseline", "mine")
+    assert done.returncode == 1
+    table = (tmp_path / "out" / "ladder.md").read_text()
+    assert row(table, "cython")[2] == "-"
+    assert "The baseline, mine, was not measured (failed: exited with code 1" in table
 
 
 @pytest.mark.parametrize("argv, fragments", [

@@ -380,7 +380,7 @@ def write_outputs(out_dir: Path, rows: list[Row], table: list[dict], config: GPT
           "program, the median over rounds of (T(N) - T(1)) / (N - 1), T(k) being the wall time of a whole "
           "run of k steps (start-up, data loading and sampling cancel), N calibrated per program so that "
           "the difference outlasts ten of its start-ups and --min-time, and covers the built-in rows' "
-          f"steps (`how timed` gives N, the rounds and their range). Each speed-up is {table[0]['baseline'] if table else '-'}'s ms/step divided by the row's. "
+          f"steps (`how timed` gives N, the rounds and their range). {_speedup_note(table)} "
           "ms/step, all its steps: a built-in row's median over every step it ran (documents differ in "
           "length, so this can differ from the first column). "
           "Losses: for a built-in row, the largest |loss - reference loss| over the steps compared"
@@ -417,6 +417,15 @@ def write_outputs(out_dir: Path, rows: list[Row], table: list[dict], config: GPT
     finally:
         plt.close(fig)
     return notes
+
+
+def _speedup_note(table: list[dict]) -> str:
+    baseline = next((c for c in table if c["impl"] == table[0]["baseline"]), None) if table else None
+    if baseline is None:
+        return "No rung was measured: no speed-ups."
+    if baseline["ms"] is None:
+        return f"The baseline, {baseline['impl']}, was not measured ({baseline['status']}): no speed-ups."
+    return f"Each speed-up is {baseline['impl']}'s ms/step divided by the row's."
 
 
 def _plot_speed(ax, table: list[dict]) -> None:
