@@ -53,9 +53,12 @@ def collections_during(work):
 @pytest.mark.skipif(sys.version_info >= (3, 12), reason="since Python 3.12 the GC starts only between "
                     "bytecodes, never inside a C call: there is no window to check")
 def test_growth_starts_no_collection():
-    """A linear op allocates no GC-tracked object but in growth: with the GC collecting at
-    every such allocation, 3000 of them (the arena grows from 4k to 134k nodes) start none.
-    (Before, every growth started several.)"""
+    """With the GC collecting at every GC-tracked allocation, 3000 linear ops that grow the
+    arena from 4k to 134k nodes start no collection inside a growth: the growths' own
+    allocations count towards the next collection, which starts at most once, at the
+    first allocation after them with the GC back on (on 3.11 none comes before the test
+    restores the threshold; on 3.10, the frame object of the next Python call).  (Before,
+    every growth started several: 37 in this test on 3.11.)"""
     ops = engine()
     row, mat = ops.row("wte", 0), ops.matrix("lm_head")
     before = ops.capacity[0]
@@ -64,7 +67,7 @@ def test_growth_starts_no_collection():
         for _ in range(3000):
             ops.linear(row, mat)
 
-    assert collections_during(build) == 0
+    assert collections_during(build) <= 1
     assert ops.capacity[0] >= 32 * before
 
 
