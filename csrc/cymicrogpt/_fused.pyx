@@ -304,13 +304,14 @@ cdef class FusedGPT:
                 g[self.off[WTE] + tokens[t] * E + j] += self.dxn[t, j]
                 g[self.off[WPE] + t * E + j] += self.dxn[t, j]
 
-    def adam_step(self, double[::1] m, double[::1] v, double lr_t, double beta1, double beta2,
-                  double eps, Py_ssize_t step):
-        """microgpt's Adam over all weights in one loop (g*g and sqrt: not exact); zeroes the gradients."""
+    def adam_step(self, double[::1] m, double[::1] v, double beta1, double beta2, double eps,
+                  double lr_t, double c1, double c2):
+        """microgpt's Adam over all weights in one loop (g*g and sqrt: not exact); zeroes the
+        gradients.  lr_t and the bias corrections c1, c2: the step's, from schedule.adam_scalars."""
         cdef Py_ssize_t i, P = self.w.shape[0]
         if m.shape[0] != P or v.shape[0] != P:
             raise ValueError("moment buffers must match the weights")
-        cdef double c1 = 1.0 - pow(beta1, step + 1), c2 = 1.0 - pow(beta2, step + 1), gi
+        cdef double gi
         with nogil:
             for i in range(P):
                 gi = self.g[i]

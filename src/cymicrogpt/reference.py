@@ -20,6 +20,7 @@ import math
 from typing import Sequence
 
 from .config import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, RMSNORM_EPS
+from .schedule import adam_scalars
 
 
 class Value:
@@ -212,19 +213,20 @@ class ReferenceAdam:
         self.m = [0.0] * len(params)  # first moment buffer
         self.v = [0.0] * len(params)  # second moment buffer
 
-    def step(self, step: int, num_steps: int) -> None:
+    def step(self, step_index: int, num_steps: int) -> None:
         """One update, all or nothing: microgpt's expressions, in its order, computed for
         every parameter first and committed after, so a step that raises (``g**2`` raises
         OverflowError for |g| above ~1.3e154) changes no weight, moment or gradient."""
         beta1, beta2, eps_adam = self.beta1, self.beta2, self.eps
         m, v = self.m, self.v
-        lr_t = self.lr * (1 - step / num_steps)
+        # lr_t and the bias corrections: microgpt's expressions, once per step (schedule.py)
+        lr_t, bias_correction1, bias_correction2 = adam_scalars(self.lr, step_index, num_steps)
         new_m, new_v, new_data = [], [], []
         for i, p in enumerate(self.params):
             m_i = beta1 * m[i] + (1 - beta1) * p.grad
             v_i = beta2 * v[i] + (1 - beta2) * p.grad**2
-            m_hat = m_i / (1 - beta1 ** (step + 1))
-            v_hat = v_i / (1 - beta2 ** (step + 1))
+            m_hat = m_i / bias_correction1
+            v_hat = v_i / bias_correction2
             new_m.append(m_i)
             new_v.append(v_i)
             new_data.append(p.data - lr_t * m_hat / (v_hat**0.5 + eps_adam))  # microgpt's p.data -= ...

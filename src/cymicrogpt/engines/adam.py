@@ -2,8 +2,8 @@
 
 `VectorAdam` keeps the moments in NumPy arrays and hands each step to
 `cymicrogpt._adam.adam_step`, one `noexcept nogil` loop over the parameters in microgpt's
-operation order.  The scalars microgpt's loop evaluates (``1 - beta1``,
-``1 - beta2 ** (step + 1)``, the decayed learning rate, ...) are computed here, in
+operation order.  The scalars microgpt's loop evaluates (``1 - beta1``, ``1 - beta2``
+here; the decayed learning rate and the bias corrections in schedule.py) are computed in
 Python, with the reference's expressions, so the kernel receives the very same floats.
 
 The pow shortcut.  microgpt's ``g**2`` and ``v_hat**0.5`` call libm ``pow`` (about 10 ns
@@ -37,6 +37,7 @@ import numpy as np
 
 from .. import _adam
 from ..config import ADAM_BETA1, ADAM_BETA2, ADAM_EPS
+from ..schedule import adam_scalars
 
 FIRST_DOCUMENTED_GLIBC = (2, 28)  # glibc's pow from ARM's optimized-routines: <= 0.54 ULP
 GENERIC_POW_MACHINES = ("x86_64", "amd64", "aarch64", "arm64")  # use glibc's dbl-64 e_pow.c
@@ -96,15 +97,16 @@ class VectorAdam:
         self.v = np.zeros(size)  # second moment buffer
         self._squares = np.empty(size)  # scratch: the step's g**2
 
-    def step(self, step: int, num_steps: int) -> None:
+    def step(self, step_index: int, num_steps: int) -> None:
         """One Adam step in place (grads zeroed); raises, changing nothing, where microgpt's
         loop would raise (OverflowError when a gradient's square overflows)."""
         params, grads = self.arrays()
         beta1, beta2 = self.beta1, self.beta2
+        scalars = adam_scalars(self.lr, step_index, num_steps)
         ADAM_KERNELS.adam_step(params, grads, self.m, self.v, self._squares, beta1=beta1, beta2=beta2, eps=self.eps,
-                  one_minus_beta1=1 - beta1, one_minus_beta2=1 - beta2,
-                  bias_correction1=1 - beta1 ** (step + 1), bias_correction2=1 - beta2 ** (step + 1),
-                  lr_t=self.lr * (1 - step / num_steps), shortcut=self.shortcut)
+                               one_minus_beta1=1 - beta1, one_minus_beta2=1 - beta2,
+                               bias_correction1=scalars.bias_correction1, bias_correction2=scalars.bias_correction2,
+                               lr_t=scalars.lr_t, shortcut=self.shortcut)
 
     def moments(self) -> tuple[np.ndarray, np.ndarray]:
         return self.m.copy(), self.v.copy()

@@ -8,6 +8,7 @@ import numpy as np
 from .._fused import FusedGPT
 from ..config import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, LAYER_MATRIX_NAMES, RMSNORM_EPS
 from ..params import layer_name
+from ..schedule import adam_scalars
 from .base import Trainer
 
 
@@ -37,8 +38,8 @@ class FusedTrainer(Trainer):
 
     def step(self, tokens):
         loss = self.model.loss_and_grads(self._tokens(tokens))
-        lr_t = self.lr * (1 - self.steps_done / self.num_steps)
-        self.model.adam_step(self.m, self.v, lr_t, ADAM_BETA1, ADAM_BETA2, ADAM_EPS, self.steps_done)
+        scalars = adam_scalars(self.lr, self.steps_done, self.num_steps)
+        self.model.adam_step(self.m, self.v, ADAM_BETA1, ADAM_BETA2, ADAM_EPS, *scalars)
         self.steps_done += 1
         return loss
 

@@ -44,6 +44,7 @@ import numpy as np
 
 from ..config import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, LAYER_MATRIX_NAMES, RMSNORM_EPS
 from ..params import layer_name
+from ..schedule import adam_scalars
 
 DTYPE = torch.float64
 
@@ -130,15 +131,15 @@ class TorchTrainer(Trainer):
         return loss
 
     @torch.no_grad()
-    def _adam(self, step: int) -> None:
+    def _adam(self, step_index: int) -> None:
         """microgpt's Adam (see the module docstring), in place on the flat tensors."""
         b1, b2, eps = ADAM_BETA1, ADAM_BETA2, ADAM_EPS
-        lr_t = self.lr * (1 - step / self.num_steps)  # linear decay to 0
+        lr_t, bias_correction1, bias_correction2 = adam_scalars(self.lr, step_index, self.num_steps)
         g = self.w.grad
         self.m.mul_(b1).add_((1 - b1) * g)
         self.v.mul_(b2).add_((1 - b2) * (g * g))
-        m_hat = self.m / (1 - b1 ** (step + 1))  # bias corrections
-        v_hat = self.v / (1 - b2 ** (step + 1))
+        m_hat = self.m / bias_correction1
+        v_hat = self.v / bias_correction2
         self.w.sub_(lr_t * m_hat / (torch.sqrt(v_hat) + eps))
 
     def weights(self):
