@@ -32,6 +32,7 @@ from pathlib import Path
 
 import cymicrogpt as mg
 from cymicrogpt.data import default_dataset
+from cymicrogpt.engines import BACKENDS, DEFAULT_BACKEND
 from cymicrogpt.ladder.bench import load_average
 
 STEP_LINE = re.compile(r"^step\s+\d+\b.*?\bloss\s+(\S+)", re.MULTILINE)
@@ -55,7 +56,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000, help="N, the longer run (default: 1000)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats (default: 3)")
     parser.add_argument("--inner", type=int, default=5, help="cymicrogpt runs per step count and repeat (default: 5)")
-    parser.add_argument("--backend", default="cython", choices=["cython", "python"], help="cymicrogpt's engine")
+    parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS, help="cymicrogpt's engine")
     args = parser.parse_args()
     if args.steps < 2:
         parser.error("--steps must be at least 2")

@@ -149,16 +149,17 @@ def test_engines_find_every_nonfinite_gradient(tiny_docs, backend: str, bad: flo
         for value in (bad, 1.7976931348623157e308, -5e-324):
             changed = list(grads)
             changed[index] = value
-            set_gradients(engine, changed)
+            set_gradients(run, changed)
             assert engine.gradients_are_finite() == math.isfinite(value), (index, value)
 
 
-def set_gradients(engine, grads: list[float]) -> None:
-    if engine.name == "python":
-        for p, g in zip(engine.params, grads):
+def set_gradients(run, grads: list[float]) -> None:
+    """Overwrite the weights' gradients in `run`'s engine (engines have no setter)."""
+    if run.backend == "python":
+        for p, g in zip(run.engine.params, grads):
             p.grad = g
     else:
-        engine.grad_array[:] = grads
+        run.engine.grad_array[:] = grads
 
 
 class _FailingAdam:
@@ -199,11 +200,7 @@ def test_a_huge_gradient_overflows_adam_atomically(tiny_docs, backend: str) -> N
     loss = run.forward_backward()
     grads = run.engine.gradients()
     grads[len(grads) // 2] = 1e155  # a finite gradient whose square overflows
-    if backend == "python":
-        for p, g in zip(run.engine.params, grads):
-            p.grad = g
-    else:
-        run.engine.grad_array[:] = grads
+    set_gradients(run, grads)
     with pytest.raises(mg.DivergenceError, match="Adam update overflows"):
         run.finish_step(loss)
     assert snapshot(run) == before

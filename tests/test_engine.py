@@ -27,7 +27,7 @@ def tiny_run(tiny_docs):
 def both_engines(run, weights):
     """(reference, compiled) engines holding `weights`."""
     layout = state_dict_layout(run.config, run.tokenizer.vocab_size)
-    return [make_engine(name, layout, weights, run.config) for name in ("python", "cython")]
+    return [make_engine(name, layout, weights) for name in ("python", "cython")]
 
 
 def same_float(a, b):

@@ -26,7 +26,7 @@ def parameter_names(function) -> list[str]:
 def fresh_engine(backend: str, tiny_config, tiny_docs):
     tokenizer = Tokenizer.from_docs(tiny_docs)
     layout = state_dict_layout(tiny_config, tokenizer.vocab_size)
-    return make_engine(backend, layout, init_weights(random.Random(0), layout), tiny_config), tokenizer
+    return make_engine(backend, layout, init_weights(random.Random(0), layout)), tokenizer
 
 
 def test_the_interface_lists_what_the_model_needs():

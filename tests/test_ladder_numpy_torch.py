@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from cymicrogpt.config import GPTConfig
-from cymicrogpt.ladder import NotInstalled, trainer_class
+from cymicrogpt.ladder import trainer_class
+from cymicrogpt.ladder.base import NotInstalled
 from cymicrogpt.params import init_weights, state_dict_layout
 from cymicrogpt.tokenizer import Tokenizer
 

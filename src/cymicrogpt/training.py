@@ -141,7 +141,7 @@ class Run:
         backend = state.backend if backend is None else check_backend(backend)
         tokenizer = Tokenizer(state.chars)
         layout = state_dict_layout(state.config, tokenizer.vocab_size)
-        engine = make_engine(backend, layout, state.weights, state.config)
+        engine = make_engine(backend, layout, state.weights)
         optimizer = engine.make_optimizer(state.lr)
         optimizer.set_moments(state.adam_m, state.adam_v)
         rng = random.Random()
@@ -191,7 +191,7 @@ def start_run(docs: Iterable[str], config: GPTConfig = GPTConfig(), steps: int =
     lr = check_lr(lr)
     seed = check_seed(seed)
     rng, tokenizer, layout, weights = initialise(docs, config, seed)
-    engine = make_engine(backend, layout, weights, config)
+    engine = make_engine(backend, layout, weights)
     return Run(config=config, tokenizer=tokenizer, docs=docs, engine=engine,
                optimizer=engine.make_optimizer(lr), rng=rng, num_steps=steps, lr=lr, seed=seed,
                backend=backend)

@@ -17,8 +17,6 @@ from ..params import MatrixSlot
 
 
 class GraphEngine:
-    name = "cython"
-
     def __init__(self, layout: list[MatrixSlot], weights: Sequence[float]) -> None:
         self.ops = ops = GraphOps(layout, weights)
         self.num_params = len(weights)

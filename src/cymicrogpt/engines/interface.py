@@ -1,7 +1,8 @@
 """The engine interface: everything the model, sampling and training ask of an engine.
 
 An engine holds microgpt's weights (flat, in state-dict order: see params.py) and builds the
-graph of one sequence, op by op, as ``model.py`` calls it.  Two engines implement it:
+graph of one sequence, op by op, as ``model.py`` calls it.  Two engines implement it
+(the registry in engines/__init__.py maps the backend names to them):
 
     backend   class                         Vector           Matrix               Scalar
     python    reference.ReferenceEngine     list of Value    list of rows (lists)  Value
@@ -37,12 +38,12 @@ Floats: TypeAlias = Union[Sequence[float], "np.ndarray"]  # flat, state-dict ord
 class Optimizer(Protocol):
     """microgpt's Adam over one engine's weights (betas, eps: config.py), linear lr decay."""
 
-    def step(self, step: int, num_steps: int) -> None:
+    def step(self, step_index: int, num_steps: int) -> None:
         """Apply one update with the gradients the last backward left, then zero them.
 
-        `step` is the 0-based index of the step being finished, `num_steps` the run's
-        length: the learning rate is lr * (1 - step / num_steps), bias corrections use
-        step + 1.  Bit-identical to microgpt's per-parameter loop."""
+        `step_index` is the 0-based index of the step being finished, `num_steps` the run's
+        length: they give the step's learning rate and bias corrections (schedule.py).
+        Bit-identical to microgpt's per-parameter loop."""
 
     def moments(self) -> tuple[Floats, Floats]:
         """Copies of the first and second moment buffers (m, v), flat, state-dict order."""

@@ -11,8 +11,8 @@ linear learning-rate decay.  They differ only in how the arithmetic is done:
     fused   the whole step fused into hand-written Cython loops:       ~1e-16 relative
             no graph, no Python per operation
 
-The first two are the training backends (engines/__init__.py), so they are exact by contract 2;
-the others exist only here.  Each implementation is a class with this interface (see
+The first two are the training backends (engines/__init__.py), held float-== to each
+other by the parity tests (tests/test_parity.py); the others exist only here.  Each implementation is a class with this interface (see
 `base.Trainer`):
 
     trainer = Impl(config, layout, weights, lr, num_steps)
@@ -34,10 +34,6 @@ OTHER_TRAINERS = {
 # The reference first (every other row is compared with it), then the other exact backends.
 EXACT = (REFERENCE_BACKEND,) + tuple(name for name in BACKENDS if name != REFERENCE_BACKEND)
 IMPLEMENTATIONS = EXACT + tuple(OTHER_TRAINERS)
-
-
-class NotInstalled(RuntimeError):
-    """An optional dependency of an implementation (e.g. torch) is missing."""
 
 
 def trainer_class(name: str):

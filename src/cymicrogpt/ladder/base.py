@@ -1,12 +1,18 @@
-"""The interface every ladder implementation follows."""
+"""The interface every ladder implementation follows, and the error of one whose optional
+dependency (e.g. torch) is missing."""
 from __future__ import annotations
 
-from typing import Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Sequence
 
 from ..config import GPTConfig
 from ..params import MatrixSlot, num_params
+
+if TYPE_CHECKING:  # annotations only: `cymicrogpt bench` starts without importing NumPy
+    import numpy as np
+
+
+class NotInstalled(RuntimeError):
+    """An optional dependency of an implementation (e.g. torch) is missing."""
 
 
 class Trainer:

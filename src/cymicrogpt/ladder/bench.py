@@ -42,8 +42,9 @@ from typing import Optional, Sequence, Union
 
 from ..engines import REFERENCE_BACKEND
 from ..config import DEFAULT_LR, DEFAULT_SEED, GPTConfig
-from . import EXACT, IMPLEMENTATIONS, NotInstalled, trainer_class
+from . import EXACT, IMPLEMENTATIONS, trainer_class
 from .agreement import FULL_DIGITS, IDENTICAL, check_floats
+from .base import NotInstalled
 from .programs import FEW, MICROGPT_NAME, Measurement, Program, Timing, measure_programs
 from ..files import write_atomically
 from ..interrupts import StopRequest, signal_name
@@ -342,7 +343,7 @@ def environment() -> str:
         torch_version = f"{torch.__version__} ({torch.get_num_threads()} threads)"
     except ImportError:
         torch_version = "not installed"
-    from .. import __version__
+    from .._version import __version__
 
     return (f"cymicrogpt {__version__}; Python {platform.python_version()}; NumPy {numpy.__version__}; "
             f"torch {torch_version}; {platform.machine()}, {multiprocessing.cpu_count()} CPUs, "

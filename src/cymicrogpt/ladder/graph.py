@@ -16,7 +16,7 @@ def graph_trainer(backend: str) -> type:
 
         def __init__(self, config, layout, weights, lr, num_steps) -> None:
             super().__init__(config, layout, weights, lr, num_steps)
-            self.engine = make_engine(backend, layout, weights, config)
+            self.engine = make_engine(backend, layout, weights)
             self.optimizer = self.engine.make_optimizer(lr)
 
         def _forward_backward(self, tokens: Sequence[int]) -> float:

@@ -21,7 +21,7 @@ slower, single steps up to ~200 ms) where 1 thread stayed steady: a benchmark sh
 torch.get_num_threads() and may prefer torch.set_num_threads(1).
 
 torch is not a dependency of cymicrogpt: importing this module without it raises
-`cymicrogpt.ladder.NotInstalled`, so `trainer_class("torch")` reports "not installed".
+`cymicrogpt.ladder.base.NotInstalled`, so `trainer_class("torch")` reports "not installed".
 This rung needs only the CPU build; a plain `pip install torch` on Linux fetches the CUDA one
 (several GB).  PyTorch documents the CPU-only install as CPU_ONLY below.
 """
@@ -29,8 +29,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from . import NotInstalled
-from .base import Trainer
+from .base import NotInstalled, Trainer
 
 CPU_ONLY = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
 
