@@ -4,8 +4,10 @@ For each config both backends start from the same seed (same weights, same docum
 order), take one warm-up step, then are timed with time.perf_counter over the same
 following steps; the ratio is over those identical documents.  The compiled backend's
 timing is the best of several repeats (fresh runs) because a step takes well under a
-millisecond.  A breakdown splits the compiled step into graph build (forward),
-backward and Adam.  (cymicrogpt.Value has its own benchmark: bench_value.py.)
+millisecond.  A breakdown splits the compiled backend's real training step (the one
+`train` takes) into backward, Adam and the rest (graph build, i.e. the forward, and the
+step's checks), timing the engine's backward and the optimizer's step from inside it.
+(cymicrogpt.Value has its own benchmark: bench_value.py.)
 
     python benchmarks/bench_engines.py [--data PATH] [--ref-steps 20] [--repeats 5]
 """
@@ -17,7 +19,7 @@ import time
 
 import cymicrogpt as mg
 from cymicrogpt.config import GPTConfig
-from cymicrogpt.model import sequence_loss
+from cymicrogpt.engines import DEFAULT_BACKEND, REFERENCE_BACKEND
 from cymicrogpt.training import start_run
 
 CONFIGS = {
@@ -34,37 +36,48 @@ def time_steps(run, count: int) -> float:
     return time.perf_counter() - start
 
 
+class Stopwatch:
+    """A callable that calls `function` and adds the seconds each call takes to `seconds`."""
+
+    def __init__(self, function) -> None:
+        self.function = function
+        self.seconds = 0.0
+
+    def __call__(self, *args):
+        start = time.perf_counter()
+        try:
+            return self.function(*args)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
 def compiled_breakdown(docs, config, steps: int) -> dict:
-    run = start_run(list(docs), config=config, steps=steps + 1, backend="cython")
+    """Seconds per step in backward, in Adam and in the rest, over `steps` real training
+    steps after one warm-up step."""
+    run = start_run(list(docs), config=config, steps=steps + 1, backend=DEFAULT_BACKEND)
     run.train(until=1)
-    forward = backward = adam = 0.0
-    engine = run.engine
-    for _ in range(steps):
-        doc = run.docs[run.step % len(run.docs)]
-        t0 = time.perf_counter()
-        engine.begin_sequence(True)
-        loss = sequence_loss(engine, config, run.tokenizer.encode(doc))
-        t1 = time.perf_counter()
-        value = engine.backward(loss)
-        t2 = time.perf_counter()
-        run.finish_step(value)
-        t3 = time.perf_counter()
-        forward, backward, adam = forward + t1 - t0, backward + t2 - t1, adam + t3 - t2
-    return {"graph build (forward)": forward / steps, "backward": backward / steps, "Adam": adam / steps}
+    # The engine's backward and the optimizer's step, timed where the real step calls them.
+    backward = run.engine.backward = Stopwatch(run.engine.backward)
+    adam = run.optimizer.step = Stopwatch(run.optimizer.step)
+    start = time.perf_counter()
+    run.train()
+    rest = time.perf_counter() - start - backward.seconds - adam.seconds
+    return {"graph build (forward), checks": rest / steps, "backward": backward.seconds / steps,
+            "Adam": adam.seconds / steps}
 
 
 def bench_training(docs, ref_steps_override, repeats: int) -> None:
     for label, (config, ref_steps) in CONFIGS.items():
         ref_steps = ref_steps_override or ref_steps
         total = ref_steps + 2
-        ref = start_run(list(docs), config=config, steps=total, backend="python")
+        ref = start_run(list(docs), config=config, steps=total, backend=REFERENCE_BACKEND)
         ref_s = time_steps(ref, ref_steps) / ref_steps
         fast_s = min(
-            time_steps(start_run(list(docs), config=config, steps=total, backend="cython"), ref_steps) / ref_steps
+            time_steps(start_run(list(docs), config=config, steps=total, backend=DEFAULT_BACKEND), ref_steps) / ref_steps
             for _ in range(repeats)
         )
         # a longer compiled run, for a steadier number (docs of every length)
-        long_run = start_run(list(docs), config=config, steps=1000, backend="cython")
+        long_run = start_run(list(docs), config=config, steps=1000, backend=DEFAULT_BACKEND)
         long_s = time_steps(long_run, 999) / 999 if config == GPTConfig() else None
         print(f"\n## {label}")
         print(f"python reference : {ref_s * 1e3:10.2f} ms/step  (steps 2..{ref_steps + 1})")
@@ -73,7 +86,7 @@ def bench_training(docs, ref_steps_override, repeats: int) -> None:
         if long_s is not None:
             print(f"cython, steps 2..1000 of a 1000-step run: {long_s * 1e3:.4f} ms/step")
         for part, seconds in compiled_breakdown(docs, config, 200 if config == GPTConfig() else 20).items():
-            print(f"  {part:22s} {seconds * 1e3:8.4f} ms/step")
+            print(f"  {part:30s} {seconds * 1e3:8.4f} ms/step")
 
 
 def main() -> None:

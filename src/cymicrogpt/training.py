@@ -2,7 +2,8 @@
 
 ``train()`` is the public entry point; it returns a ``Run`` that holds everything a run
 is (weights, optimizer moments, the random stream, the losses so far) and can continue
-training, sample names and save itself.
+training, sample names and save itself.  The training step itself is written once, in
+``Training.train_step``, which ``Run`` extends with its data.
 
 A run that diverges (a step whose loss cannot be computed or is not finite, a gradient
 that is not finite, an Adam update that overflows) raises ``DivergenceError`` before that
@@ -25,6 +26,7 @@ from .run_state import RunState
 from .sampling import check_temperature, sample_one
 from .tokenizer import Tokenizer
 
+
 class DivergenceError(ValueError):
     """Training cannot continue: step `step` (0-based; also the number of steps completed)
     has no finite loss, gradient or update.  The ``Run`` is left as it was before that step."""
@@ -38,31 +40,90 @@ class DivergenceError(ValueError):
         super().__init__(f"training diverged at step {step + 1} / {num_steps} (learning rate {lr!r}): {reason}")
 
 
-class Run:
-    """A training run: model state, optimizer state, random stream and loss history."""
+class Training:
+    """A model in training: engine, optimizer, the run's length and learning rate, and the
+    steps completed with their losses.  ``train_step`` is microgpt's training step, the only
+    place it is written: ``Run`` trains with it, and so do the ladder's exact rungs
+    (ladder/graph.py)."""
+
+    def __init__(self, *, config: GPTConfig, engine: Engine, optimizer: Optimizer, num_steps: int, lr: float,
+                 step: int = 0, losses: Optional[list[float]] = None) -> None:
+        self.config = config
+        self.engine = engine
+        self.optimizer = optimizer
+        self.num_steps = num_steps  # total steps: the learning-rate decay depends on it
+        self.lr = lr
+        self.step = step  # steps completed, which is also the 0-based index of the next step
+        self.losses: list[float] = [] if losses is None else losses
+
+    def train_step(self, tokens: list[int]) -> float:
+        """One training step on a tokenised document: forward and backward on a fresh graph,
+        then Adam; returns the loss.
+
+        Raises ``DivergenceError`` at a step that has no finite loss, gradient or update,
+        leaving everything as it was before that step (weights, moments, step, losses;
+        gradients zeroed)."""
+        loss = self._checked_forward_backward(tokens)
+        self.finish_step(loss)
+        return loss
+
+    def _checked_forward_backward(self, tokens: list[int]) -> float:
+        """The step's forward and backward, or DivergenceError before the optimizer sees a bad step.
+
+        microgpt itself stops with math.log(0.0)'s ValueError; the engines raise what
+        Python's float arithmetic raises (ValueError, OverflowError, ZeroDivisionError)
+        and otherwise return NaN or infinite values: all of it is divergence here."""
+        try:
+            loss = forward_backward(self.engine, self.config, tokens)
+        except (ValueError, OverflowError, ZeroDivisionError) as exc:
+            raise self._diverged(f"its loss cannot be computed ({exc})") from exc
+        if not math.isfinite(loss):
+            raise self._diverged(f"its loss is {loss!r}")
+        # A NaN or infinite gradient would turn weights into NaN in the Adam step even
+        # when the loss is finite.
+        if not self.engine.gradients_are_finite():
+            raise self._diverged(f"its loss is {loss!r} but some gradients are not finite")
+        return loss
+
+    def finish_step(self, loss_value: float) -> None:
+        """Apply Adam with the gradients the step's backward left, and record the loss.
+
+        An update that overflows (Python's float ``**`` raises OverflowError for a
+        gradient above ~1.3e154) raises DivergenceError; the optimizers change nothing then."""
+        try:
+            self.optimizer.step(self.step, self.num_steps)  # self.step: this step's 0-based index
+        except OverflowError as exc:
+            raise self._diverged(f"its Adam update overflows ({exc})") from exc
+        self.losses.append(loss_value)
+        self.step += 1
+
+    def _diverged(self, reason: str) -> DivergenceError:
+        self.engine.zero_grad()  # the failed step's gradients must not reach a later step
+        return DivergenceError(self.step, self.num_steps, self.lr, reason)
+
+
+class Run(Training):
+    """A training run: a ``Training`` with its data, tokenizer, random stream and seed; it
+    trains on its documents in order, samples, and saves itself."""
 
     def __init__(self, *, config: GPTConfig, tokenizer: Tokenizer, docs: list[str], engine: Engine, optimizer: Optimizer,
                  rng: random.Random, num_steps: int, lr: float, seed: int, backend: str,
                  step: int = 0, losses: Optional[list[float]] = None) -> None:
-        self.config = config
+        super().__init__(config=config, engine=engine, optimizer=optimizer, num_steps=num_steps, lr=lr, step=step,
+                         losses=losses)
         self.tokenizer = tokenizer
         self.docs = docs  # in training order (already shuffled)
-        self.engine = engine
-        self.optimizer = optimizer
         self.rng = rng  # the one stream: shuffle, init, then sampling
-        self.num_steps = num_steps  # total steps: the learning-rate decay depends on it
-        self.lr = lr
         self.seed = seed
         self.backend = backend
-        self.step = step  # steps completed
-        self.losses: list[float] = [] if losses is None else losses
 
     @property
     def num_params(self) -> int:
         return self.config.num_params(self.tokenizer.vocab_size)
 
     def forward_backward(self) -> float:
-        """Loss of the current step's document, with gradients left in the engine."""
+        """Loss of the current step's document, with gradients left in the engine (no
+        checks, no update: for tests and tools that look at one step's gradients)."""
         return forward_backward(self.engine, self.config, self._tokens())
 
     def _tokens(self) -> list[int]:
@@ -81,44 +142,9 @@ class Run:
         """
         until = self.num_steps if until is None else min(until, self.num_steps)
         while self.step < until:
-            self.finish_step(self._checked_forward_backward())
+            self.train_step(self._tokens())  # encoded outside the step's checks: a bad document is not divergence
             if on_step is not None:
                 on_step(self)
-
-    def _checked_forward_backward(self) -> float:
-        """forward_backward(), or DivergenceError before the optimizer sees a bad step.
-
-        microgpt itself stops with math.log(0.0)'s ValueError; the engines raise what
-        Python's float arithmetic raises (ValueError, OverflowError, ZeroDivisionError)
-        and otherwise return NaN or infinite values: all of it is divergence here."""
-        tokens = self._tokens()  # outside the try: a bad document is not a divergence
-        try:
-            loss = forward_backward(self.engine, self.config, tokens)
-        except (ValueError, OverflowError, ZeroDivisionError) as exc:
-            raise self._diverged(f"its loss cannot be computed ({exc})") from exc
-        if not math.isfinite(loss):
-            raise self._diverged(f"its loss is {loss!r}")
-        # A NaN or infinite gradient would turn weights into NaN in the Adam step even
-        # when the loss is finite.
-        if not self.engine.gradients_are_finite():
-            raise self._diverged(f"its loss is {loss!r} but some gradients are not finite")
-        return loss
-
-    def finish_step(self, loss_value: float) -> None:
-        """Apply Adam with the gradients forward_backward() left, and record the loss.
-
-        An update that overflows (Python's float ``**`` raises OverflowError for a
-        gradient above ~1.3e154) raises DivergenceError; the optimizers change nothing then."""
-        try:
-            self.optimizer.step(self.step, self.num_steps)
-        except OverflowError as exc:
-            raise self._diverged(f"its Adam update overflows ({exc})") from exc
-        self.losses.append(loss_value)
-        self.step += 1
-
-    def _diverged(self, reason: str) -> DivergenceError:
-        self.engine.zero_grad()  # the failed step's gradients must not reach a later step
-        return DivergenceError(self.step, self.num_steps, self.lr, reason)
 
     def sample(self, num: int = DEFAULT_NUM_SAMPLES, temperature: float = DEFAULT_TEMPERATURE) -> list[str]:
         """`num` new documents; continues the run's random stream as microgpt does."""

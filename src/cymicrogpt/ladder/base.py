@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from ..config import GPTConfig
 from ..params import MatrixSlot, num_params
+from ..schedule import AdamScalars, adam_scalars
 
 if TYPE_CHECKING:  # annotations only: `cymicrogpt bench` starts without importing NumPy
     import numpy as np
@@ -22,9 +23,14 @@ class Trainer:
     weights: initial weights, flat, in state-dict order (the same list for everyone).
     lr, num_steps: Adam's base learning rate and the run length (linear decay to 0);
     Adam's other constants are config.py's, as for the training backends.
+
+    The rungs of their own (NumPy, torch, fused) write only `_forward_backward` and `_adam`;
+    the step that joins them is `step` below.  The exact rungs (graph.py) take the step of
+    `train` itself instead.
     """
 
     name = "?"
+    steps_done = 0  # training steps taken (the exact rungs count in their Training)
 
     def __init__(self, config: GPTConfig, layout: list[MatrixSlot], weights: Sequence[float],
                  lr: float, num_steps: int) -> None:
@@ -35,7 +41,6 @@ class Trainer:
         self.vocab_size = layout[0].rows  # wte: one row per token
         self.lr = lr
         self.num_steps = num_steps
-        self.steps_done = 0
 
     def check_tokens(self, tokens: Sequence[int]) -> list[int]:
         """A tokenised document as a list; at least BOS ... BOS, every id in the vocabulary."""
@@ -53,6 +58,17 @@ class Trainer:
 
     def step(self, tokens: Sequence[int]) -> float:
         """One training step (forward, backward, Adam); returns the loss."""
+        loss = self._forward_backward(self.check_tokens(tokens))
+        self._adam(adam_scalars(self.lr, self.steps_done, self.num_steps))  # steps_done: this step's 0-based index
+        self.steps_done += 1
+        return loss
+
+    def _forward_backward(self, tokens: list[int]) -> float:
+        """The loss of a checked tokenised document, its gradient left for `_adam`."""
+        raise NotImplementedError
+
+    def _adam(self, scalars: AdamScalars) -> None:
+        """microgpt's Adam update with the last gradient and the step's scalars (schedule.py)."""
         raise NotImplementedError
 
     def weights(self) -> np.ndarray:

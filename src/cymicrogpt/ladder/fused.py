@@ -1,14 +1,11 @@
 """The `fused` trainer: the whole step in hand-written Cython loops, no graph (csrc/cymicrogpt/_fused.pyx)."""
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 
 from .._fused import FusedGPT
 from ..config import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, LAYER_MATRIX_NAMES, RMSNORM_EPS
 from ..params import layer_name
-from ..schedule import adam_scalars
 from .base import Trainer
 
 
@@ -27,21 +24,17 @@ class FusedTrainer(Trainer):
         self.m = np.zeros(len(weights))  # Adam moments
         self.v = np.zeros(len(weights))
 
-    def _tokens(self, tokens: Sequence[int]) -> np.ndarray:
-        return np.asarray(self.check_tokens(tokens), dtype=np.intp)
+    def _forward_backward(self, tokens: list[int]) -> float:
+        return self.model.loss_and_grads(np.asarray(tokens, dtype=np.intp))
 
     def loss_and_grads(self, tokens):
-        loss = self.model.loss_and_grads(self._tokens(tokens))
+        loss = self._forward_backward(self.check_tokens(tokens))
         grads = self.model.grads.copy()
         self.model.grads[:] = 0.0
         return loss, grads
 
-    def step(self, tokens):
-        loss = self.model.loss_and_grads(self._tokens(tokens))
-        scalars = adam_scalars(self.lr, self.steps_done, self.num_steps)
-        self.model.adam_step(self.m, self.v, ADAM_BETA1, ADAM_BETA2, ADAM_EPS, *scalars)
-        self.steps_done += 1
-        return loss
+    def _adam(self, scalars) -> None:
+        self.model.adam_step(self.m, self.v, ADAM_BETA1, ADAM_BETA2, ADAM_EPS, *scalars)  # zeroes the gradients
 
     def weights(self):
         return self.model.weights.copy()

@@ -1,12 +1,12 @@
-"""The two scalar-graph engines (reference and compiled) as ladder trainers."""
+"""The two scalar-graph engines (reference and compiled) as ladder trainers: plain training
+runs, each step the very step `train` takes (training.Training.train_step)."""
 from __future__ import annotations
-
-from typing import Sequence
 
 import numpy as np
 
 from ..engines import make_engine
 from ..model import forward_backward
+from ..training import Training
 from .base import Trainer
 
 
@@ -16,26 +16,26 @@ def graph_trainer(backend: str) -> type:
 
         def __init__(self, config, layout, weights, lr, num_steps) -> None:
             super().__init__(config, layout, weights, lr, num_steps)
-            self.engine = make_engine(backend, layout, weights)
-            self.optimizer = self.engine.make_optimizer(lr)
+            engine = make_engine(backend, layout, weights)
+            self.training = Training(config=config, engine=engine, optimizer=engine.make_optimizer(lr),
+                                     num_steps=num_steps, lr=lr)
 
-        def _forward_backward(self, tokens: Sequence[int]) -> float:
-            return forward_backward(self.engine, self.config, self.check_tokens(tokens))
+        @property
+        def steps_done(self) -> int:
+            return self.training.step
 
         def loss_and_grads(self, tokens):
-            loss = self._forward_backward(tokens)
-            grads = np.array(self.engine.gradients())
-            self.engine.zero_grad()
+            engine = self.training.engine
+            loss = forward_backward(engine, self.config, self.check_tokens(tokens))
+            grads = np.array(engine.gradients())
+            engine.zero_grad()
             return loss, grads
 
         def step(self, tokens):
-            loss = self._forward_backward(tokens)
-            self.optimizer.step(self.steps_done, self.num_steps)
-            self.steps_done += 1
-            return loss
+            return self.training.train_step(self.check_tokens(tokens))
 
         def weights(self):
-            return np.array(self.engine.weights())
+            return np.array(self.training.engine.weights())
 
     GraphTrainer.__name__ = GraphTrainer.__qualname__ = f"{backend.capitalize()}GraphTrainer"
     return GraphTrainer

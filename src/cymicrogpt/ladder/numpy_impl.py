@@ -12,13 +12,10 @@ F = 4 * C (MLP width), V = vocab_size.
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 
 from ..config import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, LAYER_MATRIX_NAMES, RMSNORM_EPS
 from ..params import layer_name
-from ..schedule import adam_scalars
 from .base import Trainer
 
 
@@ -160,27 +157,20 @@ class NumpyTrainer(Trainer):
         self.params = matrix_views(self.w, layout)
         self.grads = matrix_views(self.g, layout)
 
-    def _forward_backward(self, tokens: Sequence[int]) -> float:
-        tokens = self.check_tokens(tokens)
+    def _forward_backward(self, tokens: list[int]) -> float:
         loss, cache = forward(self.params, self.config, tokens)
         self.g.fill(0.0)
         backward(self.params, self.grads, self.config, cache)
         return loss
 
     def loss_and_grads(self, tokens):
-        loss = self._forward_backward(tokens)
+        loss = self._forward_backward(self.check_tokens(tokens))
         return loss, self.g.copy()
 
-    def step(self, tokens):
-        loss = self._forward_backward(tokens)
-        self._adam(self.steps_done)
-        self.steps_done += 1
-        return loss
-
-    def _adam(self, step_index: int) -> None:
+    def _adam(self, scalars) -> None:
         """microgpt's Adam, vectorised (same formula; np.sqrt in place of ** 0.5)."""
         b1, b2, eps = ADAM_BETA1, ADAM_BETA2, ADAM_EPS
-        lr_t, bias_correction1, bias_correction2 = adam_scalars(self.lr, step_index, self.num_steps)
+        lr_t, bias_correction1, bias_correction2 = scalars
         g = self.g
         self.m *= b1
         self.m += (1 - b1) * g

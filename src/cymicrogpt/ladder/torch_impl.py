@@ -27,8 +27,6 @@ This rung needs only the CPU build; a plain `pip install torch` on Linux fetches
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 from .base import NotInstalled, Trainer
 
 CPU_ONLY = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
@@ -43,7 +41,6 @@ import numpy as np
 
 from ..config import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, LAYER_MATRIX_NAMES, RMSNORM_EPS
 from ..params import layer_name
-from ..schedule import adam_scalars
 
 DTYPE = torch.float64
 
@@ -112,28 +109,21 @@ class TorchTrainer(Trainer):
         """name -> (rows, cols) view of the flat leaf, taken inside the graph."""
         return {s.name: self.w[s.offset : s.offset + s.size].view(s.rows, s.cols) for s in self.layout}
 
-    def _forward_backward(self, tokens: Sequence[int]) -> float:
-        tokens = self.check_tokens(tokens)
+    def _forward_backward(self, tokens: list[int]) -> float:
         self.w.grad = None
         loss = forward(self._params(), self.config, tokens)
         loss.backward()
         return loss.item()
 
     def loss_and_grads(self, tokens):
-        loss = self._forward_backward(tokens)
+        loss = self._forward_backward(self.check_tokens(tokens))
         return loss, self.w.grad.numpy().copy()
 
-    def step(self, tokens):
-        loss = self._forward_backward(tokens)
-        self._adam(self.steps_done)
-        self.steps_done += 1
-        return loss
-
     @torch.no_grad()
-    def _adam(self, step_index: int) -> None:
+    def _adam(self, scalars) -> None:
         """microgpt's Adam (see the module docstring), in place on the flat tensors."""
         b1, b2, eps = ADAM_BETA1, ADAM_BETA2, ADAM_EPS
-        lr_t, bias_correction1, bias_correction2 = adam_scalars(self.lr, step_index, self.num_steps)
+        lr_t, bias_correction1, bias_correction2 = scalars
         g = self.w.grad
         self.m.mul_(b1).add_((1 - b1) * g)
         self.v.mul_(b2).add_((1 - b2) * (g * g))
