@@ -1,4 +1,4 @@
-"""Contract 2: the compiled backend is bit-identical to the reference (float ==).
+"""The compiled backend is bit-identical to the reference (float ==).
 
 Both backends are stepped in lockstep; after every forward/backward the loss and every
 parameter gradient must be equal, after every Adam step every parameter, and at the end

@@ -1,4 +1,4 @@
-"""Contract 1: the pure-Python reference reproduces microgpt.py exactly.
+"""The pure-Python reference reproduces microgpt.py exactly.
 
 The golden files in tests/fixtures/ were produced by running the seed's microgpt.py
 unchanged (seed 42, names.txt, default config) -- copied from ../shared/golden/; their
