@@ -15,8 +15,9 @@ larger ones without running any Python: see Arena.reserve.
 from libc.stdint cimport int32_t, uint8_t, uint32_t
 
 # The node kinds, and how each names its children: the kind table.  A new kind is a line
-# here, its children in `child_count` and `child` below, and its derivative in
-# `backward_node` (_arena.pyx).  Children are listed in microgpt's order: the depth-first
+# here, its children in `child_count` and `child` below (a kind that lists its children
+# is numbered after SUM_LIST: `lists_children`), and its derivative in `backward_node`
+# (_arena.pyx).  Children are listed in microgpt's order: the depth-first
 # search and the backward pass visit them in exactly this order.
 #   kind       children                               microgpt expression
 #   LEAF       none                                   a parameter, an input, a value-only node
@@ -42,6 +43,12 @@ cdef enum:
     MAX_INDEX = 0x7fffffff  # node and edge indices are int32: capacities stay below this
 
 
+cdef inline bint lists_children(uint8_t kind) noexcept nogil:
+    """Does this kind list its children in `edges` (from edges[a])?  The listed kinds are
+    numbered last: SUM_LIST, DOT_LIST, GRAD_LIST."""
+    return kind >= SUM_LIST
+
+
 cdef inline int32_t child_count(uint8_t kind, int32_t n) noexcept nogil:
     """How many children a node of this kind (and this n) has."""
     if kind == UNARY:
@@ -58,7 +65,7 @@ cdef inline int32_t child_count(uint8_t kind, int32_t n) noexcept nogil:
 cdef inline int32_t child(uint8_t kind, int32_t a, int32_t b, const int32_t[::1] edges,
                           int32_t j) noexcept nogil:
     """Child number j (0 <= j < child_count) of a node with this kind, a and b."""
-    if kind >= SUM_LIST:  # SUM_LIST, DOT_LIST, GRAD_LIST: the listed kinds, numbered last
+    if lists_children(kind):
         return edges[a + j]
     if kind == DOT:  # child 2i is a + i, child 2i+1 is b + i
         return (a if j % 2 == 0 else b) + j // 2

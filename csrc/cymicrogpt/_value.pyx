@@ -53,7 +53,8 @@ import math
 from numbers import Real
 
 from cymicrogpt._arena cimport (Arena, cell, LEAF, UNARY, ADD, GRAD_LIST, add_node, add_graded_edge,
-                                cells, child, child_count, pause_gc, resume_gc)
+                                cells, child, child_count, lists_children, pause_gc,
+                                resume_gc)
 
 # Nodes; below this the arena is never collected.  A collection costs in proportion to
 # the arena's nodes: micrograd's demo MLP (~65k nodes a step, benchmarks/bench_value.py)
@@ -167,8 +168,8 @@ cdef int make_room_slowly(ValueGraph g, Py_ssize_t nodes, Py_ssize_t edges) exce
 cdef Py_ssize_t collect_garbage(ValueGraph g) noexcept:
     """Drop nodes no live Value can reach; compact the rest in order.  Returns live count.
 
-    Values build LEAF, UNARY (child a), ADD (children a, b) and GRAD_LIST nodes (children
-    edges[a..a+n)): the compaction rewrites those.  C only."""
+    The compaction rewrites every kind but the range kinds (SUM, DOT), which Values never
+    build: children in a and b (UNARY, ADD) or listed in edges.  C only."""
     cdef PyObject** handles = g.handles
     cdef uint8_t[::1] kind = g.kind
     cdef int32_t[::1] a = g.a, b = g.b, n = g.n, edges = g.edges, stack = g.stack
@@ -176,7 +177,7 @@ cdef Py_ssize_t collect_garbage(ValueGraph g) noexcept:
     cdef uint32_t[::1] mark = g.mark
     cdef int32_t[::1] new_index = g.order  # scratch: old index -> new index
     cdef Py_ssize_t count = g.n_nodes, i, j, top, live = 0, live_edges = 0
-    cdef int32_t v, c, first_edge
+    cdef int32_t v, c, first
     cdef uint8_t k
     cdef uint32_t epoch = g.next_epoch()
     # mark: every node reachable from a node that has a Value
@@ -195,27 +196,28 @@ cdef Py_ssize_t collect_garbage(ValueGraph g) noexcept:
                     stack[top] = c
                     top += 1
     # compact: children always precede their parents, so new_index[child] is known; a
-    # GRAD_LIST node's edges follow its predecessors' (each op appends its node and its
+    # node's listed children follow its predecessors' (each op appends its node and its
     # edges at once), so the edges compact in the same pass
     for i in range(count):
         if mark[i] != epoch:
             continue
         new_index[i] = <int32_t>live
         k = kind[i]
-        first_edge = a[i]  # (read before a[live] is written: live may be i)
+        first = a[i]  # (first child or first edge; read before a[live] is written: live may be i)
         data[live] = data[i]
         grad[live] = grad[i]
         aux[live] = aux[i]
         kind[live] = k
         n[live] = n[i]
-        a[live] = new_index[a[i]] if k == UNARY or k == ADD else 0
-        b[live] = new_index[b[i]] if k == ADD else 0
-        if k == GRAD_LIST:
-            a[live] = <int32_t>live_edges
-            for j in range(first_edge, first_edge + n[live]):
+        if lists_children(k):
+            a[live], b[live] = <int32_t>live_edges, 0
+            for j in range(first, first + child_count(k, n[live])):
                 edges[live_edges] = new_index[edges[j]]
                 edge_grad[live_edges] = edge_grad[j]
                 live_edges += 1
+        else:  # LEAF, UNARY, ADD
+            a[live] = new_index[first] if child_count(k, n[live]) > 0 else 0
+            b[live] = new_index[b[i]] if child_count(k, n[live]) > 1 else 0
         handles[live] = handles[i]
         if handles[live] != NULL:
             (<Value>handles[live]).index = <int32_t>live
@@ -233,13 +235,13 @@ cdef void drop_dead_top(ValueGraph g) noexcept:
     A node is reachable only from itself and the nodes built after it (children precede
     their parents), so with no Value at or above node k, nodes k.. are garbage.  When a
     training step's Values die, this gives its whole graph back at once, with no
-    collection: the next step is built in the same (cache-warm) memory.  A GRAD_LIST
-    node's edges were appended with it, after every earlier node's: they go too.  C only."""
+    collection: the next step is built in the same (cache-warm) memory.  A node's listed
+    children were appended with it, after every earlier node's: they go too.  C only."""
     cdef Py_ssize_t top = g.n_nodes, i
     while top > 0 and g.handles[top - 1] == NULL:
         top -= 1
-    for i in range(top, g.n_nodes):  # the edges go from the first dropped GRAD_LIST node's on
-        if g.kind[i] == GRAD_LIST:
+    for i in range(top, g.n_nodes):  # the edges go from the first dropped listing node's on
+        if lists_children(g.kind[i]):
             g.n_edges = g.a[i]
             break
     g.n_nodes = top
