@@ -37,6 +37,7 @@ import numpy as np
 import cymicrogpt as mg
 from cymicrogpt._adam import adam_step, power_array
 from cymicrogpt.engines.adam import POW_SHORTCUT_REASON, VectorAdam
+from cymicrogpt.schedule import adam_scalars
 from cymicrogpt.training import start_run
 
 CHUNK = 5_000_000
@@ -180,7 +181,7 @@ def previous_numpy_adam(params, grads, m, v, scratch, step: int, num_steps: int,
     elementwise libm pow (power_array with the shortcut off; it was _libm.pow_array)."""
     beta1, beta2, eps = VectorAdam.beta1, VectorAdam.beta2, VectorAdam.eps
     m_hat, v_hat, powered = scratch
-    lr_t = lr * (1 - step / num_steps)
+    lr_t, bias_correction1, bias_correction2 = adam_scalars(lr, step, num_steps)
     np.multiply(m, beta1, out=m)
     np.multiply(grads, 1 - beta1, out=m_hat)
     np.add(m, m_hat, out=m)
@@ -188,8 +189,8 @@ def previous_numpy_adam(params, grads, m, v, scratch, step: int, num_steps: int,
     np.multiply(v_hat, 1 - beta2, out=v_hat)
     np.multiply(v, beta2, out=v)
     np.add(v, v_hat, out=v)
-    np.divide(m, 1 - beta1 ** (step + 1), out=m_hat)
-    np.divide(v, 1 - beta2 ** (step + 1), out=v_hat)
+    np.divide(m, bias_correction1, out=m_hat)
+    np.divide(v, bias_correction2, out=v_hat)
     power_array(v_hat, 0.5, powered, shortcut=False)
     np.add(powered, eps, out=v_hat)
     np.multiply(m_hat, lr_t, out=m_hat)
@@ -210,11 +211,11 @@ def time_adam(data: Path, repeats: int, at_step: int) -> None:
 
     def compiled(shortcut: bool):
         beta1, beta2 = VectorAdam.beta1, VectorAdam.beta2
+        scalars = adam_scalars(lr, at_step, num_steps)
         return lambda: adam_step(params, grads, m, v, squares, beta1=beta1, beta2=beta2, eps=VectorAdam.eps,
                                  one_minus_beta1=1 - beta1, one_minus_beta2=1 - beta2,
-                                 bias_correction1=1 - beta1 ** (at_step + 1),
-                                 bias_correction2=1 - beta2 ** (at_step + 1),
-                                 lr_t=lr * (1 - at_step / num_steps), shortcut=shortcut)
+                                 bias_correction1=scalars.bias_correction1,
+                                 bias_correction2=scalars.bias_correction2, lr_t=scalars.lr_t, shortcut=shortcut)
 
     variants = {
         "previous VectorAdam (NumPy passes + libm pow loop)": lambda: previous_numpy_adam(

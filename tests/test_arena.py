@@ -20,6 +20,7 @@ from cymicrogpt import Value
 from cymicrogpt._ops import GraphOps
 from cymicrogpt.config import GPTConfig
 from cymicrogpt.params import init_weights, state_dict_layout
+from scripts.gc_count import collections_during
 
 SCRIPT = Path(__file__).resolve().parent / "scripts" / "arena_reentrancy.py"
 LAYOUT = state_dict_layout(GPTConfig(), 27)
@@ -29,25 +30,6 @@ def engine():
     ops = GraphOps(LAYOUT, init_weights(random.Random(0), LAYOUT))
     ops.begin_sequence(True)
     return ops
-
-
-def collections_during(work):
-    """How many collections the cyclic GC starts while work() runs, at threshold 1."""
-    started = []
-
-    def count(phase, info):
-        if phase == "start":
-            started.append(info)
-
-    thresholds = gc.get_threshold()
-    gc.callbacks.append(count)
-    gc.set_threshold(1)
-    try:
-        work()
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.callbacks.remove(count)
-    return len(started)
 
 
 @pytest.mark.skipif(sys.version_info >= (3, 12), reason="since Python 3.12 the GC starts only between "

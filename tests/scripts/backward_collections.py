@@ -5,7 +5,7 @@ yet, so that this backward must take it): `python backward_collections.py`, prin
 number of collections the cyclic GC started during the backward, at threshold 1, then
 whether the gradient equals the reference's.
 """
-import gc
+from gc_count import collections_during  # beside this file
 
 from cymicrogpt import Value
 from cymicrogpt.reference import Value as RefValue
@@ -19,23 +19,11 @@ def build(V):
 def main():
     (x, loss), (ref_x, ref_loss) = build(Value), build(RefValue)
     loss.backward()  # the first search notes the sizes: the next backward takes a copy
-    started = []
-
-    def count(phase, info):
-        if phase == "start":
-            started.append(info)
-
-    thresholds = gc.get_threshold()
-    gc.callbacks.append(count)
-    gc.set_threshold(1)
-    try:
-        loss.backward()  # a method call with no arguments: it allocates nothing GC-tracked itself
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.callbacks.remove(count)
+    # a method call with no arguments: it allocates nothing GC-tracked itself
+    started = collections_during(loss.backward)
     ref_loss.backward()
     ref_loss.backward()
-    print(len(started), x.grad == ref_x.grad)
+    print(started, x.grad == ref_x.grad)
 
 
 if __name__ == "__main__":
