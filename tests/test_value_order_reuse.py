@@ -14,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from cymicrogpt import Value, _value
 from cymicrogpt.reference import Value as RefValue

@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 from ..engines import REFERENCE_BACKEND
 from ..config import DEFAULT_LR, DEFAULT_SEED, GPTConfig
