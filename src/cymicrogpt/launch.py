@@ -67,4 +67,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _interrupted(getattr(exc, "signum", _signal.SIGINT))
     finally:
         if not _SIGINT_IGNORED:
+            _end_start_up_uninterrupted()
+
+
+def _end_start_up_uninterrupted() -> None:
+    """end_start_up(), carried through to its end.  A Ctrl-C that arrives while it gives
+    SIGINT back meets our start-up handler (or already Python's), which raises in here:
+    a traceback, and SIGINT left as it was.  The command is over, so that Ctrl-C is
+    dropped and the hand-back done again (it is idempotent)."""
+    while True:
+        try:
             end_start_up()
+            return
+        except KeyboardInterrupt:
+            continue
