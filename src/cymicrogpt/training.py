@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
 
 from .checks import check_count, check_docs, check_lr, check_seed
 from .config import (DEFAULT_LR, DEFAULT_NUM_SAMPLES, DEFAULT_SEED, DEFAULT_STEPS, DEFAULT_TEMPERATURE,
@@ -21,10 +21,13 @@ from .config import (DEFAULT_LR, DEFAULT_NUM_SAMPLES, DEFAULT_SEED, DEFAULT_STEP
 from .engines import DEFAULT_BACKEND, check_backend, make_engine
 from .engines.interface import Engine, Optimizer
 from .model import forward_backward
-from .params import init_weights, state_dict_layout
+from .params import MatrixSlot, init_weights, state_dict_layout
 from .run_state import RunState
 from .sampling import check_temperature, sample_one
 from .tokenizer import Tokenizer
+
+if TYPE_CHECKING:  # the reference engine trains without NumPy: no import at run time
+    import numpy as np
 
 
 class DivergenceError(ValueError):
@@ -151,6 +154,30 @@ class Run(Training):
         check_count("num", num)
         temperature = check_temperature(temperature)
         return [sample_one(self.engine, self.config, self.tokenizer, self.rng, temperature) for _ in range(num)]
+
+    # --- weights by name: microgpt's state_dict (see state_dict.py) ---------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The weights as microgpt names them: {name: float64 array (rows, cols)}, copies, in
+        state-dict order: ``wte`` (vocab_size, n_embd), ``wpe`` (block_size, n_embd),
+        ``lm_head`` (vocab_size, n_embd), then per layer i ``layer{i}.attn_wq``, ``.attn_wk``,
+        ``.attn_wv``, ``.attn_wo`` (n_embd, n_embd), ``.mlp_fc1`` (4 n_embd, n_embd) and
+        ``.mlp_fc2`` (n_embd, 4 n_embd); a matrix's rows are its output features, so a
+        linear layer is ``w @ x``, as in PyTorch's ``nn.Linear.weight``."""
+        from .state_dict import to_state_dict  # NumPy only here: the reference trains without it
+
+        return to_state_dict(self._layout(), self.engine.weights())
+
+    def load_state_dict(self, tensors: Mapping[str, Any]) -> None:
+        """Set every weight from `tensors`, a mapping as ``state_dict()`` returns (any arrays
+        of real numbers, converted to float64); the run's Adam moments, step, losses and random
+        stream are kept as they are.  ValueError naming the first tensor that is missing,
+        extra, misshapen, not real numbers or not finite, before any weight changes."""
+        from .state_dict import from_state_dict  # NumPy only here: the reference trains without it
+
+        self.engine.set_weights(from_state_dict(self._layout(), tensors))
+
+    def _layout(self) -> list[MatrixSlot]:
+        return state_dict_layout(self.config, self.tokenizer.vocab_size)
 
     # --- checkpoints: the run as a plain RunState, which checkpoint.py reads and writes ---
     def state(self) -> RunState:
