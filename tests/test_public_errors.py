@@ -15,8 +15,8 @@ import cymicrogpt as mg
 from cymicrogpt.config import GPTConfig
 
 # The modules behind the public API (the CLI's and the ladder's own errors stay internal).
-API_MODULES = ["checks", "checkpoint", "config", "data", "files", "params", "run_state", "sampling", "tokenizer",
-               "training"]
+API_MODULES = ["checks", "checkpoint", "config", "data", "files", "params", "run_state", "safetensors", "sampling",
+               "state_dict", "tokenizer", "training"]
 CONFIG = GPTConfig(n_layer=1, n_embd=8, block_size=8, n_head=2)
 
 

@@ -19,6 +19,7 @@ _EXPORTS = {
     "Run": ".training",
     "train": ".training",
     "SamplingError": ".sampling",
+    "SafetensorsError": ".safetensors",
     "Value": "._value",
     "collect": "._value",
     "graph_size": "._value",
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from .checkpoint import CheckpointError
     from .config import GPTConfig
     from .data import DataError, load_docs
+    from .safetensors import SafetensorsError
     from .sampling import SamplingError
     from .training import DivergenceError, Run, train
 

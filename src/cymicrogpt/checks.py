@@ -68,14 +68,14 @@ def check_lr(lr) -> float:
     return value
 
 
-def check_docs(docs) -> list[str]:
+def check_docs(docs, purpose: str = "train on") -> list[str]:
     if isinstance(docs, (str, bytes, bytearray)):
         # A str is iterable, but its "documents" would be its characters.
         raise TypeError(f"docs must be a collection of documents (strings), not a single {type(docs).__name__}; "
                         "wrap one document in a list, or split a text into lines")
     docs = list(docs)
     if not docs:
-        raise ValueError("no documents to train on")
+        raise ValueError(f"no documents to {purpose}")
     for i, doc in enumerate(docs):
         if not isinstance(doc, str) or not doc:
             raise ValueError(f"document {i} must be a non-empty string, got {doc!r}")

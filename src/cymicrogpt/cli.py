@@ -1,4 +1,4 @@
-"""The command line: ``cymicrogpt train``, ``sample``, ``bench`` and ``download``.
+"""The command line: ``cymicrogpt train``, ``sample``, ``eval``, ``export``, ``bench`` and ``download``.
 
 ``cymicrogpt train`` with no options is microgpt's run: names.txt, the default model,
 1000 steps, then 20 names at temperature 0.5, printed in microgpt's format.  Runs can be
@@ -14,7 +14,12 @@ never lost to a stop it can survive:
   stops at once (exit 141, what a process killed by SIGPIPE reports).  ``bench`` always
   keeps its product, ladder.md: it measures, writes it and exits as ``train --save`` does
   (exit 1 if a rung failed: its row says why).
-* ``--save`` targets are checked before any training (see files.py).
+* ``--save`` targets are checked before any training (see files.py), and so is
+  ``export``'s target before its checkpoint is read.
+
+``train --eval-data FILE [--eval-every K]`` prints the model's loss on held-out documents
+(Run.evaluate) every K steps and at the end; ``eval`` prints it for a checkpoint;
+``export`` writes a checkpoint's weights as a safetensors file (safetensors.py).
 
 Exit codes: 0 done, 1 unusable data or checkpoint, divergence or a failed write, 2 bad
 arguments, 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), 141 output
@@ -192,7 +197,7 @@ def add_shape_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Train and sample microgpt, bit-exact, on a compiled engine.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,bench,download}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,eval,export,bench,download}")
 
     train = commands.add_parser("train", help="train a model (by default: microgpt's run on names.txt)")
     train.add_argument("--data", metavar="PATH", type=path, help="text file, one document per line (default: "
@@ -211,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "(and when stopped by a signal or by divergence)")
     train.add_argument("--save-every", metavar="K", type=positive_int, help="also save every K steps (needs --save)")
     train.add_argument("--resume", metavar="CKPT", type=path, help="continue the run saved in this checkpoint")
+    train.add_argument("--eval-data", metavar="PATH", type=path, help="held-out documents (a text file, one per "
+                       "line): print the model's mean loss on them every --eval-every steps and at the end")
+    train.add_argument("--eval-every", metavar="K", type=positive_int, help="with --eval-data: every K steps "
+                       "(default: only at the end)")
 
     sample = commands.add_parser("sample", help="sample names from a checkpoint")
     sample.add_argument("--checkpoint", metavar="CKPT", type=path, required=True, help="checkpoint to sample from")
@@ -221,6 +230,17 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=integer, help="sample with random.Random(SEED) (default: continue the "
                         "checkpoint's random stream)")
     sample.add_argument("--backend", choices=BACKENDS, help="engine (default: the checkpoint's)")
+
+    evaluate = commands.add_parser("eval", help="a checkpoint's mean next-token loss on documents (see Run.evaluate)")
+    evaluate.add_argument("--checkpoint", metavar="CKPT", type=path, required=True, help="checkpoint to evaluate")
+    evaluate.add_argument("--data", metavar="PATH", type=path, help="text file, one document per line (default: the "
+                          "documents the run trained on, stored in the checkpoint)")
+    evaluate.add_argument("--backend", choices=BACKENDS, help="engine (default: the checkpoint's)")
+
+    export = commands.add_parser("export", help="write a checkpoint's weights as a safetensors file (float64, "
+                                 "microgpt's tensor names; the model's shape and vocabulary in its metadata)")
+    export.add_argument("checkpoint", metavar="CHECKPOINT", type=path, help="checkpoint to export")
+    export.add_argument("out", metavar="OUT.safetensors", type=path, help="file to write (replaced atomically)")
 
     bench = commands.add_parser("bench", help="the efficiency ladder: the same training run on every "
                                 "implementation, timed side by side")
@@ -274,6 +294,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return cmd_bench(args, argv, out)
         if args.command == "download":
             return cmd_download(out)
+        if args.command == "eval":
+            return cmd_eval(args, out)
+        if args.command == "export":
+            return cmd_export(args, out)
         return cmd_sample(args, out)
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK
@@ -295,17 +319,20 @@ def _error(message: str, code: int) -> int:
 # --- train -------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace, out: Console) -> int:
     save = save_target(args)
+    held_out = HeldOut.from_args(args)
     if args.resume:  # the checkpoint first: what is wrong with it is the first thing to say
         run = resume_run(args)
-        check_save(save, args.data)
+        check_save(save, args.data, args.eval_data)
     else:
         run = new_run(args, save)
+    if held_out is not None:
+        held_out.load(run)
     with stop_on_signals() as stop:  # from here on, a stop signal saves the run
         out.print(f"num docs: {len(run.docs)}", f"vocab size: {run.tokenizer.vocab_size}",
                   f"num params: {run.num_params}")
         if args.resume:
             out.print(f"resuming {args.resume} at step {run.step} / {run.num_steps}")
-        diverged = train_with_progress(run, save, args.save_every, stop, out)
+        diverged = train_with_progress(run, save, args.save_every, stop, out, held_out)
         if save is not None:
             save.final(run)  # between two steps, whatever ended training; a first signal waits
     saved = f"saved to {save.path} (continue with --resume {save.path})" if save else \
@@ -373,10 +400,11 @@ def save_target(args: argparse.Namespace) -> Optional[Checkpointing]:
     return save
 
 
-def check_save(save: Optional[Checkpointing], data_path) -> None:
+def check_save(save: Optional[Checkpointing], data_path, eval_data_path) -> None:
     """The save target, checked before any step is trained (see files.check_output)."""
     if save is not None:
-        check_output_option(save.option, save.path, {"the data file": data_path})
+        check_output_option(save.option, save.path, {"the data file": data_path,
+                                                     "the --eval-data file": eval_data_path})
 
 
 def check_output_option(option: str, path: str, inputs: dict) -> None:
@@ -393,7 +421,7 @@ def new_run(args: argparse.Namespace, save: Optional[Checkpointing]) -> Run:
               for name, (_, default) in RUN_OPTIONS.items()}
     config = make_config(values)  # checked before any data is read
     data_path = Path(args.data) if args.data is not None else default_dataset()
-    check_save(save, data_path)
+    check_save(save, data_path, args.eval_data)
     docs = load_docs(data_path)
     try:
         run = start_run(docs, config=config, steps=values["steps"], backend=args.backend or DEFAULT_BACKEND,
@@ -432,10 +460,47 @@ def _attribute(run: Run, dotted: str):
     return value
 
 
+class HeldOut:
+    """--eval-data and --eval-every: the held-out documents, and a line with the model's
+    loss on them (Run.evaluate) every K steps and after the last step, as nanoGPT prints
+    its validation loss.  Evaluating changes nothing in the run: its losses stay those of a
+    run without --eval-data."""
+
+    def __init__(self, path: str, every: Optional[int]) -> None:
+        self.path = path
+        self.every = every  # None: only after the last step
+        self.docs: list[str] = []
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Optional["HeldOut"]:
+        if args.eval_data is None:
+            if args.eval_every is not None:
+                raise UsageError("--eval-every needs --eval-data PATH (the held-out documents to evaluate)")
+            return None
+        return cls(args.eval_data, args.eval_every)
+
+    def load(self, run: Run) -> None:
+        """The documents, read as --data's are and checked against the run's vocabulary."""
+        docs = load_docs(self.path)
+        try:
+            run.tokenizer.encode_all(docs)
+        except ValueError as exc:
+            raise DataError(f"--eval-data {self.path}: {exc}; held-out documents must use the characters of "
+                            "the training data") from None
+        self.docs = docs
+
+    def due(self, run: Run) -> bool:
+        return run.step == run.num_steps or (self.every is not None and run.step % self.every == 0)
+
+    def line(self, run: Run) -> str:
+        return f"step {run.step:4d} / {run.num_steps:4d} | eval loss {run.evaluate(self.docs):.4f}"
+
+
 def train_with_progress(run: Run, save: Optional[Checkpointing], save_every: Optional[int], stop: StopRequest,
-                        out: Console) -> Optional[DivergenceError]:
+                        out: Console, held_out: Optional[HeldOut] = None) -> Optional[DivergenceError]:
     """Train to the end, to the first step boundary after a stop signal, to the first one
-    after stdout closed when there is nothing to save, or to a divergence (returned)."""
+    after stdout closed when there is nothing to save, or to a divergence (returned);
+    with `held_out`, print its loss line when due."""
     progress = Progress(run.num_steps, stream=out, start=run.step)
 
     def on_step(run: Run) -> None:
@@ -443,6 +508,9 @@ def train_with_progress(run: Run, save: Optional[Checkpointing], save_every: Opt
         out.notice_closed_pipe()
         if save_every and run.step % save_every == 0 and run.step < run.num_steps:
             save.periodic(run)
+        if held_out is not None and held_out.due(run) and not stop.requested and out.lost is None:
+            progress.close()  # a terminal's progress line ends; the next update starts a new one
+            out.print(held_out.line(run))
         if stop.requested or (out.lost is not None and save is None):
             raise _StopTraining
 
@@ -482,6 +550,37 @@ def cmd_sample(args: argparse.Namespace, out: Console) -> int:
     stop_if_interrupted_at_start_up()  # a Ctrl-C that Python ignored while the run loaded
     print_samples(run, args.num, args.temperature, out)
     return _output_lost(out, None) if out.lost is not None else EXIT_OK
+
+
+# --- eval --------------------------------------------------------------------------------
+def cmd_eval(args: argparse.Namespace, out: Console) -> int:
+    run = Run.load(args.checkpoint, backend=args.backend)  # the checkpoint first, as train --resume does
+    if args.data is None:
+        docs, source = run.docs, "the run trained on"
+    else:
+        docs, source = load_docs(args.data), f"of {args.data}"
+        try:
+            run.tokenizer.encode_all(docs)
+        except ValueError as exc:
+            raise DataError(f"--data {args.data}: {exc}; the checkpoint's model knows only its training "
+                            "data's characters") from None
+    stop_if_interrupted_at_start_up()  # a Ctrl-C that Python ignored while the run loaded
+    loss = run.evaluate(docs)
+    out.print(f"eval loss {loss!r} (mean over the {len(docs)} documents {source}, step {run.step} / {run.num_steps})")
+    return _output_lost(out, None) if out.lost is not None else EXIT_OK
+
+
+# --- export ------------------------------------------------------------------------------
+def cmd_export(args: argparse.Namespace, out: Console) -> int:
+    """The checkpoint's weights as a safetensors file; the target checked before the checkpoint is read."""
+    check_output_option("export target", args.out, {"the checkpoint": args.checkpoint})
+    run = Run.load(args.checkpoint)
+    try:
+        run.export(args.out)
+    except OSError as exc:
+        raise Failure(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    out.print(f"wrote {args.out}: the {run.num_params} weights (float64) of step {run.step} / {run.num_steps}")
+    return _output_lost(out, args.out) if out.lost is not None else EXIT_OK
 
 
 # --- download ----------------------------------------------------------------------------

@@ -6,7 +6,8 @@ pure-Python reference engine and the compiled engine; only the engine under it c
 """
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Iterator, Sequence
 
 from .config import GPTConfig
 from .engines.interface import Engine, Scalar, Vector
@@ -47,17 +48,35 @@ def gpt(engine: Engine, config: GPTConfig, token_id: int, pos_id: int, cache: KV
     return engine.linear(x, engine.matrix("lm_head"))  # (vocab_size,)
 
 
-def sequence_loss(engine: Engine, config: GPTConfig, tokens: Sequence[int]) -> Scalar:
-    """Mean next-token cross-entropy over a tokenised document, truncated to block_size."""
+def next_token_logits(engine: Engine, config: GPTConfig, tokens: Sequence[int]) -> Iterator[tuple[Vector, int]]:
+    """(logits, the token that follows) at each position of a tokenised document, truncated
+    to block_size positions: what a document's loss is taken over."""
     if len(tokens) < 2:
         raise ValueError(f"a tokenised document needs at least 2 tokens (BOS ... BOS), got {len(tokens)}")
-    n = min(config.block_size, len(tokens) - 1)
     cache = KVCache(config.n_layer)
-    losses = []
-    for pos_id in range(n):
-        logits = gpt(engine, config, tokens[pos_id], pos_id, cache)
-        losses.append(engine.nll(logits, tokens[pos_id + 1]))
-    return engine.mean(losses)
+    for pos_id in range(min(config.block_size, len(tokens) - 1)):
+        yield gpt(engine, config, tokens[pos_id], pos_id, cache), tokens[pos_id + 1]
+
+
+def sequence_loss(engine: Engine, config: GPTConfig, tokens: Sequence[int]) -> Scalar:
+    """Mean next-token cross-entropy over a tokenised document, truncated to block_size."""
+    return engine.mean([engine.nll(logits, target) for logits, target in next_token_logits(engine, config, tokens)])
+
+
+def sequence_loss_value(engine: Engine, config: GPTConfig, tokens: Sequence[int]) -> float:
+    """sequence_loss's value, float ==, computed without a graph (no backward possible, no
+    gradient touched): each position's -log p(next token), p from the engine's softmax at
+    temperature 1 (logits * 1.0**-1 are the logits: the very floats ``nll`` takes the log
+    of), added from 0.0 left to right and times 1 / n, as ``mean`` does.  A probability of
+    0.0 counts as an infinite loss (microgpt's math.log raises there; training calls it
+    divergence)."""
+    engine.begin_sequence(False)
+    total, n = 0.0, 0
+    for logits, target in next_token_logits(engine, config, tokens):
+        p = engine.probs(logits, 1.0)[target]
+        total += -math.log(p) if p > 0.0 else math.inf
+        n += 1
+    return (1 / n) * total
 
 
 def forward_backward(engine: Engine, config: GPTConfig, tokens: Sequence[int]) -> float:

@@ -29,5 +29,18 @@ class Tokenizer:
         except KeyError as exc:
             raise ValueError(f"character {exc.args[0]!r} is not in the vocabulary") from None
 
+    def encode_all(self, docs: Sequence[str]) -> list[list[int]]:
+        """encode() of every document; ValueError naming the first document that has a
+        character outside the vocabulary, and that character."""
+        encoded = []
+        for i, doc in enumerate(docs):
+            try:
+                encoded.append(self.encode(doc))
+            except ValueError as exc:
+                shown = doc if len(doc) <= 40 else doc[:40] + "..."
+                raise ValueError(f"document {i} ({shown!r}): {exc} (the model's characters: "
+                                 f"{self.chars[:100]!r}{'...' if len(self.chars) > 100 else ''})") from None
+        return encoded
+
     def decode(self, ids: Sequence[int]) -> str:
         return "".join(self.chars[i] for i in ids)

@@ -20,7 +20,7 @@ from .config import (DEFAULT_LR, DEFAULT_NUM_SAMPLES, DEFAULT_SEED, DEFAULT_STEP
                      GPTConfig, check_model_size)
 from .engines import DEFAULT_BACKEND, check_backend, make_engine
 from .engines.interface import Engine, Optimizer
-from .model import forward_backward
+from .model import forward_backward, sequence_loss_value
 from .params import MatrixSlot, init_weights, state_dict_layout
 from .run_state import RunState
 from .sampling import check_temperature, sample_one
@@ -155,6 +155,26 @@ class Run(Training):
         temperature = check_temperature(temperature)
         return [sample_one(self.engine, self.config, self.tokenizer, self.rng, temperature) for _ in range(num)]
 
+    def evaluate(self, docs: Iterable[str]) -> float:
+        """The model's mean next-token loss on `docs` (held-out documents, say), without
+        training: weights, Adam moments, gradients, step, losses and random stream stay as
+        they are, so a run evaluated mid-way continues bit for bit.
+
+        Definition: each document is tokenised and truncated as in training ([BOS, its
+        characters..., BOS], the first min(block_size, len(doc) + 1) positions); its loss is
+        the mean over those positions of -log softmax(logits)[next token], float == the
+        loss a training step on it reports (``model.sequence_loss_value``); the result is
+        the plain mean of the documents' losses, each document counting once whatever its
+        length: ``math.fsum(losses) / len(docs)``.  A position whose probability underflows
+        to 0.0 makes the loss inf.
+
+        ValueError for no documents, a document that is not a non-empty string, or one
+        with a character outside the run's vocabulary (naming the first such document and
+        character), before anything is computed."""
+        token_lists = self.tokenizer.encode_all(check_docs(docs, purpose="evaluate"))
+        losses = [sequence_loss_value(self.engine, self.config, tokens) for tokens in token_lists]
+        return math.fsum(losses) / len(losses)
+
     # --- weights by name: microgpt's state_dict (see state_dict.py) ---------------------
     def state_dict(self) -> dict[str, np.ndarray]:
         """The weights as microgpt names them: {name: float64 array (rows, cols)}, copies, in
@@ -175,6 +195,29 @@ class Run(Training):
         from .state_dict import from_state_dict  # NumPy only here: the reference trains without it
 
         self.engine.set_weights(from_state_dict(self._layout(), tensors))
+
+    def export(self, path) -> None:
+        """Write the weights to `path` as a safetensors file (atomically; see safetensors.py):
+        ``state_dict()``'s tensors as F64, and metadata holding the model's shape, its
+        vocabulary, the step and cymicrogpt's version.  OSError if it cannot be written."""
+        from .safetensors import run_metadata, write  # NumPy only here: the reference trains without it
+
+        write(path, self.state_dict(), run_metadata(self.config, self.tokenizer, self.step))
+
+    def load_safetensors(self, path) -> None:
+        """Set every weight from the safetensors file `path` (one ``export`` wrote, or PyTorch
+        with the same tensors and metadata), as ``load_state_dict`` does.  SafetensorsError,
+        one line naming the file and the tensor or metadata key, for a file that is not
+        usable safetensors, whose metadata gives another shape or vocabulary than this run's,
+        or whose tensors ``load_state_dict`` refuses; no weight changes then."""
+        from .safetensors import SafetensorsError, check_metadata, read  # NumPy only here, as above
+
+        tensors, metadata = read(path)
+        check_metadata(path, metadata, self.config, self.tokenizer)
+        try:
+            self.load_state_dict(tensors)
+        except ValueError as exc:
+            raise SafetensorsError(f"safetensors file {path}: {exc}") from None
 
     def _layout(self) -> list[MatrixSlot]:
         return state_dict_layout(self.config, self.tokenizer.vocab_size)
