@@ -1,4 +1,5 @@
-"""Vector handles, the model's graph operations on an Arena, and their order templates."""
+"""Vector handles, the model's graph operations on an Arena, their order templates, and
+the recorded training steps they replay."""
 from libc.stdint cimport int32_t, int64_t
 
 from cymicrogpt._arena cimport Arena
@@ -13,6 +14,7 @@ cdef class Vec:
     cdef readonly int32_t size
     cdef readonly int64_t owner  # id of the GraphOps that built it
     cdef readonly int64_t graph  # id of the graph it lives in (its sequence, or the weights)
+    cdef readonly int32_t slot  # a weight row picked by tokens[slot] in a traced step, else -1
 
 
 cdef class Mat:
@@ -24,6 +26,7 @@ cdef class Mat:
 
 
 cdef class OrderTemplate
+cdef class StepProgram
 
 
 cdef class GraphOps:
@@ -42,6 +45,15 @@ cdef class GraphOps:
     cdef dict templates  # shape_key(root) -> OrderTemplate
     cdef Py_ssize_t template_bytes  # held by all templates: bounded, see TEMPLATE_BYTES_PER_NODE
     cdef Py_ssize_t replays  # backward passes that replayed a template (for tests and benchmarks)
+    # --- the step being traced (see StepProgram) -----------------------------------------
+    cdef list trace  # its program so far; None when no step is traced
+    cdef list trace_tokens  # the traced step's tokens, as ints
+    cdef int32_t trace_root  # its backward's root, once backward ran (else -1)
+    cdef int32_t trace_token_limit  # every token must be below this to replay it
+    cdef int32_t trace_slots  # 1 + the highest token slot read
+    cdef Py_ssize_t trace_scratch  # the largest scratch its ops needed
+    cdef Py_ssize_t program_bytes  # held by all programs: bounded like templates
+    cdef Py_ssize_t step_replays  # steps replayed from a program (for tests and benchmarks)
 
     cdef int reserve(self, Py_ssize_t nodes, Py_ssize_t edges, Py_ssize_t log_entries,
                      Py_ssize_t prob_nodes=*) except -1
@@ -53,6 +65,13 @@ cdef class GraphOps:
     cdef bytes shape_key(self, int32_t root)
     cdef int backward_cached(self, int32_t root) except -1
     cdef OrderTemplate new_template(self)
+    cdef Vec weight_row(self, str name, Py_ssize_t index, int32_t slot)
+    cdef Vec loss_of(self, Vec logits, Py_ssize_t target, int32_t slot)
+    cdef void note_op(self, list entries, Py_ssize_t scratch=*)
+    cdef void note_operand(self, Vec x)
+    cdef void note_target(self, Py_ssize_t target, int32_t slot, int32_t count)
+    cdef bint take_slot(self, Py_ssize_t value, int32_t slot, int32_t rows) noexcept
+    cdef void stop_trace(self) noexcept
 
 
 # The depth-first order of one graph shape, replayed instead of searched again.
@@ -72,3 +91,20 @@ cdef class OrderTemplate:
 
     cdef bint capture(self, Arena ar, const int32_t[::1] prob_nodes, Py_ssize_t count) noexcept nogil
     cdef Py_ssize_t replay(self, Arena ar) noexcept nogil
+
+
+# A training step's graph build, recorded while the model ran once (GraphOps.start_trace)
+# and replayed in C for every later step of the same shape, with that step's tokens.  The
+# model's Python reads a step's tokens only to pick embedding rows (row) and targets
+# (nll); everything else in the step is fixed by the shape.  So the record is the op
+# sequence with each operand as (base, slot): the node range starts at base, plus
+# tokens[slot] * size when slot >= 0 (a row of a matrix picked by a token).
+cdef class StepProgram:
+    cdef int32_t[::1] code  # the ops: see GraphOps.replay for the encoding
+    cdef int32_t root  # the loss node
+    cdef Py_ssize_t nodes, edges  # the graph's size (after the fixed nodes)
+    cdef int32_t n_slots  # tokens read: slots 0 .. n_slots - 1
+    cdef int32_t token_limit  # a replayed token must be below it (the rows of what it picks)
+    cdef Py_ssize_t scratch  # scratch entries the ops need
+    cdef int32_t[::1] tokens  # the tokens of the step being replayed
+    cdef OrderTemplate template  # the graph's depth-first order (None: search it)

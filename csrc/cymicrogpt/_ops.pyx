@@ -38,7 +38,7 @@ import numpy as np
 
 from cymicrogpt.config import RMSNORM_EPS
 
-from cymicrogpt._arena cimport (Arena, LEAF, UNARY, ADD, SUM, DOT, SUM_LIST, DOT_LIST, add_node, add_edge,
+from cymicrogpt._arena cimport (Arena, MAX_INDEX, LEAF, UNARY, ADD, SUM, DOT, SUM_LIST, DOT_LIST, add_node, add_edge,
                                 cells, pause_gc, resized, resume_gc)
 
 # Templates may hold up to this many bytes per node of the arena's capacity (the arena
@@ -46,6 +46,8 @@ from cymicrogpt._arena cimport (Arena, LEAF, UNARY, ADD, SUM, DOT, SUM_LIST, DOT
 # every document length of a names-like corpus, while a corpus of long documents keeps
 # templates only for the lengths it meets first.
 cdef Py_ssize_t TEMPLATE_BYTES_PER_NODE = 32
+# Step programs likewise (a program takes ~1 byte per node of its graph: see StepProgram).
+cdef Py_ssize_t PROGRAM_BYTES_PER_NODE = 16
 
 cdef int64_t last_id = 0  # ids handed out so far, to engines and to graphs (under the GIL)
 
@@ -170,6 +172,128 @@ cdef bint all_finite(const double[::1] x, Py_ssize_t n) noexcept nogil:
     return bad == 0
 
 
+# --- node builders: each op's nodes, in C --------------------------------------------------
+# The ops below (and GraphOps.replay) call these after reserving their room: they build an
+# op's nodes from node indices alone, so a recorded step can be built again without the
+# Python objects (Vec, Mat, lists) of the run that recorded it.  Each returns the index of
+# its first output node.
+cdef int32_t build_add(Arena ar, int32_t a, int32_t b, int32_t size) noexcept nogil:
+    """a + b elementwise: (size,)."""
+    cdef int32_t i, start = <int32_t>ar.n_nodes
+    for i in range(size):
+        add_node(ar, ADD, a + i, b + i, 0, ar.data[a + i] + ar.data[b + i], 0.0)
+    return start
+
+
+cdef int32_t build_linear(Arena ar, int32_t w, int32_t rows, int32_t cols, int32_t x) noexcept nogil:
+    """w @ x, w (rows, cols) from node w: (rows,), row r's children (w[r, j], x[j]) pairwise."""
+    cdef int32_t r, start = <int32_t>ar.n_nodes
+    for r in range(rows):
+        add_node(ar, DOT, w + r * cols, x, cols, 0.0, 0.0)
+    dot_rows(ar.data, w, cols, x, start, rows)
+    return start
+
+
+cdef int32_t build_relu(Arena ar, int32_t x, int32_t size) noexcept nogil:
+    """max(0, x): (size,), local gradient float(x > 0)."""
+    cdef int32_t i, start = <int32_t>ar.n_nodes
+    cdef double v
+    for i in range(size):
+        v = ar.data[x + i]
+        add_node(ar, UNARY, x + i, 0, 0, v if v > 0 else 0.0, 1.0 if v > 0 else 0.0)
+    return start
+
+
+cdef inline Py_ssize_t rmsnorm_size(int32_t n) noexcept nogil:
+    return n + 4
+
+
+cdef int32_t build_rmsnorm(Arena ar, int32_t x, int32_t n, double eps) noexcept nogil:
+    """x * (mean(x**2) + eps) ** -0.5: (n,), through microgpt's four scalar nodes."""
+    cdef int32_t i, sum_sq, ms, shifted, scale, start
+    # len(x)**-1 is an int raised to a negative int: Python computes it with float pow
+    cdef double inv_n = pow(<double>n, -1.0), v
+    sum_sq = add_node(ar, DOT, x, x, n, 0.0, 0.0)  # sum(xi * xi for xi in x)
+    dot_rows(ar.data, x, n, x, sum_sq, 1)
+    v = ar.data[sum_sq]
+    ms = add_node(ar, UNARY, sum_sq, 0, 0, v * inv_n, inv_n)  # / len(x)  ==  * len(x)**-1
+    v = ar.data[ms]
+    shifted = add_node(ar, UNARY, ms, 0, 0, v + eps, 1.0)  # + eps
+    v = ar.data[shifted]
+    scale = add_node(ar, UNARY, shifted, 0, 0, pow(v, -0.5), -0.5 * pow(v, -1.5))  # ** -0.5
+    v = ar.data[scale]
+    start = <int32_t>ar.n_nodes
+    for i in range(n):  # out: (n,), xi * scale
+        add_node(ar, DOT, x + i, scale, 1, ar.data[x + i] * v, 0.0)
+    return start
+
+
+cdef inline Py_ssize_t attention_size(int32_t n, int32_t n_head, Py_ssize_t T) noexcept nogil:
+    return n_head * (2 * T + softmax_size(T, False)) + n
+
+
+cdef int32_t build_attention(Arena ar, int32_t q, int32_t n, int32_t n_head, Py_ssize_t T,
+                             int32_t[::1] at,  # IN: key starts [0, T), value starts [T, 2T); scratch [2T, 2T + n_head)
+                             ) noexcept nogil:
+    """Causal multi-head attention of q (n,) over T keys and values (each (n,)): (n,)."""
+    cdef int32_t hd = n // n_head
+    # head_dim**0.5 is a float pow; "/ s" on a Value is "* s**-1"
+    cdef double inv_sqrt = pow(pow(<double>hd, 0.5), -1.0), acc
+    cdef int32_t h, j, o, hs, logit_start, scaled_start, start, e
+    cdef Py_ssize_t t
+    for h in range(n_head):
+        hs = h * hd
+        logit_start = <int32_t>ar.n_nodes
+        for t in range(T):  # q_h . k_h[t]: (T,), children (q[j], k_t[j]) pairwise
+            o = add_node(ar, DOT, q + hs, at[t] + hs, hd, 0.0, 0.0)
+            dot_rows(ar.data, at[t] + hs, hd, q + hs, o, 1)
+        scaled_start = <int32_t>ar.n_nodes
+        for t in range(T):  # / head_dim**0.5: (T,)
+            add_node(ar, UNARY, logit_start + t, 0, 0, ar.data[logit_start + t] * inv_sqrt, inv_sqrt)
+        at[2 * T + h] = softmax_nodes(ar, scaled_start, <int32_t>T, -1)  # weights: (T,), stride 2
+    start = <int32_t>ar.n_nodes
+    for h in range(n_head):  # head_out[j] = sum_t weights[t] * v_h[t][j]: (n,)
+        hs = h * hd
+        for j in range(hd):
+            e = <int32_t>ar.n_edges
+            acc = 0.0
+            for t in range(T):
+                acc = acc + ar.data[at[2 * T + h] + 2 * t] * ar.data[at[T + t] + hs + j]
+                add_edge(ar, at[2 * T + h] + 2 * t)
+                add_edge(ar, at[T + t] + hs + j)
+            add_node(ar, DOT_LIST, e, 0, <int32_t>T, acc, 0.0)
+    return start
+
+
+cdef inline Py_ssize_t nll_size(int32_t count) noexcept nogil:
+    return softmax_size(count, True) + 2
+
+
+cdef int32_t build_nll(Arena ar, int32_t logits, int32_t count, int32_t target) noexcept nogil:
+    """-log(softmax(logits)[target]): the loss node, or -1 when the probability is 0.0
+    (microgpt's math.log raises there; the nodes built stay, unused).  The probability
+    node is the loss node's child's child."""
+    cdef int32_t prob = softmax_nodes(ar, logits, count, target), lg
+    cdef double p = ar.data[prob]
+    if p == 0.0:
+        return -1
+    lg = add_node(ar, UNARY, prob, 0, 0, log(p), 1.0 / p)  # .log(), local grad 1/p
+    return add_node(ar, UNARY, lg, 0, 0, ar.data[lg] * -1.0, -1.0)  # -x  ==  x * -1
+
+
+cdef int32_t build_mean(Arena ar, const int32_t[::1] losses, Py_ssize_t n) noexcept nogil:
+    """(1 / n) * sum(losses): losses are n scalar nodes."""
+    cdef int32_t e = <int32_t>ar.n_edges, total
+    cdef double acc = 0.0
+    cdef Py_ssize_t i
+    for i in range(n):
+        acc = acc + ar.data[losses[i]]
+        add_edge(ar, losses[i])
+    total = add_node(ar, SUM_LIST, e, 0, <int32_t>n, acc, 0.0)
+    cdef double inv_n = 1.0 / n  # Python's 1 / n
+    return add_node(ar, UNARY, total, 0, 0, acc * inv_n, inv_n)
+
+
 # --- the op log ---------------------------------------------------------------------------
 # Every op that appends nodes first logs what decides their kinds and non-leaf children:
 # its op code, its integer arguments and, for each operand range, its size and its start,
@@ -208,6 +332,11 @@ cdef class Vec:
 cdef class Mat:
     def __repr__(self):
         return f"Mat(start={self.start}, rows={self.rows}, cols={self.cols})"
+
+
+cdef inline void fill(Vec out, GraphOps ops, int32_t start, int32_t size) noexcept:
+    """An op's output, filled last: a vector of the current sequence."""
+    out.start, out.size, out.owner, out.graph, out.slot = start, size, ops.id, ops.graph, -1
 
 
 cdef class GraphOps:
@@ -305,11 +434,20 @@ cdef class GraphOps:
         return self.matrices[name]
 
     def row(self, str name, Py_ssize_t index):
+        """Row `index` of a weight matrix."""
+        return self.weight_row(name, index, -1)
+
+    def traced_row(self, str name, Py_ssize_t index, int32_t slot):
+        """row(), in a traced step where index is tokens[slot] (see StepProgram)."""
+        return self.weight_row(name, index, slot)
+
+    cdef Vec weight_row(self, str name, Py_ssize_t index, int32_t slot):
         cdef Mat m = self.matrices[name]
         if not 0 <= index < m.rows:
             raise IndexError(f"row {index} out of range for {name} with {m.rows} rows")
         cdef Vec v = Vec.__new__(Vec)
         v.start, v.size, v.owner, v.graph = m.start + <int32_t>index * m.cols, m.cols, self.id, self.weights_graph
+        v.slot = slot if slot >= 0 and self.take_slot(index, slot, m.rows) else -1
         return v
 
     def node_values(self):
@@ -352,6 +490,8 @@ cdef class GraphOps:
         log_op(self, OP_BEGIN)
         log_op(self, record)
         self.graph = new_id()
+        if self.trace is not None and (self.trace or not record):
+            self.stop_trace()  # a traced step is one sequence, with a graph
 
     def add(self, Vec a, Vec b):
         """a + b elementwise (the residual connection, token + position embedding)."""
@@ -362,13 +502,14 @@ cdef class GraphOps:
         self.check(b)
         if a.size != b.size:
             raise ValueError(f"add: sizes differ ({a.size} and {b.size})")
-        cdef int32_t i, start = <int32_t>ar.n_nodes
         log_op(self, OP_ADD)
         log_operand(self, a.start, a.size)
         log_operand(self, b.start, b.size)
-        for i in range(a.size):
-            add_node(ar, ADD, a.start + i, b.start + i, 0, ar.data[a.start + i] + ar.data[b.start + i], 0.0)
-        out.start, out.size, out.owner, out.graph = start, a.size, self.id, self.graph
+        fill(out, self, build_add(ar, a.start, b.start, a.size), a.size)
+        if self.trace is not None:
+            self.note_op([OP_ADD, a.size])
+            self.note_operand(a)
+            self.note_operand(b)
         return out
 
     def linear(self, Vec x, Mat w):
@@ -380,30 +521,26 @@ cdef class GraphOps:
         self.check_matrix(w)
         if x.size != w.cols:
             raise ValueError(f"linear: input has {x.size} features, matrix expects {w.cols}")
-        cdef int32_t r, start = <int32_t>ar.n_nodes
         log_op(self, OP_LINEAR)
         log_op(self, w.rows)  # its rows are weights: leaves
         log_operand(self, x.start, x.size)
-        for r in range(w.rows):  # out: (rows,), row r's children (w[r, j], x[j]) pairwise
-            add_node(ar, DOT, w.start + r * w.cols, x.start, w.cols, 0.0, 0.0)
-        dot_rows(ar.data, w.start, w.cols, x.start, start, w.rows)
-        out.start, out.size, out.owner, out.graph = start, w.rows, self.id, self.graph
+        fill(out, self, build_linear(ar, w.start, w.rows, w.cols, x.start), w.rows)
+        if self.trace is not None:
+            self.note_op([OP_LINEAR, w.rows, w.cols, w.start])
+            self.note_operand(x)
         return out
 
     def relu(self, Vec x):
         """max(0, x): local gradient float(x > 0).  NaN gives 0, as max(0, nan) does."""
         cdef Vec out = Vec.__new__(Vec)
-        cdef Arena ar = self.arena
         self.reserve(x.size, 0, 3)
         self.check(x)
-        cdef int32_t i, start = <int32_t>ar.n_nodes
-        cdef double v
         log_op(self, OP_RELU)
         log_operand(self, x.start, x.size)
-        for i in range(x.size):
-            v = ar.data[x.start + i]
-            add_node(ar, UNARY, x.start + i, 0, 0, v if v > 0 else 0.0, 1.0 if v > 0 else 0.0)
-        out.start, out.size, out.owner, out.graph = start, x.size, self.id, self.graph
+        fill(out, self, build_relu(self.arena, x.start, x.size), x.size)
+        if self.trace is not None:
+            self.note_op([OP_RELU, x.size])
+            self.note_operand(x)
         return out
 
     def rmsnorm(self, Vec x):
@@ -413,27 +550,14 @@ cdef class GraphOps:
         Python's float ** raises for none of them with exponents -0.5 and -1.5.  (An eps
         <= 0 could make it 0 or negative: __init__ refuses one.)"""
         cdef Vec out = Vec.__new__(Vec)
-        cdef Arena ar = self.arena
-        self.reserve(x.size + 4, 0, 3)
+        self.reserve(rmsnorm_size(x.size), 0, 3)
         self.check(x)
         log_op(self, OP_RMSNORM)
         log_operand(self, x.start, x.size)
-        cdef int32_t i, n = x.size, sum_sq, ms, shifted, scale, start
-        # len(x)**-1 is an int raised to a negative int: Python computes it with float pow
-        cdef double inv_n = pow(<double>n, -1.0), v
-        sum_sq = add_node(ar, DOT, x.start, x.start, n, 0.0, 0.0)  # sum(xi * xi for xi in x)
-        dot_rows(ar.data, x.start, n, x.start, sum_sq, 1)
-        v = ar.data[sum_sq]
-        ms = add_node(ar, UNARY, sum_sq, 0, 0, v * inv_n, inv_n)  # / len(x)  ==  * len(x)**-1
-        v = ar.data[ms]
-        shifted = add_node(ar, UNARY, ms, 0, 0, v + self.rmsnorm_eps, 1.0)  # + eps
-        v = ar.data[shifted]
-        scale = add_node(ar, UNARY, shifted, 0, 0, pow(v, -0.5), -0.5 * pow(v, -1.5))  # ** -0.5
-        v = ar.data[scale]
-        start = <int32_t>ar.n_nodes
-        for i in range(n):  # out: (n,), xi * scale
-            add_node(ar, DOT, x.start + i, scale, 1, ar.data[x.start + i] * v, 0.0)
-        out.start, out.size, out.owner, out.graph = start, n, self.id, self.graph
+        fill(out, self, build_rmsnorm(self.arena, x.start, x.size, self.rmsnorm_eps), x.size)
+        if self.trace is not None:
+            self.note_op([OP_RMSNORM, x.size])
+            self.note_operand(x)
         return out
 
     def attention(self, Vec q, list keys, list values, int n_head):
@@ -447,11 +571,9 @@ cdef class GraphOps:
             raise ValueError(f"attention: n_head {n_head} does not divide the width {n}")
         if T == 0 or len(values) != T:
             raise ValueError("attention: need as many values as keys, at least one")
-        cdef int32_t hd = n // n_head
-        cdef Arena ar = self.arena
         # scratch: key starts [0, T), value starts [T, 2T), weight starts [2T, 2T+n_head)
         cdef int32_t[::1] at = self.scratch_for(2 * T + n_head)
-        self.reserve(n_head * (2 * T + softmax_size(T, False)) + n, 2 * T * n, 4 + 4 * T)
+        self.reserve(attention_size(n, n_head, T), 2 * T * n, 4 + 4 * T)
         self.check(q)
         if len(keys) != T or len(values) != T:
             raise RuntimeError("attention: the key or value list changed during the call")
@@ -468,36 +590,19 @@ cdef class GraphOps:
             if kv.size != n:
                 raise ValueError("attention: key and value sizes must equal the query's")
             at[T + t] = kv.start
-        # head_dim**0.5 is a float pow; "/ s" on a Value is "* s**-1"
-        cdef double inv_sqrt = pow(pow(<double>hd, 0.5), -1.0), acc
-        cdef int32_t h, j, o, hs, logit_start, scaled_start, start, e
         log_op(self, OP_ATTENTION)
         log_op(self, n_head)
         log_operand(self, q.start, n)
         for t in range(2 * T):  # keys, then values (all of size n)
             log_operand(self, at[t], n)
-        for h in range(n_head):
-            hs = h * hd
-            logit_start = <int32_t>ar.n_nodes
-            for t in range(T):  # q_h . k_h[t]: (T,), children (q[j], k_t[j]) pairwise
-                o = add_node(ar, DOT, q.start + hs, at[t] + hs, hd, 0.0, 0.0)
-                dot_rows(ar.data, at[t] + hs, hd, q.start + hs, o, 1)
-            scaled_start = <int32_t>ar.n_nodes
-            for t in range(T):  # / head_dim**0.5: (T,)
-                add_node(ar, UNARY, logit_start + t, 0, 0, ar.data[logit_start + t] * inv_sqrt, inv_sqrt)
-            at[2 * T + h] = softmax_nodes(ar, scaled_start, <int32_t>T, -1)  # weights: (T,), stride 2
-        start = <int32_t>ar.n_nodes
-        for h in range(n_head):  # head_out[j] = sum_t weights[t] * v_h[t][j]: (n,)
-            hs = h * hd
-            for j in range(hd):
-                e = <int32_t>ar.n_edges
-                acc = 0.0
-                for t in range(T):
-                    acc = acc + ar.data[at[2 * T + h] + 2 * t] * ar.data[at[T + t] + hs + j]
-                    add_edge(ar, at[2 * T + h] + 2 * t)
-                    add_edge(ar, at[T + t] + hs + j)
-                add_node(ar, DOT_LIST, e, 0, <int32_t>T, acc, 0.0)
-        out.start, out.size, out.owner, out.graph = start, n, self.id, self.graph
+        fill(out, self, build_attention(self.arena, q.start, n, n_head, T, at), n)
+        if self.trace is not None:
+            self.note_op([OP_ATTENTION, n, n_head, T], 2 * T + n_head)
+            self.note_operand(q)
+            for kv in keys:
+                self.note_operand(kv)
+            for kv in values:
+                self.note_operand(kv)
         return out
 
     def nll(self, Vec logits, Py_ssize_t target):
@@ -505,22 +610,30 @@ cdef class GraphOps:
 
         Raises ValueError where microgpt's math.log does: a probability of exactly 0.0
         (its exp underflowed).  A NaN probability gives a NaN loss, as math.log(nan)."""
+        return self.loss_of(logits, target, -1)
+
+    def traced_nll(self, Vec logits, Py_ssize_t target, int32_t slot):
+        """nll(), in a traced step where target is tokens[slot] (see StepProgram)."""
+        return self.loss_of(logits, target, slot)
+
+    cdef Vec loss_of(self, Vec logits, Py_ssize_t target, int32_t slot):
         cdef Vec out = Vec.__new__(Vec)
         cdef Arena ar = self.arena
-        self.reserve(softmax_size(logits.size, True) + 2, 0, 3, 1)
+        self.reserve(nll_size(logits.size), 0, 3, 1)
         self.check(logits)
         if not 0 <= target < logits.size:
             raise IndexError(f"target {target} out of range for {logits.size} logits")
         log_op(self, OP_NLL)  # not the target: see OrderTemplate
         log_operand(self, logits.start, logits.size)
-        cdef int32_t prob = softmax_nodes(ar, logits.start, logits.size, <int32_t>target), lg
-        add_prob_node(self, prob)  # its first child depends on the target: see OrderTemplate
-        cdef double p = ar.data[prob]
-        if p == 0.0:
-            raise ValueError(f"math domain error: log of probability {p!r}")
-        lg = add_node(ar, UNARY, prob, 0, 0, log(p), 1.0 / p)  # .log(), local grad 1/p
-        out.start = add_node(ar, UNARY, lg, 0, 0, ar.data[lg] * -1.0, -1.0)  # -x  ==  x * -1
-        out.size, out.owner, out.graph = 1, self.id, self.graph
+        cdef int32_t loss = build_nll(ar, logits.start, logits.size, <int32_t>target)
+        if loss < 0:
+            raise ValueError("math domain error: log of probability 0.0")
+        add_prob_node(self, ar.a[ar.a[loss]])  # its first child depends on the target: see OrderTemplate
+        fill(out, self, loss, 1)
+        if self.trace is not None:
+            self.note_op([OP_NLL, logits.size])
+            self.note_operand(logits)
+            self.note_target(target, slot, logits.size)
         return out
 
     def mean(self, list losses):
@@ -529,27 +642,24 @@ cdef class GraphOps:
         cdef Py_ssize_t n = len(losses), i
         if n == 0:
             raise ValueError("mean of no losses")
-        cdef Arena ar = self.arena
+        cdef int32_t[::1] starts = self.scratch_for(n)
         self.reserve(2, n, 2 + n)
         if len(losses) != n:
             raise RuntimeError("mean: the list of losses changed during the call")
         cdef Vec x
-        cdef double acc = 0.0
         for i in range(n):
             x = losses[i]
             self.check(x)
-        cdef int32_t e = <int32_t>ar.n_edges, total
+            starts[i] = x.start
         log_op(self, OP_MEAN)
         log_op(self, <int32_t>n)
         for i in range(n):
-            x = losses[i]
-            log_op(self, x.start)  # scalars: their starts
-            acc = acc + ar.data[x.start]
-            add_edge(ar, x.start)
-        total = add_node(ar, SUM_LIST, e, 0, <int32_t>n, acc, 0.0)
-        cdef double inv_n = 1.0 / n  # Python's 1 / n
-        out.start = add_node(ar, UNARY, total, 0, 0, acc * inv_n, inv_n)
-        out.size, out.owner, out.graph = 1, self.id, self.graph
+            log_op(self, starts[i])  # scalars: their starts
+        fill(out, self, build_mean(self.arena, starts, n), 1)
+        if self.trace is not None:
+            self.note_op([OP_MEAN, n], n)
+            for x in losses:
+                self.note_operand(x)
         return out
 
     def backward(self, Vec loss):
@@ -557,6 +667,11 @@ cdef class GraphOps:
         self.check(loss)
         if loss.size != 1:
             raise ValueError("backward needs a scalar (size-1) vector")
+        if self.trace is not None:  # the traced step ends here
+            if self.trace_root >= 0 or not self.trace:
+                self.stop_trace()
+            else:
+                self.trace_root = loss.start
         self.backward_cached(loss.start)
         return self.arena.data[loss.start]
 
@@ -579,7 +694,133 @@ cdef class GraphOps:
             add_node(ar, LEAF, 0, 0, 0, ar.data[logits.start + i] * inv_t, 0.0)
         prob = softmax_nodes(ar, src, count, -1)
         ar.recording = was_recording
+        if self.trace is not None:  # not a training step
+            self.stop_trace()
         return [ar.data[prob + 2 * i] for i in range(count)]
+
+    # --- traced steps (see StepProgram) -------------------------------------------------
+    def start_trace(self, list tokens):
+        """Record the next training step (begin_sequence(True), the model's ops, backward)
+        for end_trace.  `tokens` are the step's tokens (ints); row and nll are told which
+        one they were given by their `slot` argument."""
+        self.trace, self.trace_tokens = [], list(tokens)
+        self.trace_root = -1
+        self.trace_token_limit = MAX_INDEX
+        self.trace_slots = 0
+        self.trace_scratch = 0
+
+    def end_trace(self):
+        """The StepProgram of the step traced since start_trace, or None when what ran was
+        not one training step or the programs' memory budget is spent; stops tracing."""
+        if self.trace is None or self.trace_root < 0:
+            self.stop_trace()
+            return None
+        cdef StepProgram program = StepProgram.__new__(StepProgram)
+        cdef Py_ssize_t size = sizeof(int32_t) * (len(self.trace) + self.trace_slots)
+        if self.program_bytes + size > PROGRAM_BYTES_PER_NODE * self.arena.node_capacity:
+            self.stop_trace()
+            return None
+        self.program_bytes += size
+        program.code = np.array(self.trace, dtype=np.int32)
+        program.root = self.trace_root
+        program.nodes, program.edges = self.arena.n_nodes - self.arena.n_fixed, self.arena.n_edges
+        program.n_slots, program.token_limit = self.trace_slots, self.trace_token_limit
+        program.scratch = self.trace_scratch
+        program.tokens = cells(<int32_t>0, self.trace_slots)
+        program.template = self.templates.get(self.shape_key(self.trace_root))  # the traced backward's
+        self.stop_trace()
+        return program
+
+    cdef void stop_trace(self) noexcept:
+        self.trace = self.trace_tokens = None
+
+    cdef void note_op(self, list entries, Py_ssize_t scratch=0):
+        """Record an op of the traced step: its code and integer arguments (then its
+        operands: note_operand).  An op after the step's backward ends the trace."""
+        if self.trace is None:
+            return
+        if self.trace_root >= 0:
+            self.stop_trace()
+            return
+        self.trace.extend(entries)
+        self.trace_scratch = max(self.trace_scratch, scratch)
+
+    cdef void note_operand(self, Vec x):
+        """Record an operand of the traced step as (base, slot): see StepProgram."""
+        if self.trace is None:
+            return
+        if x.slot >= 0:
+            self.trace.extend((x.start - self.trace_tokens[x.slot] * x.size, x.slot))
+        else:
+            self.trace.extend((x.start, -1))
+
+    cdef bint take_slot(self, Py_ssize_t value, int32_t slot, int32_t rows) noexcept:
+        """row or nll of the traced step was given tokens[slot] (== value) to pick one of
+        `rows`; False (and the trace ends) when that is not the slot's token."""
+        if self.trace is None:
+            return False
+        if not (0 <= slot < len(self.trace_tokens) and self.trace_tokens[slot] == value):
+            self.stop_trace()
+            return False
+        self.trace_token_limit = min(self.trace_token_limit, rows)
+        self.trace_slots = max(self.trace_slots, slot + 1)
+        return True
+
+    cdef void note_target(self, Py_ssize_t target, int32_t slot, int32_t count):
+        """Record nll's target in the traced step: (0, slot) for tokens[slot], else (target, -1)."""
+        if slot >= 0 and self.take_slot(target, slot, count):
+            self.trace.extend((0, slot))
+        elif self.trace is not None:
+            self.trace.extend((target, -1))
+
+    def replay(self, StepProgram program, list tokens):
+        """The loss of the training step on `tokens` that `program` records the shape of,
+        built in C and passed backward as backward(loss) would: the same nodes, values and
+        gradients as the model running on this engine.  None, with no gradient changed,
+        when the program cannot give it (a token it cannot pick, a probability of 0.0 that
+        microgpt's log raises on): then the model must run, to raise as it does."""
+        cdef Py_ssize_t i, token
+        if len(tokens) < program.n_slots:
+            return None
+        for i in range(program.n_slots):
+            item = tokens[i]
+            if type(item) is not int:
+                return None
+            token = item
+            if not 0 <= token < program.token_limit:
+                return None
+            program.tokens[i] = <int32_t>token
+        cdef int32_t[::1] scratch = self.scratch_for(program.scratch)
+        cdef Arena ar = self.arena
+        ar.reset()
+        self.reserve(program.nodes, program.edges, 2)
+        # A fresh sequence, as begin_sequence(True) starts it (its log is not kept: the
+        # program holds the graph's order template itself).
+        self.n_log = self.n_prob_nodes = 0
+        log_op(self, OP_BEGIN)
+        log_op(self, True)
+        ar.recording = True
+        self.graph = new_id()
+        if not run_program(ar, program.code, program.tokens, scratch, self.rmsnorm_eps):
+            return None
+        if ar.n_nodes - ar.n_fixed != program.nodes or ar.n_edges != program.edges:
+            raise RuntimeError("a replayed step built another graph than the one recorded")
+        cdef Py_ssize_t count = -1
+        if program.template is not None:
+            count = program.template.replay(ar)
+            if count >= 0:
+                self.replays += 1
+                ar.pass_gradients(program.root, program.template.order, count)
+        if count < 0:
+            count = ar.topological_order(program.root)
+            ar.pass_gradients(program.root, ar.order, count)
+        self.step_replays += 1
+        return ar.data[program.root]
+
+    @property
+    def step_replays_done(self):
+        """How many training steps were built from a StepProgram instead of the model."""
+        return self.step_replays
 
 
     # --- backward, with the order of a graph shape seen before ----------------------------
@@ -742,3 +983,69 @@ cdef int32_t triples_run(Arena ar, int32_t p, const int32_t[::1] order, const in
         if order[start + i] != scratch[i]:
             return -1
     return start
+
+
+# --- recorded steps --------------------------------------------------------------------------
+cdef class StepProgram:
+    """A training step's graph build, recorded (GraphOps.start_trace/end_trace) to be
+    replayed (GraphOps.replay): see _ops.pxd.  Opaque to Python."""
+
+    @property
+    def size(self):
+        """Entries of its code (for tests)."""
+        return self.code.shape[0]
+
+
+cdef inline int32_t operand(const int32_t[::1] code, Py_ssize_t k, const int32_t[::1] tokens,
+                            int32_t size) noexcept nogil:
+    """The start of the operand recorded at code[k], code[k + 1] = (base, slot)."""
+    cdef int32_t slot = code[k + 1]
+    return code[k] + (tokens[slot] * size if slot >= 0 else 0)
+
+
+cdef bint run_program(Arena ar, const int32_t[::1] code, const int32_t[::1] tokens,
+                      int32_t[::1] scratch, double rmsnorm_eps) noexcept nogil:
+    """Build a recorded step's graph with these tokens, op by op, as the ops did when it
+    was recorded.  Each op is its code, its integer arguments, then its operands as
+    (base, slot) pairs:
+        OP_ADD size a b | OP_LINEAR rows cols w x | OP_RELU size x | OP_RMSNORM size x
+        OP_ATTENTION n n_head T q keys[T] values[T] | OP_NLL size logits target | OP_MEAN n losses[n]
+    False when an nll's probability is 0.0 (the graph is then left unfinished)."""
+    cdef Py_ssize_t k = 0, end = code.shape[0], t, T
+    cdef int32_t op, size, n, x
+    while k < end:
+        op = code[k]
+        if op == OP_ADD:
+            size = code[k + 1]
+            build_add(ar, operand(code, k + 2, tokens, size), operand(code, k + 4, tokens, size), size)
+            k += 6
+        elif op == OP_LINEAR:
+            x = operand(code, k + 4, tokens, code[k + 2])
+            build_linear(ar, code[k + 3], code[k + 1], code[k + 2], x)
+            k += 6
+        elif op == OP_RELU:
+            size = code[k + 1]
+            build_relu(ar, operand(code, k + 2, tokens, size), size)
+            k += 4
+        elif op == OP_RMSNORM:
+            size = code[k + 1]
+            build_rmsnorm(ar, operand(code, k + 2, tokens, size), size, rmsnorm_eps)
+            k += 4
+        elif op == OP_ATTENTION:
+            n, T = code[k + 1], code[k + 3]
+            for t in range(2 * T):
+                scratch[t] = operand(code, k + 6 + 2 * t, tokens, n)
+            build_attention(ar, operand(code, k + 4, tokens, n), n, code[k + 2], T, scratch)
+            k += 6 + 4 * T
+        elif op == OP_NLL:
+            size = code[k + 1]
+            if build_nll(ar, operand(code, k + 2, tokens, size), size, operand(code, k + 4, tokens, 1)) < 0:
+                return False
+            k += 6
+        else:  # OP_MEAN
+            n = code[k + 1]
+            for t in range(n):
+                scratch[t] = operand(code, k + 2 + 2 * t, tokens, 1)
+            build_mean(ar, scratch, n)
+            k += 2 + 2 * n
+    return True

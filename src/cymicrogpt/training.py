@@ -20,7 +20,7 @@ from .config import (DEFAULT_LR, DEFAULT_NUM_SAMPLES, DEFAULT_SEED, DEFAULT_STEP
                      GPTConfig, check_model_size)
 from .engines import DEFAULT_BACKEND, check_backend, make_engine
 from .engines.interface import Engine, Optimizer
-from .model import forward_backward, sequence_loss_value
+from .model import sequence_loss_value
 from .params import MatrixSlot, init_weights, state_dict_layout
 from .run_state import RunState
 from .sampling import check_temperature, sample_one
@@ -77,7 +77,7 @@ class Training:
         Python's float arithmetic raises (ValueError, OverflowError, ZeroDivisionError)
         and otherwise return NaN or infinite values: all of it is divergence here."""
         try:
-            loss = forward_backward(self.engine, self.config, tokens)
+            loss = self.engine.forward_backward(self.config, tokens)
         except (ValueError, OverflowError, ZeroDivisionError) as exc:
             raise self._diverged(f"its loss cannot be computed ({exc})") from exc
         if not math.isfinite(loss):
@@ -127,7 +127,7 @@ class Run(Training):
     def forward_backward(self) -> float:
         """Loss of the current step's document, with gradients left in the engine (no
         checks, no update: for tests and tools that look at one step's gradients)."""
-        return forward_backward(self.engine, self.config, self._tokens())
+        return self.engine.forward_backward(self.config, self._tokens())
 
     def _tokens(self) -> list[int]:
         return self.tokenizer.encode(self.docs[self.step % len(self.docs)])

@@ -4,16 +4,65 @@
 what training needs around it: the parameter and gradient arrays and the optimizer.
 The arena sizes itself by need as graphs are built (it grows until the longest
 document has been seen, then stays put), so building an engine never runs the model.
+
+A training step runs the model (model.py) in Python once per shape, the first time a
+document of its length comes: that run is traced (the ops record themselves as a
+StepProgram, _ops.pyx), and every later step of that length is the program replayed in C
+with its own tokens.  The model reads a step's tokens only to pick embedding rows and
+targets, and the trace hands them over as `TokenSlot`s, which can do nothing but index:
+a model that computed with a token would fail the trace, never replay a wrong program.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import operator
+from typing import Sequence, Union
 
 import numpy as np
 
-from .._ops import GraphOps
+from .._ops import GraphOps, StepProgram
+from ..config import GPTConfig
+from ..model import forward_backward
 from .adam import VectorAdam
 from ..params import MatrixSlot
+
+
+class TokenSlot:
+    """tokens[slot] in a traced step: an index (``__index__``) and nothing else.  Comparing
+    or computing with it raises, so no trace can take a decision made on a token's value
+    (which a replay with other tokens would not take again) for a fixed one."""
+
+    __slots__ = ("token", "slot")
+
+    def __init__(self, token: int, slot: int) -> None:
+        self.token, self.slot = token, slot
+
+    def __index__(self) -> int:
+        return self.token
+
+    def __eq__(self, other):
+        raise TypeError("a token of a traced step can only index (row, nll)")
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __bool__(self):
+        raise TypeError("a token of a traced step can only index (row, nll)")
+
+
+class _TracedEngine:
+    """The engine as the model sees it while a step is traced: the ops themselves, with
+    row and nll telling the ops which token they were given."""
+
+    def __init__(self, ops: GraphOps) -> None:
+        self._ops = ops
+        self.matrix, self.add, self.linear, self.relu = ops.matrix, ops.add, ops.linear, ops.relu
+        self.rmsnorm, self.attention, self.mean = ops.rmsnorm, ops.attention, ops.mean
+        self.begin_sequence, self.backward = ops.begin_sequence, ops.backward
+
+    def row(self, name: str, index):
+        return self._ops.traced_row(name, index, index.slot if type(index) is TokenSlot else -1)
+
+    def nll(self, logits, target):
+        return self._ops.traced_nll(logits, target, target.slot if type(target) is TokenSlot else -1)
 
 
 class GraphEngine:
@@ -27,6 +76,35 @@ class GraphEngine:
         self.attention, self.nll, self.mean = ops.attention, ops.nll, ops.mean
         self.begin_sequence, self.backward, self.probs = ops.begin_sequence, ops.backward, ops.probs
         self.gradients_are_finite = ops.weight_grads_are_finite
+        # (config, number of tokens) -> the step's program, or False: not replayable
+        self.programs: dict[tuple[GPTConfig, int], Union[StepProgram, bool]] = {}
+        self._traced = _TracedEngine(ops)
+
+    def forward_backward(self, config: GPTConfig, tokens: Sequence[int]) -> float:
+        """model.forward_backward: the model traced on the first document of each length,
+        that trace replayed in C on the next ones (see the module's docstring)."""
+        key = (config, len(tokens))
+        program = self.programs.get(key)
+        if program:
+            loss = self.ops.replay(program, tokens if type(tokens) is list else list(tokens))
+            if loss is not None:
+                return loss
+        elif program is None:
+            return self._trace(key, config, tokens)
+        return forward_backward(self, config, tokens)  # what the replay cannot do, the model raises on
+
+    def _trace(self, key: tuple[GPTConfig, int], config: GPTConfig, tokens: Sequence[int]) -> float:
+        try:
+            ints = [operator.index(token) for token in tokens]
+        except TypeError:
+            return forward_backward(self, config, tokens)  # raises as the model does
+        self.ops.start_trace(ints)
+        try:
+            loss = forward_backward(self._traced, config, [TokenSlot(token, i) for i, token in enumerate(ints)])
+        finally:
+            program = self.ops.end_trace()
+        self.programs[key] = program if program is not None else False
+        return loss
 
     # --- parameters ----------------------------------------------------------------------
     # `weight_array`/`grad_array`, not `params`: the reference's `params` is a list of Values.

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence, TypeAlias, Union, run
 if TYPE_CHECKING:  # the reference engine runs without NumPy: no import at run time
     import numpy as np
 
+    from ..config import GPTConfig
+
 Vector: TypeAlias = Any  # an engine's handle on a vector of graph nodes (see the table above)
 Matrix: TypeAlias = Any  # an engine's handle on a weight matrix, rows = output features
 Scalar: TypeAlias = Any  # an engine's handle on one graph node (a loss)
@@ -104,6 +106,11 @@ class Engine(Protocol):
     def backward(self, loss: Scalar) -> float:
         """Accumulate d(loss)/d(node) into every node, in microgpt's depth-first order
         (weights included: see `gradients`); returns the loss as a float."""
+
+    def forward_backward(self, config: "GPTConfig", tokens: Sequence[int]) -> float:
+        """A training pass: ``model.forward_backward(self, config, tokens)``, its loss, the
+        gradients accumulated.  The compiled engine replays a recorded pass instead of
+        running the model again where it can (engines/compiled.py): the same result."""
 
     # --- sequences and sampling ----------------------------------------------------------
     def begin_sequence(self, record: bool = True) -> None:

@@ -21,6 +21,7 @@ import math
 from typing import Sequence
 
 from ..config import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, RMSNORM_EPS
+from ..model import forward_backward
 from ..schedule import adam_scalars
 
 
@@ -188,6 +189,9 @@ class ReferenceEngine:
     def backward(self, loss) -> float:
         loss.backward()
         return loss.data
+
+    def forward_backward(self, config, tokens) -> float:
+        return forward_backward(self, config, tokens)
 
     # --- inference ----------------------------------------------------------------------
     def begin_sequence(self, record: bool = True) -> None:

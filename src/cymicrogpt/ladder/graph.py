@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..engines import make_engine
-from ..model import forward_backward
 from ..training import Training
 from .base import Trainer
 
@@ -26,7 +25,7 @@ def graph_trainer(backend: str) -> type:
 
         def loss_and_grads(self, tokens):
             engine = self.training.engine
-            loss = forward_backward(engine, self.config, self.check_tokens(tokens))
+            loss = engine.forward_backward(self.config, self.check_tokens(tokens))
             grads = np.array(engine.gradients())
             engine.zero_grad()
             return loss, grads

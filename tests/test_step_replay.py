@@ -1,0 +1,135 @@
+"""Replayed training steps (_ops.StepProgram) give exactly what the model gives.
+
+The compiled engine runs the model (model.py) on the first document of each length,
+traced, and replays that trace in C for the next ones.  Every step below is taken on such
+an engine and on a fresh engine running the model itself (model.forward_backward), from
+the same weights: losses and weight gradients must be float-== (the model on the
+compiled engine is held to the reference by test_parity.py).  Also: what a replay cannot
+do (a token it cannot pick, a non-int token) is left to the model, which raises as
+before, and a trace that is not one training step gives no program.
+"""
+import operator
+import random
+
+import numpy as np
+import pytest
+
+from cymicrogpt.config import GPTConfig
+from cymicrogpt.engines import make_engine
+from cymicrogpt.engines.compiled import TokenSlot
+from cymicrogpt.model import forward_backward, sequence_loss
+from cymicrogpt.params import init_weights, state_dict_layout
+
+VOCAB = 27
+CONFIGS = [
+    GPTConfig(),  # microgpt's
+    GPTConfig(n_layer=2, n_embd=8, block_size=4, n_head=2),  # documents longer than the block: truncated
+    GPTConfig(n_layer=1, n_embd=4, block_size=12, n_head=1),
+]
+
+
+def engine_for(config: GPTConfig, seed: int = 3):
+    layout = state_dict_layout(config, VOCAB)
+    return make_engine("cython", layout, init_weights(random.Random(seed), layout))
+
+
+def step(engine, run_step) -> tuple[float, list[float]]:
+    """One pass, its loss and weight gradients (then zeroed)."""
+    loss = run_step()
+    grads = engine.gradients()
+    engine.zero_grad()
+    return loss, grads
+
+
+def random_documents(count: int, seed: int) -> list[list[int]]:
+    """Tokenised documents (BOS = VOCAB - 1 at both ends) of a few lengths, many repeated."""
+    rng = random.Random(seed)
+    bos = VOCAB - 1
+    return [[bos] + [rng.randrange(bos) for _ in range(rng.randrange(1, 9))] + [bos] for _ in range(count)]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_replayed_steps_equal_the_model(config):
+    replaying, plain = engine_for(config), engine_for(config)
+    docs = random_documents(60, seed=len(str(config)))
+    for tokens in docs:
+        assert step(replaying, lambda: replaying.forward_backward(config, tokens)) == \
+            step(plain, lambda: forward_backward(plain, config, tokens))
+    lengths = {len(tokens) for tokens in docs}
+    assert replaying.ops.step_replays_done == len(docs) - len(lengths)  # every length traced once, then replayed
+    assert len(replaying.programs) == len(lengths)
+
+
+def test_a_token_the_program_cannot_pick_is_left_to_the_model():
+    config = CONFIGS[1]
+    engine = engine_for(config)
+    tokens = [26, 1, 2, 26]
+    engine.forward_backward(config, tokens)  # traced
+    engine.zero_grad()
+    with pytest.raises(IndexError, match="row 27 out of range for wte"):
+        engine.forward_backward(config, [27, 1, 2, 26])
+    with pytest.raises(IndexError, match="target 27 out of range"):
+        engine.forward_backward(config, [26, 1, 27, 26])
+    with pytest.raises(OverflowError):
+        engine.forward_backward(config, [2**80, 1, 2, 26])
+    assert engine.ops.step_replays_done == 0
+    assert not np.any(engine.grad_array)  # nothing passed backward by a replay that gave up
+    # and the engine goes on replaying
+    plain = engine_for(config)
+    assert step(engine, lambda: engine.forward_backward(config, tokens)) == \
+        step(plain, lambda: forward_backward(plain, config, tokens))
+    assert engine.ops.step_replays_done == 1
+
+
+def test_tokens_that_are_not_a_list_of_ints_give_the_same_step():
+    config = CONFIGS[0]
+    engine, plain = engine_for(config), engine_for(config)
+    tokens = [26, 4, 0, 12, 26]
+    expected = step(plain, lambda: forward_backward(plain, config, tokens))
+    for same in (tokens, tuple(tokens), [np.int64(t) for t in tokens], np.array(tokens), tokens):
+        assert step(engine, lambda: engine.forward_backward(config, same)) == expected
+
+
+def test_a_trace_that_is_not_one_training_step_gives_no_program():
+    config = CONFIGS[2]
+    engine = engine_for(config)
+    ops = engine.ops
+    tokens = [26, 3, 26]
+
+    def traced_pass(after=None):
+        ops.start_trace(tokens)
+        ops.begin_sequence(True)
+        loss = ops.backward(sequence_loss(engine, config, tokens))
+        if after is not None:
+            after()
+        return ops.end_trace()
+
+    assert traced_pass() is not None  # the control: one pass is a program
+    assert traced_pass(lambda: ops.add(ops.row("wpe", 0), ops.row("wpe", 1))) is None  # an op after backward
+    assert traced_pass(lambda: ops.begin_sequence(True)) is None  # a second sequence
+    ops.start_trace(tokens)
+    ops.begin_sequence(False)  # no graph: sampling, not training
+    ops.probs(ops.row("wte", 3), 1.0)
+    assert ops.end_trace() is None
+    ops.start_trace(tokens)
+    assert ops.end_trace() is None  # nothing ran
+
+
+def test_a_token_told_by_a_wrong_slot_ends_the_trace():
+    """row/nll told tokens[slot] for an index that is not that token: no program."""
+    config = CONFIGS[2]
+    engine = engine_for(config)
+    ops = engine.ops
+    ops.start_trace([26, 3, 26])
+    ops.begin_sequence(True)
+    x = ops.traced_row("wte", 4, 1)  # tokens[1] is 3, not 4
+    ops.backward(ops.traced_nll(ops.linear(x, ops.matrix("lm_head")), 3, 1))
+    assert ops.end_trace() is None
+
+
+def test_a_traced_token_can_only_index():
+    token = TokenSlot(5, 0)
+    assert operator.index(token) == 5 and [10, 11, 12, 13, 14, 15][token] == 15
+    for misuse in (lambda: token == 5, lambda: bool(token), lambda: token + 1, lambda: {token}):
+        with pytest.raises(TypeError):
+            misuse()
