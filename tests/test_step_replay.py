@@ -99,7 +99,7 @@ def test_a_trace_that_is_not_one_training_step_gives_no_program():
     def traced_pass(after=None):
         ops.start_trace(tokens)
         ops.begin_sequence(True)
-        loss = ops.backward(sequence_loss(engine, config, tokens))
+        ops.backward(sequence_loss(engine, config, tokens))
         if after is not None:
             after()
         return ops.end_trace()
