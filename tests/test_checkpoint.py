@@ -14,11 +14,11 @@ import cymicrogpt.checkpoint as checkpoint
 from cymicrogpt.checkpoint import CheckpointError, state_arrays
 from cymicrogpt.config import GPTConfig
 from cymicrogpt.data import load_docs
+from cymicrogpt.engines import BACKENDS
 from cymicrogpt.run_state import RNG_STATE_LEN, check_rng_state
 from cymicrogpt.training import Run, start_run, train
 from command import assert_one_error_line, run_command
 
-BACKENDS = ["python", "cython"]
 STEPS = 12
 
 

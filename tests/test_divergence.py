@@ -2,8 +2,8 @@
 
 A step whose loss cannot be computed or is not finite, whose gradients are not finite, or
 whose Adam update overflows raises ``DivergenceError`` before it changes anything; the
-run stays at its last good state, which saves, loads, samples and resumes.  Both engines
-end the same way at the same step (the reference is the oracle); the CLI reports it in
+run stays at its last good state, which saves, loads, samples and resumes.  Every backend
+ends the same way at the same step (the reference is the oracle); the CLI reports it in
 one line, saves the last good state and exits 1.
 """
 from __future__ import annotations
@@ -15,12 +15,12 @@ import pytest
 
 import cymicrogpt as mg
 from cymicrogpt.config import GPTConfig
+from cymicrogpt.engines import BACKENDS
 from cymicrogpt.params import state_dict_layout
 from cymicrogpt.reference import ReferenceAdam, Value
 from cymicrogpt.training import Run, start_run
 from command import TINY, assert_one_error_line, run_command, samples_of
 
-BACKENDS = ["python", "cython"]
 CONFIG = GPTConfig(n_layer=1, n_embd=8, block_size=8, n_head=2)
 
 

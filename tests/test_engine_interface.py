@@ -32,7 +32,8 @@ def fresh_engine(backend: str, tiny_config, tiny_docs):
 def test_the_interface_lists_what_the_model_needs():
     assert set(interface_methods(Engine)) >= {
         "row", "matrix", "add", "linear", "relu", "rmsnorm", "attention", "nll", "mean", "backward",
-        "begin_sequence", "probs", "weights", "set_weights", "gradients", "zero_grad", "make_optimizer"}
+        "begin_sequence", "probs", "weights", "set_weights", "gradients", "zero_grad", "make_optimizer",
+        "forward_backward"}
     assert set(interface_methods(Optimizer)) == {"step", "moments", "set_moments"}
 
 

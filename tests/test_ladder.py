@@ -4,7 +4,6 @@ Programs as rungs in general: tests/test_bench_programs.py."""
 import random
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from cymicrogpt.ladder.bench import Row, compare, format_table, reference_losses, run_ladder
@@ -28,33 +27,13 @@ def first_step(impl, config, tokens, seed=1):
     return trainer_class(impl)(config, layout, weights, 0.01, 10).loss_and_grads(tokens)
 
 
+@pytest.mark.parametrize("impl", ["cython", "fused"])
 @pytest.mark.parametrize("config, tokens", CASES)
-def test_cython_trainer_is_exact(config, tokens):
+def test_exact_trainers_are_exact(impl, config, tokens):
     ref_loss, ref_grads = first_step("python", config, tokens)
-    loss, grads = first_step("cython", config, tokens)
+    loss, grads = first_step(impl, config, tokens)
     assert loss == ref_loss
     assert grads.tolist() == ref_grads.tolist()
-
-
-@pytest.mark.parametrize("config, tokens", CASES)
-def test_fused_trainer_gradients_within_1e_10(config, tokens):
-    ref_loss, ref_grads = first_step("python", config, tokens)
-    loss, grads = first_step("fused", config, tokens)
-    assert abs(loss - ref_loss) <= 1e-12
-    assert np.abs(grads - ref_grads).max() <= 1e-10 * np.abs(ref_grads).max()
-
-
-def test_fused_trainer_trains_like_the_reference():
-    config = GPTConfig(n_layer=1, n_embd=8, block_size=8, n_head=2)
-    layout = state_dict_layout(config, 27)
-    weights = init_weights(random.Random(4), layout)
-    docs = [[26, 1, 2, 3, 26], [26, 5, 0, 26], [26, 7, 7, 8, 9, 10, 26]]
-    exact = trainer_class("cython")(config, layout, weights, 0.01, 30)
-    fused = trainer_class("fused")(config, layout, weights, 0.01, 30)
-    for step in range(30):
-        tokens = docs[step % len(docs)]
-        assert abs(fused.step(tokens) - exact.step(tokens)) <= 1e-9
-    assert np.abs(fused.weights() - exact.weights()).max() <= 1e-9
 
 
 def test_fused_rejects_bad_tokens():
@@ -63,24 +42,6 @@ def test_fused_rejects_bad_tokens():
         first_step("fused", config, [26, 99, 26])
     with pytest.raises(ValueError, match="at least 2 tokens"):
         first_step("fused", config, [26])
-
-
-@pytest.mark.parametrize("change, message", [
-    (dict(n_head=0), "must be positive"),  # was a SIGFPE: n_embd % 0 under cdivision
-    (dict(block=-1), "must be positive"),
-    (dict(offsets=[0, 0, 10**9]), "lies outside"),  # was a segfault in the forward loop
-    (dict(layer_offsets=[[0, 0, 0, 0, 0, 200]]), "lies outside"),
-    (dict(offsets=[0, 0]), "need wte, wpe, lm_head"),
-    (dict(layer_offsets=[[0] * 6] * 2), "need wte, wpe, lm_head"),
-])
-def test_fused_model_refuses_shapes_that_do_not_fit_its_weights(change, message):
-    from cymicrogpt._fused import FusedGPT
-
-    args = dict(n_layer=1, n_embd=4, n_head=2, vocab=3, block=2, hidden=16, offsets=[0, 0, 0],
-                layer_offsets=[[0] * 6], weights=np.zeros(64), rmsnorm_eps=1e-5)
-    FusedGPT(**args)  # fits: every matrix inside the 64 weights (they may overlap)
-    with pytest.raises(ValueError, match=message):
-        FusedGPT(**{**args, **change})
 
 
 def test_bench_command_writes_the_ladder(tmp_path, capsys):
@@ -94,9 +55,12 @@ def test_bench_command_writes_the_ladder(tmp_path, capsys):
     report = (out / "ladder.md").read_text()
     for impl in ("python", "cython", "fused", "torch"):
         assert f"| {impl} |" in printed and f"| {impl} |" in report
-    cython_row = next(line for line in report.splitlines() if line.startswith("| cython |"))
-    assert "| 0, identical (3 steps) |" in cython_row  # exact: no loss difference from the reference
-    assert "| in process, median of steps 2-3 |" in cython_row
+    # exact: no loss difference from the reference; the fused row is compared past the
+    # reference's 3 steps with the exact cython row's continuation
+    for exact, compared in (("cython", 3), ("fused", 6)):
+        row = next(line for line in report.splitlines() if line.startswith(f"| {exact} |"))
+        assert f"| 0, identical ({compared} steps) |" in row
+        assert "| in process, median of steps 2-3 |" in row
     assert "n_embd=8" in report and "Machine:" in report and "Command:" in report
     try:
         import matplotlib  # noqa: F401

@@ -1,6 +1,7 @@
-"""The compiled backend is bit-identical to the reference (float ==).
+"""The compiled backends (the graph engine and the fused loops) are bit-identical to the
+reference (float ==).
 
-Both backends are stepped in lockstep; after every forward/backward the loss and every
+Each is stepped in lockstep with the reference; after every forward/backward the loss and every
 parameter gradient must be equal, after every Adam step every parameter, and at the end
 the sampled documents.
 """
@@ -13,9 +14,12 @@ from cymicrogpt.training import start_run
 NON_ASCII_DOCS = ["zoë", "łukasz", "日本語", "ångström", "ñandú", "çağrı", "😀smile", "Ωmega", "ß", "naïve"]
 
 
-def assert_lockstep(docs, config, steps, seed=42, samples=5, temperature=0.5):
+COMPILED = ["cython", "fused"]
+
+
+def assert_lockstep(docs, config, steps, backend, seed=42, samples=5, temperature=0.5):
     ref = start_run(list(docs), config=config, steps=steps, backend="python", seed=seed)
-    fast = start_run(list(docs), config=config, steps=steps, backend="cython", seed=seed)
+    fast = start_run(list(docs), config=config, steps=steps, backend=backend, seed=seed)
     assert fast.engine.weights() == ref.engine.weights()
     for step in range(steps):
         loss_ref, loss_fast = ref.forward_backward(), fast.forward_backward()
@@ -24,13 +28,15 @@ def assert_lockstep(docs, config, steps, seed=42, samples=5, temperature=0.5):
         ref.finish_step(loss_ref)
         fast.finish_step(loss_fast)
         assert fast.engine.weights() == ref.engine.weights(), f"parameters differ after step {step}"
+        assert [list(map(float, x)) for x in fast.optimizer.moments()] == [list(x) for x in ref.optimizer.moments()]
     assert fast.sample(samples, temperature) == ref.sample(samples, temperature)
     return ref, fast
 
 
-def test_default_config_on_names_30_steps(names_path):
+@pytest.mark.parametrize("backend", COMPILED)
+def test_default_config_on_names_30_steps(backend, names_path):
     docs = mg.load_docs(names_path)
-    ref, fast = assert_lockstep(docs, GPTConfig(), steps=30, samples=10)
+    ref, fast = assert_lockstep(docs, GPTConfig(), steps=30, backend=backend, samples=10)
     assert len(fast.losses) == 30
 
 
@@ -43,30 +49,34 @@ def test_default_config_on_names_30_steps(names_path):
     ],
     ids=["2x32-h8-b8", "3x12-h3-b5", "1x8-h1-b24"],
 )
-def test_other_configs_on_names(config, steps, seed, names_path):
+@pytest.mark.parametrize("backend", COMPILED)
+def test_other_configs_on_names(config, steps, seed, backend, names_path):
     docs = mg.load_docs(names_path)
-    assert_lockstep(docs, config, steps=steps, seed=seed)
+    assert_lockstep(docs, config, steps=steps, backend=backend, seed=seed)
 
 
-def test_non_ascii_corpus():
+@pytest.mark.parametrize("backend", COMPILED)
+def test_non_ascii_corpus(backend):
     config = GPTConfig(n_layer=2, n_embd=8, block_size=10, n_head=2)
-    ref, fast = assert_lockstep(NON_ASCII_DOCS, config, steps=25, seed=3, samples=8, temperature=1.0)
+    ref, fast = assert_lockstep(NON_ASCII_DOCS, config, steps=25, backend=backend, seed=3, samples=8, temperature=1.0)
     assert ref.tokenizer.vocab_size > 30
 
 
-def test_high_and_low_temperature_samples_agree():
+@pytest.mark.parametrize("backend", COMPILED)
+def test_high_and_low_temperature_samples_agree(backend):
     config = GPTConfig(n_layer=1, n_embd=8, block_size=8, n_head=2)
     docs = ["anna", "bob", "carla", "dave", "eve"]
     for temperature in (0.05, 2.5):
         ref = mg.train(docs, config=config, steps=10, backend="python", seed=5)
-        fast = mg.train(docs, config=config, steps=10, backend="cython", seed=5)
+        fast = mg.train(docs, config=config, steps=10, backend=backend, seed=5)
         assert fast.sample(12, temperature) == ref.sample(12, temperature)
 
 
-def test_gradients_match_central_differences():
+@pytest.mark.parametrize("backend", COMPILED)
+def test_gradients_match_central_differences(backend):
     """The compiled gradients are the true derivatives (independently of the reference)."""
     config = GPTConfig(n_layer=1, n_embd=8, block_size=6, n_head=2)
-    run = start_run(["abcab", "bca", "cc"], config=config, steps=1, backend="cython", seed=11)
+    run = start_run(["abcab", "bca", "cc"], config=config, steps=1, backend=backend, seed=11)
     run.forward_backward()
     grads = run.engine.gradients()
     weights = run.engine.weights()
@@ -83,10 +93,11 @@ def test_gradients_match_central_differences():
         assert grads[i] == pytest.approx(numeric, rel=1e-4, abs=1e-8), f"parameter {i}"
 
 
-def test_cython_backend_reproduces_the_full_seed_run(names_path, golden):
+@pytest.mark.parametrize("backend", COMPILED)
+def test_compiled_backend_reproduces_the_full_seed_run(backend, names_path, golden):
     """All 1000 steps and 20 samples of microgpt.py (golden values from running the seed's
-    script unchanged, see tests/fixtures/), on the compiled backend."""
+    script unchanged, see tests/fixtures/), on each compiled backend."""
     gold = golden("seed_default_1000steps.json")
-    run = mg.train(mg.load_docs(names_path), steps=gold["num_steps"], backend="cython", seed=42)
+    run = mg.train(mg.load_docs(names_path), steps=gold["num_steps"], backend=backend, seed=42)
     assert run.losses == gold["losses"]
     assert run.sample(len(gold["samples"]), temperature=0.5) == gold["samples"]

@@ -1,19 +1,44 @@
-"""The `fused` rung of the ladder: microgpt's whole training step fused into hand-written
-loops, with no graph at all ("fused" means only this in the project; the graph engines'
-n-ary node for a dot product is the DOT node).
+"""The `fused` backend's training pass: microgpt's forward and backward over one document
+as hand-written loops, with no graph at all ("fused" means only this in the project; the
+graph engines' n-ary node for a dot product is the DOT node).
 
-Loops over the flat float64 weights: the forward stores the activations of every position
-and layer, the backward walks them in reverse (layer by layer, because a layer's keys and
-values at earlier positions receive gradient from later positions).  The math is
-microgpt's; the summation order is not, so results agree with the reference to ~1e-16
-relative, not bit for bit.  This is the ceiling of a scalar CPU implementation at batch 1,
-against which the graph engines are measured.  Its constants (rmsnorm's eps, Adam's) come
-from config.py through the Python wrapper, ladder/fused.py.
+Bit-identical to microgpt's scalar autograd (float ==, tests/test_parity.py), because it
+does every floating-point operation microgpt's graph does, in microgpt's order:
+
+* Forward: each `sum(...)` accumulated left to right from 0.0; rmsnorm's mean as
+  `sum * len(x)**-1`, the attention scale as `* (head_dim**0.5)**-1`, `/ total` as
+  `* total**-1`; every `**` through libm pow, as Python's float `**` is (no sqrt, no x*x).
+  The build adds -ffp-contract=off: no FMA.
+* Backward: microgpt's Value.backward visits the nodes in reverse depth-first post-order
+  from the loss, and each node's gradient is the sum, from 0, of `local_grad * parent.grad`
+  over its parents in that order.  Each node's gradient here is that very sum, in that
+  order; the parents' order follows from the shape of the search (derived in DESIGN
+  notes below and proven by the parity tests):
+    - the losses are reached position by position (sum(losses) is a chain whose first
+      link is position 0's loss), so the backward runs the positions from last to first:
+      a weight, or a key or value of an earlier position, receives its contributions from
+      the last position to the first;
+    - a linear layer's outputs are first reached in ascending order (lm_head: the target's
+      logit first, then the others ascending), so its input's gradient sums the rows from
+      the last row to the first (lm_head: the others descending, the target last);
+    - the input of q, k and v: per head, last head first, the v rows (descending), then
+      the k rows and the q rows (each descending); at position 0, whose key is reached
+      inside the query's dot products, the k and q rows interleaved (k_r, q_r, descending);
+    - an rmsnorm input: the residual connection's contribution first, then the normalised
+      output's, then two from its square (x*x has x as both children); the scale sums
+      its outputs from the last to the first;
+    - softmax: exp node e_u gets e_u's probability's contribution first, then the total's;
+      the total sums its (one per probability) total**-1 nodes from the last to the first;
+      an attention weight sums its value products from the last to the first.
+Nothing of this depends on the values, only on the shape (the target token decides the
+one lm_head order above).
 """
-from libc.math cimport exp, log, sqrt, pow
+from libc.math cimport exp, log, pow
 from libc.string cimport memset
 
 import numpy as np
+
+from cymicrogpt._arena cimport Arena
 
 
 # Slots of the weight matrices.  Anonymous enums: their members are plain ints, which
@@ -29,63 +54,90 @@ cdef enum:  # column of FusedGPT.layer_off: one block's matrices, in config.LAYE
 # --- small kernels on raw pointers (nogil) -------------------------------------------------
 cdef inline void matvec(const double* W,  # IN (rows, cols) row-major
                         const double* x,  # IN (cols,)
-                        double* out,  # OUT (rows,)
+                        double* out,  # OUT (rows,): each sum(W[r, j] * x[j]) from 0, left to right
                         Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
     cdef Py_ssize_t r, j
     cdef double acc
     for r in range(rows):
         acc = 0.0
         for j in range(cols):
-            acc += W[r * cols + j] * x[j]
+            acc = acc + W[r * cols + j] * x[j]
         out[r] = acc
 
 
-cdef inline void matvec_t_add(const double* W,  # IN (rows, cols)
-                              const double* dy,  # IN (rows,)
-                              double* dx,  # IN/OUT (cols,): dx += W^T dy
-                              Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
-    cdef Py_ssize_t r, j
-    cdef double d
-    for r in range(rows):
-        d = dy[r]
-        for j in range(cols):
-            dx[j] += W[r * cols + j] * d
+cdef inline void add_row(double* dx,  # IN/OUT (cols,): dx += W[r] * d
+                         const double* Wr, double d, Py_ssize_t cols) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(cols):
+        dx[j] = dx[j] + Wr[j] * d
 
 
-cdef inline void outer_add(double* G,  # IN/OUT (rows, cols): G += dy x^T
+cdef inline void rows_descending(const double* W,  # IN (rows, cols)
+                                 const double* dy,  # IN (rows,)
+                                 double* dx,  # OUT (cols,): sum over r = rows-1 .. 0 of W[r] * dy[r], from 0
+                                 Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    cdef Py_ssize_t r
+    memset(dx, 0, cols * sizeof(double))
+    for r in range(rows - 1, -1, -1):
+        add_row(dx, W + r * cols, dy[r], cols)
+
+
+cdef inline void outer_add(double* G,  # IN/OUT (rows, cols): G[r, j] += x[j] * dy[r]
                            const double* dy,  # IN (rows,)
                            const double* x,  # IN (cols,)
                            Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
-    cdef Py_ssize_t r, j
-    cdef double d
+    cdef Py_ssize_t r
     for r in range(rows):
-        d = dy[r]
-        for j in range(cols):
-            G[r * cols + j] += d * x[j]
+        add_row(G + r * cols, x, dy[r], cols)
 
 
-cdef inline double rmsnorm(const double* x, double* y, Py_ssize_t n, double eps) noexcept nogil:
-    """y = x * (mean(x^2) + eps)^-1/2; returns the scale."""
+cdef inline void rmsnorm(const double* x,  # IN (n,)
+                         double* y,  # OUT (n,): x * scale
+                         double* shifted,  # OUT: mean(x**2) + eps
+                         double* scale,  # OUT: shifted ** -0.5
+                         Py_ssize_t n, double inv_n, double eps) noexcept nogil:
     cdef Py_ssize_t i
-    cdef double ms = 0.0, s
+    cdef double ss = 0.0
     for i in range(n):
-        ms += x[i] * x[i]
-    s = pow(ms / n + eps, -0.5)
+        ss = ss + x[i] * x[i]
+    shifted[0] = ss * inv_n + eps  # sum / len(x) is sum * len(x)**-1
+    scale[0] = pow(shifted[0], -0.5)
     for i in range(n):
-        y[i] = x[i] * s
-    return s
+        y[i] = x[i] * scale[0]
 
 
-cdef inline void rmsnorm_backward(const double* x, double s, const double* dy,
-                                  double* dx,  # IN/OUT (n,): dx += d(x*s)/dx^T dy
-                                  Py_ssize_t n) noexcept nogil:
-    # y_i = x_i s, s = (ms + eps)^-1/2, ms = sum(x^2)/n  =>  dx_i = s dy_i - s^3 x_i (dy.x) / n
+cdef inline void rmsnorm_backward(const double* x,  # IN (n,): the input
+                                  double shifted, double scale,  # IN: from the forward
+                                  const double* dy,  # IN (n,): the output's gradient
+                                  double* dx,  # IN/OUT (n,): its earlier contributions; adds the rest
+                                  Py_ssize_t n, double inv_n) noexcept nogil:
     cdef Py_ssize_t i
-    cdef double dot = 0.0
+    cdef double dscale = 0.0, dsum
+    for i in range(n - 1, -1, -1):  # the outputs x_i * scale, last first
+        dscale = dscale + x[i] * dy[i]
+    # ** -0.5 (local grad -0.5 * shifted**-1.5), + eps (1), * len(x)**-1: the sum's gradient
+    dsum = inv_n * ((-0.5 * pow(shifted, -1.5)) * dscale)
     for i in range(n):
-        dot += dy[i] * x[i]
-    for i in range(n):
-        dx[i] += s * dy[i] - s * s * s * x[i] * dot / n
+        dx[i] = dx[i] + scale * dy[i]
+        dx[i] = dx[i] + x[i] * dsum  # x_i * x_i: x_i is both children
+        dx[i] = dx[i] + x[i] * dsum
+
+
+cdef inline double softmax_forward(const double* logits,  # IN (count,)
+                                   double* e,  # OUT (count,): exp(logit - max)
+                                   double* total,  # OUT: sum(e) from 0
+                                   Py_ssize_t count) noexcept nogil:
+    """Returns total**-1.  Python's max() keeps the first of equal (or NaN) values."""
+    cdef Py_ssize_t i
+    cdef double max_val = logits[0], acc = 0.0
+    for i in range(1, count):
+        if logits[i] > max_val:
+            max_val = logits[i]
+    for i in range(count):
+        e[i] = exp(logits[i] + (-max_val))
+        acc = acc + e[i]
+    total[0] = acc
+    return pow(acc, -1.0)
 
 
 cdef int check_inside(const Py_ssize_t[::1] starts, tuple sizes, Py_ssize_t n_weights) except -1:
@@ -99,223 +151,290 @@ cdef int check_inside(const Py_ssize_t[::1] starts, tuple sizes, Py_ssize_t n_we
 
 
 cdef class FusedGPT:
-    """Weights, gradients and activation buffers of one model; see the module docstring.
+    """The training pass over the weights of an Arena (its first nodes: values and
+    gradients), with activation buffers for the longest document seen so far.
 
-    offsets: where wte, wpe, lm_head start in the flat weights (slots WTE, WPE, LM_HEAD);
+    offsets: where wte, wpe, lm_head start among the weights (slots WTE, WPE, LM_HEAD);
     layer_offsets: (n_layer, 6), where each block's matrices start (slots WQ ... FC2);
     hidden: the MLP's width F; rmsnorm_eps: config.RMSNORM_EPS.
     """
-    cdef readonly Py_ssize_t n_layer, n_embd, n_head, head_dim, vocab, block, hidden  # hidden: MLP width F
+    cdef Arena arena  # weights: arena.data[0:n_weights], their gradients: arena.grad[0:n_weights]
+    cdef readonly Py_ssize_t n_layer, n_embd, n_head, head_dim, vocab, block, hidden, n_weights
+    cdef readonly Py_ssize_t capacity  # positions the buffers hold
     cdef readonly double rmsnorm_eps
-    cdef readonly object weights, grads  # NumPy (P,)
-    cdef double[::1] w, g
+    cdef double inv_embd, att_scale  # len(x)**-1 in rmsnorm; (head_dim**0.5)**-1
     cdef Py_ssize_t[::1] off  # (N_MODEL_MATRICES,): off[WTE] ... off[LM_HEAD]
     cdef Py_ssize_t[:, ::1] layer_off  # (L, N_LAYER_MATRICES): layer_off[l, WQ] ... layer_off[l, FC2]
-    # activations: (L, B, E) unless noted
-    cdef double[:, ::1] emb  # (B, E) token + position embedding
-    cdef double[::1] emb_scale  # (B,)
-    cdef double[:, :, ::1] x_in, xn1, q, k, v, heads, x_mid, xn2  # (L, B, E)
-    cdef double[:, :, ::1] h1, relu_out  # (L, B, F)
-    cdef double[:, ::1] s1, s2  # (L, B) rmsnorm scales
-    cdef double[:, :, :, ::1] att  # (L, B, H, B) attention weights
-    cdef double[:, ::1] x_top  # (B, E) input of lm_head
-    cdef double[:, ::1] probs  # (B, V)
-    # gradient scratch
-    cdef double[:, ::1] dx, dq, dk, dv, dheads, dmid, dxn  # (B, E)
-    cdef double[::1] dh, dlogits, datt  # (F,), (V,), (B,)
+    # Activations, flat; T = capacity.  (L + 1, T, E): each layer's input, the last one the top.
+    cdef double[::1] emb, x_in  # emb: (T, E), token + position embedding
+    cdef double[::1] s0, d0  # (T,): the first rmsnorm's scale and mean + eps
+    cdef double[::1] xn1, q, k, v, heads, x_mid, xn2  # (L, T, E)
+    cdef double[::1] s1, d1, s2, d2  # (L, T)
+    cdef double[::1] h1, relu_out  # (L, T, F)
+    cdef double[::1] att_e, att_w  # (L, T, H, T): exps and weights of position t over u <= t
+    cdef double[::1] att_total, att_inv  # (L, T, H)
+    cdef double[::1] lm_e  # (T, V): exps of the logits
+    cdef double[::1] lm_total, lm_inv, lm_p  # (T,)
+    # Gradients
+    cdef double[::1] dk, dv  # (L, T, E): keys and values, summed over the positions that read them
+    cdef double[::1] dx, dmid, dheads, dq, dxn, dh, dlogit, scratch  # (E,) x4, (max(E, F),), (F,), (V,), (3, T)
 
-    def __init__(self, int n_layer, int n_embd, int n_head, int vocab, int block, int hidden, offsets,
-                 layer_offsets, double[::1] weights, double rmsnorm_eps):
+    def __init__(self, Arena arena, int n_weights, int n_layer, int n_embd, int n_head, int vocab, int block,
+                 int hidden, offsets, layer_offsets, double rmsnorm_eps):
         if min(n_layer, n_embd, n_head, vocab, block, hidden) <= 0:  # before `%`: cdivision has no zero check
             raise ValueError("n_layer, n_embd, n_head, vocab, block and hidden must be positive")
         if n_embd % n_head:
             raise ValueError("n_embd must be divisible by n_head")
+        if not 0 < n_weights <= arena.n_fixed:
+            raise ValueError(f"the arena holds {arena.n_fixed} fixed nodes, not {n_weights} weights")
+        self.arena = arena
+        self.n_weights = n_weights
         self.n_layer, self.n_embd, self.n_head = n_layer, n_embd, n_head
         self.head_dim, self.vocab, self.block, self.hidden = n_embd // n_head, vocab, block, hidden
         self.rmsnorm_eps = rmsnorm_eps
-        self.weights = np.array(weights, dtype=np.float64)
-        self.grads = np.zeros_like(self.weights)
-        self.w, self.g = self.weights, self.grads
+        # Python's int ** negative int and int ** float are float pow, as here
+        self.inv_embd = pow(<double>n_embd, -1.0)
+        self.att_scale = pow(pow(<double>self.head_dim, 0.5), -1.0)
         self.off = np.asarray(offsets, dtype=np.intp)
         self.layer_off = np.asarray(layer_offsets, dtype=np.intp).reshape(-1, N_LAYER_MATRICES)
         if self.off.shape[0] != N_MODEL_MATRICES or self.layer_off.shape[0] != n_layer:
             raise ValueError(f"offsets: need wte, wpe, lm_head, and {N_LAYER_MATRICES} per layer")
-        L, B, E, F = n_layer, block, n_embd, hidden
-        check_inside(self.off, (vocab * E, B * E, vocab * E), self.w.shape[0])
-        for l in range(L):
-            check_inside(self.layer_off[l], (E * E, E * E, E * E, E * E, F * E, E * F), self.w.shape[0])
-        z = lambda *shape: np.zeros(shape)
-        self.emb, self.emb_scale, self.x_top = z(B, E), z(B), z(B, E)
-        self.x_in, self.xn1, self.q, self.k, self.v = z(L, B, E), z(L, B, E), z(L, B, E), z(L, B, E), z(L, B, E)
-        self.heads, self.x_mid, self.xn2 = z(L, B, E), z(L, B, E), z(L, B, E)
-        self.h1, self.relu_out = z(L, B, F), z(L, B, F)
-        self.s1, self.s2 = z(L, B), z(L, B)
-        self.att = z(L, B, n_head, B)
-        self.probs = z(B, vocab)
-        self.dx, self.dq, self.dk, self.dv = z(B, E), z(B, E), z(B, E), z(B, E)
-        self.dheads, self.dmid, self.dxn = z(B, E), z(B, E), z(B, E)
-        self.dh, self.dlogits, self.datt = z(F), z(vocab), z(B)
+        E, F = n_embd, hidden
+        check_inside(self.off, (vocab * E, block * E, vocab * E), n_weights)
+        for l in range(n_layer):
+            check_inside(self.layer_off[l], (E * E, E * E, E * E, E * E, F * E, E * F), n_weights)
+        z = np.zeros
+        self.dx, self.dmid, self.dheads, self.dq = z(E), z(E), z(E), z(E)
+        self.dxn, self.dh, self.dlogit = z(max(E, F)), z(F), z(vocab)
+        self.capacity = 0
+        self.reserve(1)
 
-    def loss_and_grads(self, const Py_ssize_t[::1] tokens):
-        """Loss of one document (BOS ... BOS), gradients ADDED into `grads`."""
-        cdef Py_ssize_t n = min(self.block, tokens.shape[0] - 1), i
+    cdef reserve(self, Py_ssize_t T):
+        """Buffers for documents of up to T positions (grown to the longest seen)."""
+        if T <= self.capacity:
+            return
+        L, E, F, H, V = self.n_layer, self.n_embd, self.hidden, self.n_head, self.vocab
+        z = np.zeros
+        self.emb, self.x_in, self.s0, self.d0 = z(T * E), z((L + 1) * T * E), z(T), z(T)
+        self.xn1, self.q, self.k, self.v = z(L * T * E), z(L * T * E), z(L * T * E), z(L * T * E)
+        self.heads, self.x_mid, self.xn2 = z(L * T * E), z(L * T * E), z(L * T * E)
+        self.s1, self.d1, self.s2, self.d2 = z(L * T), z(L * T), z(L * T), z(L * T)
+        self.h1, self.relu_out = z(L * T * F), z(L * T * F)
+        self.att_e, self.att_w = z(L * T * H * T), z(L * T * H * T)
+        self.att_total, self.att_inv = z(L * T * H), z(L * T * H)
+        self.lm_e, self.lm_total, self.lm_inv, self.lm_p = z(T * V), z(T), z(T), z(T)
+        self.dk, self.dv = z(L * T * E), z(L * T * E)
+        self.scratch = z(3 * T)
+        self.capacity = T
+
+    def forward_backward(self, const Py_ssize_t[::1] tokens):
+        """Loss of one tokenised document (BOS ... BOS, truncated to block positions); its
+        gradients ADDED into the arena's weight gradients, as microgpt's backward adds them.
+
+        Raises ValueError where microgpt's math.log does (a probability of exactly 0.0)."""
+        cdef Py_ssize_t n = min(self.block, tokens.shape[0] - 1), i, bad
         if n < 1:
             raise ValueError("a document needs at least 2 tokens")
         for i in range(n + 1):
             if not 0 <= tokens[i] < self.vocab:
-                raise ValueError(f"token {tokens[i]} out of range")
+                raise IndexError(f"token {tokens[i]} out of range for {self.vocab} tokens")
+        if self.arena.n_fixed < self.n_weights:
+            raise ValueError("the arena no longer holds the weights")
+        self.reserve(n)
         cdef double loss
         with nogil:
-            loss = self.forward(tokens, n)
-            self.backward(tokens, n)
+            bad = self.forward(tokens, n, &loss)
+            if bad < 0:
+                self.backward(tokens, n)
+        if bad >= 0:
+            raise ValueError(f"math domain error: log of probability {self.lm_p[bad]!r} at position {bad}")
         return loss
 
-    cdef double forward(self, const Py_ssize_t[::1] tokens, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t forward(self, const Py_ssize_t[::1] tokens, Py_ssize_t n, double* loss) noexcept nogil:
+        """The forward pass; loss[0] = the mean loss.  Returns -1, or the first position
+        whose target probability is 0.0 (microgpt's math.log raises there)."""
         cdef Py_ssize_t L = self.n_layer, E = self.n_embd, F = self.hidden, H = self.n_head, hd = self.head_dim
-        cdef Py_ssize_t t, u, l, h, j, i
-        cdef double* w = &self.w[0]
+        cdef Py_ssize_t V = self.vocab, T = self.capacity
+        cdef Py_ssize_t t, u, l, h, j, lt, a
+        cdef const double* w = &self.arena.data[0]
         cdef double* x
-        cdef double acc, mx, total, inv_sqrt = 1.0 / sqrt(<double>hd), loss = 0.0, eps = self.rmsnorm_eps
+        cdef double* xo
+        cdef double* ev
+        cdef double* aw
+        cdef double* logits = &self.scratch[0]  # (T,) scores; (V,) logits use dlogit's room
+        cdef double acc, inv, total = 0.0, loss_sum = 0.0, eps = self.rmsnorm_eps
         for t in range(n):
+            x = &self.emb[t * E]
             for j in range(E):  # (E,) token + position embedding
-                self.emb[t, j] = w[self.off[WTE] + tokens[t] * E + j] + w[self.off[WPE] + t * E + j]
-            self.emb_scale[t] = rmsnorm(&self.emb[t, 0], &self.x_in[0, t, 0], E, eps)
+                x[j] = w[self.off[WTE] + tokens[t] * E + j] + w[self.off[WPE] + t * E + j]
+            rmsnorm(x, &self.x_in[t * E], &self.d0[t], &self.s0[t], E, self.inv_embd, eps)
             for l in range(L):
+                lt = l * T + t
+                x = &self.x_in[lt * E]
                 # attention block: rmsnorm, q k v, causal softmax over positions <= t
-                self.s1[l, t] = rmsnorm(&self.x_in[l, t, 0], &self.xn1[l, t, 0], E, eps)
-                matvec(w + self.layer_off[l, WQ], &self.xn1[l, t, 0], &self.q[l, t, 0], E, E)
-                matvec(w + self.layer_off[l, WK], &self.xn1[l, t, 0], &self.k[l, t, 0], E, E)
-                matvec(w + self.layer_off[l, WV], &self.xn1[l, t, 0], &self.v[l, t, 0], E, E)
+                rmsnorm(x, &self.xn1[lt * E], &self.d1[lt], &self.s1[lt], E, self.inv_embd, eps)
+                matvec(w + self.layer_off[l, WQ], &self.xn1[lt * E], &self.q[lt * E], E, E)
+                matvec(w + self.layer_off[l, WK], &self.xn1[lt * E], &self.k[lt * E], E, E)
+                matvec(w + self.layer_off[l, WV], &self.xn1[lt * E], &self.v[lt * E], E, E)
                 for h in range(H):
-                    mx = -1e308
-                    for u in range(t + 1):  # logits (t+1,)
+                    a = lt * H + h
+                    ev = &self.att_e[a * T]
+                    aw = &self.att_w[a * T]
+                    for u in range(t + 1):  # scores (t+1,): q . k_u * (head_dim**0.5)**-1
                         acc = 0.0
-                        for j in range(hd):
-                            acc += self.q[l, t, h * hd + j] * self.k[l, u, h * hd + j]
-                        self.att[l, t, h, u] = acc * inv_sqrt
-                        if self.att[l, t, h, u] > mx:
-                            mx = self.att[l, t, h, u]
-                    total = 0.0
+                        for j in range(h * hd, h * hd + hd):
+                            acc = acc + self.q[lt * E + j] * self.k[(l * T + u) * E + j]
+                        logits[u] = acc * self.att_scale
+                    inv = softmax_forward(logits, ev, &self.att_total[a], t + 1)
+                    self.att_inv[a] = inv
                     for u in range(t + 1):
-                        self.att[l, t, h, u] = exp(self.att[l, t, h, u] - mx)
-                        total += self.att[l, t, h, u]
-                    for u in range(t + 1):
-                        self.att[l, t, h, u] /= total
-                    for j in range(hd):  # weighted sum of values (hd,)
+                        aw[u] = ev[u] * inv
+                    for j in range(h * hd, h * hd + hd):  # weighted sum of values (hd,)
                         acc = 0.0
                         for u in range(t + 1):
-                            acc += self.att[l, t, h, u] * self.v[l, u, h * hd + j]
-                        self.heads[l, t, h * hd + j] = acc
-                matvec(w + self.layer_off[l, WO], &self.heads[l, t, 0], &self.x_mid[l, t, 0], E, E)
+                            acc = acc + aw[u] * self.v[(l * T + u) * E + j]
+                        self.heads[lt * E + j] = acc
+                matvec(w + self.layer_off[l, WO], &self.heads[lt * E], &self.x_mid[lt * E], E, E)
                 for j in range(E):
-                    self.x_mid[l, t, j] += self.x_in[l, t, j]
+                    self.x_mid[lt * E + j] = self.x_mid[lt * E + j] + x[j]
                 # MLP block
-                self.s2[l, t] = rmsnorm(&self.x_mid[l, t, 0], &self.xn2[l, t, 0], E, eps)
-                matvec(w + self.layer_off[l, FC1], &self.xn2[l, t, 0], &self.h1[l, t, 0], F, E)
-                for j in range(F):
-                    self.relu_out[l, t, j] = self.h1[l, t, j] if self.h1[l, t, j] > 0 else 0.0
-                x = &self.x_top[t, 0] if l == L - 1 else &self.x_in[l + 1, t, 0]
-                matvec(w + self.layer_off[l, FC2], &self.relu_out[l, t, 0], x, E, F)
+                rmsnorm(&self.x_mid[lt * E], &self.xn2[lt * E], &self.d2[lt], &self.s2[lt], E, self.inv_embd, eps)
+                matvec(w + self.layer_off[l, FC1], &self.xn2[lt * E], &self.h1[lt * F], F, E)
+                for j in range(F):  # max(0, x): NaN gives 0 too
+                    self.relu_out[lt * F + j] = self.h1[lt * F + j] if self.h1[lt * F + j] > 0 else 0.0
+                xo = &self.x_in[((l + 1) * T + t) * E]
+                matvec(w + self.layer_off[l, FC2], &self.relu_out[lt * F], xo, E, F)
                 for j in range(E):
-                    x[j] += self.x_mid[l, t, j]
-            # lm_head and softmax cross-entropy
-            matvec(w + self.off[LM_HEAD], &self.x_top[t, 0], &self.probs[t, 0], self.vocab, E)
-            mx = -1e308
-            for i in range(self.vocab):
-                if self.probs[t, i] > mx:
-                    mx = self.probs[t, i]
-            total = 0.0
-            for i in range(self.vocab):
-                self.probs[t, i] = exp(self.probs[t, i] - mx)
-                total += self.probs[t, i]
-            for i in range(self.vocab):
-                self.probs[t, i] /= total
-            loss -= log(self.probs[t, tokens[t + 1]])
-        return loss / n
+                    xo[j] = xo[j] + self.x_mid[lt * E + j]
+            # lm_head, softmax, -log p[target]
+            matvec(w + self.off[LM_HEAD], &self.x_in[(L * T + t) * E], &self.dlogit[0], V, E)
+            inv = softmax_forward(&self.dlogit[0], &self.lm_e[t * V], &self.lm_total[t], V)
+            self.lm_inv[t] = inv
+            self.lm_p[t] = self.lm_e[t * V + tokens[t + 1]] * inv
+            if self.lm_p[t] == 0.0:
+                return t
+            loss_sum = loss_sum + log(self.lm_p[t]) * -1.0
+        loss[0] = loss_sum * (1.0 / n)  # (1 / n) * sum(losses)
+        return -1
 
     cdef void backward(self, const Py_ssize_t[::1] tokens, Py_ssize_t n) noexcept nogil:
         cdef Py_ssize_t L = self.n_layer, E = self.n_embd, F = self.hidden, H = self.n_head, hd = self.head_dim
-        cdef Py_ssize_t t, u, l, h, j, i
-        cdef double* w = &self.w[0]
-        cdef double* g = &self.g[0]
-        cdef double* xo
-        cdef double acc, inv_sqrt = 1.0 / sqrt(<double>hd)
-        memset(&self.dx[0, 0], 0, self.block * E * sizeof(double))
-        for t in range(n):  # dx: gradient at the top of the stack, (n, E)
-            for i in range(self.vocab):
-                self.dlogits[i] = self.probs[t, i] / n
-            self.dlogits[tokens[t + 1]] -= 1.0 / n
-            outer_add(g + self.off[LM_HEAD], &self.dlogits[0], &self.x_top[t, 0], self.vocab, E)
-            matvec_t_add(w + self.off[LM_HEAD], &self.dlogits[0], &self.dx[t, 0], self.vocab, E)
-        for l in range(L - 1, -1, -1):
-            memset(&self.dq[0, 0], 0, self.block * E * sizeof(double))
-            memset(&self.dk[0, 0], 0, self.block * E * sizeof(double))
-            memset(&self.dv[0, 0], 0, self.block * E * sizeof(double))
-            for t in range(n):
-                # MLP block: x_out = x_mid + fc2 relu(fc1 rmsnorm(x_mid))
-                for j in range(E):
-                    self.dmid[t, j] = self.dx[t, j]
-                outer_add(g + self.layer_off[l, FC2], &self.dx[t, 0], &self.relu_out[l, t, 0], E, F)
-                memset(&self.dh[0], 0, F * sizeof(double))
-                matvec_t_add(w + self.layer_off[l, FC2], &self.dx[t, 0], &self.dh[0], E, F)
+        cdef Py_ssize_t V = self.vocab, T = self.capacity
+        cdef Py_ssize_t t, u, l, h, j, r, i, lt, a, tgt, lm = self.off[LM_HEAD]
+        cdef const double* w = &self.arena.data[0]
+        cdef double* g = &self.arena.grad[0]
+        cdef double* dx = &self.dx[0]  # the gradient of the current residual stream
+        cdef double* dmid = &self.dmid[0]
+        cdef double* dheads = &self.dheads[0]
+        cdef double* dq = &self.dq[0]
+        cdef double* dxn = &self.dxn[0]
+        cdef double* dh = &self.dh[0]
+        cdef double* dlogit = &self.dlogit[0]
+        cdef double* da = &self.scratch[0]  # (T,) per attention head
+        cdef double* dscore = &self.scratch[T]  # (T,)
+        cdef double* dk
+        cdef double* dv
+        cdef double* x
+        cdef const double* ev
+        cdef const double* aw
+        cdef double dloss = 1.0 / n  # each position's loss gets (1 / n) * 1
+        cdef double dp, dinv, dtotal, local, acc
+        memset(&self.dk[0], 0, L * T * E * sizeof(double))
+        memset(&self.dv[0], 0, L * T * E * sizeof(double))
+        for t in range(n - 1, -1, -1):
+            # -log p: p's gradient is (1 / p) * (-1 * dloss); p = e[tgt] * total**-1
+            tgt = tokens[t + 1]
+            ev = &self.lm_e[t * V]
+            dp = (1.0 / self.lm_p[t]) * (-1.0 * dloss)
+            dinv = ev[tgt] * dp
+            dtotal = (-1.0 * pow(self.lm_total[t], -2.0)) * dinv
+            for i in range(V):  # logit_i's gradient: exp's local grad (e_i) times e_i's
+                dlogit[i] = ev[i] * dtotal
+            dlogit[tgt] = ev[tgt] * (self.lm_inv[t] * dp + dtotal)
+            outer_add(g + lm, dlogit, &self.x_in[(L * T + t) * E], V, E)
+            memset(dx, 0, E * sizeof(double))  # rows descending, the target's last
+            for r in range(V - 1, -1, -1):
+                if r != tgt:
+                    add_row(dx, w + lm + r * E, dlogit[r], E)
+            add_row(dx, w + lm + tgt * E, dlogit[tgt], E)
+            for l in range(L - 1, -1, -1):
+                lt = l * T + t
+                # MLP block: x_out = fc2 relu(fc1 rmsnorm(x_mid)) + x_mid
+                outer_add(g + self.layer_off[l, FC2], dx, &self.relu_out[lt * F], E, F)
+                rows_descending(w + self.layer_off[l, FC2], dx, dh, E, F)
                 for j in range(F):
-                    if not self.h1[l, t, j] > 0:
-                        self.dh[j] = 0.0
-                outer_add(g + self.layer_off[l, FC1], &self.dh[0], &self.xn2[l, t, 0], F, E)
-                memset(&self.dxn[t, 0], 0, E * sizeof(double))
-                matvec_t_add(w + self.layer_off[l, FC1], &self.dh[0], &self.dxn[t, 0], F, E)
-                rmsnorm_backward(&self.x_mid[l, t, 0], self.s2[l, t], &self.dxn[t, 0], &self.dmid[t, 0], E)
-                # attention block: x_mid = x_in + wo heads
-                outer_add(g + self.layer_off[l, WO], &self.dmid[t, 0], &self.heads[l, t, 0], E, E)
-                memset(&self.dheads[t, 0], 0, E * sizeof(double))
-                matvec_t_add(w + self.layer_off[l, WO], &self.dmid[t, 0], &self.dheads[t, 0], E, E)
+                    dh[j] = (1.0 if self.h1[lt * F + j] > 0 else 0.0) * dh[j]
+                outer_add(g + self.layer_off[l, FC1], dh, &self.xn2[lt * E], F, E)
+                rows_descending(w + self.layer_off[l, FC1], dh, dxn, F, E)
+                for j in range(E):  # the residual's contribution first
+                    dmid[j] = dx[j]
+                rmsnorm_backward(&self.x_mid[lt * E], self.d2[lt], self.s2[lt], dxn, dmid, E, self.inv_embd)
+                # attention block: x_mid = wo heads + x_in
+                outer_add(g + self.layer_off[l, WO], dmid, &self.heads[lt * E], E, E)
+                rows_descending(w + self.layer_off[l, WO], dmid, dheads, E, E)
                 for h in range(H):
+                    a = lt * H + h
+                    ev = &self.att_e[a * T]
+                    aw = &self.att_w[a * T]
                     for u in range(t + 1):
-                        # d weight[u] = dheads . v[u];  softmax backward needs sum_u a_u d_u
+                        dv = &self.dv[(l * T + u) * E]
                         acc = 0.0
-                        for j in range(hd):
-                            acc += self.dheads[t, h * hd + j] * self.v[l, u, h * hd + j]
-                            self.dv[u, h * hd + j] += self.att[l, t, h, u] * self.dheads[t, h * hd + j]
-                        self.datt[u] = acc
-                    # dlogit_u = a_u (d_u - sum_v a_v d_v)
-                    acc = 0.0
+                        for j in range(h * hd + hd - 1, h * hd - 1, -1):
+                            acc = acc + self.v[(l * T + u) * E + j] * dheads[j]
+                        da[u] = acc
+                        for j in range(h * hd, h * hd + hd):
+                            dv[j] = dv[j] + aw[u] * dheads[j]
+                    local = -1.0 * pow(self.att_total[a], -2.0)
+                    dtotal = 0.0
+                    for u in range(t, -1, -1):  # one total**-1 node per weight, the last first
+                        dtotal = dtotal + local * (ev[u] * da[u])
+                    for u in range(t + 1):  # exp, then + (-max), then * scale: the dot's gradient
+                        dscore[u] = self.att_scale * (ev[u] * (self.att_inv[a] * da[u] + dtotal))
+                    for j in range(h * hd, h * hd + hd):
+                        acc = 0.0
+                        for u in range(t, -1, -1):
+                            acc = acc + self.k[(l * T + u) * E + j] * dscore[u]
+                        dq[j] = acc
                     for u in range(t + 1):
-                        acc += self.att[l, t, h, u] * self.datt[u]
-                    for u in range(t + 1):
-                        self.datt[u] = self.att[l, t, h, u] * (self.datt[u] - acc) * inv_sqrt
-                        for j in range(hd):
-                            self.dq[t, h * hd + j] += self.datt[u] * self.k[l, u, h * hd + j]
-                            self.dk[u, h * hd + j] += self.datt[u] * self.q[l, t, h * hd + j]
-                for j in range(E):  # residual path of the attention block
-                    self.dx[t, j] = self.dmid[t, j]
-            for t in range(n):  # q, k, v complete for every position: back through wq wk wv
-                memset(&self.dxn[t, 0], 0, E * sizeof(double))
-                outer_add(g + self.layer_off[l, WQ], &self.dq[t, 0], &self.xn1[l, t, 0], E, E)
-                outer_add(g + self.layer_off[l, WK], &self.dk[t, 0], &self.xn1[l, t, 0], E, E)
-                outer_add(g + self.layer_off[l, WV], &self.dv[t, 0], &self.xn1[l, t, 0], E, E)
-                matvec_t_add(w + self.layer_off[l, WQ], &self.dq[t, 0], &self.dxn[t, 0], E, E)
-                matvec_t_add(w + self.layer_off[l, WK], &self.dk[t, 0], &self.dxn[t, 0], E, E)
-                matvec_t_add(w + self.layer_off[l, WV], &self.dv[t, 0], &self.dxn[t, 0], E, E)
-                rmsnorm_backward(&self.x_in[l, t, 0], self.s1[l, t], &self.dxn[t, 0], &self.dx[t, 0], E)
-        for t in range(n):  # first rmsnorm, then the embeddings
-            memset(&self.dxn[t, 0], 0, E * sizeof(double))
-            rmsnorm_backward(&self.emb[t, 0], self.emb_scale[t], &self.dx[t, 0], &self.dxn[t, 0], E)
-            for j in range(E):
-                g[self.off[WTE] + tokens[t] * E + j] += self.dxn[t, j]
-                g[self.off[WPE] + t * E + j] += self.dxn[t, j]
+                        dk = &self.dk[(l * T + u) * E]
+                        for j in range(h * hd, h * hd + hd):
+                            dk[j] = dk[j] + self.q[lt * E + j] * dscore[u]
+                # q, k, v of position t: k and v are complete (later positions came first)
+                dk = &self.dk[lt * E]
+                dv = &self.dv[lt * E]
+                x = &self.xn1[lt * E]
+                outer_add(g + self.layer_off[l, WQ], dq, x, E, E)
+                outer_add(g + self.layer_off[l, WK], dk, x, E, E)
+                outer_add(g + self.layer_off[l, WV], dv, x, E, E)
+                self.qkv_input_grad(l, t, dq, dk, dv, dxn)
+                for j in range(E):  # the residual's contribution first
+                    dx[j] = dmid[j]
+                rmsnorm_backward(&self.x_in[lt * E], self.d1[lt], self.s1[lt], dxn, dx, E, self.inv_embd)
+            # the first rmsnorm (no residual around it), then the embeddings
+            memset(dxn, 0, E * sizeof(double))
+            rmsnorm_backward(&self.emb[t * E], self.d0[t], self.s0[t], dx, dxn, E, self.inv_embd)
+            add_row(g + self.off[WTE] + tokens[t] * E, dxn, 1.0, E)
+            add_row(g + self.off[WPE] + t * E, dxn, 1.0, E)
 
-    def adam_step(self, double[::1] m, double[::1] v, double beta1, double beta2, double eps,
-                  double lr_t, double c1, double c2):
-        """microgpt's Adam over all weights in one loop (g*g and sqrt: not exact); zeroes the
-        gradients.  lr_t and the bias corrections c1, c2: the step's, from schedule.adam_scalars."""
-        cdef Py_ssize_t i, P = self.w.shape[0]
-        if m.shape[0] != P or v.shape[0] != P:
-            raise ValueError("moment buffers must match the weights")
-        cdef double gi
-        with nogil:
-            for i in range(P):
-                gi = self.g[i]
-                m[i] = beta1 * m[i] + (1.0 - beta1) * gi
-                v[i] = beta2 * v[i] + (1.0 - beta2) * gi * gi
-                self.w[i] -= lr_t * (m[i] / c1) / (sqrt(v[i] / c2) + eps)
-                self.g[i] = 0.0
+    cdef void qkv_input_grad(self, Py_ssize_t l, Py_ssize_t t, const double* dq, const double* dk,
+                             const double* dv, double* dxn) noexcept nogil:
+        """dxn = the gradient of rmsnorm(x) that q, k and v read, in the search's order:
+        last head first; per head the v rows, then the k rows, then the q rows, each
+        descending; at position 0 the k and q rows interleaved (k_r, q_r, descending)."""
+        cdef Py_ssize_t E = self.n_embd, hd = self.head_dim, h, r
+        cdef const double* wq = &self.arena.data[0] + self.layer_off[l, WQ]
+        cdef const double* wk = &self.arena.data[0] + self.layer_off[l, WK]
+        cdef const double* wv = &self.arena.data[0] + self.layer_off[l, WV]
+        memset(dxn, 0, E * sizeof(double))
+        for h in range(self.n_head - 1, -1, -1):
+            for r in range(h * hd + hd - 1, h * hd - 1, -1):
+                add_row(dxn, wv + r * E, dv[r], E)
+            if t > 0:
+                for r in range(h * hd + hd - 1, h * hd - 1, -1):
+                    add_row(dxn, wk + r * E, dk[r], E)
+                for r in range(h * hd + hd - 1, h * hd - 1, -1):
+                    add_row(dxn, wq + r * E, dq[r], E)
+            else:
+                for r in range(h * hd + hd - 1, h * hd - 1, -1):
+                    add_row(dxn, wk + r * E, dk[r], E)
+                    add_row(dxn, wq + r * E, dq[r], E)

@@ -1,7 +1,9 @@
-"""Type stub for the `fused` rung: the graph-free training step (csrc/cymicrogpt/_fused.pyx)."""
+"""Type stub for the fused training pass: graph-free loops in microgpt's order (csrc/cymicrogpt/_fused.pyx)."""
 from typing import Sequence
 
 import numpy as np
+
+from ._arena import Arena
 
 class FusedGPT:
     n_layer: int
@@ -11,12 +13,10 @@ class FusedGPT:
     vocab: int
     block: int
     hidden: int
+    n_weights: int
+    capacity: int
     rmsnorm_eps: float
-    weights: np.ndarray
-    grads: np.ndarray
-    def __init__(self, n_layer: int, n_embd: int, n_head: int, vocab: int, block: int, hidden: int,
-                 offsets: Sequence[int], layer_offsets: Sequence[Sequence[int]], weights: np.ndarray,
+    def __init__(self, arena: Arena, n_weights: int, n_layer: int, n_embd: int, n_head: int, vocab: int,
+                 block: int, hidden: int, offsets: Sequence[int], layer_offsets: Sequence[Sequence[int]],
                  rmsnorm_eps: float) -> None: ...
-    def loss_and_grads(self, tokens: np.ndarray) -> float: ...
-    def adam_step(self, m: np.ndarray, v: np.ndarray, beta1: float, beta2: float, eps: float,
-                  lr_t: float, c1: float, c2: float) -> None: ...
+    def forward_backward(self, tokens: np.ndarray) -> float: ...

@@ -6,8 +6,8 @@ microgpt's Adam loop evaluates, for the step with 0-based index ``step``::
     m_hat = m[i] / (1 - beta1 ** (step + 1))         # bias corrections
     v_hat = v[i] / (1 - beta2 ** (step + 1))
 
-Every optimizer (the reference's, the compiled backend's, and the ladder's NumPy, torch
-and fused rungs) takes these three floats from ``adam_scalars`` and never types the
+Every optimizer (the reference's, the compiled backends', and the ladder's NumPy and
+torch rungs) takes these three floats from ``adam_scalars`` and never types the
 expressions again.  Exactness: they are microgpt's expressions with its operation order,
 evaluated by Python's float arithmetic (``**`` is libm ``pow``, as in microgpt), so each
 optimizer divides by the very floats microgpt divides by.  Computing them once per step

@@ -18,9 +18,10 @@ from ..params import MatrixSlot
 ENGINES = {
     "cython": ("compiled", "GraphEngine"),  # the compiled scalar graph: the default
     "python": ("reference", "ReferenceEngine"),  # pure Python, microgpt's Value: the parity oracle
+    "fused": ("fused", "FusedEngine"),  # the compiled graph engine, trained by graph-free loops
 }
 BACKENDS = tuple(ENGINES)
-DEFAULT_BACKEND, REFERENCE_BACKEND = BACKENDS  # in the registry's order; every backend is float-== to the oracle
+DEFAULT_BACKEND, REFERENCE_BACKEND = BACKENDS[:2]  # in the registry's order; every backend is float-== to the oracle
 
 
 def check_backend(name: str) -> str:

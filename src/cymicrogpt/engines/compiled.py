@@ -132,7 +132,6 @@ class GraphEngine:
     def zero_grad(self) -> None:
         self.grad_array[:] = 0.0
 
-
     def make_optimizer(self, lr: float) -> VectorAdam:
         return VectorAdam(lambda: (self.weight_array, self.grad_array), self.num_params, lr)
 

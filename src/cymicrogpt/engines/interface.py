@@ -1,12 +1,13 @@
 """The engine interface: everything the model, sampling and training ask of an engine.
 
 An engine holds microgpt's weights (flat, in state-dict order: see params.py) and builds the
-graph of one sequence, op by op, as ``model.py`` calls it.  Two engines implement it
+graph of one sequence, op by op, as ``model.py`` calls it.  Three engines implement it
 (the registry in engines/__init__.py maps the backend names to them):
 
     backend   class                         Vector           Matrix               Scalar
     python    reference.ReferenceEngine     list of Value    list of rows (lists)  Value
     cython    compiled.GraphEngine           _ops.Vec         _ops.Mat              Vec of size 1
+    fused     fused.FusedEngine              as cython: a GraphEngine whose training pass is loops
 
 Vector, Matrix and Scalar are opaque handles: the model only passes them back to the same
 engine, never looks inside.  A handle built after ``begin_sequence`` belongs to that
@@ -110,7 +111,8 @@ class Engine(Protocol):
     def forward_backward(self, config: "GPTConfig", tokens: Sequence[int]) -> float:
         """A training pass: ``model.forward_backward(self, config, tokens)``, its loss, the
         gradients accumulated.  The compiled engine replays a recorded pass instead of
-        running the model again where it can (engines/compiled.py): the same result."""
+        running the model again where it can (engines/compiled.py), the fused engine runs
+        graph-free loops (engines/fused.py): the same result."""
 
     # --- sequences and sampling ----------------------------------------------------------
     def begin_sequence(self, record: bool = True) -> None:

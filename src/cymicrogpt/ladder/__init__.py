@@ -6,12 +6,12 @@ linear learning-rate decay.  They differ only in how the arithmetic is done:
 
     python  the reference engine (scalar Value graph in pure Python)   exact
     cython  our compiled scalar graph                                  exact
+    fused   the training pass fused into hand-written Cython loops:    exact
+            no graph, no Python per operation
     numpy   whole-sequence matrices, hand-written backward, float64    ~1e-16 relative
     torch   PyTorch autograd on the CPU, float64                       ~1e-16 relative
-    fused   the whole step fused into hand-written Cython loops:       ~1e-16 relative
-            no graph, no Python per operation
 
-The first two are the training backends (engines/__init__.py), held float-== to each
+The first three are the training backends (engines/__init__.py), held float-== to each
 other by the parity tests (tests/test_parity.py); the others exist only here.  Each implementation is a class with this interface (see
 `base.Trainer`):
 
@@ -29,7 +29,6 @@ from ..engines import BACKENDS, REFERENCE_BACKEND
 OTHER_TRAINERS = {
     "numpy": ("numpy_impl", "NumpyTrainer"),
     "torch": ("torch_impl", "TorchTrainer"),
-    "fused": ("fused", "FusedTrainer"),
 }
 # The reference first (every other row is compared with it), then the other exact backends.
 EXACT = (REFERENCE_BACKEND,) + tuple(name for name in BACKENDS if name != REFERENCE_BACKEND)

@@ -24,8 +24,8 @@ class Trainer:
     lr, num_steps: Adam's base learning rate and the run length (linear decay to 0);
     Adam's other constants are config.py's, as for the training backends.
 
-    The rungs of their own (NumPy, torch, fused) write only `_forward_backward` and `_adam`;
-    the step that joins them is `step` below.  The exact rungs (graph.py) take the step of
+    The rungs of their own (NumPy, torch) write only `_forward_backward` and `_adam`;
+    the step that joins them is `step` below.  The exact rungs, the training backends (graph.py), take the step of
     `train` itself instead.
     """
 

@@ -1,5 +1,5 @@
-"""The two scalar-graph engines (reference and compiled) as ladder trainers: plain training
-runs, each step the very step `train` takes (training.Training.train_step)."""
+"""The training backends (reference, compiled graph, fused) as ladder trainers: plain
+training runs, each step the very step `train` takes (training.Training.train_step)."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,0 +1,42 @@
+"""The engine behind backend "fused": the compiled graph engine, with its training pass
+done by hand-written loops instead of a graph (csrc/cymicrogpt/_fused.pyx).
+
+The weights and their gradients stay where the graph engine keeps them (the arena's first
+nodes), so everything but the training pass is the graph engine's: sampling (value-only
+graphs), the optimizer, gradients, checkpoints.  Both passes give the same bits; the
+fused one builds no graph and searches no order, which makes it several times faster.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .._fused import FusedGPT
+from ..config import LAYER_MATRIX_NAMES, RMSNORM_EPS, GPTConfig
+from ..params import MatrixSlot, layer_name
+from .compiled import GraphEngine
+
+
+class FusedEngine(GraphEngine):
+    def __init__(self, layout: list[MatrixSlot], weights: Sequence[float]) -> None:
+        super().__init__(layout, weights)
+        self.layout = layout
+        self._config: Optional[GPTConfig] = None  # the one the loops were made for
+        self._loops: Optional[FusedGPT] = None
+
+    def forward_backward(self, config: GPTConfig, tokens: Sequence[int]) -> float:
+        if config is not self._config:
+            self._loops = self._make_loops(config)
+            self._config = config
+        return self._loops.forward_backward(np.asarray(tokens, dtype=np.intp))
+
+    def _make_loops(self, config: GPTConfig) -> FusedGPT:
+        """The loops for `config` over this engine's weights (n_head is not in the layout)."""
+        slots = {slot.name: slot for slot in self.layout}
+        offsets = [slots[name].offset for name in ("wte", "wpe", "lm_head")]  # slots WTE, WPE, LM_HEAD
+        layer_offsets = [[slots[layer_name(li, part)].offset for part in LAYER_MATRIX_NAMES]  # slots WQ ... FC2
+                         for li in range(config.n_layer)]
+        hidden = slots[layer_name(0, "mlp_fc1")].rows  # the MLP's width
+        return FusedGPT(self.ops.arena, self.num_params, config.n_layer, config.n_embd, config.n_head,
+                        slots["wte"].rows, config.block_size, hidden, offsets, layer_offsets, RMSNORM_EPS)

@@ -1,0 +1,88 @@
+"""The fused backend's loops (csrc/cymicrogpt/_fused.pyx) on their own: the shapes they
+refuse, and the cases of microgpt's backward order the parity tests meet rarely, each
+against the reference engine with float ==.  The whole runs are in tests/test_parity.py."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from cymicrogpt._fused import FusedGPT
+from cymicrogpt._ops import GraphOps
+from cymicrogpt.config import GPTConfig
+from cymicrogpt.engines import make_engine
+from cymicrogpt.params import MatrixSlot, init_weights, state_dict_layout
+
+
+def engines(config: GPTConfig, vocab: int, seed: int = 1):
+    layout = state_dict_layout(config, vocab)
+    weights = init_weights(random.Random(seed), layout)
+    return make_engine("python", layout, weights), make_engine("fused", layout, weights)
+
+
+@pytest.mark.parametrize("config, tokens", [
+    (GPTConfig(n_layer=1, n_embd=4, block_size=8, n_head=4), [5, 1, 1, 1, 2, 1, 1, 5]),  # head_dim 1, repeats
+    (GPTConfig(n_layer=2, n_embd=12, block_size=3, n_head=4), [5, 0, 1, 2, 3, 4, 5]),  # head_dim 3, truncated
+    (GPTConfig(n_layer=1, n_embd=6, block_size=4, n_head=1), [5, 5]),  # one position, target = input
+    (GPTConfig(n_layer=2, n_embd=8, block_size=8, n_head=2), [5, 4, 4, 4, 4, 4, 4, 4, 5]),  # one target throughout
+])
+def test_two_passes_add_up_as_the_references_do(config, tokens):
+    """Gradients are added to what is there, in microgpt's order: two passes without
+    zeroing give the reference's bits too."""
+    ref, fused = engines(config, vocab=6)
+    for _ in range(2):
+        assert fused.forward_backward(config, tokens) == ref.forward_backward(config, tokens)
+        assert fused.gradients() == ref.gradients()
+
+
+def test_one_engine_serves_two_configs_of_the_same_weights():
+    """n_head is not in the layout: the loops follow the config each pass is given."""
+    four, two = GPTConfig(n_embd=8, n_head=4), GPTConfig(n_embd=8, n_head=2)
+    ref, fused = engines(four, vocab=6)
+    for config in (four, two, four):
+        assert fused.forward_backward(config, [5, 1, 2, 5]) == ref.forward_backward(config, [5, 1, 2, 5])
+        assert fused.gradients() == ref.gradients()
+
+
+def test_a_zero_probability_raises_as_math_log_does_and_leaves_the_gradients():
+    config = GPTConfig(n_layer=1, n_embd=4, block_size=4, n_head=1)
+    ref, fused = engines(config, vocab=6)
+    weights = fused.weights()
+    lm_head = next(s for s in state_dict_layout(config, 6) if s.name == "lm_head")
+    # logits of tokens 2 and 3: +-1e6 * sum(x); the larger one leaves token 1 exp(-1e6...) == 0.0
+    weights[lm_head.offset + 2 * 4: lm_head.offset + 4 * 4] = [1e6] * 4 + [-1e6] * 4
+    for engine in (ref, fused):
+        engine.set_weights(weights)
+        with pytest.raises(ValueError, match="math domain error"):
+            engine.forward_backward(config, [5, 1, 5])
+    assert fused.gradients() == [0.0] * len(weights)
+
+
+def test_bad_tokens_are_refused_before_any_work():
+    config = GPTConfig(n_layer=1, n_embd=4, block_size=4, n_head=1)
+    _, fused = engines(config, vocab=6)
+    with pytest.raises(IndexError, match="token 6 out of range"):
+        fused.forward_backward(config, [5, 6, 5])
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        fused.forward_backward(config, [5])
+    assert fused.gradients() == [0.0] * len(fused.weights())
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(n_head=0), "must be positive"),  # was a SIGFPE: n_embd % 0 under cdivision
+    (dict(block=-1), "must be positive"),
+    (dict(n_head=3), "divisible"),
+    (dict(offsets=[0, 0, 10**9]), "lies outside"),  # was a segfault in the forward loop
+    (dict(layer_offsets=[[0, 0, 0, 0, 0, 200]]), "lies outside"),
+    (dict(offsets=[0, 0]), "need wte, wpe, lm_head"),
+    (dict(layer_offsets=[[0] * 6] * 2), "need wte, wpe, lm_head"),
+    (dict(n_weights=65), "holds 64 fixed nodes"),  # more weights than the arena holds
+])
+def test_refuses_shapes_that_do_not_fit_its_weights(change, message):
+    arena = GraphOps([MatrixSlot("all", 1, 64, 0)], np.zeros(64)).arena
+    args = dict(arena=arena, n_weights=64, n_layer=1, n_embd=4, n_head=2, vocab=3, block=2, hidden=16,
+                offsets=[0, 0, 0], layer_offsets=[[0] * 6], rmsnorm_eps=1e-5)
+    FusedGPT(**args)  # fits: every matrix inside the 64 weights (they may overlap)
+    with pytest.raises(ValueError, match=message):
+        FusedGPT(**{**args, **change})
