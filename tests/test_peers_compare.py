@@ -1,182 +1,220 @@
-"""benchmarks/peers/compare_peers.py: reading and comparing printed losses, rewriting a
-port's step constant, and one whole run with stand-in programs (no real port, nothing timed
-for its numbers: the stand-ins only have to go through build, runs and report)."""
+"""benchmarks/peers: the recipes as data (ports.json, recipes.py), the driver that builds the
+ports found and runs them through `cymicrogpt bench --program` (compare_peers.py), and the
+table made from its result file (peers_table.py).  No real port is built here: stand-in
+ports (small Python programs) go through the same build, ladder and table."""
 from __future__ import annotations
 
-import math
-import stat
+import json
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "peers"))
-import compare_peers  # noqa: E402
-from recipes import RECIPES, Recipe, StepsInSource  # noqa: E402
-
-REFERENCE = {1: 3.3659669475848504, 2: 3.4242727838717717, 3: 3.177802125458052}
-
-
-def test_full_precision_prints_are_compared_with_float_equality():
-    printed = {1: repr(REFERENCE[1]), 2: repr(math.nextafter(REFERENCE[2], 0.0)), 3: repr(REFERENCE[3])}
-    assert compare_peers.compare_losses(REFERENCE, printed, 3) == "2/3"
+PEERS = Path(__file__).resolve().parents[1] / "benchmarks" / "peers"
+sys.path.insert(0, str(PEERS))
+import compare_peers
+import recipes
+from peers_table import markdown
 
 
-def test_seventeen_digit_prints_decide_too():
-    printed = {s: f"{v:.17g}" for s, v in REFERENCE.items()}
-    assert compare_peers.compare_losses(REFERENCE, printed, 3) == "3/3"
+def test_the_shipped_recipes_load():
+    ours, ports = recipes.load(PEERS / "ports.json")
+    assert {"microgpt.py", "cymicrogpt"} <= set(ours)
+    assert len(ports) >= 11
+    for port in ports.values():
+        assert len(port.commit) == 40 and port.build and port.rungs
+        for rung in port.rungs:  # a rung that writes its step count in but never reads {steps} would never stop
+            assert port.steps_at_build or "{steps}" in rung.command
 
 
-def test_four_decimals_cannot_decide_but_are_counted_to_their_digits():
-    printed = {1: "3.3660", 2: "3.4243", 3: "3.1779"}  # the third is off in the 4th decimal
-    cell = compare_peers.compare_losses(REFERENCE, printed, 3)
-    assert cell == "undecidable, 5 significant digits printed: 2/3 agree to them"
+def write_ports(path: Path, ports: dict) -> Path:
+    path.write_text(json.dumps({"format": recipes.FORMAT, "ours": {}, "ports": ports}))
+    return path
 
 
-def test_a_short_fixed_print_that_happens_to_be_a_repr_is_still_undecidable():
-    # "2.5" reads back as 2.5 exactly, but the port prints everything with 4 decimals
-    cell = compare_peers.compare_losses({1: 2.5, 2: 2.25}, {1: "2.5000", 2: "2.2500"}, 2)
-    assert cell.startswith("undecidable")
+def stand_in(name: str = "stand-in", build=("cp {src}/port.py port.py",), **rung) -> dict:
+    return {"repository": "someone/port", "commit": "0" * 40, "toolchain": "python",
+            "patches": [{"path": "port.py", "pattern": r"STEPS = (\d+)", "replacement": "{steps}"}],
+            "build": list(build),
+            "rungs": [{"name": name, "kind": "test double",
+                       "command": f"{shlex.quote(sys.executable)} -u {{build}}/port.py", **rung}]}
 
 
-def test_losses_of_some_steps_only_are_counted_over_those():
-    cell = compare_peers.compare_losses(REFERENCE, {1: repr(REFERENCE[1]), 3: repr(REFERENCE[3])}, 3)
-    assert cell == "2/2 printed"
+@pytest.mark.parametrize("ports, message", [
+    ({"a": stand_in("x"), "b": stand_in("x")}, "two rungs named x"),
+    ({"a": stand_in("x=y")}, "rung name"),
+    ({"a": {**stand_in(), "patches": [{"path": "p", "pattern": "no group", "replacement": ""}]}}, "one group"),
+    ({"a": {"repository": "someone/port"}}, "bad recipe: KeyError"),
+])
+def test_bad_recipes_are_one_line_errors(tmp_path, ports, message):
+    with pytest.raises(recipes.RecipeError, match=message):
+        recipes.load(write_ports(tmp_path / "ports.json", ports))
 
 
-def test_no_or_unreadable_losses_are_said_so():
-    assert compare_peers.compare_losses(REFERENCE, {}, 3) == "no losses printed"
-    assert compare_peers.compare_losses(REFERENCE, {9: "1.0"}, 3) == "no losses printed"  # past N
-    assert compare_peers.compare_losses(REFERENCE, {1: "nan?"}, 3) == "unreadable losses"
+def test_a_file_that_is_not_a_ports_file_is_refused(tmp_path):
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(recipes.RecipeError, match="not a ports file"):
+        recipes.load(tmp_path / "x.json")
+    (tmp_path / "y.json").write_text("{")
+    with pytest.raises(recipes.RecipeError, match="not JSON"):
+        recipes.load(tmp_path / "y.json")
 
 
-def test_losses_are_read_from_carriage_return_progress_lines():
-    text = "num docs: 3\nstep    1 | loss 3.3220\rstep    2 | loss 3.2568\rstep    2 | loss 3.2569\r\nsample 1: ab\n"
-    assert compare_peers.parse_losses(text, RECIPES["mplekh"][0].losses) == {1: "3.3220", 2: "3.2569"}
+def test_a_patch_rewrites_its_one_match_only(tmp_path):
+    source = tmp_path / "main.rs"
+    source.write_text('let num_steps = 1000;\nprint!("x");\nlet y = 1000;\n')
+    recipes.apply_patch(source, recipes.Patch("main.rs", r"let num_steps = (\d+);", "{steps}"), 37, "p")
+    recipes.apply_patch(source, recipes.Patch("main.rs", r'(print!\("x"\);)', "{match} flush();"), 37, "p")
+    assert source.read_text() == 'let num_steps = 37;\nprint!("x"); flush();\nlet y = 1000;\n'
+    with pytest.raises(recipes.RecipeError, match="found 0"):
+        recipes.apply_patch(source, recipes.Patch("main.rs", r"NUM_STEPS = (\d+)", "{steps}"), 5, "p")
+    with pytest.raises(recipes.RecipeError, match="found 2"):
+        recipes.apply_patch(source, recipes.Patch("main.rs", r"(\d+);", "{steps}"), 5, "p")
 
 
-@pytest.mark.parametrize("text, digits, half", [("3.3660", 5, 0.5e-4), ("0.0123", 3, 0.5e-4),
-                                                ("2.6e-05", 2, 0.5e-6), ("-1.25E+02", 3, 0.5)])
-def test_printed_precision(text, digits, half):
-    assert compare_peers.significant_digits(text) == digits
-    assert compare_peers.half_unit(text) == pytest.approx(half)
+def test_a_build_is_made_in_a_patched_copy_once_then_cached(tmp_path):
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    (clone / "port.py").write_text("STEPS = 1000\n")
+    _, ports = recipes.load(write_ports(tmp_path / "ports.json", {"p": stand_in()}))
+    logged = []
+    folder = recipes.build(ports["p"], clone, 7, tmp_path / "names.txt", sys.executable, tmp_path / "work",
+                           logged.append)
+    assert (folder / "port.py").read_text() == "STEPS = 7\n" and (clone / "port.py").read_text() == "STEPS = 1000\n"
+    again = recipes.build(ports["p"], clone, 7, tmp_path / "names.txt", sys.executable, tmp_path / "work",
+                          logged.append)
+    assert again == folder and len(logged) == 1
+    (clone / "port.py").write_text("STEPS = 2000\n")  # a changed clone is built anew
+    assert recipes.build(ports["p"], clone, 7, tmp_path / "names.txt", sys.executable, tmp_path / "work",
+                         logged.append) != folder
 
 
-def test_step_constant_is_rewritten_only_where_it_is_found_once(tmp_path):
-    source = tmp_path / "main.cpp"
-    source.write_text("constexpr int NUM_STEPS = 1000;\nint x = 1000;\n")
-    compare_peers.patch_steps(source, r"constexpr int NUM_STEPS = (\d+);", 37, "someone/port")
-    assert source.read_text() == "constexpr int NUM_STEPS = 37;\nint x = 1000;\n"
-    with pytest.raises(compare_peers.Failure, match="found 0"):
-        compare_peers.patch_steps(source, r"let num_steps = (\d+);", 5, "someone/port")
+def test_a_failing_build_names_its_log(tmp_path):
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    (clone / "port.py").write_text("STEPS = 1000\n")
+    _, ports = recipes.load(write_ports(tmp_path / "ports.json", {"p": stand_in(build=["exit 3"])}))
+    with pytest.raises(recipes.RecipeError, match=r"failed with exit 3: see .*build\.log"):
+        recipes.build(ports["p"], clone, 7, tmp_path / "n.txt", sys.executable, tmp_path / "work", print)
 
 
-def test_ratios_are_shown_only_for_positive_times():
-    assert compare_peers.times(130.0, 0.25) == "520"
-    assert compare_peers.times(130.0, 87.0) == "1.49"
-    assert compare_peers.times(130.0, -0.01) == "-"  # T(N) - T(few) lost to the noise
-    assert compare_peers.times(math.nan, 1.0) == "-"  # microgpt.py failed
+def test_a_written_in_step_count_runs_the_checked_build_only_for_the_checked_run(tmp_path):
+    _, ports = recipes.load(write_ports(tmp_path / "ports.json", {"p": {
+        **stand_in(), "rungs": [{"name": "fixed", "kind": "k", "command": "cat {build}/which"},
+                                {"name": "flag", "kind": "k", "command": "cat {build}/which; echo {steps}",
+                                 "steps_at_run": True}]}}))
+    builds = {}
+    for steps in (20, recipes.LARGE_STEPS):
+        builds[steps] = tmp_path / f"build {steps}"  # a space: the paths are quoted
+        builds[steps].mkdir()
+        (builds[steps] / "which").write_text(f"built for {steps}\n")
+    commands = recipes.commands(ports["p"], builds, 20)
+
+    def run(command: str, steps: int) -> str:
+        return subprocess.run(command.replace("{steps}", str(steps)), shell=True, capture_output=True,
+                              text=True, check=True).stdout
+
+    assert run(commands["fixed"], 20) == "built for 20\n"
+    assert run(commands["fixed"], 1) == run(commands["fixed"], 5000) == f"built for {recipes.LARGE_STEPS}\n"
+    assert run(commands["flag"], 20) == f"built for {recipes.LARGE_STEPS}\n20\n"
 
 
-def test_unused_placeholders_drop_out_of_a_command():
-    assert compare_peers.fill(("g++", "{src}/a.cpp", "{loss_flags}"), src="/x", loss_flags="") == ["g++", "/x/a.cpp"]
+def test_the_table_sorts_by_time_and_says_why_a_rung_failed(tmp_path):
+    entry = {"status": "ok", "ms_per_step_range": [1.0, 2.0], "agreement": "differs", "digits": 1,
+             "first_difference": 1, "steps_checked": 3}
+    data = {"date": "D", "command": "cymicrogpt bench", "peers_command": "python compare_peers.py X",
+            "baseline": "microgpt.py", "machine": {"cpu": "CPU", "cores": 2, "os": "OS", "python": "3",
+                                                   "load_average": [1.0, 2.0, 3.0]},
+            "results": [
+                {**entry, "name": "microgpt.py", "ms_per_step": 100.0, "speedup": 1.0, "agreement": "identical",
+                 "digits": 17, "first_difference": None, "peer": {"kind": "the seed's"}},
+                {**entry, "name": "broken", "status": "failed: exited with code 1 after 0 steps: not built",
+                 "ms_per_step": None, "ms_per_step_range": None, "speedup": None, "agreement": None,
+                 "peer": {"kind": "k", "repository": "o/b", "commit": None, "recipe_commit": "b" * 40,
+                          "toolchain": "cc", "note": "n"}},
+                {**entry, "name": "port", "ms_per_step": 0.5, "speedup": 200.0,
+                 "peer": {"kind": "a | b", "repository": "o/p", "commit": "a" * 40, "recipe_commit": "a" * 40,
+                          "toolchain": "cc", "note": "its note"}},
+            ]}
+    lines = markdown(data, Path("peers.json")).splitlines()
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| rung")]
+    assert [row.split(" | ")[0] for row in rows] == ["| port", "| microgpt.py", "| broken"]
+    assert rows[0] == "| port | a \\| b | 0.5 | 1 to 2 | 200 | differs from step 1 of 3 |"
+    assert rows[1].endswith("| 1.00 | identical, bit for bit (3 steps) |")
+    assert rows[2].endswith("| - | failed: exited with code 1 after 0 steps: not built |")
+    assert "- port: o/p @aaaaaaa, cc; its note." in lines
+    assert "- broken: o/b (not a git clone) (the recipe's: @bbbbbbb), cc; n." in lines
+    assert "    python compare_peers.py X" in lines
 
 
-# --- one whole run with stand-ins --------------------------------------------------------
+# --- the driver, end to end, with stand-ins ----------------------------------------------
 SEED_STANDIN = """import os
-steps = int(os.environ["MG_STEPS"])
-assert os.environ["MG_SAMPLES"] == "0"
-open(os.environ["MG_INPUT"]).close()
-for step in range(steps):
+for step in range(int(os.environ["MG_STEPS"])):
     print(f"step {step + 1} loss {1 / (step + 2)!r}")
 """
 
-# A "port" with a compile-time step count that prints microgpt's losses exactly on even steps
-PORT_STANDIN = """#!{python}
-import math
+# a port with its step count written in, reading input.txt as the ladder lays it out
+PORT_STANDIN = """import time
 STEPS = 1000
-open("input.txt").close()  # the names file, where the recipe says the port reads it
+open("input.txt").close()
 for step in range(STEPS):
-    loss = 1 / (step + 2)
-    print(f"step {{step + 1}} | loss {{loss if step % 2 else math.nextafter(loss, 0.0)!r}}")
+    time.sleep(0.0005)
+    print(f"step {step + 1:4d} / {STEPS} | loss {1 / (step + 2):.4f}", flush=True)
 """
 
-INSTALL = "import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])"
 
-
-@pytest.fixture
-def standins(tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_the_driver_builds_what_is_present_and_runs_it_through_the_ladder(tmp_path, capsys):
     seed = tmp_path / "microgpt.py"
     seed.write_text(SEED_STANDIN)
-    clone = tmp_path / "clone"
-    clone.mkdir()
-    (clone / "port.py").write_text(PORT_STANDIN.format(python=sys.executable))
-    (clone / "port.py").chmod((clone / "port.py").stat().st_mode | stat.S_IXUSR)
-    data = tmp_path / "names.txt"
-    data.write_text("emma\nolivia\nava\nisabella\n")
-    good = Recipe(repo="someone/port", label="stand-in port", kind="test double",
-                  build=((sys.executable, "-c", INSTALL, "{src}/port.py", "port"),), program="port",
-                  data_as="input.txt", steps_in_source=StepsInSource("port.py", r"STEPS = (\d+)"),
-                  losses=r"step (\d+) \| loss (\S+)")
-    broken = Recipe(repo="someone/broken", label="broken port", kind="test double",
-                    build=((sys.executable, "-c", "raise SystemExit(3)"),), program="never", losses="")
-    monkeypatch.setitem(RECIPES, "standin", (good,))
-    monkeypatch.setitem(RECIPES, "broken", (broken,))
-    return tmp_path, seed, clone, data
-
-
-def run_main(tmp_path, seed, data, *ports):
-    out = tmp_path / "table.md"
-    argv = ["--microgpt", str(seed), "--data", str(data), "--steps", "4", "--few", "1", "--repeats", "2",
-            "--python-repeats", "1", "--work", str(tmp_path / "work"), "--out", str(out)]
-    for port in ports:
-        argv += ["--port", port]
-    return compare_peers.main(argv), out.read_text()
-
-
-def row(table: str, label: str) -> list[str]:
-    line = next(line for line in table.splitlines() if line.startswith(f"| {label}"))
-    return [cell.strip() for cell in line.strip("|").split("|")]
-
-
-def test_a_whole_run_builds_times_and_compares_every_program(standins, capsys):
-    tmp_path, seed, clone, data = standins
-    code, table = run_main(tmp_path, seed, data, f"standin={clone}")
-    assert code == 0
-    assert row(table, "microgpt.py")[4] == "itself (4 losses)"
-    port = row(table, "stand-in port (not a git clone)")
-    assert port[4] == "2/4"  # steps 2 and 4 print microgpt's loss, steps 1 and 3 the next float down
-    assert float(port[2]) == float(port[2])  # a number, not "failed"
-    assert row(table, "cymicrogpt cython")[4] == "0/4"  # real training losses against 1/(step+2)
-    # the step constant was rewritten in a copy for each step count; the clone is untouched
-    assert "STEPS = 1000" in (clone / "port.py").read_text()
-    copies = sorted((tmp_path / "work" / "builds").glob("someone-port-*/src/port.py"))
-    assert sorted(p.read_text().split("STEPS = ")[1].split("\n")[0] for p in copies) == ["1", "4"]
-    # a second run takes the builds from the cache
-    capsys.readouterr()
-    assert run_main(tmp_path, seed, data, f"standin={clone}")[0] == 0
-    assert "building" not in capsys.readouterr().err
-
-
-def test_a_port_that_fails_to_build_is_a_row_and_a_non_zero_exit(standins, capsys):
-    tmp_path, seed, clone, data = standins
-    code, table = run_main(tmp_path, seed, data, f"broken={clone}", f"standin={clone}")
-    assert code == 1
-    cells = row(table, "broken port")
-    assert cells[2] == "failed" and "failed with exit 3" in cells[4]
-    assert row(table, "stand-in port (not a git clone)")[4] == "2/4"  # the others still ran
+    clones = tmp_path / "clones"
+    clone = clones / "someone+port"
+    clone.mkdir(parents=True)
+    (clone / "port.py").write_text(PORT_STANDIN)
+    ports = write_ports(tmp_path / "ports.json", {
+        "good": stand_in("good-port"),
+        "broken": {**stand_in("broken-port", build=["exit 3"]), "repository": "someone/port"},
+        "absent": {**stand_in("absent-port"), "repository": "nobody/here"}})
+    result = tmp_path / "peers.json"
+    argv = ["--microgpt", str(seed), "--ports", str(ports), "--clones", str(clones), "--steps", "3",
+            "--repeats", "1", "--min-time", "0.05", "--work", str(tmp_path / "work"), "--json", str(result),
+            "--out", str(tmp_path / "ladder")]
+    assert compare_peers.main(argv) == 1  # the broken port's row failed
+    data = json.loads(result.read_text())
+    rungs = {entry["name"]: entry for entry in data["results"]}
+    assert list(rungs) == ["python", "microgpt.py", "cymicrogpt", "good-port", "broken-port"]  # not absent-port
+    good = rungs["good-port"]
+    assert good["status"] == "ok" and good["ms_per_step"] > 0 and good["agreement"] == "differs"
+    built = {path.read_text().split("STEPS = ")[1].split("\n")[0]: path.parent
+             for path in (tmp_path / "work" / "builds").glob("good-*/port.py")}
+    assert set(built) == {"3", str(recipes.LARGE_STEPS)}  # checked on a 3-step build, timed on one the ladder stops
+    assert good["command"].endswith(f"else {shlex.quote(sys.executable)} -u {built[str(recipes.LARGE_STEPS)]}/port.py; fi")
+    assert good["peer"]["repository"] == "someone/port" and good["peer"]["commit"] is None  # not a git clone
+    assert rungs["cymicrogpt"]["agreement"] == "identical" and rungs["cymicrogpt"]["digits"] == 17
+    assert "not built: broken: build step failed with exit 3" in rungs["broken-port"]["status"]
     assert "Traceback" not in capsys.readouterr().err
+    assert (clone / "port.py").read_text() == PORT_STANDIN
+    assert compare_peers.main(["--table", str(result)]) == 0
+    assert "| good-port | test double |" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--port", "nosuchport=."], "expected KEY=PATH with KEY one of"),
-    (["--port", "anton"], "expected KEY=PATH"),
-    (["--port", "anton=/nonexistent/clone"], "is not a directory"),
-    (["--steps", "5", "--few", "5"], "need 1 <= --few < --steps"),
+    (["--microgpt", "m.py", "--port", "anton"], "expected KEY=PATH"),
+    ([], "--microgpt is required"),
 ])
-def test_bad_command_lines_are_one_line_errors(standins, capsys, argv, message):
-    tmp_path, seed, _, data = standins
+def test_bad_command_lines_exit_2_before_any_build(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        compare_peers.main(["--microgpt", str(seed), "--data", str(data), *argv])
+        compare_peers.main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("port, message", [("nosuchport=.", "no port 'nosuchport'"),
+                                           ("anton=/nonexistent/clone", "is not a directory")])
+def test_a_port_that_names_nothing_exits_2(tmp_path, port, message, capsys):
+    assert compare_peers.main(["--microgpt", str(tmp_path / "m.py"), "--port", port,
+                               "--work", str(tmp_path / "work")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()

@@ -1,132 +1,214 @@
-"""How each other microgpt port is built and run: one table, read by compare_peers.py.
+"""The recipes of ports.json: how each other microgpt port is built, and the COMMAND that runs
+it as a rung of `cymicrogpt bench --program NAME=COMMAND`.
 
-The project ships none of these ports' code.  A recipe only says what their README says:
-the build commands, the program, its arguments, where it expects the names file, how to
-set its number of training steps and how to read the losses it prints.  The user clones
-the port and points compare_peers.py at the clone (``--port KEY=PATH``).
+The project ships none of these ports' code.  A recipe says what the port's README says (the
+build commands) and how we depart from it (`note`).  ports.json is one object:
 
-Placeholders in commands and arguments, filled in per build or run:
-    {src}         the clone (or, when the recipe sets ``steps_in_source``, a patched copy of it)
-    {build}       an empty build directory, outside the clone
-    {steps}       the number of training steps of this build or run
-    {data}        the names file (absolute path)
-    {loss_flags}  the recipe's ``loss_flags`` in the untimed build whose losses are checked,
-                  nothing in the timed builds (an argument that formats to "" is dropped)
-Every command runs with the build directory as its working directory; every program runs in
-a scratch directory holding the names file under ``data_as`` (so none of them downloads it).
+    format   FORMAT
+    ours     {rung name: what it is}, for the rungs that are not ports (microgpt.py, ...)
+    ports    {KEY: port}, KEY being what compare_peers.py's --port takes; a port has
+      repository  owner/name on GitHub
+      commit      the commit the recipe was written and tested against
+      toolchain   what the build needs
+      patches     [{path, pattern, replacement}]: rewrites in a copy of the clone.  `pattern`
+                  is a regular expression with one group that must be found exactly once in
+                  `path`; the group's text becomes `replacement`, in which {steps} is the
+                  build's step count and {match} the group's own text
+      build       shell command lines, run in order in the build folder
+      rungs       [{name, kind, command, note, steps_at_run}]: the rows this build gives
+
+Placeholders in build commands: {src} the clone (its patched copy when there are patches),
+{build} the build folder, {steps} the build's step count, {data} the names file, {python}
+the driver's Python.  In a rung's command the driver fills {build}; the ladder fills {data}
+and {steps} (programs.py), and runs it in a scratch folder holding the data as input.txt.
+
+A port whose build uses {steps} (in a command or a patch) has its step count written in: it is
+built twice, for the ladder's --steps (the run whose losses are checked) and for LARGE_STEPS
+(the timed runs, which the ladder stops when step k + 1 is printed), and its COMMAND picks the
+build by {steps}.  A rung with `steps_at_run` takes {steps} itself and runs the large build.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Optional
+import hashlib
+import json
+import re
+import shlex
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+FORMAT = "cymicrogpt-peers/1"
+LARGE_STEPS = 10_000_000  # more steps than any calibrated run: the ladder stops the program first
+BUILD_TIMEOUT_S = 1800
+
+
+class RecipeError(Exception):
+    """ports.json is unusable, a clone does not match its recipe, or a build failed: one line."""
 
 
 @dataclass(frozen=True)
-class StepsInSource:
-    """The step count is a compile-time constant: rewrite it in a copy of the sources."""
-
-    path: str  # file, relative to the clone
-    pattern: str  # regex whose single group is the number; must match exactly once
+class Patch:
+    path: str
+    pattern: str
+    replacement: str
 
 
 @dataclass(frozen=True)
-class Recipe:
-    repo: str  # owner/name on GitHub, shown in the table
-    label: str  # the row's name in the table (a mode or build variant of the repo)
-    kind: str  # what the implementation is, from reading its source
-    build: tuple[tuple[str, ...], ...]  # commands, run in {build}
-    program: str  # the built executable, relative to {build}
-    losses: str  # regex over the output: groups (step number, loss as printed)
-    args: tuple[str, ...] = ()  # the program's arguments
-    data_as: Optional[str] = None  # file name the program reads the names from, in its cwd
-    steps_in_source: Optional[StepsInSource] = None  # how {steps} reaches the program otherwise
-    loss_flags: str = ""  # extra build flag that makes the program print its losses
-    loss_args: tuple[str, ...] = ()  # extra run arguments for the (untimed) loss run
-    note: str = ""  # where we depart from the README, and why
+class Rung:
+    name: str
+    kind: str
+    command: str
+    note: str = ""
+    steps_at_run: bool = False
+
+
+@dataclass(frozen=True)
+class Port:
+    key: str
+    repository: str
+    commit: str
+    toolchain: str
+    patches: tuple[Patch, ...]
+    build: tuple[str, ...]
+    rungs: tuple[Rung, ...]
 
     @property
-    def needs_loss_run(self) -> bool:
-        """The timed runs do not show every loss: a separate, untimed run prints them."""
-        return bool(self.loss_flags or self.loss_args)
+    def steps_at_build(self) -> bool:
+        return any("{steps}" in text for text in (*self.build, *(p.replacement for p in self.patches)))
+
+    def clone_name(self) -> str:
+        """The folder name compare_peers.py's --clones looks for: owner+name."""
+        return self.repository.replace("/", "+")
 
 
-def single_file_cpp(repo: str, kind: str, compile_command: tuple[str, ...], steps_pattern: str) -> Recipe:
-    """A one-file C++ port: built with its README's command, the data read from input.txt,
-    the step count a constant, the losses logged to stderr by the -DDEBUG build (its README's
-    switch "to see how it learns"), which is built apart and never timed."""
-    return Recipe(
-        repo=repo, label=repo.replace("/", " "), kind=kind,
-        build=((*compile_command, "{src}/microgpt.cpp", "-o", "microgpt", "{loss_flags}"),),
-        program="microgpt", data_as="input.txt", steps_in_source=StepsInSource("microgpt.cpp", steps_pattern),
-        loss_flags="-DDEBUG", losses=r"Step (\d+) / \d+ \| loss (\S+)",
-        note="NUM_STEPS is a constant: rewritten in a copy of the source; losses from a -DDEBUG build.",
-    )
+def load(path: Path) -> tuple[dict[str, str], dict[str, Port]]:
+    """(ours, ports) from a ports.json; RecipeError naming what is wrong."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RecipeError(f"{path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise RecipeError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise RecipeError(f"{path}: not a ports file (format {FORMAT})")
+    try:
+        ports = {key: _port(key, entry) for key, entry in data["ports"].items()}
+        ours = {str(name): str(kind) for name, kind in data.get("ours", {}).items()}
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise RecipeError(f"{path}: bad recipe: {type(exc).__name__}: {exc}") from None
+    names = [rung.name for port in ports.values() for rung in port.rungs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise RecipeError(f"{path}: two rungs named {', '.join(repeated)}")
+    return ours, ports
 
 
-KRISTIANMK_CMAKE = ("cmake", "-S", "{src}", "-B", "{build}/b", "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
-                    # never download at configure time: the CMakeLists verifies our file's sha256
-                    "-DGPT_ATOMIC_DOWNLOAD_DATASET=OFF", "-DGPT_ATOMIC_DATASET_PATH={data}")
+def _port(key: str, entry: dict) -> Port:
+    rungs = tuple(Rung(name=r["name"], kind=r["kind"], command=r["command"], note=r.get("note", ""),
+                       steps_at_run=bool(r.get("steps_at_run", False))) for r in entry["rungs"])
+    for rung in rungs:
+        if not rung.name or "=" in rung.name or rung.name != rung.name.strip():
+            raise ValueError(f"rung name {rung.name!r}: no '=', no surrounding spaces, not empty")
+    patches = tuple(Patch(p["path"], p["pattern"], p["replacement"]) for p in entry.get("patches", ()))
+    for patch in patches:
+        if re.compile(patch.pattern).groups != 1:
+            raise ValueError(f"{key}: pattern {patch.pattern!r} needs exactly one group")
+    return Port(key=key, repository=entry["repository"], commit=entry["commit"], toolchain=entry.get("toolchain", ""),
+                patches=patches, build=tuple(entry["build"]), rungs=rungs)
 
-# GptAtomic in its exact mode; its --fast mode is the same build run with another flag.
-KRISTIANMK_COMPAT = Recipe(
-    repo="kristianmk/microgpt.cpp", label="kristianmk GptAtomic --karpathy-py-compat",
-    kind="f64 arena, Python's RNG and DFS topological order",
-    build=(KRISTIANMK_CMAKE, ("cmake", "--build", "{build}/b", "--target", "GptAtomic")),
-    program="b/GptAtomic", args=("--karpathy-py-compat", "{data}"),
-    steps_in_source=StepsInSource("microgpt.cpp", r"constexpr int numSteps\{(\d+)\};"),
-    losses=r"step\s+(\d+) /\s+\d+ \| loss (\S+)",
-    note="numSteps is a constant: rewritten in a copy of the source.",
-)
 
-# Keys are what --port takes.  One clone can give several rows (kristianmk: three modes).
-RECIPES: dict[str, tuple[Recipe, ...]] = {
-    "anton": (single_file_cpp(
-        "AntonTimofeev/microgpt.cpp", "f32 tape, creation-order backward, Python's RNG",
-        ("g++", "-std=c++20", "-O3", "-ffast-math", "-march=native", "-mtune=native"),
-        r"constexpr uint_t NUM_STEPS = (\d+);"),),
-    # its README's first build has -DDEBUG, "remove -DDEBUG for slightly faster execution": timed without
-    "charbel": (single_file_cpp(
-        "Charbel199/microgpt.cpp", "f32 tape, op enum, FMA node, std::mt19937",
-        ("g++", "-std=c++17", "-Ofast", "-march=native"), r"constexpr int NUM_STEPS = (\d+);"),),
-    "mplekh": (
-        Recipe(
-            repo="mplekh/rust-microgpt", label="mplekh rust-microgpt",
-            kind="f64 tape, reverse creation-order scan, own xorshift RNG",
-            # README: `cargo run --release`; we build with cargo and run the binary it runs
-            build=(("cargo", "build", "--release", "--offline", "--quiet",
-                    "--manifest-path", "{src}/Cargo.toml", "--target-dir", "{build}/target"),),
-            program="target/release/rust-microgpt", data_as="input.txt",
-            steps_in_source=StepsInSource("src/main.rs", r"let num_steps = (\d+);"),
-            losses=r"step\s+(\d+) \| loss (\S+)",
-            note="num_steps is a constant: rewritten in a copy of the source; "
-                 "the binary `cargo run --release` would run.",
-        ),
-    ),
-    "enjector": (
-        Recipe(
-            repo="enjector/microgpt-c", label="enjector microgpt-c (names demo, batch 1)",
-            kind="no graph, f32, SIMD, -ffast-math, LR warm-up",
-            build=(("cmake", "-S", "{src}", "-B", "{build}/b",
-                    # microgpt's model is the header's default; its batch is 8, microgpt's is 1
-                    "-DCMAKE_C_FLAGS=-DBATCH_SIZE=1 -DNUM_STEPS={steps}"),
-                   ("cmake", "--build", "{build}/b", "--target", "c_names_demo", "-j", "2")),
-            program="b/c_names_demo", data_as="c_names.txt",
-            losses=r"step\s+(\d+) / \d+ \| loss (\S+)",
-            note="built with -DBATCH_SIZE=1 (microgpt's batch; the demo's default is 8); "
-                 "prints the loss at step 1 and every 100 steps only.",
-        ),
-    ),
-    "kristianmk": (
-        KRISTIANMK_COMPAT,
-        replace(KRISTIANMK_COMPAT, label="kristianmk GptAtomic --fast", kind="f64 arena, creation-order backward",
-                args=("--fast", "{data}")),
-        Recipe(
-            repo="kristianmk/microgpt.cpp", label="kristianmk GptAtomicTurbo",
-            kind="no graph, f32 kernels",
-            build=(KRISTIANMK_CMAKE, ("cmake", "--build", "{build}/b", "--target", "GptAtomicTurbo")),
-            program="b/GptAtomicTurbo", args=("--steps", "{steps}", "{data}"),
-            loss_args=("--log-every", "1"),  # timed as the README runs it (a loss every 25 steps)
-            losses=r"step\s+(\d+) /\s+\d+ \| loss (\S+)",
-        ),
-    ),
-}
+def fill(template: str, **values: object) -> str:
+    """`template` with {name} replaced by the shell-quoted value for each name given; other
+    placeholders ({data} and {steps} of a rung's command) are left for the ladder."""
+    quoted = {name: shlex.quote(str(value)) for name, value in values.items()}
+    return re.sub(r"\{(\w+)\}", lambda m: quoted.get(m.group(1), m.group(0)), template)
+
+
+def commands(port: Port, builds: dict[int, Path], check_steps: int) -> dict[str, str]:
+    """Rung name -> COMMAND for `--program`, given the port's builds by step count.  A build
+    with the step count written in runs for the checked run's count, the large one otherwise."""
+    result = {}
+    for rung in port.rungs:
+        if not port.steps_at_build:
+            result[rung.name] = fill(rung.command, build=builds[0])
+        elif rung.steps_at_run:
+            result[rung.name] = fill(rung.command, build=builds[LARGE_STEPS])
+        else:
+            checked, timed = (fill(rung.command, build=builds[n]) for n in (check_steps, LARGE_STEPS))
+            result[rung.name] = f"if [ {{steps}} = {check_steps} ]; then {checked}; else {timed}; fi"
+    return result
+
+
+def step_counts(port: Port, check_steps: int) -> tuple[int, ...]:
+    """The builds a port needs: 0 stands for the one build of a port that takes {steps} at run time."""
+    return (check_steps, LARGE_STEPS) if port.steps_at_build else (0,)
+
+
+def build(port: Port, clone: Path, steps: int, data: Path, python: str, work: Path,
+          log: Callable[[str], None]) -> Path:
+    """The build folder of `port` for `steps` steps (0: none written in), built once and then
+    taken from the cache under `work` (keyed by the recipe, the clone's files and the data)."""
+    key = hashlib.sha256(json.dumps([repr(port.patches), port.build, steps, str(data), python,
+                                     fingerprint(clone)]).encode()).hexdigest()[:16]
+    folder = work / "builds" / f"{port.key}-{key}"
+    if (folder / ".built").is_file():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    src = clone
+    if port.patches:
+        src = folder / "src"
+        shutil.copytree(clone, src, ignore=shutil.ignore_patterns(".git"), symlinks=True)
+        for patch in port.patches:
+            apply_patch(src / patch.path, patch, steps, port.key)
+    log_path = folder / "build.log"
+    log(f"building {port.key} ({port.repository}{f', {steps} steps' if steps else ''}) in {folder}")
+    for template in port.build:
+        command = fill(template, src=src, build=folder, steps=steps, data=data, python=python)
+        with open(log_path, "ab") as out:
+            out.write(f"$ {command}\n".encode())
+            out.flush()
+            try:
+                done = subprocess.run(command, shell=True, cwd=folder, stdin=subprocess.DEVNULL, stdout=out,
+                                      stderr=subprocess.STDOUT, timeout=BUILD_TIMEOUT_S, check=False)
+            except subprocess.TimeoutExpired:
+                raise RecipeError(f"{port.key}: build ran past {BUILD_TIMEOUT_S} s: see {log_path}") from None
+        if done.returncode != 0:
+            raise RecipeError(f"{port.key}: build step failed with exit {done.returncode}: see {log_path}")
+    (folder / ".built").touch()
+    return folder
+
+
+def apply_patch(path: Path, patch: Patch, steps: int, key: str) -> None:
+    """Rewrite the patch's one match in `path` (a copy of the clone's file)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RecipeError(f"{key}: cannot read {patch.path} in the clone: {exc.strerror or exc}") from None
+    matches = list(re.finditer(patch.pattern, text))
+    if len(matches) != 1:
+        raise RecipeError(f"{key}: expected one match of {patch.pattern!r} in {patch.path}, found {len(matches)}: "
+                          "the clone no longer matches the recipe")
+    match = matches[0]
+    new = patch.replacement.replace("{steps}", str(steps)).replace("{match}", match.group(1))
+    path.write_text(text[:match.start(1)] + new + text[match.end(1):], encoding="utf-8")
+
+
+def fingerprint(clone: Path) -> str:
+    """sha256 over the clone's files (not .git): a change in the clone rebuilds."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in clone.rglob("*") if p.is_file() and ".git" not in p.relative_to(clone).parts):
+        digest.update(str(path.relative_to(clone)).encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def head_commit(clone: Path) -> str | None:
+    """The clone's checked-out commit, or None when it is not a git clone (or git is missing)."""
+    try:
+        done = subprocess.run(["git", "-C", str(clone), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None

@@ -1,8 +1,8 @@
 """Train cymicrogpt as microgpt.py does and print every step's loss exactly (repr).
 
-compare_peers.py runs this as one more program beside the ports, so that ours is timed
-the same way (a whole process, T(N steps) - T(few steps)) and its losses are read the same
-way.  It samples nothing: start-up is all the few-step run has to cancel.
+compare_peers.py gives this to `cymicrogpt bench` as one more program beside the ports
+(`--program cymicrogpt=...`), so that ours is checked and timed the same way, as a whole
+process.  It samples nothing: start-up is all the ladder's 1-step run has to cancel.
 
     python benchmarks/peers/train_losses.py DATA STEPS BACKEND
 """
