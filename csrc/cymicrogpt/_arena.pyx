@@ -39,20 +39,19 @@ cdef extern from *:
     #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
     #include <immintrin.h>
     #define CYMG_X86 1
-    static void cymg_axpy_baseline(double *y, const double *x, double a, Py_ssize_t n) {
-        Py_ssize_t i = 0;
-        __m128d va = _mm_set1_pd(a);
-        for (; i + 2 <= n; i += 2)
-            _mm_storeu_pd(y + i, _mm_add_pd(_mm_loadu_pd(y + i), _mm_mul_pd(_mm_loadu_pd(x + i), va)));
+    /* one body, two instruction sets: LANES doubles per vector of type V, through P's ops */
+    #define CYMG_AXPY(V, P, LANES)                                                      \
+        Py_ssize_t i = 0;                                                             \
+        V va = P##_set1_pd(a);                                                        \
+        for (; i + LANES <= n; i += LANES)                                            \
+            P##_storeu_pd(y + i, P##_add_pd(P##_loadu_pd(y + i), P##_mul_pd(P##_loadu_pd(x + i), va))); \
         for (; i < n; i++) y[i] += x[i] * a;
+    static void cymg_axpy_baseline(double *y, const double *x, double a, Py_ssize_t n) {
+        CYMG_AXPY(__m128d, _mm, 2)
     }
     __attribute__((target("avx2")))
     static void cymg_axpy_avx2(double *y, const double *x, double a, Py_ssize_t n) {
-        Py_ssize_t i = 0;
-        __m256d va = _mm256_set1_pd(a);
-        for (; i + 4 <= n; i += 4)
-            _mm256_storeu_pd(y + i, _mm256_add_pd(_mm256_loadu_pd(y + i), _mm256_mul_pd(_mm256_loadu_pd(x + i), va)));
-        for (; i < n; i++) y[i] += x[i] * a;
+        CYMG_AXPY(__m256d, _mm256, 4)
     }
     #else
     #define CYMG_X86 0
