@@ -78,6 +78,7 @@ extensions = [
     Extension(
         f"cymicrogpt.{pyx.stem}",
         [str(pyx)],
+        include_dirs=["csrc/cymicrogpt"],  # hand-written C headers (adam_shortcut.h)
         extra_compile_args=COMPILE_ARGS,
         extra_link_args=LINK_ARGS,
     )
@@ -108,6 +109,7 @@ if builds_for_x86_64() and not DEBUG:
         if not target.exists() or target.read_text(encoding="utf-8") != source:  # keep it fresh, not newer
             target.write_text(source, encoding="utf-8")
     extensions.append(Extension("cymicrogpt._adam_avx2", [str(generated / "_adam_avx2.pyx")],
+                                include_dirs=["csrc/cymicrogpt"],
                                 extra_compile_args=COMPILE_ARGS + ["-mavx2"], extra_link_args=LINK_ARGS))
 
 setup(

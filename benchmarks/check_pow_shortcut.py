@@ -2,24 +2,30 @@
 
 The compiled Adam step (csrc/cymicrogpt/_adam.pyx) replaces Python's g**2 and
 v_hat**0.5 by g*g and sqrt(v_hat) where it proves that libm pow returns exactly that
-(glibc >= 2.28: pow within 0.54 ULP).  This script tests the proof empirically, through
-the very passes the step runs (`power_array`, shortcut on vs off = plain libm pow):
+(glibc >= 2.28: the docstring's bound, margin t = SHORTCUT_MARGIN ULP).  This script tests
+the proof empirically, through the very passes the step runs (`power_array`, shortcut
+on vs off = plain libm pow), in the build the step runs (AVX2 where the CPU has it):
 
-1. random inputs: squares of random doubles over the whole exponent range (subnormal to
-   2^511) and of realistic gradients (20% zeros, N(0, 1) * 10^U(-8, 1)), roots of random
-   doubles (subnormal to DBL_MAX) and of realistic v_hat values;
-2. constructed inputs: x whose exact square lies within ~2^-50 ULP of a midpoint between
-   two doubles or of the 0.45-ULP threshold, v whose exact root lies within ~2^-55 ULP of
-   a midpoint, and x or v whose square or root lies next to a power of two;
+1. random inputs: squares of random doubles in the shortcut's range (2^-32..2^32) and
+   over the whole exponent range (subnormal to 2^511), and of realistic gradients (20%
+   zeros, N(0, 1) * 10^U(-8, 1)); roots of random doubles in range (2^-128..2^128) and
+   over the whole range (subnormal to DBL_MAX), and of realistic v_hat values;
+2. constructed inputs: x whose exact square lies within ~2^-49 ULP of a midpoint between
+   two doubles or of the margin t (on either side), v whose exact root lies within
+   ~2^-55 ULP of a midpoint or within 2^-14 ULP of the margin, and x or v whose square
+   or root lies next to a power of two;
 
 and reports mismatches (must be 0: the exit status is 1 otherwise) and the fraction sent
-to libm pow.  Then it times one Adam step on the default model's 4,192 parameters with
-real gradients (step 100 of a names.txt run): plain pow, the shortcut, and the previous
-implementation (a dozen NumPy passes plus an elementwise libm pow loop, here run through
-`power_array` with the shortcut off), each the best and the median of many repeats, all
-interleaved in one run.
+to libm pow.  glibc on x86_64 has two builds of pow (with FMA, and SSE2 without), chosen
+by the CPU: GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX2,-FMA makes it take the SSE2 one (the
+kernel's own build choice does not depend on it).
 
-    python benchmarks/check_pow_shortcut.py [--millions 100] [--data PATH] [--repeats 2000]
+Then it times one Adam step on the default model's 4,192 parameters with real gradients
+(step 100 of a names.txt run): each build of the kernel (baseline, AVX2) with plain pow
+and with the shortcut, all interleaved in one run, each the best, median and 95th
+percentile of many repeats; and counts the step's libm pow calls.
+
+    python benchmarks/check_pow_shortcut.py [--millions 100] [--data PATH] [--repeats 3000]
 """
 from __future__ import annotations
 
@@ -35,8 +41,9 @@ from pathlib import Path
 import numpy as np
 
 import cymicrogpt as mg
-from cymicrogpt._adam import adam_step, power_array
-from cymicrogpt.engines.adam import POW_SHORTCUT_REASON, VectorAdam
+from cymicrogpt import _adam
+from cymicrogpt._adam import SHORTCUT_MARGIN, SHORTCUT_ROOT_RANGE
+from cymicrogpt.engines.adam import ADAM_KERNELS, POW_SHORTCUT_REASON, VectorAdam, adam_kernels
 from cymicrogpt.schedule import adam_scalars
 from cymicrogpt.training import start_run
 
@@ -114,19 +121,51 @@ def roots_near_midpoint(count: int) -> list[tuple[int, int]]:
     return found[:count]
 
 
+def binade_exponents(rng: np.random.Generator, count: int, low: int, high: int) -> np.ndarray:
+    """Exponents to scale constructed mantissas by: uniform in [low, high), so that the
+    results span the shortcut's range and a few binades beyond it on either side."""
+    return rng.integers(low, high, count)
+
+
+def roots_near_margin(rng: np.random.Generator, count: int, width: float = 2.0**-14) -> np.ndarray:
+    """v in the shortcut's range whose exact root lies within `width` ULP of the margin t
+    (inside or outside it): drawn at random and kept when |rho| / (2 s u), rho = v - s^2
+    computed exactly (Dekker's two-product, as in the kernel), is that close to t."""
+    low, high = (int(np.log2(bound)) for bound in SHORTCUT_ROOT_RANGE)
+    found: list[np.ndarray] = []
+    while sum(map(len, found)) < count:
+        v = np.abs(random_doubles(rng, 1_000_000, 1023 + low, 1023 + high - 1))
+        s = np.sqrt(v)
+        split = 134217729.0 * s
+        hi = split - (split - s)
+        lo = s - hi
+        square = s * s
+        rho = (v - square) - (((hi * hi - square) + 2.0 * (hi * lo)) + lo * lo)
+        ulp = np.ldexp(1.0, np.frexp(s)[1] - 53)
+        distance = np.abs(rho) / (2.0 * s * ulp)  # ~|d|/u, to well within 2^-40
+        found.append(v[np.abs(distance - SHORTCUT_MARGIN) < width])
+    return np.concatenate(found)[:count]
+
+
 def constructed_inputs(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(bases to square, bases to take the root of), scaled over many binades."""
+    """(bases to square, bases to take the root of), scaled over the shortcut's binades."""
     squares = []
-    for fraction in (0.5, 0.4499, 0.45, 0.4501, 0.5499, 0.55, 0.5501, 0.0, 0.9999):
-        for mantissa in squares_near(fraction, 500):
-            squares.append(math.ldexp(float(mantissa), int(rng.integers(-530, 458))) * rng.choice([-1.0, 1.0]))
-    for exponent in range(-480, 511, 3):  # squares next to a power of two (x near 2^e, sqrt(2) 2^e)
+    t = SHORTCUT_MARGIN
+    for fraction in (0.5, t, 1.0 - t, t - 2.0**-40, 1.0 - t + 2.0**-40, 0.0, 0.9999):
+        mantissas = squares_near(fraction, 500)
+        # x = M 2^k with M ~ 2^52.5: k in [-86, -18) puts x^2 in [2^-67, 2^69)
+        for mantissa, k in zip(mantissas, binade_exponents(rng, len(mantissas), -86, -18)):
+            squares.append(math.ldexp(float(mantissa), int(k)) * rng.choice([-1.0, 1.0]))
+    for exponent in range(-40, 40):  # squares next to a power of two (x near 2^e, sqrt(2) 2^e)
         for base in (1.0, math.sqrt(2.0)):
             squares.extend(math.ldexp(base + k * 2.0**-52, exponent) for k in range(-4, 5))
-    roots = [math.ldexp(float(mantissa), shift + 2 * int(rng.integers(-560, 459)))
-             for mantissa, shift in roots_near_midpoint(4000)]
-    for exponent in range(-1020, 1020, 3):  # roots next to a power of two
+    midpoints = roots_near_midpoint(4000)
+    # v = V 2^(shift + 2j) with V ~ 2^52.5 and shift 52 or 53: 2j in [-240, 30) spans 2^-135..2^136
+    roots = [math.ldexp(float(mantissa), shift + 2 * int(j))
+             for (mantissa, shift), j in zip(midpoints, binade_exponents(rng, len(midpoints), -120, 15))]
+    for exponent in range(-135, 136):  # roots next to a power of two
         roots.extend(math.ldexp(1.0 + k * 2.0**-52, exponent) for k in range(-4, 5))
+    roots.extend(roots_near_margin(rng, 2000))
     return np.array(squares), np.array(roots)
 
 
@@ -137,8 +176,8 @@ class Tally:
 
     def check(self, bases: np.ndarray, exponent: float) -> None:
         fast, plain = np.empty_like(bases), np.empty_like(bases)
-        self.libm_calls += power_array(bases, exponent, fast, shortcut=True)
-        power_array(bases, exponent, plain, shortcut=False)
+        self.libm_calls += ADAM_KERNELS.power_array(bases, exponent, fast, shortcut=True)
+        ADAM_KERNELS.power_array(bases, exponent, plain, shortcut=False)
         self.mismatches += int(np.count_nonzero(fast.view(np.uint64) != plain.view(np.uint64)))
         self.inputs += bases.size
 
@@ -149,10 +188,13 @@ class Tally:
 
 def check_exactness(millions: int, seed: int) -> bool:
     rng = np.random.default_rng(seed)
-    per_kind = millions * 1_000_000 // 4
+    per_kind = millions * 1_000_000 // 6
     kinds = {
+        "g**2, random doubles 2^-32..2^32 (the shortcut's range)": lambda n: random_doubles(rng, n, 1023 - 32, 1023 + 31),
         "g**2, random doubles 2^-1074..2^511": lambda n: random_doubles(rng, n, 0, 1023 + 510),
         "g**2, realistic gradients": lambda n: realistic_gradients(rng, n),
+        "v**0.5, random doubles 2^-128..2^128 (the shortcut's range)": lambda n: np.abs(
+            random_doubles(rng, n, 1023 - 128, 1023 + 127)),
         "v**0.5, random doubles 2^-1074..DBL_MAX": lambda n: np.abs(random_doubles(rng, n, 0, 2046)),
         "v**0.5, realistic v_hat": lambda n: realistic_v_hats(rng, n),
     }
@@ -166,8 +208,8 @@ def check_exactness(millions: int, seed: int) -> bool:
         print(tally.line(label), flush=True)
         total += tally.mismatches
     squares, roots = constructed_inputs(rng)
-    for label, bases, exponent in (("g**2, constructed (near midpoint/threshold/2^k)", squares, 2.0),
-                                   ("v**0.5, constructed (near midpoint/2^k)", roots, 0.5)):
+    for label, bases, exponent in (("g**2, constructed (near midpoint/margin/2^k)", squares, 2.0),
+                                   ("v**0.5, constructed (near midpoint/margin/2^k)", roots, 0.5)):
         tally = Tally()
         tally.check(bases, exponent)
         print(tally.line(label))
@@ -176,27 +218,17 @@ def check_exactness(millions: int, seed: int) -> bool:
 
 
 # --- timing ----------------------------------------------------------------------------------
-def previous_numpy_adam(params, grads, m, v, scratch, step: int, num_steps: int, lr: float) -> None:
-    """The VectorAdam this kernel replaced: NumPy passes in microgpt's order, every ** an
-    elementwise libm pow (power_array with the shortcut off; it was _libm.pow_array)."""
-    beta1, beta2, eps = VectorAdam.beta1, VectorAdam.beta2, VectorAdam.eps
-    m_hat, v_hat, powered = scratch
-    lr_t, bias_correction1, bias_correction2 = adam_scalars(lr, step, num_steps)
-    np.multiply(m, beta1, out=m)
-    np.multiply(grads, 1 - beta1, out=m_hat)
-    np.add(m, m_hat, out=m)
-    power_array(grads, 2.0, v_hat, shortcut=False)
-    np.multiply(v_hat, 1 - beta2, out=v_hat)
-    np.multiply(v, beta2, out=v)
-    np.add(v, v_hat, out=v)
-    np.divide(m, bias_correction1, out=m_hat)
-    np.divide(v, bias_correction2, out=v_hat)
-    power_array(v_hat, 0.5, powered, shortcut=False)
-    np.add(powered, eps, out=v_hat)
-    np.multiply(m_hat, lr_t, out=m_hat)
-    np.divide(m_hat, v_hat, out=m_hat)
-    np.subtract(params, m_hat, out=params)
-    grads[:] = 0.0
+def step_powers(params_grads_m_v: list[np.ndarray], step: int, num_steps: int, lr: float) -> str:
+    """How many of the step's g**2 and v_hat**0.5 the shortcut leaves to libm pow."""
+    _, grads, _, v = params_grads_m_v
+    beta2 = VectorAdam.beta2
+    squares = np.empty_like(grads)
+    square_calls = ADAM_KERNELS.power_array(grads, 2.0, squares, shortcut=True)
+    v_hat = (beta2 * v + (1 - beta2) * squares) / adam_scalars(lr, step, num_steps).bias_correction2
+    root_calls = ADAM_KERNELS.power_array(v_hat, 0.5, np.empty_like(v_hat), shortcut=True)
+    nonzero = np.count_nonzero(grads)
+    return (f"libm pow calls: {square_calls} of {grads.size} g**2 ({square_calls / nonzero:.2%} of the {nonzero} "
+            f"nonzero), {root_calls} of {v_hat.size} v_hat**0.5 ({root_calls / v_hat.size:.2%})")
 
 
 def time_adam(data: Path, repeats: int, at_step: int) -> None:
@@ -206,31 +238,29 @@ def time_adam(data: Path, repeats: int, at_step: int) -> None:
     saved = [run.engine.weight_array.copy(), run.engine.grad_array.copy(), run.optimizer.m.copy(), run.optimizer.v.copy()]
     size = saved[0].size
     params, grads, m, v = (a.copy() for a in saved)
-    squares, scratch = np.empty(size), [np.empty(size) for _ in range(3)]
-    lr, num_steps = run.lr, run.num_steps
+    squares = np.empty(size)
+    beta1, beta2 = VectorAdam.beta1, VectorAdam.beta2
+    scalars = adam_scalars(run.lr, at_step, run.num_steps)
 
-    def compiled(shortcut: bool):
-        beta1, beta2 = VectorAdam.beta1, VectorAdam.beta2
-        scalars = adam_scalars(lr, at_step, num_steps)
-        return lambda: adam_step(params, grads, m, v, squares, beta1=beta1, beta2=beta2, eps=VectorAdam.eps,
-                                 one_minus_beta1=1 - beta1, one_minus_beta2=1 - beta2,
-                                 bias_correction1=scalars.bias_correction1,
-                                 bias_correction2=scalars.bias_correction2, lr_t=scalars.lr_t, shortcut=shortcut)
+    def step(module, shortcut: bool):
+        return lambda: module.adam_step(params, grads, m, v, squares, beta1=beta1, beta2=beta2, eps=VectorAdam.eps,
+                                        one_minus_beta1=1 - beta1, one_minus_beta2=1 - beta2,
+                                        bias_correction1=scalars.bias_correction1,
+                                        bias_correction2=scalars.bias_correction2, lr_t=scalars.lr_t,
+                                        shortcut=shortcut)
 
-    variants = {
-        "previous VectorAdam (NumPy passes + libm pow loop)": lambda: previous_numpy_adam(
-            params, grads, m, v, scratch, at_step, num_steps, lr),
-        "compiled step, plain libm pow": compiled(False),
-        "compiled step, pow shortcut": compiled(True),
-    }
+    variants = {"baseline build, plain libm pow": step(_adam, False), "baseline build, pow shortcut": step(_adam, True)}
+    avx2 = adam_kernels(no_avx2="")
+    if avx2 is not _adam:
+        variants.update({"AVX2 build, plain libm pow": step(avx2, False), "AVX2 build, pow shortcut": step(avx2, True)})
     times: dict[str, list[float]] = {label: [] for label in variants}
     results = {}
     for _ in range(repeats):
-        for label, step in variants.items():
+        for label, run_step in variants.items():
             for array, start in zip((params, grads, m, v), saved):
                 array[:] = start
             begin = time.perf_counter()
-            step()
+            run_step()
             times[label].append(time.perf_counter() - begin)
             results[label] = np.concatenate([params, m, v]).view(np.uint64).copy()
     first = next(iter(results.values()))
@@ -238,10 +268,13 @@ def time_adam(data: Path, repeats: int, at_step: int) -> None:
     zeros = np.count_nonzero(saved[1] == 0.0)
     print(f"\nAdam step on the default model: {size:,} parameters, the gradients of step {at_step} "
           f"of a names.txt run ({zeros / size:.0%} exactly 0); {repeats} interleaved repeats")
-    print("| implementation | best | median |\n|---|---:|---:|")
+    print(step_powers(saved, at_step, run.num_steps, run.lr))
+    print("| implementation | best | median | 95th percentile |\n|---|---:|---:|---:|")
     for label, seconds in times.items():
-        print(f"| {label} | {min(seconds) * 1e6:.1f} us | {statistics.median(seconds) * 1e6:.1f} us |")
-    print(f"all three bit-identical: {identical}")
+        p95 = statistics.quantiles(seconds, n=20)[-1]
+        print(f"| {label} | {min(seconds) * 1e6:.1f} us | {statistics.median(seconds) * 1e6:.1f} us | "
+              f"{p95 * 1e6:.1f} us |")
+    print(f"all bit-identical: {identical}")
 
 
 def machine() -> str:
@@ -250,7 +283,8 @@ def machine() -> str:
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     return (f"{platform.machine()} {cpu}, {os.cpu_count()} cores, load average {load}; "
             f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
-            f"NumPy {np.__version__}; {POW_SHORTCUT_REASON}")
+            f"NumPy {np.__version__}; {POW_SHORTCUT_REASON}; kernel {ADAM_KERNELS.__name__}; "
+            f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}")
 
 
 def main() -> int:
@@ -258,7 +292,7 @@ def main() -> int:
     parser.add_argument("--millions", type=int, default=100, help="random inputs, in millions (0: skip the check)")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="names.txt, for real gradients")
-    parser.add_argument("--repeats", type=int, default=2000, help="timed Adam steps per implementation (0: skip)")
+    parser.add_argument("--repeats", type=int, default=3000, help="timed Adam steps per implementation (0: skip)")
     parser.add_argument("--at-step", type=int, default=100, help="take the gradients of this training step")
     args = parser.parse_args()
     print(f"machine: {machine()}")

@@ -18,9 +18,13 @@ line; the pow shortcut (below) skips the libm call where its result is proven.
 The step runs in passes, so that the plain arithmetic vectorises (SSE2 on any x86-64):
 every g**2 first, into a scratch array (a vectorised pass settles the proven ones, libm
 the rest, one by one), then per block of BLOCK parameters: the moments and their
-estimates, every v_hat**0.5 (likewise), the parameter update.  Each element still sees
-microgpt's expressions in microgpt's order; only the interleaving across elements
-changes, which no result depends on.
+estimates, every v_hat**0.5 (likewise), the parameter update.  The AVX2 build
+(adam_shortcut.h) runs each block's update as one software-pipelined pass, where the
+parameters whose root is not proven keep their old value until libm's root updates them,
+and when nothing can raise (no finite gradient above 2^511, no negative v: checked in
+one pass first) it squares each block's gradients inside the pass that updates the
+block before.  Each element still sees microgpt's expressions in microgpt's order; only
+the interleaving across elements changes, which no result depends on.
 
 Errors are atomic.  Where Python's loop would raise (OverflowError when a finite
 gradient's square overflows, ZeroDivisionError) or produce a complex number (a negative
@@ -31,82 +35,130 @@ stop at.
 
 The pow shortcut
 ----------------
-`x*x` and `sqrt(v)` are correctly rounded (IEEE 754).  libm `pow` is not, but the `pow`
-of glibc >= 2.28 (sysdeps/ieee754/dbl-64/e_pow.c, from ARM's optimized-routines; musl
-ships the same code) states a worst-case error of 0.54 ULP, the ULP taken at the exact
-result (ARM's ulp tool measures it against the correctly rounded result, whose binade
-is the exact result's in every case used here).  So if the exact value y lies within
-0.45 ULP of a double p, every other double q is at least 1 - 0.45 = 0.55 ULP from y,
-more than 0.54: pow must return p.  The argument, with its conditions:
+`x*x` and `sqrt(v)` are correctly rounded (IEEE 754).  libm `pow` is not.  The shortcut
+runs only on glibc >= 2.28 on x86_64 and aarch64 (cymicrogpt.engines.adam decides, at run
+time), whose pow is ARM's optimized-routines code, sysdeps/ieee754/dbl-64/e_pow.c (musl's
+is the same); x86_64 builds it twice, with FMA and without (SSE2), and picks one by the
+CPU.  Its error analysis, in that file's header comment:
 
-1. ULP and binades.  Let p be a positive normal double that is NOT a power of two, and
-   u = 2^(e-52) its spacing, where 2^e <= p < 2^(e+1).  Then p >= 2^e + u and
-   p <= 2^(e+1) - u, so any y with |y - p| <= 0.45 u lies strictly inside
-   (2^e, 2^(e+1)): ulp(y) = u, and p's neighbours p - u, p + u (and every double beyond)
-   are >= 0.55 u from y.  A power of two p = 2^e has a neighbour below at u/2 only, so an
-   exact value just above it could round (within 0.54 ULP) to that neighbour: powers of
-   two always go to libm pow.
+    Worst-case error: 0.54 ULP (~= ulperr_exp + 1024*Ln2*relerr_log*2^53)
+    relerr_log: 1.3 * 2^-68 (Relative error of log, 1.5 * 2^-68 without fma)
+    ulperr_exp: 0.509 ULP (ULP error of exp, 0.511 ULP without fma)
+
+pow(x, y) computes hi + lo ~ log(x) (log_inline), then y*log(x) as ehi + elo, then
+exp(ehi + elo) (exp_inline), rounded once at the end.  A relative error of the argument
+of exp becomes an error of the result proportional to |y log x|, whose largest value for
+a finite, nonzero result is 1024*Ln2: hence the 0.54 ULP.  For one input the same sum
+reads ulperr_exp + |y log x| * relerr_log * 2^53, and |y log x| = |log X| for the exact
+result X = x**y, small for the magnitudes Adam sees.  We take the larger (non-FMA)
+figures, since either build may run, and bound what the comment leaves implicit:
+
+A. The argument of exp.  For y = 2 and y = 0.5, multiplying by y is exact.  With FMA,
+   ehi = y*hi and elo = y*lo + fma(y, hi, -ehi) = y*lo exactly.  Without FMA, yhi = y and
+   ylo = 0 (2 and 0.5 have no low bits), lhi is hi with its low 27 bits cleared (hi - lhi
+   exact, |hi - lhi| < 2^-25 |hi|), and llo = (hi - lhi) + lo is one rounding: with
+   |lo| <= 2^-51 |hi| (lo is the tail of the double-double hi + lo), its error is at most
+   2^-53 |llo| < 2^-78 (1 + 2^-26) |hi|; ehi = y*lhi and elo = y*llo are exact.  (Were lo
+   so tiny that y*lo underflowed, that loses 2^-1075: nothing, beside the slack below.)
+   So ehi + elo = y log(x) (1 + delta) with |delta| <= lambda = 1.5 * 2^-68 + 2^-78 (1 + 2^-25)
+   (relerr_log plus the rounding of llo, |hi| <= |log x| (1 + 2^-50) folded in).
+B. From the argument to the result.  exp(ehi + elo) = X exp(delta log X), so
+   |exp(ehi + elo) - X| <= X lambda |log X| (1 + 2^-50) < 2^53 lambda |log X| (1 + 2^-50) u,
+   where 2^e <= X < 2^(e+1) and u = 2^(e-52) is the ULP there (X < 2^53 u).
+C. exp.  exp_inline's own comment bounds its error by 0.5 + 1.11/N + (abs poly error) * 2^53
+   ULP, 0.25/N more without FMA; with N = 128 and the polynomial's 1.09 * 2^-65 for
+   |r| < ln2/256 + 2^-15 (exp_data.c; |elo| is far below 2^-15 here) that is
+   0.5 + 1.36/128 + 1.09 * 2^-12 = 0.51089 <= 0.511 = ulperr_exp, the ULP taken at
+   exp(ehi + elo), which lies in X's binade wherever it is used below.  Results beyond
+   2^+-738 take exp_inline's specialcase, which rounds once at a shifted exponent and
+   scales exactly (no subnormal result here): the same bound.
+So pow returns R with |R - X| <= E(e) u, E(e) = 0.511 + (|e| + 1) c, where
+|log X| <= (|e| + 1) ln 2 and c = ln2 * 2^53 * lambda * (1 + 2^-50) < 3.1751e-5.
+E(0) = 0.51103, E(20) = 0.51167, E(64) = 0.51306; E(1023) = 0.5435 is the source's 0.54.
+
+1. The margin.  Let p be a positive normal double that is NOT a power of two,
+   2^e < p < 2^(e+1), u = 2^(e-52) its spacing, and let the exact value X satisfy
+   |X - p| <= (t + 2^-50) u.  Since p >= 2^e + u and p <= 2^(e+1) - u, X lies strictly
+   inside (2^e, 2^(e+1)), so u is X's ULP, and every double other than p is at least
+   (1 - t - 2^-50) u from X.  pow's result, within E(e) u of X, must be p wherever
+   t + 2^-50 + E(e) < 1: for every e with the margin t(e) = 0.4889 - 3.18e-5 |e|, since
+   t(e) + E(e) <= 0.4889 + 0.511 + 3.1751e-5 - (3.18e-5 - 3.1751e-5) |e| < 0.99994.
+   t(e) is 0.4889 at 2^0, 0.4883 at 2^+-20, 0.4869 at 2^+-64, 0.4564 at 2^+-1022.
+   The kernel uses one margin, t = 0.4868 <= t(64), for results in [2^-64, 2^64)
+   (|e| <= 64: t + 2^-50 + E(e) < 0.99987), and libm for the rest: one constant is
+   cheaper to test than a margin computed per binade (measured: the AVX2 update pass
+   took 10.7 us with it, 9.4 us without, for 29 more pow calls a step, 0.4 us), and
+   gradients, moments and their powers lie far inside that range.  The tests below allow
+   fl(0.4868) u (u a power of two: exact), within (t + 2^-54) u.  A power of two
+   p = 2^e has a neighbour below at u/2 only, so an exact value just above it could
+   round (within E ULP) to that neighbour: powers of two always go to libm pow.
 
 2. Square (g**2, x = |g|, Python squares |g|).  p = x*x (rounded) and the residual
-   r = x^2 - p, which is exactly representable when no bit of x^2 falls below the
-   subnormal grid: x = M 2^(k-52) with integer M < 2^53, so x^2 is a multiple of
-   2^(2k-104) and r (|r| <= u/2) has at most 53 significant bits of that grid.  For
-   2^-480 <= x <= 2^511: 2k - 104 >= -1064 > -1074 (r exact) and
-   2^-960 <= x^2 <= 2^1022 (p normal and finite, so pow can neither overflow nor
-   underflow there either).  `residual_of_square` computes r exactly (Dekker/Veltkamp's
-   two-product: every partial product is exact in that range, the build forbids FMA
-   contraction, so the compiler cannot reassociate them).  The exact square is p + r:
-   if |r| <= 0.45 u, pow(x, 2.0) == p.
+   r = x^2 - p, which is exactly representable: x = M 2^(k-52) with integer M < 2^53,
+   so x^2 is a multiple of 2^(2k-104), far above the subnormal grid for
+   2^-32 <= x <= 2^32, and r (|r| <= u/2) has at most 53 significant bits of that grid.
+   There x^2 lies in [2^-64, 2^64] (p a power of two at both ends), so e is in [-64, 63].
+   `residual_of_square` computes r exactly (Dekker/Veltkamp's two-product: every partial
+   product is exact in that range, the build forbids FMA contraction, so the compiler
+   cannot reassociate them).  The exact square is p + r: if
+   |r| <= 2^e * fl(t 2^-52), then |r| <= (t + 2^-54) u and pow(x, 2.0) == p.
 
-3. Root (v_hat**0.5, 2^-960 <= v <= 2^1000).  s = sqrt(v) (rounded) and rho = v - s^2,
-   exactly representable (the classic property of a correctly rounded sqrt, barring
-   underflow: s >= 2^-480 and the grid argument of 2 applies to s^2).
+3. Root (v_hat**0.5, 2^-128 <= v <= 2^128).  s = sqrt(v) (rounded), 2^e < s < 2^(e+1)
+   with e in [-64, 63], and rho = v - s^2, exactly representable (the classic property
+   of a correctly rounded sqrt, barring underflow, by the grid argument of 2 for s^2).
    `root_is_proven` computes it exactly: (hi, lo) = two-product(s, s) is exact,
    v - hi is exact (Sterbenz: hi is within a factor 2 of v), and (v - hi) - lo is the
    representable rho, so exact.  The exact root is s + d with
    d = rho / (sqrt(v) + s), and sqrt(v) >= s - u/2, so |d| <= |rho| / (2s - u/2).
-   The test |rho| <= fl(0.89 u) * s (fl(0.89 u) exact: u is a power of two; the one
-   rounding of the product adds at most a factor 1 + 2^-53) gives
-   |d| <= 0.89 (1 + 2^-53) u s / (2 s (1 - 2^-54)) < 0.446 u: pow(v, 0.5) == s.
+   The test |rho| <= fl(2^e fl(t 2^-51) s) (one rounding) gives
+   |rho| <= 2 (t + 2^-54) u s (1 + 2^-53), so
+   |d| <= (t + 2^-54) u (1 + 2^-53) / (1 - u/(4s)) <= (t + 2^-50) u, as u/(4s) <= 2^-54:
+   pow(v, 0.5) == s.
 
 4. Everything else goes to `python_power` (Python's special cases, then libm pow):
-   subnormal or tiny x and v (below 2^-480 and 2^-960), huge ones (x above 2^511: the
-   only place g**2 can overflow), nan and inf, p or s a power of two, and every residual
-   beyond the threshold (~10% of inputs, as |r|/u is spread evenly over [0, 0.5]).  Zero
-   is settled without pow as well: Python's (+-0.0) ** 2.0 and (+-0.0) ** 0.5 are 0.0,
-   and so are 0.0 * 0.0 and |sqrt(+-0.0)|.
+   x outside [2^-32, 2^32] and v outside [2^-128, 2^128] (subnormal, tiny or huge, among
+   them every g whose square can overflow), nan and inf, p or s a power of two, and every
+   residual beyond the margin: about 2 (0.5 - t) = 2.6% of the inputs in range, as |r|/u
+   is spread evenly over [0, 0.5].  Zero is settled without pow as well: Python's
+   (+-0.0) ** 2.0 and (+-0.0) ** 0.5 are 0.0, and so are 0.0 * 0.0 and |sqrt(+-0.0)|.
 
-The shortcut is only correct where libm's pow carries that documented bound; the caller
-decides where (cymicrogpt.engines.adam detects glibc >= 2.28 at run time) and passes `shortcut`.
+The shortcut is only correct where libm's pow carries that analysis; the caller decides
+where (cymicrogpt.engines.adam detects glibc >= 2.28 at run time) and passes `shortcut`.
 benchmarks/check_pow_shortcut.py compares it with libm pow on 10^8 random and
-constructed near-midpoint inputs.
+constructed inputs (near a midpoint, near the margin, next to a power of two), for both
+of glibc's builds of pow; tests/test_adam.py checks the margin's arithmetic (t + E(e) < 1
+over the range) in exact rationals.
 """
 from libc.errno cimport ERANGE, errno
-from libc.math cimport NAN, fabs, floor, isinf, isnan, pow, sqrt
-from libc.stdint cimport int32_t, uint64_t
+from libc.math cimport INFINITY, NAN, fabs, floor, isinf, isnan, pow, sqrt
+from libc.stdint cimport int32_t, uint8_t, uint64_t
 from libc.string cimport memcpy
 
-cdef extern from *:
-    """
-    /* |x| range where x*x, its residual and pow(x, 2.0) are exact, normal and finite (2). */
-    #define CYMG_SQUARE_MIN 0x1p-480
-    #define CYMG_SQUARE_MAX 0x1p511
-    /* v range where sqrt(v)'s residual is exact (3); the top keeps every product finite. */
-    #define CYMG_ROOT_MIN 0x1p-960
-    #define CYMG_ROOT_MAX 0x1p1000
-    #define CYMG_SPLITTER 134217729.0  /* 2^27 + 1: Veltkamp's split into 26 + 27 bits */
-    #define CYMG_EXPONENT_BITS 0x7FF0000000000000ULL
-    #define CYMG_SQUARE_THRESHOLD (0.45 * 0x1p-52)  /* |r| <= 0.45 u, u = 2^e 2^-52 (2) */
-    #define CYMG_ROOT_THRESHOLD (0.89 * 0x1p-52)  /* |rho| <= (0.89 u) s (3) */
-    """
+cdef extern from "adam_shortcut.h":
+    # The shortcut's ranges and margin (1-4 above), and its AVX2 passes: the twins of
+    # prove_squares, prove_roots and update_block, defined where the build has AVX2.
     const double SQUARE_MIN "CYMG_SQUARE_MIN"
     const double SQUARE_MAX "CYMG_SQUARE_MAX"
     const double ROOT_MIN "CYMG_ROOT_MIN"
     const double ROOT_MAX "CYMG_ROOT_MAX"
+    const double OVERFLOW_FREE_MAX "CYMG_OVERFLOW_FREE_MAX"
     const double SPLITTER "CYMG_SPLITTER"
     const uint64_t EXPONENT_BITS "CYMG_EXPONENT_BITS"
-    const double SQUARE_THRESHOLD "CYMG_SQUARE_THRESHOLD"
-    const double ROOT_THRESHOLD "CYMG_ROOT_THRESHOLD"
+    const double MARGIN "CYMG_MARGIN"
+    const double SQUARE_ALLOWANCE "CYMG_SQUARE_ALLOWANCE"
+    const double ROOT_ALLOWANCE "CYMG_ROOT_ALLOWANCE"
+    const bint HAVE_AVX2_PASSES "CYMG_AVX2"
+    Py_ssize_t unproven_indices "cymg_unproven_indices"(
+        const uint8_t* masks, Py_ssize_t groups, int32_t* pending, Py_ssize_t count) noexcept nogil
+    void avx2_prove_squares "cymg_avx2_prove_squares"(
+        const double* x, double* out, uint8_t* masks, Py_ssize_t n) noexcept nogil
+    void avx2_prove_roots "cymg_avx2_prove_roots"(
+        const double* x, double* out, uint8_t* masks, Py_ssize_t n) noexcept nogil
+    void avx2_update "cymg_avx2_update"(
+        double* params, double* grads, double* m, double* v, const double* squares, Py_ssize_t n,
+        const double* next_grads, double* next_squares, Py_ssize_t next_n, uint8_t* square_masks,
+        double beta1, double beta2, double one_minus_beta1, double one_minus_beta2, double bias_correction1,
+        double bias_correction2, double lr_t, double eps, uint8_t* root_masks) noexcept nogil
 
 cdef extern from *:
     """
@@ -147,6 +199,7 @@ cdef extern from *:
 
 cdef enum:
     BLOCK = 256  # elements per block of the passes (a few stack arrays of this size)
+    BLOCK_GROUPS = 64  # BLOCK / 4: a block's groups of four, one byte each in the AVX2 passes' masks
 
 
 # --- the pow shortcut's proofs (branch-free, so that their loops vectorise) ---------------
@@ -173,7 +226,7 @@ cdef inline bint square_is_proven(double x, double p) noexcept nogil:
     `&`, not `and`: every test runs (nan fails the comparisons), nothing branches."""
     cdef double binade = power_of_two_below(p)
     return (x == 0.0) | ((x >= SQUARE_MIN) & (x <= SQUARE_MAX) & (p != binade)
-                         & (fabs(residual_of_square(x, p)) <= binade * SQUARE_THRESHOLD))
+                         & (fabs(residual_of_square(x, p)) <= binade * SQUARE_ALLOWANCE))
 
 
 cdef inline bint root_is_proven(double v, double s) noexcept nogil:
@@ -183,7 +236,7 @@ cdef inline bint root_is_proven(double v, double s) noexcept nogil:
     cdef double binade = power_of_two_below(s)
     cdef double hi = s * s
     return (v == 0.0) | ((v >= ROOT_MIN) & (v <= ROOT_MAX) & (s != binade)
-                         & (fabs((v - hi) - residual_of_square(s, hi)) <= binade * ROOT_THRESHOLD * s))
+                         & (fabs((v - hi) - residual_of_square(s, hi)) <= binade * ROOT_ALLOWANCE * s))
 
 
 # --- Python's x ** 2.0 and x ** 0.5, one element -------------------------------------------
@@ -238,25 +291,63 @@ cdef inline int python_root(double x,  # IN
 
 
 # --- Python's x ** 2.0 and x ** 0.5 over a block: proven pass, then the rest ------------------
-cdef inline void prove_squares(const double* x,  # IN (n,)
-                               double* out,  # OUT (n,)
-                               Py_ssize_t n) noexcept nogil:
-    """out[i] = x[i]*x[i] where that is proven to be Python's x[i] ** 2.0, else nan."""
+cdef inline Py_ssize_t prove_squares(const double* x,  # IN (n,)
+                                     double* out,  # OUT (n,)
+                                     int32_t* pending,  # OUT (n,): the unproven indices, in order
+                                     Py_ssize_t n,  # <= BLOCK
+                                     ) noexcept nogil:
+    """out[i] = x[i]*x[i] where that is proven to be Python's x[i] ** 2.0; returns how many
+    indices are not proven (their out[i] is to be computed by libm)."""
+    cdef uint8_t masks[BLOCK_GROUPS]
+    cdef Py_ssize_t count = 0, done = 0
+    if HAVE_AVX2_PASSES:  # a constant: the build decides
+        avx2_prove_squares(x, out, masks, n)
+        done = n - n % 4
+        count = unproven_indices(masks, done // 4, pending, 0)
+    return prove_squares_from(x, out, pending, count, done, n)
+
+
+cdef inline Py_ssize_t prove_squares_from(const double* x, double* out,  # IN (n,), OUT (n,)
+                                          int32_t* pending,  # IN/OUT: count unproven indices, then more
+                                          Py_ssize_t count, Py_ssize_t start, Py_ssize_t n) noexcept nogil:
+    """prove_squares for the indices in [start, n), in scalar code (vectorised with SSE2),
+    after the `count` unproven ones of [0, start) found by an AVX2 pass."""
     cdef Py_ssize_t i
     cdef double a
-    for i in range(n):  # vectorised
+    for i in range(start, n):
         a = fabs(x[i])
         out[i] = a * a if square_is_proven(a, a * a) else NAN
+    return gather_unproven(out, pending, count, start, n)
 
 
-cdef inline void prove_roots(const double* x,  # IN (n,)
-                             double* out,  # OUT (n,)
-                             Py_ssize_t n) noexcept nogil:
-    """out[i] = |sqrt(x[i])| where that is proven to be Python's x[i] ** 0.5, else nan."""
-    cdef Py_ssize_t i
-    sqrt_array(x, out, n)
-    for i in range(n):  # vectorised; fabs: sqrt(-0.0) is -0.0, Python's (-0.0)**0.5 is 0.0
+cdef inline Py_ssize_t prove_roots(const double* x,  # IN (n,)
+                                   double* out,  # OUT (n,)
+                                   int32_t* pending,  # OUT (n,): the unproven indices, in order
+                                   Py_ssize_t n,  # <= BLOCK
+                                   ) noexcept nogil:
+    """out[i] = |sqrt(x[i])| where that is proven to be Python's x[i] ** 0.5; returns how
+    many indices are not proven."""
+    cdef uint8_t masks[BLOCK_GROUPS]
+    cdef Py_ssize_t i, count = 0, done = 0
+    if HAVE_AVX2_PASSES:
+        avx2_prove_roots(x, out, masks, n)
+        done = n - n % 4
+        count = unproven_indices(masks, done // 4, pending, 0)
+    sqrt_array(x + done, out + done, n - done)
+    for i in range(done, n):  # vectorised; fabs: sqrt(-0.0) is -0.0, Python's (-0.0)**0.5 is 0.0
         out[i] = fabs(out[i]) if root_is_proven(x[i], out[i]) else NAN
+    return gather_unproven(out, pending, count, done, n)
+
+
+cdef inline Py_ssize_t gather_unproven(const double* out, int32_t* pending, Py_ssize_t count,
+                                       Py_ssize_t start, Py_ssize_t n) noexcept nogil:
+    """Append to pending[:count] the indices in [start, n) that the scalar pass left nan
+    (unproven), without a branch: every index is written, only the unproven ones kept."""
+    cdef Py_ssize_t i
+    for i in range(start, n):
+        pending[count] = <int32_t>i
+        count += isnan(out[i])
+    return count
 
 
 cdef Py_ssize_t python_powers(const double* x,  # IN (n,)
@@ -269,18 +360,12 @@ cdef Py_ssize_t python_powers(const double* x,  # IN (n,)
                               ) noexcept nogil:
     """The index of the first element where Python raises (or makes a complex number),
     else -1.  With the shortcut, a vectorised pass settles the proven elements and only
-    the others, gathered without a branch, go to libm one by one."""
+    the others go to libm one by one."""
     cdef int32_t pending[BLOCK]
-    cdef Py_ssize_t i, j, count = 0
+    cdef Py_ssize_t i, j, count
     cdef int result
     if shortcut:
-        if square:
-            prove_squares(x, out, n)
-        else:
-            prove_roots(x, out, n)
-        for i in range(n):  # every index is written, only the unproven (nan) ones kept
-            pending[count] = <int32_t>i
-            count += isnan(out[i])
+        count = prove_squares(x, out, pending, n) if square else prove_roots(x, out, pending, n)
     else:
         for i in range(n):
             pending[i] = <int32_t>i
@@ -349,19 +434,58 @@ cdef inline bint scalars_keep_signs(const AdamScalars* s) noexcept nogil:
 
 cdef inline bint any_negative(const double[::1] v) noexcept nogil:
     cdef Py_ssize_t i
-    cdef double count = 0.0  # a double, so that the loop vectorises
+    cdef uint64_t found = 0  # an integer OR: reordered freely, so the loop vectorises
     for i in range(v.shape[0]):
-        count += 1.0 if v[i] < 0.0 else 0.0
-    return count > 0.0
+        found |= v[i] < 0.0
+    return found != 0
 
 
-cdef void update_block(double* params, double* grads, double* m, double* v,  # IN/OUT (n,)
+cdef Py_ssize_t update_block(double* params, double* grads, double* m, double* v,  # IN/OUT (n,)
                        const double* squares,  # IN (n,): grads ** 2
                        Py_ssize_t n,  # IN: <= BLOCK
                        const AdamScalars* s,  # IN
                        bint shortcut,  # IN
+                       const double* next_grads,  # IN (next_n,): the next block's gradients
+                       double* next_squares,  # OUT (next_n,): their squares, where proven
+                       Py_ssize_t next_n,  # IN: <= n; 0 unless AVX2 and shortcut
+                       int32_t* square_pending,  # OUT (next_n,): the next block's unproven squares
                        ) noexcept nogil:
-    """The rest of the step for n parameters that cannot raise, in three passes."""
+    """The rest of the step for n parameters that cannot raise; returns how many of the
+    next block's squares are left to libm (indices in square_pending).  With the shortcut
+    in the AVX2 build: one pass over groups of four (cymg_avx2_update, which also squares
+    the next block), then libm for the roots it leaves, and the scalar passes for the last
+    n % 4 elements and the next block's last next_n % 4 squares.  Otherwise (next_n is 0
+    there): the scalar passes."""
+    cdef int32_t root_pending[BLOCK]
+    cdef uint8_t root_masks[BLOCK_GROUPS]
+    cdef uint8_t square_masks[BLOCK_GROUPS]
+    cdef Py_ssize_t i, j, root_count, square_count = 0, done = 0
+    cdef double root = 0.0  # python_root always sets it here (it cannot fail)
+    if HAVE_AVX2_PASSES and shortcut:
+        avx2_update(params, grads, m, v, squares, n, next_grads, next_squares, next_n, square_masks,
+                    s.beta1, s.beta2, s.one_minus_beta1, s.one_minus_beta2, s.bias_correction1,
+                    s.bias_correction2, s.lr_t, s.eps, root_masks)
+        root_count = unproven_indices(root_masks, n // 4, root_pending, 0)
+        square_count = unproven_indices(square_masks, next_n // 4, square_pending, 0)
+        for j in range(root_count):  # their m and v are new, their parameter old
+            i = root_pending[j]
+            python_root(v[i] / s.bias_correction2, &root)
+            params[i] = params[i] - s.lr_t * (m[i] / s.bias_correction1) / (root + s.eps)
+        done = n - n % 4
+        square_count = prove_squares_from(next_grads, next_squares, square_pending, square_count,
+                                          next_n - next_n % 4, next_n)
+    if done < n:
+        update_in_passes(params + done, grads + done, m + done, v + done, squares + done, n - done, s, shortcut)
+    return square_count
+
+
+cdef void update_in_passes(double* params, double* grads, double* m, double* v,  # IN/OUT (n,)
+                           const double* squares,  # IN (n,): grads ** 2
+                           Py_ssize_t n,  # IN: <= BLOCK
+                           const AdamScalars* s,  # IN
+                           bint shortcut,  # IN
+                           ) noexcept nogil:
+    """update_block in three scalar passes (vectorised with SSE2)."""
     cdef double m_hats[BLOCK]
     cdef double v_hats[BLOCK]
     cdef double roots[BLOCK]
@@ -382,6 +506,40 @@ cdef void update_block(double* params, double* grads, double* m, double* v,  # I
         grads[i] = 0.0
 
 
+cdef inline bint nothing_can_raise(const double[::1] grads, const double[::1] v) noexcept nogil:
+    """No finite gradient beyond OVERFLOW_FREE_MAX (whose square could overflow), no negative v:
+    with scalars_keep_signs, no element of the step can raise."""
+    cdef Py_ssize_t i
+    cdef uint64_t found = 0  # an integer OR: reordered freely, so the loop vectorises
+    for i in range(v.shape[0]):
+        found |= (v[i] < 0.0) | ((fabs(grads[i]) > OVERFLOW_FREE_MAX) & (fabs(grads[i]) < INFINITY))
+    return found == 0
+
+
+cdef void squares_ahead_step(double* params, double* grads, double* m, double* v, double* squares,  # IN/OUT (n,)
+                             Py_ssize_t n, const AdamScalars* s) noexcept nogil:
+    """The step when nothing can raise, in the AVX2 build with the shortcut: each block's
+    g**2 is computed (by cymg_avx2_update) while the block before it is updated."""
+    cdef int32_t square_pending[BLOCK]
+    cdef Py_ssize_t start = 0, size = min(<Py_ssize_t>BLOCK, n), next_size, square_count
+    square_count = prove_squares(grads, squares, square_pending, size)
+    while start < n:
+        settle_squares(grads + start, squares + start, square_pending, square_count)
+        next_size = min(<Py_ssize_t>BLOCK, n - start - size)
+        square_count = update_block(params + start, grads + start, m + start, v + start, squares + start, size,
+                                    s, True, grads + start + size, squares + start + size, next_size, square_pending)
+        start += size
+        size = next_size
+
+
+cdef inline void settle_squares(const double* grads, double* squares, const int32_t* pending,
+                                Py_ssize_t count) noexcept nogil:
+    """squares[i] = grads[i] ** 2.0 by libm (Python's way) for the unproven indices."""
+    cdef Py_ssize_t j
+    for j in range(count):
+        python_square(grads[pending[j]], &squares[pending[j]])  # cannot raise: nothing_can_raise
+
+
 cdef Py_ssize_t adam_kernel(double[::1] params, double[::1] grads, double[::1] m, double[::1] v,
                             double[::1] squares, const AdamScalars* s, bint shortcut,
                             int* status) noexcept nogil:
@@ -389,6 +547,11 @@ cdef Py_ssize_t adam_kernel(double[::1] params, double[::1] grads, double[::1] m
     update Python would raise on (status says why), else -1 after updating them all."""
     cdef Py_ssize_t i, start, n = params.shape[0], libm_calls = 0
     cdef AdamElement unused
+    if n == 0:
+        return -1
+    if HAVE_AVX2_PASSES and shortcut and scalars_keep_signs(s) and nothing_can_raise(grads, v):
+        squares_ahead_step(&params[0], &grads[0], &m[0], &v[0], &squares[0], n, s)
+        return -1
     # Every g**2 first, into the scratch: no state is written yet.
     if (power_kernel(grads, True, shortcut, squares, &libm_calls, status) >= 0
             or any_negative(v) or not scalars_keep_signs(s)):
@@ -400,12 +563,19 @@ cdef Py_ssize_t adam_kernel(double[::1] params, double[::1] grads, double[::1] m
     start = 0
     while start < n:
         update_block(&params[start], &grads[start], &m[start], &v[start], &squares[start],
-                     min(<Py_ssize_t>BLOCK, n - start), s, shortcut)
+                     min(<Py_ssize_t>BLOCK, n - start), s, shortcut, NULL, NULL, 0, NULL)
         start += BLOCK
     return -1
 
 
 # --- Python wrappers ---------------------------------------------------------------------
+# The shortcut's constants as the kernel uses them, for the tests that check its proof.
+SHORTCUT_MARGIN = MARGIN  # t, in ULPs (argument 1)
+SHORTCUT_SQUARE_RANGE = (SQUARE_MIN, SQUARE_MAX)  # |g| where g**2 may be proven (2)
+SHORTCUT_ROOT_RANGE = (ROOT_MIN, ROOT_MAX)  # v_hat where v_hat**0.5 may be proven (3)
+SHORTCUT_ALLOWANCES = (SQUARE_ALLOWANCE, ROOT_ALLOWANCE)  # t 2^-52 and t 2^-51, as doubles
+
+
 cdef inline bint overlap(double[::1] a, double[::1] b) noexcept:
     """Do two non-empty arrays share memory?"""
     return a.shape[0] > 0 and b.shape[0] > 0 and &a[0] < &b[0] + b.shape[0] and &b[0] < &a[0] + a.shape[0]

@@ -1,6 +1,11 @@
 """Type stub for microgpt's compiled Adam step and its pow kernels (csrc/cymicrogpt/_adam.pyx)."""
 import numpy as np
 
+SHORTCUT_MARGIN: float
+SHORTCUT_SQUARE_RANGE: tuple[float, float]
+SHORTCUT_ROOT_RANGE: tuple[float, float]
+SHORTCUT_ALLOWANCES: tuple[float, float]
+
 def adam_step(params: np.ndarray, grads: np.ndarray, m: np.ndarray, v: np.ndarray,
               squares: np.ndarray, *, beta1: float, beta2: float, eps: float,
               one_minus_beta1: float, one_minus_beta2: float, bias_correction1: float,

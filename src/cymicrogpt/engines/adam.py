@@ -7,12 +7,13 @@ here; the decayed learning rate and the bias corrections in schedule.py) are com
 Python, with the reference's expressions, so the kernel receives the very same floats.
 
 The pow shortcut.  microgpt's ``g**2`` and ``v_hat**0.5`` call libm ``pow`` (about 10 ns
-each, two per parameter per step).  Where libm's ``pow`` states a worst-case error of
-0.54 ULP, the kernel proves, input by input, that ``pow`` must return ``g*g`` or
-``sqrt(v_hat)`` and skips the call (about 90% of inputs; the argument is in
-csrc/cymicrogpt/_adam.pyx).  That bound is documented for glibc >= 2.28 (on x86_64 and
-aarch64 it uses that generic pow; 32-bit x86 has its own), so the shortcut is enabled
-only there, detected at run time: a wheel built against an old glibc runs on new ones.
+each, two per parameter per step).  Where libm's ``pow`` comes with its error analysis
+(0.54 ULP at worst, about 0.513 ULP for results between 2^-64 and 2^64), the kernel
+proves, input by input, that ``pow`` must return ``g*g`` or ``sqrt(v_hat)`` and skips the
+call (about 97% of inputs; the argument is in csrc/cymicrogpt/_adam.pyx).  That analysis
+is glibc's >= 2.28 (on x86_64 and aarch64 it uses that generic pow; 32-bit x86 has its
+own), so the shortcut is enabled only there, detected at run time: a wheel built
+against an old glibc runs on new ones.
 musl ships the same pow, but a process cannot ask musl its version, so musl keeps plain
 ``pow``, as do macOS, Windows and every other C library.  The results are the same
 either way; only the speed differs.
@@ -39,7 +40,7 @@ from .. import _adam
 from ..config import ADAM_BETA1, ADAM_BETA2, ADAM_EPS
 from ..schedule import adam_scalars
 
-FIRST_DOCUMENTED_GLIBC = (2, 28)  # glibc's pow from ARM's optimized-routines: <= 0.54 ULP
+FIRST_DOCUMENTED_GLIBC = (2, 28)  # glibc's pow from ARM's optimized-routines, with its error analysis
 GENERIC_POW_MACHINES = ("x86_64", "amd64", "aarch64", "arm64")  # use glibc's dbl-64 e_pow.c
 
 
@@ -63,7 +64,7 @@ def pow_shortcut_allowed(plain_pow: str, libc: Optional[str], machine: str, is_6
         return False, f"plain pow: {libc} predates glibc 2.28's pow"
     if machine.lower() not in GENERIC_POW_MACHINES or not is_64bit:
         return False, f"plain pow: {libc} on {machine} ({'64' if is_64bit else '32'}-bit) may use another pow"
-    return True, f"pow shortcut: {libc} on {machine}, pow within 0.54 ULP"
+    return True, f"pow shortcut: {libc} on {machine}, pow's error analysed (e_pow.c)"
 
 
 POW_SHORTCUT, POW_SHORTCUT_REASON = pow_shortcut_allowed(
@@ -72,7 +73,7 @@ POW_SHORTCUT, POW_SHORTCUT_REASON = pow_shortcut_allowed(
 
 def adam_kernels(no_avx2: str = os.environ.get("CYMICROGPT_NO_AVX2", "")) -> ModuleType:
     """The compiled Adam module to run: its AVX2 build where there is one and the CPU runs
-    it (same source, same bits, about a quarter faster), else the baseline build."""
+    it (same source, same bits, about twice as fast), else the baseline build."""
     if no_avx2 != "1" and _adam.cpu_has_avx2():
         try:
             from .. import _adam_avx2
@@ -89,10 +90,11 @@ class VectorAdam:
     beta1, beta2, eps = ADAM_BETA1, ADAM_BETA2, ADAM_EPS
 
     def __init__(self, arrays: Callable[[], tuple[np.ndarray, np.ndarray]], size: int, lr: float,
-                 shortcut: bool = POW_SHORTCUT) -> None:
+                 shortcut: bool = POW_SHORTCUT, kernels: ModuleType = ADAM_KERNELS) -> None:
         self.arrays = arrays  # returns (params, grads): live views of the engine's storage
         self.lr = lr
         self.shortcut = shortcut  # may the kernel skip libm pow where its result is proven
+        self.kernels = kernels  # the build of cymicrogpt._adam to run (the same bits either way)
         self.m = np.zeros(size)  # first moment buffer
         self.v = np.zeros(size)  # second moment buffer
         self._squares = np.empty(size)  # scratch: the step's g**2
@@ -103,7 +105,7 @@ class VectorAdam:
         params, grads = self.arrays()
         beta1, beta2 = self.beta1, self.beta2
         scalars = adam_scalars(self.lr, step_index, num_steps)
-        ADAM_KERNELS.adam_step(params, grads, self.m, self.v, self._squares, beta1=beta1, beta2=beta2, eps=self.eps,
+        self.kernels.adam_step(params, grads, self.m, self.v, self._squares, beta1=beta1, beta2=beta2, eps=self.eps,
                                one_minus_beta1=1 - beta1, one_minus_beta2=1 - beta2,
                                bias_correction1=scalars.bias_correction1, bias_correction2=scalars.bias_correction2,
                                lr_t=scalars.lr_t, shortcut=self.shortcut)

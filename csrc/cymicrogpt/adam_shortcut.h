@@ -1,0 +1,211 @@
+/* The pow shortcut of the Adam kernel (_adam.pyx): its constants, and its AVX2 passes.
+
+   The constants are the ranges and the margin that _adam.pyx's docstring proves
+   (arguments 1-4 there); the scalar passes in _adam.pyx and the AVX2 passes here both
+   read them.
+
+   The AVX2 passes (compiled only in cymicrogpt._adam_avx2, built with -mavx2) are the
+   four-lane twins of the scalar functions named beside them: the same IEEE operations
+   in the same order on every element (no FMA: -mavx2 does not enable it, and
+   -ffp-contract=off forbids contraction), so both builds decide and compute the same
+   bits.  The elements the proof leaves to libm pow are noted without a branch, one byte
+   per group of four (its bit k set where lane k is not proven); the caller turns the
+   bytes into indices afterwards (cymg_unproven_indices), eight groups per test.  Each
+   pass covers the first n - n % 4 elements; the caller finishes the rest with the scalar
+   pass.  In the baseline build CYMG_AVX2 is 0 and the passes are stubs that are never
+   called. */
+#ifndef CYMICROGPT_ADAM_SHORTCUT_H
+#define CYMICROGPT_ADAM_SHORTCUT_H
+
+#include <stdint.h>
+#include <string.h>
+
+/* |x| range where x*x is proven (2): its square lies in [2^-64, 2^64], where the margin holds. */
+#define CYMG_SQUARE_MIN 0x1p-32
+#define CYMG_SQUARE_MAX 0x1p32
+/* v range where sqrt(v) is proven (3): its root lies in [2^-64, 2^64]. */
+#define CYMG_ROOT_MIN 0x1p-128
+#define CYMG_ROOT_MAX 0x1p128
+/* No finite |g| at most this has a square that overflows (2^1022 < DBL_MAX). */
+#define CYMG_OVERFLOW_FREE_MAX 0x1p511
+#define CYMG_SPLITTER 134217729.0  /* 2^27 + 1: Veltkamp's split into 26 + 27 bits */
+#define CYMG_EXPONENT_BITS 0x7FF0000000000000ULL
+/* The margin t, in ULPs, for results in [2^-64, 2^64) (1): a square's residual may be
+   t * 2^e * 2^-52 for a result in [2^e, 2^(e+1)), a root's residual twice that times s
+   (3).  Both products by a power of two are exact. */
+#define CYMG_MARGIN 0.4868
+#define CYMG_SQUARE_ALLOWANCE (CYMG_MARGIN * 0x1p-52)
+#define CYMG_ROOT_ALLOWANCE (CYMG_MARGIN * 0x1p-51)
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#define CYMG_AVX2 1
+
+/* The byte noting a group's unproven lanes: bit k set where lane k of `proven` is not. */
+static inline uint8_t cymg4_unproven(__m256d proven) {
+    return (uint8_t)(_mm256_movemask_pd(proven) ^ 0xF);
+}
+
+/* Append to pending[count...] the indices 4 j + k of the bits k set in masks[j], j < groups,
+   in order; returns the new count.  Reads eight bytes at a time: eight groups that are all
+   proven cost one test, and each unproven lane one trip through the inner loop (bit b of
+   the eight bytes is lane b % 8 of group j + b / 8). */
+static Py_ssize_t cymg_unproven_indices(const uint8_t* masks, Py_ssize_t groups, int32_t* pending, Py_ssize_t count) {
+    Py_ssize_t j;
+    uint64_t eight;
+    int bit;
+    for (j = 0; j < groups; j += 8) {
+        eight = 0;
+        memcpy(&eight, masks + j, (size_t)(groups - j < 8 ? groups - j : 8));
+        while (eight != 0) {
+            bit = __builtin_ctzll(eight);
+            pending[count++] = (int32_t)(4 * (j + (bit >> 3)) + (bit & 7));
+            eight &= eight - 1;
+        }
+    }
+    return count;
+}
+
+static inline __m256d cymg4_abs(__m256d x) {
+    return _mm256_andnot_pd(_mm256_set1_pd(-0.0), x);
+}
+
+/* power_of_two_below */
+static inline __m256d cymg4_power_of_two_below(__m256d x) {
+    return _mm256_and_pd(x, _mm256_castsi256_pd(_mm256_set1_epi64x((long long)CYMG_EXPONENT_BITS)));
+}
+
+/* residual_of_square */
+static inline __m256d cymg4_residual_of_square(__m256d x, __m256d p) {
+    __m256d split = _mm256_mul_pd(_mm256_set1_pd(CYMG_SPLITTER), x);
+    __m256d hi = _mm256_sub_pd(split, _mm256_sub_pd(split, x));
+    __m256d lo = _mm256_sub_pd(x, hi);
+    __m256d hi_hi = _mm256_sub_pd(_mm256_mul_pd(hi, hi), p);
+    __m256d hi_lo = _mm256_mul_pd(_mm256_set1_pd(2.0), _mm256_mul_pd(hi, lo));
+    return _mm256_add_pd(_mm256_add_pd(hi_hi, hi_lo), _mm256_mul_pd(lo, lo));
+}
+
+/* square_is_proven, for a = |g| and p = a*a: all ones in the lanes where p is proven */
+static inline __m256d cymg4_square_is_proven(__m256d a, __m256d p) {
+    __m256d binade = cymg4_power_of_two_below(p);
+    __m256d in_range = _mm256_and_pd(_mm256_cmp_pd(a, _mm256_set1_pd(CYMG_SQUARE_MIN), _CMP_GE_OQ),
+                                     _mm256_cmp_pd(a, _mm256_set1_pd(CYMG_SQUARE_MAX), _CMP_LE_OQ));
+    __m256d close = _mm256_cmp_pd(cymg4_abs(cymg4_residual_of_square(a, p)),
+                                  _mm256_mul_pd(binade, _mm256_set1_pd(CYMG_SQUARE_ALLOWANCE)), _CMP_LE_OQ);
+    __m256d proven = _mm256_and_pd(_mm256_and_pd(in_range, _mm256_cmp_pd(p, binade, _CMP_NEQ_UQ)), close);
+    return _mm256_or_pd(_mm256_cmp_pd(a, _mm256_setzero_pd(), _CMP_EQ_OQ), proven);
+}
+
+/* root_is_proven, for s = sqrt(v) */
+static inline __m256d cymg4_root_is_proven(__m256d v, __m256d s) {
+    __m256d binade = cymg4_power_of_two_below(s);
+    __m256d hi = _mm256_mul_pd(s, s);
+    __m256d rho = _mm256_sub_pd(_mm256_sub_pd(v, hi), cymg4_residual_of_square(s, hi));
+    __m256d allowed = _mm256_mul_pd(_mm256_mul_pd(binade, _mm256_set1_pd(CYMG_ROOT_ALLOWANCE)), s);
+    __m256d in_range = _mm256_and_pd(_mm256_cmp_pd(v, _mm256_set1_pd(CYMG_ROOT_MIN), _CMP_GE_OQ),
+                                     _mm256_cmp_pd(v, _mm256_set1_pd(CYMG_ROOT_MAX), _CMP_LE_OQ));
+    __m256d close = _mm256_cmp_pd(cymg4_abs(rho), allowed, _CMP_LE_OQ);
+    __m256d proven = _mm256_and_pd(_mm256_and_pd(in_range, _mm256_cmp_pd(s, binade, _CMP_NEQ_UQ)), close);
+    return _mm256_or_pd(_mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_EQ_OQ), proven);
+}
+
+/* prove_squares: out[i] = |x[i]|^2 for i < n - n % 4 (n <= 256); masks[i / 4] notes
+   the unproven lanes. */
+static void cymg_avx2_prove_squares(const double* x, double* out, uint8_t* masks, Py_ssize_t n) {
+    Py_ssize_t i;
+    for (i = 0; i + 4 <= n; i += 4) {
+        __m256d a = cymg4_abs(_mm256_loadu_pd(x + i));
+        __m256d p = _mm256_mul_pd(a, a);
+        _mm256_storeu_pd(out + i, p);
+        masks[i / 4] = cymg4_unproven(cymg4_square_is_proven(a, p));
+    }
+}
+
+/* prove_roots: out[i] = |sqrt(x[i])| for i < n - n % 4 (fabs: Python's (-0.0) ** 0.5 is
+   0.0); masks[i / 4] notes the unproven lanes. */
+static void cymg_avx2_prove_roots(const double* x, double* out, uint8_t* masks, Py_ssize_t n) {
+    Py_ssize_t i;
+    for (i = 0; i + 4 <= n; i += 4) {
+        __m256d v = _mm256_loadu_pd(x + i);
+        __m256d s = _mm256_sqrt_pd(v);
+        _mm256_storeu_pd(out + i, cymg4_abs(s));
+        masks[i / 4] = cymg4_unproven(cymg4_root_is_proven(v, s));
+    }
+}
+
+/* The Adam update of one block, for i < n - n % 4, software-pipelined in three stages so
+   that the divider (three divisions and a square root per element, the step's floor) never
+   waits for the proofs: an iteration runs the moments and the divisions of group i + 8,
+   the root and the step of group i + 4, and the root's proof and the parameter update of
+   group i.  m, v and grads (zeroed) are written for every element; a parameter only where
+   its root v_hat ** 0.5 is proven: the others keep their old value, noted in root_masks
+   (as prove_roots does) for the caller to update with libm's root.  Meanwhile, for
+   j < next_n - next_n % 4 (<= n - n % 4), it squares the next block's gradients as
+   prove_squares does (next_squares, square_masks): work for the other execution units
+   while the divider is busy.  squares[i] must be final. */
+static void cymg_avx2_update(double* params, double* grads, double* m, double* v, const double* squares,
+                             Py_ssize_t n, const double* next_grads, double* next_squares, Py_ssize_t next_n,
+                             uint8_t* square_masks, double beta1, double beta2, double one_minus_beta1,
+                             double one_minus_beta2, double bias_correction1, double bias_correction2, double lr_t,
+                             double eps, uint8_t* root_masks) {
+    const Py_ssize_t n4 = n - n % 4, next_n4 = next_n - next_n % 4;
+    Py_ssize_t i;
+    __m256d m_hat_a = _mm256_setzero_pd(), v_hat_a = _mm256_setzero_pd();  /* stage a's output */
+    __m256d v_hat_b = _mm256_setzero_pd(), s_b = _mm256_setzero_pd(), step_b = _mm256_setzero_pd();  /* stage b's */
+/* stage a: the moments (stored) and m_hat, v_hat of group j */
+#define CYMG_STAGE_A(j) do { \
+        __m256d m_new = _mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(beta1), _mm256_loadu_pd(m + (j))), \
+                                      _mm256_mul_pd(_mm256_set1_pd(one_minus_beta1), _mm256_loadu_pd(grads + (j)))); \
+        __m256d v_new = _mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(beta2), _mm256_loadu_pd(v + (j))), \
+                                      _mm256_mul_pd(_mm256_set1_pd(one_minus_beta2), _mm256_loadu_pd(squares + (j)))); \
+        _mm256_storeu_pd(m + (j), m_new); \
+        _mm256_storeu_pd(v + (j), v_new); \
+        _mm256_storeu_pd(grads + (j), _mm256_setzero_pd()); \
+        m_hat_a = _mm256_div_pd(m_new, _mm256_set1_pd(bias_correction1)); \
+        v_hat_a = _mm256_div_pd(v_new, _mm256_set1_pd(bias_correction2)); \
+    } while (0)
+/* stage b: the root s = sqrt(v_hat) and the step lr_t * m_hat / (|s| + eps) of stage a's group */
+#define CYMG_STAGE_B() do { \
+        v_hat_b = v_hat_a; \
+        s_b = _mm256_sqrt_pd(v_hat_a); \
+        step_b = _mm256_div_pd(_mm256_mul_pd(_mm256_set1_pd(lr_t), m_hat_a), \
+                               _mm256_add_pd(cymg4_abs(s_b), _mm256_set1_pd(eps))); \
+    } while (0)
+    if (n4 > 0) {
+        CYMG_STAGE_A(0);
+        CYMG_STAGE_B();
+    }
+    if (n4 > 4)
+        CYMG_STAGE_A(4);
+    for (i = 0; i < n4; i += 4) {
+        __m256d v_hat = v_hat_b, s = s_b, step = step_b;  /* group i's, from stage b */
+        if (i + 4 < n4)
+            CYMG_STAGE_B();
+        if (i + 8 < n4)
+            CYMG_STAGE_A(i + 8);
+        if (i < next_n4) {
+            __m256d a = cymg4_abs(_mm256_loadu_pd(next_grads + i));
+            __m256d p = _mm256_mul_pd(a, a);
+            _mm256_storeu_pd(next_squares + i, p);
+            square_masks[i / 4] = cymg4_unproven(cymg4_square_is_proven(a, p));
+        }
+        __m256d proven = cymg4_root_is_proven(v_hat, s);
+        __m256d param = _mm256_loadu_pd(params + i);
+        _mm256_storeu_pd(params + i, _mm256_blendv_pd(param, _mm256_sub_pd(param, step), proven));
+        root_masks[i / 4] = cymg4_unproven(proven);
+    }
+#undef CYMG_STAGE_A
+#undef CYMG_STAGE_B
+}
+
+#else  /* the baseline build: no AVX2 passes (never called: CYMG_AVX2 is 0) */
+#define CYMG_AVX2 0
+#define cymg_unproven_indices(masks, groups, pending, count) (count)
+#define cymg_avx2_prove_squares(x, out, masks, n) ((void)0)
+#define cymg_avx2_prove_roots(x, out, masks, n) ((void)0)
+#define cymg_avx2_update(params, grads, m, v, squares, n, next_grads, next_squares, next_n, square_masks, beta1, \
+                         beta2, one_minus_beta1, one_minus_beta2, bias_correction1, bias_correction2, lr_t, eps, \
+                         root_masks) ((void)0)
+#endif
+
+#endif
