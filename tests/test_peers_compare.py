@@ -5,6 +5,7 @@ ports (small Python programs) go through the same build, ladder and table."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -203,6 +204,8 @@ def test_the_driver_builds_what_is_present_and_runs_it_through_the_ladder(tmp_pa
 @pytest.mark.parametrize("argv, message", [
     (["--microgpt", "m.py", "--port", "anton"], "expected KEY=PATH"),
     ([], "--microgpt is required"),
+    (["--microgpt", "m.py", "--clones", "/nonexistent/clones"], "not a directory"),
+    (["--microgpt", "m.py", "--steps", "1"], "--steps must be at least 2"),
 ])
 def test_bad_command_lines_exit_2_before_any_build(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -218,3 +221,62 @@ def test_a_port_that_names_nothing_exits_2(tmp_path, port, message, capsys):
                                "--work", str(tmp_path / "work")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.parametrize("content, message", [('{"format": "other"}', "not a result file of `cymicrogpt bench --json`"),
+                                              ("{", "not JSON")])
+def test_a_table_of_a_file_that_is_not_a_result_is_a_one_line_error(tmp_path, content, message):
+    (tmp_path / "x.json").write_text(content)
+    done = subprocess.run([sys.executable, str(PEERS / "compare_peers.py"), "--table", str(tmp_path / "x.json")],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("compare_peers: error: ") and message in done.stderr
+    assert len(done.stderr.splitlines()) == 1
+
+
+SLOW_PORT = """import os, time
+STEPS = 1000
+open("pid", "w").write(str(os.getpid()))
+for step in range(STEPS):
+    time.sleep(0.5)
+    print(f"step {step + 1} loss 3.0", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_sigterm_to_the_driver_stops_the_ladder_which_writes_what_it_measured(tmp_path):
+    seed = tmp_path / "microgpt.py"
+    seed.write_text(SEED_STANDIN)
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    (clone / "port.py").write_text(SLOW_PORT.replace('"pid"', repr(str(tmp_path / "pid"))))
+    ports = write_ports(tmp_path / "ports.json", {"slow": stand_in("slow-port")})
+    result = tmp_path / "peers.json"
+    driver = subprocess.Popen(
+        [sys.executable, str(PEERS / "compare_peers.py"), "--microgpt", str(seed), "--ports", str(ports),
+         "--port", f"slow={clone}", "--steps", "3", "--work", str(tmp_path / "work"), "--json", str(result),
+         "--out", str(tmp_path / "ladder")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in driver.stderr:  # the ladder's progress goes to stdout; its errors and ours to stderr
+        if "running the ladder" in line:
+            break
+    while not (tmp_path / "pid").exists():  # the slow port is running
+        assert driver.poll() is None
+    driver.terminate()
+    assert driver.wait(timeout=60) == 128 + 15
+    rest = driver.stderr.read()
+    assert "interrupted by SIGTERM" in rest and "Traceback" not in rest
+    data = json.loads(result.read_text())
+    assert data["stopped_by"] == "SIGTERM"
+    slow = next(entry for entry in data["results"] if entry["name"] == "slow-port")
+    assert slow["status"] == "stopped (SIGTERM)" and slow["peer"]["repository"] == "someone/port"
+    assert not running(int((tmp_path / "pid").read_text()))  # the ladder ended the port's process
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie, killed and waiting for init to reap it, is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "\nState:\tZ" in status.read_text())

@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,7 @@ import recipes
 from peers_table import markdown
 
 from cymicrogpt.files import write_atomically
+from cymicrogpt.ladder.results import load as load_results
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_PORTS = HERE / "ports.json"
@@ -68,6 +70,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.table is None and args.microgpt is None:
         parser.error("--microgpt is required (or --table FILE.json)")
+    if args.steps < 2:
+        parser.error("--steps must be at least 2 (a program's time per step is T(N) - T(1) over N - 1)")
+    if args.clones is not None and not args.clones.is_dir():
+        parser.error(f"--clones {args.clones}: not a directory")
     for item in args.port:
         key, sep, path = item.partition("=")
         if not sep or not key or not path:
@@ -142,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.table is not None:
-        print(markdown(json.loads(args.table.read_text(encoding="utf-8")), args.table))
+        print(markdown(load_results(str(args.table)), args.table))
         return 0
     ours, ports = recipes.load(args.ports)
     try:
@@ -162,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{len(chosen)} port(s) found: {', '.join(port.key for port, _ in chosen) or 'none'}; running the ladder")
     before = result.stat().st_mtime_ns if result.is_file() else None
     process = subprocess.Popen(bench_argv(args, programs, out, result))
+    # A SIGTERM to this script is passed on: the ladder stops, ends its programs, writes what it
+    # measured and exits, and so do we after it.  A Ctrl-C reaches the ladder itself (one group).
+    signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signum))
     while True:
         try:
             code = process.wait()
@@ -180,3 +189,6 @@ if __name__ == "__main__":
     except (recipes.RecipeError, OSError, ValueError, subprocess.CalledProcessError) as exc:
         print(f"compare_peers: error: {exc}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:  # while building: the ladder has not started
+        print("compare_peers: interrupted", file=sys.stderr)
+        sys.exit(130)
