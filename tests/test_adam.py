@@ -342,25 +342,54 @@ def test_fast_path_steps_match_reference_adam_at_every_size(kernels, shortcut, s
         pair.assert_identical(f"after step {step}")
 
 
+def scaled_like(rng: np.random.Generator, values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Random signs times |values| * 10^U(low, high): from far below to far above them."""
+    return rng.choice([-1.0, 1.0], values.size) * np.abs(values) * 10.0 ** rng.uniform(low, high, values.size)
+
+
 @BUILDS
 def test_update_pass_roots_match_libm_near_the_margin(kernels):
     """The update pass's own root decisions, isolated: with beta2 = 1, 1 - beta2 = 0 and
     both bias corrections 1, v_hat is v itself and each parameter becomes
-    p - m / (v**0.5 + eps); v set to constructed roots near the margin and the midpoints,
-    and random ones, the shortcut's parameters must be plain pow's, bit for bit."""
+    p - lr_t m / (v**0.5 + eps); v set to constructed roots near the margin and the
+    midpoints (where pow's last bit is in doubt), and random ones; the step's size from
+    far below the parameter's last bit to far above it, so that the outcome sometimes
+    depends on which neighbour pow returns and sometimes not (argument 5).  The
+    shortcut's parameters must be plain pow's, bit for bit."""
     rng = np.random.default_rng(3)
     _, near = check_script().constructed_inputs(rng)
     v = np.concatenate([near, np.abs(rng.standard_normal(20_000)) * 10.0 ** rng.uniform(-30, 5, 20_000)])
-    m = rng.standard_normal(v.size)
+    start = rng.standard_normal(v.size)
+    m = scaled_like(rng, start * np.sqrt(v), -18, 1)  # steps 1e-18..10 times the parameter
     results = []
     for shortcut in (True, False):
-        params, grads, moment, second, squares = np.zeros(v.size), np.zeros(v.size), m.copy(), v.copy(), np.empty(v.size)
-        kernels.adam_step(params, grads, moment, second, squares, beta1=1.0, beta2=1.0, eps=5e-324,
+        params, grads, moment, second, squares = start.copy(), np.zeros(v.size), m.copy(), v.copy(), np.empty(v.size)
+        kernels.adam_step(params, grads, moment, second, squares, beta1=1.0, beta2=1.0, eps=1e-300,
                           one_minus_beta1=0.0, one_minus_beta2=0.0, bias_correction1=1.0, bias_correction2=1.0,
                           lr_t=1.0, shortcut=shortcut)
         assert (bits(second) == bits(v)).all()
         results.append(bits(params).copy())
     assert (results[0] == results[1]).all()
+    assert (results[0] != bits(start)).any() and (results[0] == bits(start)).any()  # both kinds of step occur
+
+
+@BUILDS
+def test_squares_near_midpoints_give_pythons_moments(kernels):
+    """Gradients whose exact square lies within ~2^-49 ULP of a midpoint (pow may return
+    either neighbour), with second moments from far below to far above (1 - beta2) g**2,
+    so that the new v sometimes depends on pow's last bit and sometimes not (argument
+    5): the compiled step's v and parameters are the Python loop's, bit for bit."""
+    rng = np.random.default_rng(5)
+    squares, _ = check_script().constructed_inputs(rng)
+    low, high = _adam.SHORTCUT_SQUARE_RANGE
+    grads = squares[(np.abs(squares) >= low) & (np.abs(squares) <= high)][:3000]
+    pair = Pair(grads.size, True, seed=9, kernels=kernels)
+    v = np.abs(scaled_like(rng, 0.01 * grads * grads, -4, 20))
+    pair.reference.set_moments([0.0] * grads.size, v.tolist())
+    pair.fast.set_moments(np.zeros(grads.size), v)
+    pair.set_gradients(grads.tolist())
+    pair.step(7, 100)
+    pair.assert_identical("after a step on near-midpoint squares")
 
 
 # --- input validation ----------------------------------------------------------------------

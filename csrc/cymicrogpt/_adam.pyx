@@ -122,6 +122,17 @@ E(0) = 0.51103, E(20) = 0.51167, E(64) = 0.51306; E(1023) = 0.5435 is the source
    is spread evenly over [0, 0.5].  Zero is settled without pow as well: Python's
    (+-0.0) ** 2.0 and (+-0.0) ** 0.5 are 0.0, and so are 0.0 * 0.0 and |sqrt(+-0.0)|.
 
+5. Outcomes that do not depend on pow's last bit (the AVX2 step, for the elements 1-3
+   leave).  In the ranges of 2 and 3, with p (or s) not a power of two, pow returns p or
+   p', p's neighbour on the side of the exact value X (the sign of the exact residual):
+   |X - p| <= u/2, so X is at least u/2 from p' and at least u from every other double
+   (below a p' = 2^e the spacing halves, but the next double is u/2 + |X - p'| >= u
+   away), while |R - X| <= E(e) u < u.  The step stores g**2 only through the new
+   v = beta2 * v + (1 - beta2) * g**2, and v_hat**0.5 only through the new parameter
+   p - lr_t * m_hat / (v_hat**0.5 + eps): where that comes out the same, bit for bit, for
+   both candidates, it is what Python computes whichever pow returns, and pow is not
+   called (`square_settles_v`, `root_settles_param`).
+
 The shortcut is only correct where libm's pow carries that analysis; the caller decides
 where (cymicrogpt.engines.adam detects glibc >= 2.28 at run time) and passes `shortcut`.
 benchmarks/check_pow_shortcut.py compares it with libm pow on 10^8 random and
@@ -453,14 +464,15 @@ cdef Py_ssize_t update_block(double* params, double* grads, double* m, double* v
     """The rest of the step for n parameters that cannot raise; returns how many of the
     next block's squares are left to libm (indices in square_pending).  With the shortcut
     in the AVX2 build: one pass over groups of four (cymg_avx2_update, which also squares
-    the next block), then libm for the roots it leaves, and the scalar passes for the last
+    the next block), then libm for the roots it leaves whose outcome depends on pow's
+    result (argument 5), and the scalar passes for the last
     n % 4 elements and the next block's last next_n % 4 squares.  Otherwise (next_n is 0
     there): the scalar passes."""
     cdef int32_t root_pending[BLOCK]
     cdef uint8_t root_masks[BLOCK_GROUPS]
     cdef uint8_t square_masks[BLOCK_GROUPS]
     cdef Py_ssize_t i, j, root_count, square_count = 0, done = 0
-    cdef double root = 0.0  # python_root always sets it here (it cannot fail)
+    cdef double m_hat, v_hat, root = 0.0  # python_root always sets it here (it cannot fail)
     if HAVE_AVX2_PASSES and shortcut:
         avx2_update(params, grads, m, v, squares, n, next_grads, next_squares, next_n, square_masks,
                     s.beta1, s.beta2, s.one_minus_beta1, s.one_minus_beta2, s.bias_correction1,
@@ -469,8 +481,11 @@ cdef Py_ssize_t update_block(double* params, double* grads, double* m, double* v
         square_count = unproven_indices(square_masks, next_n // 4, square_pending, 0)
         for j in range(root_count):  # their m and v are new, their parameter old
             i = root_pending[j]
-            python_root(v[i] / s.bias_correction2, &root)
-            params[i] = params[i] - s.lr_t * (m[i] / s.bias_correction1) / (root + s.eps)
+            v_hat = v[i] / s.bias_correction2
+            m_hat = m[i] / s.bias_correction1
+            if not root_settles_param(params[i], m_hat, v_hat, s, &params[i]):
+                python_root(v_hat, &root)
+                params[i] = params[i] - s.lr_t * m_hat / (root + s.eps)
         done = n - n % 4
         square_count = prove_squares_from(next_grads, next_squares, square_pending, square_count,
                                           next_n - next_n % 4, next_n)
@@ -524,7 +539,7 @@ cdef void squares_ahead_step(double* params, double* grads, double* m, double* v
     cdef Py_ssize_t start = 0, size = min(<Py_ssize_t>BLOCK, n), next_size, square_count
     square_count = prove_squares(grads, squares, square_pending, size)
     while start < n:
-        settle_squares(grads + start, squares + start, square_pending, square_count)
+        settle_squares(grads + start, v + start, squares + start, square_pending, square_count, s)
         next_size = min(<Py_ssize_t>BLOCK, n - start - size)
         square_count = update_block(params + start, grads + start, m + start, v + start, squares + start, size,
                                     s, True, grads + start + size, squares + start + size, next_size, square_pending)
@@ -532,12 +547,66 @@ cdef void squares_ahead_step(double* params, double* grads, double* m, double* v
         size = next_size
 
 
-cdef inline void settle_squares(const double* grads, double* squares, const int32_t* pending,
-                                Py_ssize_t count) noexcept nogil:
-    """squares[i] = grads[i] ** 2.0 by libm (Python's way) for the unproven indices."""
-    cdef Py_ssize_t j
+cdef inline void settle_squares(const double* grads, const double* v, double* squares, const int32_t* pending,
+                                Py_ssize_t count, const AdamScalars* s) noexcept nogil:
+    """squares[i] = grads[i] ** 2.0 for the unproven indices: libm (Python's way), unless
+    the new v (this step's, from the old v[i]) is the same for both results pow may give
+    (argument 5)."""
+    cdef Py_ssize_t i, j
     for j in range(count):
-        python_square(grads[pending[j]], &squares[pending[j]])  # cannot raise: nothing_can_raise
+        i = pending[j]
+        if not square_settles_v(grads[i], v[i], s, &squares[i]):
+            python_square(grads[i], &squares[i])  # cannot raise: nothing_can_raise
+
+
+# --- argument 5: outcomes that do not depend on pow's last bit --------------------------------
+cdef inline double neighbour(double x, bint above) noexcept nogil:
+    """The double next to a positive finite x, above or below it."""
+    cdef uint64_t bits
+    memcpy(&bits, &x, sizeof(double))
+    bits = bits + 1 if above else bits - 1
+    memcpy(&x, &bits, sizeof(double))
+    return x
+
+
+cdef inline bint same_bits(double a, double b) noexcept nogil:
+    cdef uint64_t a_bits, b_bits
+    memcpy(&a_bits, &a, sizeof(double))
+    memcpy(&b_bits, &b, sizeof(double))
+    return a_bits == b_bits
+
+
+cdef inline bint square_settles_v(double g, double v, const AdamScalars* s,
+                                  double* square,  # OUT: |g|*|g|, where True
+                                  ) noexcept nogil:
+    """Is this step's new v = beta2 * v + (1 - beta2) * g**2 the same for both results pow
+    may give for g**2 (argument 5)?"""
+    cdef double a = fabs(g), p = a * a, other
+    if not ((a >= SQUARE_MIN) & (a <= SQUARE_MAX) & (p != power_of_two_below(p))):
+        return False
+    other = neighbour(p, residual_of_square(a, p) > 0.0)  # on the exact square's side of p
+    if not same_bits(s.beta2 * v + s.one_minus_beta2 * p, s.beta2 * v + s.one_minus_beta2 * other):
+        return False
+    square[0] = p
+    return True
+
+
+cdef inline bint root_settles_param(double param, double m_hat, double v_hat, const AdamScalars* s,
+                                    double* updated,  # OUT: the new parameter, where True
+                                    ) noexcept nogil:
+    """Is the new parameter param - lr_t * m_hat / (v_hat**0.5 + eps) the same for both
+    results pow may give for v_hat**0.5 (argument 5)?"""
+    cdef double root = sqrt(v_hat), hi, other, numerator, first
+    if not ((v_hat >= ROOT_MIN) & (v_hat <= ROOT_MAX) & (root != power_of_two_below(root))):
+        return False
+    hi = root * root
+    other = neighbour(root, (v_hat - hi) - residual_of_square(root, hi) > 0.0)  # the exact root's side
+    numerator = s.lr_t * m_hat
+    first = param - numerator / (root + s.eps)
+    if not same_bits(first, param - numerator / (other + s.eps)):
+        return False
+    updated[0] = first
+    return True
 
 
 cdef Py_ssize_t adam_kernel(double[::1] params, double[::1] grads, double[::1] m, double[::1] v,

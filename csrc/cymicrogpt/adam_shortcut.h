@@ -55,8 +55,12 @@ static Py_ssize_t cymg_unproven_indices(const uint8_t* masks, Py_ssize_t groups,
     uint64_t eight;
     int bit;
     for (j = 0; j < groups; j += 8) {
-        eight = 0;
-        memcpy(&eight, masks + j, (size_t)(groups - j < 8 ? groups - j : 8));
+        if (groups - j >= 8) {
+            memcpy(&eight, masks + j, 8);  /* one load */
+        } else {
+            eight = 0;
+            memcpy(&eight, masks + j, (size_t)(groups - j));
+        }
         while (eight != 0) {
             bit = __builtin_ctzll(eight);
             pending[count++] = (int32_t)(4 * (j + (bit >> 3)) + (bit & 7));
