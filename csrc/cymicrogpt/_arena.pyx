@@ -12,7 +12,7 @@ _value.pyx).
 from cython.view cimport array as cells_array
 from libc.stdint cimport int32_t, uint8_t, uint32_t
 
-import os
+from cymicrogpt._kernels cimport axpy
 
 import numpy as np
 
@@ -24,73 +24,6 @@ cdef extern from "Python.h":
     # collection, so no finalizer or gc callback (Python code) runs inside growth.
     int PyGC_Enable()
     int PyGC_Disable()
-
-
-cdef extern from *:
-    """
-    /* y[i] += x[i] * a for i < n: per element one IEEE multiply, then one add, as
-       `child.grad += local_grad * v.grad` (never an FMA: the build has -ffp-contract=off,
-       and these kernels use no FMA instruction).  y and x never overlap: a range of
-       gradients and a range of values.  Written with intrinsics, because the ranges are
-       short (a head, a row: 4 to 64) and a compiler's vectorised loop spends more on
-       alignment and remainder checks than on the work.  Two builds on x86: the baseline's
-       SSE2 (two lanes) and AVX2 (four), which cymg_use_avx2 picks at import where the CPU
-       and OS run it.  Lanes are independent elements: the same bits either way. */
-    #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
-    #include <immintrin.h>
-    #define CYMG_X86 1
-    /* one body, two instruction sets: LANES doubles per vector of type V, through P's ops */
-    #define CYMG_AXPY(V, P, LANES)                                                      \
-        Py_ssize_t i = 0;                                                             \
-        V va = P##_set1_pd(a);                                                        \
-        for (; i + LANES <= n; i += LANES)                                            \
-            P##_storeu_pd(y + i, P##_add_pd(P##_loadu_pd(y + i), P##_mul_pd(P##_loadu_pd(x + i), va))); \
-        for (; i < n; i++) y[i] += x[i] * a;
-    static void cymg_axpy_baseline(double *y, const double *x, double a, Py_ssize_t n) {
-        CYMG_AXPY(__m128d, _mm, 2)
-    }
-    __attribute__((target("avx2")))
-    static void cymg_axpy_avx2(double *y, const double *x, double a, Py_ssize_t n) {
-        CYMG_AXPY(__m256d, _mm256, 4)
-    }
-    #else
-    #define CYMG_X86 0
-    static void cymg_axpy_baseline(double *y, const double *x, double a, Py_ssize_t n) {
-        for (Py_ssize_t i = 0; i < n; i++) y[i] += x[i] * a;
-    }
-    #endif
-    static void (*cymg_axpy)(double *, const double *, double, Py_ssize_t) = cymg_axpy_baseline;
-    static int cymg_use_avx2(int allowed) {  /* returns whether the AVX2 build is in use */
-        cymg_axpy = cymg_axpy_baseline;
-    #if CYMG_X86
-        __builtin_cpu_init();  /* libgcc's check includes the OS's saving of the AVX registers */
-        if (allowed && __builtin_cpu_supports("avx2")) {
-            cymg_axpy = cymg_axpy_avx2;
-            return 1;
-        }
-    #endif
-        return 0;
-    }
-    """
-    void axpy "cymg_axpy"(double* y, const double* x, double a, Py_ssize_t n) noexcept nogil
-    int c_use_avx2 "cymg_use_avx2"(int allowed) noexcept nogil
-
-
-# CYMICROGPT_NO_AVX2=1 keeps the baseline kernels, here as for Adam (engines/adam.py).
-cdef bint avx2_in_use = c_use_avx2(os.environ.get("CYMICROGPT_NO_AVX2", "") != "1")
-
-
-def uses_avx2() -> bool:
-    """Does the backward pass run its AVX2 kernels (the CPU has AVX2, CYMICROGPT_NO_AVX2 unset)?"""
-    return avx2_in_use
-
-
-def use_avx2(bint allowed) -> bool:
-    """Switch the backward's AVX2 kernels on (where the CPU has AVX2) or off: for tests
-    that compare both builds bit for bit.  Returns whether they are on now."""
-    global avx2_in_use
-    avx2_in_use = c_use_avx2(allowed)
-    return avx2_in_use
 
 
 cdef int pause_gc() noexcept:

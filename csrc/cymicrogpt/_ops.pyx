@@ -38,6 +38,7 @@ import numpy as np
 
 from cymicrogpt.config import RMSNORM_EPS
 
+from cymicrogpt._kernels cimport dot_rows
 from cymicrogpt._arena cimport (Arena, MAX_INDEX, LEAF, UNARY, ADD, SUM, DOT, SUM_LIST, DOT_LIST, add_node, add_edge,
                                 cells, pause_gc, resized, resume_gc)
 
@@ -70,43 +71,6 @@ cdef int64_t new_id() noexcept:
 
 
 # --- kernels -------------------------------------------------------------------------------
-cdef void dot_rows(double[::1] data,  # IN: rows of w and x; OUT: data[out + r]
-                   Py_ssize_t w, Py_ssize_t cols, Py_ssize_t x, Py_ssize_t out,
-                   Py_ssize_t rows) noexcept nogil:
-    """data[out + r] = sum_j data[w + r*cols + j] * data[x + j] for r < rows.
-
-    Each row is accumulated left to right from 0.0, as microgpt's sum() (from the int 0)
-    does.  Four rows at a time: four independent chains the CPU overlaps, each still
-    added in its own order.  Pointers and Py_ssize_t offsets, so that the inner loop has
-    no int32 index arithmetic to redo.
-    """
-    cdef const double* xs = &data[x]
-    cdef const double* row
-    cdef Py_ssize_t r = 0, j
-    cdef double acc0, acc1, acc2, acc3, xj
-    while r + 4 <= rows:
-        row = &data[w + r * cols]
-        acc0 = acc1 = acc2 = acc3 = 0.0
-        for j in range(cols):
-            xj = xs[j]
-            acc0 = acc0 + row[j] * xj
-            acc1 = acc1 + row[cols + j] * xj
-            acc2 = acc2 + row[2 * cols + j] * xj
-            acc3 = acc3 + row[3 * cols + j] * xj
-        data[out + r] = acc0
-        data[out + r + 1] = acc1
-        data[out + r + 2] = acc2
-        data[out + r + 3] = acc3
-        r += 4
-    while r < rows:
-        row = &data[w + r * cols]
-        acc0 = 0.0
-        for j in range(cols):
-            acc0 = acc0 + row[j] * xs[j]
-        data[out + r] = acc0
-        r += 1
-
-
 cdef inline Py_ssize_t softmax_size(Py_ssize_t count, bint one) noexcept nogil:
     """Nodes softmax_nodes builds: count shifted, count exps, their total, and a
     total**-1 and a probability for each probability built (one, or all count)."""
@@ -190,7 +154,7 @@ cdef int32_t build_linear(Arena ar, int32_t w, int32_t rows, int32_t cols, int32
     cdef int32_t r, start = <int32_t>ar.n_nodes
     for r in range(rows):
         add_node(ar, DOT, w + r * cols, x, cols, 0.0, 0.0)
-    dot_rows(ar.data, w, cols, x, start, rows)
+    dot_rows(&ar.data[w], cols, &ar.data[x], &ar.data[start], rows)
     return start
 
 
@@ -214,7 +178,7 @@ cdef int32_t build_rmsnorm(Arena ar, int32_t x, int32_t n, double eps) noexcept 
     # len(x)**-1 is an int raised to a negative int: Python computes it with float pow
     cdef double inv_n = pow(<double>n, -1.0), v
     sum_sq = add_node(ar, DOT, x, x, n, 0.0, 0.0)  # sum(xi * xi for xi in x)
-    dot_rows(ar.data, x, n, x, sum_sq, 1)
+    dot_rows(&ar.data[x], n, &ar.data[x], &ar.data[sum_sq], 1)
     v = ar.data[sum_sq]
     ms = add_node(ar, UNARY, sum_sq, 0, 0, v * inv_n, inv_n)  # / len(x)  ==  * len(x)**-1
     v = ar.data[ms]
@@ -246,7 +210,7 @@ cdef int32_t build_attention(Arena ar, int32_t q, int32_t n, int32_t n_head, Py_
         logit_start = <int32_t>ar.n_nodes
         for t in range(T):  # q_h . k_h[t]: (T,), children (q[j], k_t[j]) pairwise
             o = add_node(ar, DOT, q + hs, at[t] + hs, hd, 0.0, 0.0)
-            dot_rows(ar.data, at[t] + hs, hd, q + hs, o, 1)
+            dot_rows(&ar.data[at[t] + hs], hd, &ar.data[q + hs], &ar.data[o], 1)
         scaled_start = <int32_t>ar.n_nodes
         for t in range(T):  # / head_dim**0.5: (T,)
             add_node(ar, UNARY, logit_start + t, 0, 0, ar.data[logit_start + t] * inv_sqrt, inv_sqrt)
