@@ -161,7 +161,7 @@ def test_json_holds_the_whole_result(tmp_path, tiny_data_file, stand_in):
     assert result["data"] == {"path": str(tiny_data_file.resolve()), "documents": len(tiny_data_file.read_text().split()),
                               "sha256": hashlib.sha256(tiny_data_file.read_bytes()).hexdigest()}
     assert result["config"] == {"n_layer": 1, "n_embd": 8, "block_size": 8, "n_head": 2, "steps": STEPS, "ref_steps": 2}
-    assert {"cpu", "cores", "os", "libc", "python", "numpy", "torch", "cymicrogpt", "avx2_kernels"} <= set(result["machine"])
+    assert {"cpu", "cores", "os", "libc", "python", "numpy", "torch", "cymicrogpt", "avx2_kernels", "graph_avx2_kernels"} <= set(result["machine"])
     assert result["baseline"] == "python" and result["stopped_by"] is None
     entries = {entry["name"]: entry for entry in result["results"]}
     assert list(entries) == ["python", "cython", "mine"]

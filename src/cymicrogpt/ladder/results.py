@@ -72,7 +72,8 @@ def _entry(c: dict) -> dict:
 
 def machine() -> dict:
     """What the figures depend on: CPU, cores, OS, C library, Python, NumPy, torch, cymicrogpt
-    and which of its Adam kernels ran."""
+    and which builds of its Adam and graph kernels ran."""
+    from .._kernels import uses_avx2
     from ..engines.adam import ADAM_KERNELS, POW_SHORTCUT_REASON
 
     libc, libc_version = platform.libc_ver()
@@ -81,6 +82,7 @@ def machine() -> dict:
         "os": platform.platform(), "libc": f"{libc} {libc_version}".strip() or None,
         "python": platform.python_version(), "numpy": _version_of("numpy"), "torch": _version_of("torch"),
         "cymicrogpt": __version__, "avx2_kernels": ADAM_KERNELS.__name__.endswith("_avx2"),
+        "graph_avx2_kernels": uses_avx2(),
         "adam_pow": POW_SHORTCUT_REASON, "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 
