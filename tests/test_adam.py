@@ -347,6 +347,25 @@ def scaled_like(rng: np.random.Generator, values: np.ndarray, low: float, high: 
     return rng.choice([-1.0, 1.0], values.size) * np.abs(values) * 10.0 ** rng.uniform(low, high, values.size)
 
 
+@SHORTCUT
+@BUILDS
+def test_fast_path_with_odd_moments_matches_reference_adam(kernels, shortcut):
+    """Restored moments of every kind but negative (nan, inf, subnormal, huge, +-0.0 v;
+    nan and inf m) keep the fast path: the same bits as the Python loop."""
+    size = 1031
+    pair = Pair(size, shortcut, seed=11, kernels=kernels)
+    odd_v = [math.nan, math.inf, 5e-324, 1e-310, 2.0**-129, 2.0**-128, 2.0**128, 1e300, 0.0, -0.0]
+    odd_m = [math.nan, math.inf, -math.inf, 0.0, -0.0, 1e-320]
+    v = [odd_v[i % len(odd_v)] if i % 3 == 0 else abs(pair.rng.gauss(0, 1e-4)) for i in range(size)]
+    m = [odd_m[i % len(odd_m)] if i % 5 == 0 else pair.rng.gauss(0, 1e-3) for i in range(size)]
+    pair.reference.set_moments(m, v)
+    pair.fast.set_moments(m, v)
+    for step in range(3):
+        pair.set_gradients([safe_gradient(pair.rng) for _ in range(size)])
+        pair.step(step + 20, 100)
+        pair.assert_identical(f"after step {step}")
+
+
 @BUILDS
 def test_update_pass_roots_match_libm_near_the_margin(kernels):
     """The update pass's own root decisions, isolated: with beta2 = 1, 1 - beta2 = 0 and
