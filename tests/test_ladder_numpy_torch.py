@@ -165,5 +165,6 @@ def test_torch_missing_is_not_installed(monkeypatch):
     """Without torch, trainer_class('torch') raises NotInstalled (never a bare ImportError)."""
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
     monkeypatch.delitem(sys.modules, "cymicrogpt.ladder.torch_impl", raising=False)
+    monkeypatch.delitem(sys.modules, "cymicrogpt.torch_model", raising=False)  # the rung's model
     with pytest.raises(NotInstalled, match="torch is not installed"):
         trainer_class("torch")

@@ -25,9 +25,14 @@ class MatrixSlot:
         return self.rows * self.cols
 
 
+def layer_prefix(layer: int) -> str:
+    """The name of transformer block `layer` (0-based); its matrices are named "<prefix>.<part>"."""
+    return f"layer{layer}"
+
+
 @functools.cache  # the model asks for every layer's names at every position: one string each
 def layer_name(layer: int, part: str) -> str:
-    return f"layer{layer}.{part}"
+    return f"{layer_prefix(layer)}.{part}"
 
 
 def state_dict_layout(config: GPTConfig, vocab_size: int) -> list[MatrixSlot]:

@@ -26,8 +26,10 @@ from .run_state import RunState
 from .sampling import check_temperature, sample_one
 from .tokenizer import Tokenizer
 
-if TYPE_CHECKING:  # the reference engine trains without NumPy: no import at run time
+if TYPE_CHECKING:  # the reference engine trains without NumPy, and without torch: no import at run time
     import numpy as np
+
+    from .torch_model import MicroGPT
 
 
 class DivergenceError(ValueError):
@@ -218,6 +220,18 @@ class Run(Training):
             self.load_state_dict(tensors)
         except ValueError as exc:
             raise SafetensorsError(f"safetensors file {path}: {exc}") from None
+
+    def to_torch(self, dtype: Any = None, device: Any = None) -> MicroGPT:
+        """This run's model as a ``torch.nn.Module`` (``torch_model.MicroGPT``): microgpt's
+        architecture over whole sequences and batches of documents, in `dtype` (default
+        float64) on `device` (default: the CPU); its parameters are copies of the run's
+        weights, named as in ``state_dict()``, and the run's vocabulary comes with it:
+        ``module.evaluate(docs)`` is ``evaluate(docs)`` to ~1e-16 relative (float64).
+        ``module.numpy_state_dict()`` goes back through ``load_state_dict``.  ImportError,
+        one line saying how to install PyTorch's CPU build, when torch is missing."""
+        from .torch_model import MicroGPT  # torch only here: `import cymicrogpt` never imports it
+
+        return MicroGPT.from_state_dict(self.config, self.tokenizer, self.state_dict(), dtype=dtype, device=device)
 
     def _layout(self) -> list[MatrixSlot]:
         return state_dict_layout(self.config, self.tokenizer.vocab_size)
