@@ -23,7 +23,7 @@ def test_cymicrogpt_never_imports_torch():
         "import cymicrogpt\n"
         "run = cymicrogpt.train(['emma', 'olivia', 'ava'], steps=2)\n"
         "run.sample(2)\n"
-        "import cymicrogpt.cli, cymicrogpt.ladder, cymicrogpt.ladder.bench\n"
+        "import cymicrogpt.cli, cymicrogpt.ladder, cymicrogpt.ladder.bench, cymicrogpt.examples\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))\n"
     )
     assert done.returncode == 0, done.stderr
@@ -45,3 +45,15 @@ def test_to_torch_without_torch_says_how_to_install_it():
     line, = done.stdout.splitlines()  # one line
     assert line.startswith("torch is not installed or does not import") and f"`{CPU_ONLY}`" in line
 
+
+def test_the_example_without_torch_is_one_line():
+    done = python(
+        "import sys, runpy\n"
+        "sys.modules['torch'] = None\n"
+        "sys.argv = ['continue_in_torch', 'run.npz']\n"
+        "runpy.run_module('cymicrogpt.examples.continue_in_torch', run_name='__main__')\n"
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    line, = done.stderr.splitlines()
+    assert line.startswith("continue_in_torch: error: torch is not installed") and CPU_ONLY in line
