@@ -97,8 +97,9 @@ def builds_for_x86_64() -> bool:
 
 # The Adam kernel once more, for CPUs with AVX2: cymicrogpt._adam_avx2, the very same source
 # (copied to build/, renamed) compiled with -mavx2, which engines/adam.py picks at run time
-# where the CPU and OS support AVX2.  The results are the same bits: AVX2 only runs each
-# IEEE operation on four lanes instead of two (-mavx2 does not enable FMA, and
+# where the CPU and OS support AVX2; there csrc/cymicrogpt/adam_shortcut.h adds its AVX2
+# passes.  The results are the same bits: AVX2 only runs each IEEE operation on four lanes
+# instead of two, in the same order per element (-mavx2 does not enable FMA, and
 # -ffp-contract=off forbids contraction anyway); the libm calls are the same functions.
 if builds_for_x86_64() and not DEBUG:
     generated = Path("build/generated/cymicrogpt")
