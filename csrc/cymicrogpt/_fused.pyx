@@ -32,6 +32,12 @@ does every floating-point operation microgpt's graph does, in microgpt's order:
       an attention weight sums its value products from the last to the first.
 Nothing of this depends on the values, only on the shape (the target token decides the
 one lm_head order above).
+
+Speed without reassociating any sum: the vector loops run across independent sums, which
+the compiler vectorises (-O3, no FMA): the forward's matrix-vector products read transposed
+copies of the weights, so that the outputs' sums are the lanes; the backward handles a
+linear layer's output row in one loop that adds to the row's weight gradients and to the
+input's gradient (each input element a lane).
 """
 from libc.math cimport exp, log, pow
 from libc.string cimport memset
@@ -52,17 +58,37 @@ cdef enum:  # column of FusedGPT.layer_off: one block's matrices, in config.LAYE
 
 
 # --- small kernels on raw pointers (nogil) -------------------------------------------------
-cdef inline void matvec(const double* W,  # IN (rows, cols) row-major
-                        const double* x,  # IN (cols,)
-                        double* out,  # OUT (rows,): each sum(W[r, j] * x[j]) from 0, left to right
+cdef extern from *:
+    """
+    typedef double *__restrict__ cymicrogpt_doubles_r;
+    typedef const double *__restrict__ cymicrogpt_const_doubles_r;
+    """
+    ctypedef double* doubles_r "cymicrogpt_doubles_r"  # a pointer no other argument overlaps
+    ctypedef const double* const_doubles_r "cymicrogpt_const_doubles_r"
+
+
+cdef inline void matvec(const_doubles_r WT,  # IN (cols, rows): W transposed
+                        const_doubles_r x,  # IN (cols,)
+                        doubles_r out,  # OUT (rows,): each sum(W[r, j] * x[j]) from 0, left to right
                         Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    """W x with the rows' sums as independent lanes: out[r] takes its terms in microgpt's
+    order (j ascending), and the loop over r, contiguous in W transposed, vectorises."""
     cdef Py_ssize_t r, j
-    cdef double acc
+    cdef double xj
+    memset(out, 0, rows * sizeof(double))
+    for j in range(cols):
+        xj = x[j]
+        for r in range(rows):
+            out[r] = out[r] + WT[j * rows + r] * xj
+
+
+cdef inline void transpose(const double* W,  # IN (rows, cols)
+                           double* WT,  # OUT (cols, rows)
+                           Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    cdef Py_ssize_t r, j
     for r in range(rows):
-        acc = 0.0
         for j in range(cols):
-            acc = acc + W[r * cols + j] * x[j]
-        out[r] = acc
+            WT[j * rows + r] = W[r * cols + j]
 
 
 cdef inline void add_row(double* dx,  # IN/OUT (cols,): dx += W[r] * d
@@ -72,23 +98,30 @@ cdef inline void add_row(double* dx,  # IN/OUT (cols,): dx += W[r] * d
         dx[j] = dx[j] + Wr[j] * d
 
 
-cdef inline void rows_descending(const double* W,  # IN (rows, cols)
+cdef inline void row_backward(doubles_r G_r,  # IN/OUT (cols,): row r of the weights' gradient, += x * d
+                              doubles_r dx,  # IN/OUT (cols,): the input's gradient, += W[r] * d
+                              const_doubles_r W_r,  # IN (cols,): row r of the weights
+                              const_doubles_r x,  # IN (cols,): the input
+                              double d,  # IN: the gradient of output r
+                              Py_ssize_t cols) noexcept nogil:
+    """Output r of a linear layer at one position: its contributions to the weights of row r
+    and to the input (no two of these arrays overlap: __restrict__ spares the overlap checks)."""
+    cdef Py_ssize_t j
+    for j in range(cols):
+        G_r[j] = G_r[j] + x[j] * d
+        dx[j] = dx[j] + W_r[j] * d
+
+
+cdef inline void linear_backward(const double* W,  # IN (rows, cols)
+                                 double* G,  # IN/OUT (rows, cols): += dy x^T
+                                 const double* x,  # IN (cols,)
                                  const double* dy,  # IN (rows,)
                                  double* dx,  # OUT (cols,): sum over r = rows-1 .. 0 of W[r] * dy[r], from 0
                                  Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
     cdef Py_ssize_t r
     memset(dx, 0, cols * sizeof(double))
     for r in range(rows - 1, -1, -1):
-        add_row(dx, W + r * cols, dy[r], cols)
-
-
-cdef inline void outer_add(double* G,  # IN/OUT (rows, cols): G[r, j] += x[j] * dy[r]
-                           const double* dy,  # IN (rows,)
-                           const double* x,  # IN (cols,)
-                           Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
-    cdef Py_ssize_t r
-    for r in range(rows):
-        add_row(G + r * cols, x, dy[r], cols)
+        row_backward(G + r * cols, dx, W + r * cols, x, dy[r], cols)
 
 
 cdef inline void rmsnorm(const double* x,  # IN (n,)
@@ -165,6 +198,9 @@ cdef class FusedGPT:
     cdef double inv_embd, att_scale  # len(x)**-1 in rmsnorm; (head_dim**0.5)**-1
     cdef Py_ssize_t[::1] off  # (N_MODEL_MATRICES,): off[WTE] ... off[LM_HEAD]
     cdef Py_ssize_t[:, ::1] layer_off  # (L, N_LAYER_MATRICES): layer_off[l, WQ] ... layer_off[l, FC2]
+    # The matrices the forward multiplies by, transposed for it (see matvec), refreshed every pass:
+    cdef double[::1] wt  # lm_head, then each layer's six
+    cdef Py_ssize_t[:, ::1] wt_off  # (L + 1, N_LAYER_MATRICES): where layer l's matrices start in wt; [L, 0]: lm_head
     # Activations, flat; T = capacity.  (L + 1, T, E): each layer's input, the last one the top.
     cdef double[::1] emb, x_in  # emb: (T, E), token + position embedding
     cdef double[::1] s0, d0  # (T,): the first rmsnorm's scale and mean + eps
@@ -204,6 +240,14 @@ cdef class FusedGPT:
         for l in range(n_layer):
             check_inside(self.layer_off[l], (E * E, E * E, E * E, E * E, F * E, E * F), n_weights)
         z = np.zeros
+        self.wt_off = np.zeros((n_layer + 1, N_LAYER_MATRICES), dtype=np.intp)
+        sizes = (E * E, E * E, E * E, E * E, F * E, E * F)  # WQ ... FC2
+        start = vocab * E  # after lm_head, at 0
+        for l in range(n_layer):
+            for slot in range(N_LAYER_MATRICES):
+                self.wt_off[l, slot] = start
+                start += sizes[slot]
+        self.wt = z(start)
         self.dx, self.dmid, self.dheads, self.dq = z(E), z(E), z(E), z(E)
         self.dxn, self.dh, self.dlogit = z(max(E, F)), z(F), z(vocab)
         self.capacity = 0
@@ -250,6 +294,20 @@ cdef class FusedGPT:
             raise ValueError(f"math domain error: log of probability {self.lm_p[bad]!r} at position {bad}")
         return loss
 
+    cdef void transpose_weights(self) noexcept nogil:
+        """wt = the matrices the forward multiplies by, transposed (the weights change every step)."""
+        cdef const double* w = &self.arena.data[0]
+        cdef double* wt = &self.wt[0]
+        cdef Py_ssize_t l, slot, E = self.n_embd, F = self.hidden
+        cdef Py_ssize_t rows[N_LAYER_MATRICES]
+        cdef Py_ssize_t cols[N_LAYER_MATRICES]
+        rows[:] = [E, E, E, E, F, E]
+        cols[:] = [E, E, E, E, E, F]
+        transpose(w + self.off[LM_HEAD], wt, self.vocab, E)
+        for l in range(self.n_layer):
+            for slot in range(N_LAYER_MATRICES):
+                transpose(w + self.layer_off[l, slot], wt + self.wt_off[l, slot], rows[slot], cols[slot])
+
     cdef Py_ssize_t forward(self, const Py_ssize_t[::1] tokens, Py_ssize_t n, double* loss) noexcept nogil:
         """The forward pass; loss[0] = the mean loss.  Returns -1, or the first position
         whose target probability is 0.0 (microgpt's math.log raises there)."""
@@ -257,12 +315,18 @@ cdef class FusedGPT:
         cdef Py_ssize_t V = self.vocab, T = self.capacity
         cdef Py_ssize_t t, u, l, h, j, lt, a
         cdef const double* w = &self.arena.data[0]
+        cdef const double* wt = &self.wt[0]
+        cdef const double* qh
+        cdef const double* kh
+        cdef const double* vh
         cdef double* x
         cdef double* xo
         cdef double* ev
         cdef double* aw
+        cdef double* out
         cdef double* logits = &self.scratch[0]  # (T,) scores; (V,) logits use dlogit's room
-        cdef double acc, inv, total = 0.0, loss_sum = 0.0, eps = self.rmsnorm_eps
+        cdef double acc, inv, loss_sum = 0.0, eps = self.rmsnorm_eps
+        self.transpose_weights()
         for t in range(n):
             x = &self.emb[t * E]
             for j in range(E):  # (E,) token + position embedding
@@ -273,41 +337,45 @@ cdef class FusedGPT:
                 x = &self.x_in[lt * E]
                 # attention block: rmsnorm, q k v, causal softmax over positions <= t
                 rmsnorm(x, &self.xn1[lt * E], &self.d1[lt], &self.s1[lt], E, self.inv_embd, eps)
-                matvec(w + self.layer_off[l, WQ], &self.xn1[lt * E], &self.q[lt * E], E, E)
-                matvec(w + self.layer_off[l, WK], &self.xn1[lt * E], &self.k[lt * E], E, E)
-                matvec(w + self.layer_off[l, WV], &self.xn1[lt * E], &self.v[lt * E], E, E)
+                matvec(wt + self.wt_off[l, WQ], &self.xn1[lt * E], &self.q[lt * E], E, E)
+                matvec(wt + self.wt_off[l, WK], &self.xn1[lt * E], &self.k[lt * E], E, E)
+                matvec(wt + self.wt_off[l, WV], &self.xn1[lt * E], &self.v[lt * E], E, E)
                 for h in range(H):
                     a = lt * H + h
                     ev = &self.att_e[a * T]
                     aw = &self.att_w[a * T]
+                    qh = &self.q[lt * E + h * hd]
                     for u in range(t + 1):  # scores (t+1,): q . k_u * (head_dim**0.5)**-1
+                        kh = &self.k[(l * T + u) * E + h * hd]
                         acc = 0.0
-                        for j in range(h * hd, h * hd + hd):
-                            acc = acc + self.q[lt * E + j] * self.k[(l * T + u) * E + j]
+                        for j in range(hd):
+                            acc = acc + qh[j] * kh[j]
                         logits[u] = acc * self.att_scale
                     inv = softmax_forward(logits, ev, &self.att_total[a], t + 1)
                     self.att_inv[a] = inv
+                    out = &self.heads[lt * E + h * hd]  # (hd,): sum over u of weight_u * v_u, u ascending
+                    memset(out, 0, hd * sizeof(double))
                     for u in range(t + 1):
                         aw[u] = ev[u] * inv
-                    for j in range(h * hd, h * hd + hd):  # weighted sum of values (hd,)
-                        acc = 0.0
-                        for u in range(t + 1):
-                            acc = acc + aw[u] * self.v[(l * T + u) * E + j]
-                        self.heads[lt * E + j] = acc
-                matvec(w + self.layer_off[l, WO], &self.heads[lt * E], &self.x_mid[lt * E], E, E)
+                        vh = &self.v[(l * T + u) * E + h * hd]
+                        for j in range(hd):
+                            out[j] = out[j] + aw[u] * vh[j]
+                out = &self.x_mid[lt * E]
+                matvec(wt + self.wt_off[l, WO], &self.heads[lt * E], out, E, E)
                 for j in range(E):
-                    self.x_mid[lt * E + j] = self.x_mid[lt * E + j] + x[j]
+                    out[j] = out[j] + x[j]
                 # MLP block
-                rmsnorm(&self.x_mid[lt * E], &self.xn2[lt * E], &self.d2[lt], &self.s2[lt], E, self.inv_embd, eps)
-                matvec(w + self.layer_off[l, FC1], &self.xn2[lt * E], &self.h1[lt * F], F, E)
+                rmsnorm(out, &self.xn2[lt * E], &self.d2[lt], &self.s2[lt], E, self.inv_embd, eps)
+                x = &self.h1[lt * F]
+                matvec(wt + self.wt_off[l, FC1], &self.xn2[lt * E], x, F, E)
                 for j in range(F):  # max(0, x): NaN gives 0 too
-                    self.relu_out[lt * F + j] = self.h1[lt * F + j] if self.h1[lt * F + j] > 0 else 0.0
+                    self.relu_out[lt * F + j] = x[j] if x[j] > 0 else 0.0
                 xo = &self.x_in[((l + 1) * T + t) * E]
-                matvec(w + self.layer_off[l, FC2], &self.relu_out[lt * F], xo, E, F)
+                matvec(wt + self.wt_off[l, FC2], &self.relu_out[lt * F], xo, E, F)
                 for j in range(E):
-                    xo[j] = xo[j] + self.x_mid[lt * E + j]
+                    xo[j] = xo[j] + out[j]
             # lm_head, softmax, -log p[target]
-            matvec(w + self.off[LM_HEAD], &self.x_in[(L * T + t) * E], &self.dlogit[0], V, E)
+            matvec(wt, &self.x_in[(L * T + t) * E], &self.dlogit[0], V, E)
             inv = softmax_forward(&self.dlogit[0], &self.lm_e[t * V], &self.lm_total[t], V)
             self.lm_inv[t] = inv
             self.lm_p[t] = self.lm_e[t * V + tokens[t + 1]] * inv
@@ -351,27 +419,27 @@ cdef class FusedGPT:
             for i in range(V):  # logit_i's gradient: exp's local grad (e_i) times e_i's
                 dlogit[i] = ev[i] * dtotal
             dlogit[tgt] = ev[tgt] * (self.lm_inv[t] * dp + dtotal)
-            outer_add(g + lm, dlogit, &self.x_in[(L * T + t) * E], V, E)
+            x = &self.x_in[(L * T + t) * E]
             memset(dx, 0, E * sizeof(double))  # rows descending, the target's last
             for r in range(V - 1, -1, -1):
                 if r != tgt:
-                    add_row(dx, w + lm + r * E, dlogit[r], E)
-            add_row(dx, w + lm + tgt * E, dlogit[tgt], E)
+                    row_backward(g + lm + r * E, dx, w + lm + r * E, x, dlogit[r], E)
+            row_backward(g + lm + tgt * E, dx, w + lm + tgt * E, x, dlogit[tgt], E)
             for l in range(L - 1, -1, -1):
                 lt = l * T + t
                 # MLP block: x_out = fc2 relu(fc1 rmsnorm(x_mid)) + x_mid
-                outer_add(g + self.layer_off[l, FC2], dx, &self.relu_out[lt * F], E, F)
-                rows_descending(w + self.layer_off[l, FC2], dx, dh, E, F)
+                linear_backward(w + self.layer_off[l, FC2], g + self.layer_off[l, FC2], &self.relu_out[lt * F],
+                                dx, dh, E, F)
                 for j in range(F):
                     dh[j] = (1.0 if self.h1[lt * F + j] > 0 else 0.0) * dh[j]
-                outer_add(g + self.layer_off[l, FC1], dh, &self.xn2[lt * E], F, E)
-                rows_descending(w + self.layer_off[l, FC1], dh, dxn, F, E)
+                linear_backward(w + self.layer_off[l, FC1], g + self.layer_off[l, FC1], &self.xn2[lt * E],
+                                dh, dxn, F, E)
                 for j in range(E):  # the residual's contribution first
                     dmid[j] = dx[j]
                 rmsnorm_backward(&self.x_mid[lt * E], self.d2[lt], self.s2[lt], dxn, dmid, E, self.inv_embd)
                 # attention block: x_mid = wo heads + x_in
-                outer_add(g + self.layer_off[l, WO], dmid, &self.heads[lt * E], E, E)
-                rows_descending(w + self.layer_off[l, WO], dmid, dheads, E, E)
+                linear_backward(w + self.layer_off[l, WO], g + self.layer_off[l, WO], &self.heads[lt * E],
+                                dmid, dheads, E, E)
                 for h in range(H):
                     a = lt * H + h
                     ev = &self.att_e[a * T]
@@ -390,11 +458,9 @@ cdef class FusedGPT:
                         dtotal = dtotal + local * (ev[u] * da[u])
                     for u in range(t + 1):  # exp, then + (-max), then * scale: the dot's gradient
                         dscore[u] = self.att_scale * (ev[u] * (self.att_inv[a] * da[u] + dtotal))
-                    for j in range(h * hd, h * hd + hd):
-                        acc = 0.0
-                        for u in range(t, -1, -1):
-                            acc = acc + self.k[(l * T + u) * E + j] * dscore[u]
-                        dq[j] = acc
+                    memset(dq + h * hd, 0, hd * sizeof(double))
+                    for u in range(t, -1, -1):
+                        add_row(dq + h * hd, &self.k[(l * T + u) * E + h * hd], dscore[u], hd)
                     for u in range(t + 1):
                         dk = &self.dk[(l * T + u) * E]
                         for j in range(h * hd, h * hd + hd):
@@ -402,11 +468,7 @@ cdef class FusedGPT:
                 # q, k, v of position t: k and v are complete (later positions came first)
                 dk = &self.dk[lt * E]
                 dv = &self.dv[lt * E]
-                x = &self.xn1[lt * E]
-                outer_add(g + self.layer_off[l, WQ], dq, x, E, E)
-                outer_add(g + self.layer_off[l, WK], dk, x, E, E)
-                outer_add(g + self.layer_off[l, WV], dv, x, E, E)
-                self.qkv_input_grad(l, t, dq, dk, dv, dxn)
+                self.qkv_backward(l, t, dq, dk, dv, dxn)
                 for j in range(E):  # the residual's contribution first
                     dx[j] = dmid[j]
                 rmsnorm_backward(&self.x_in[lt * E], self.d1[lt], self.s1[lt], dxn, dx, E, self.inv_embd)
@@ -416,25 +478,31 @@ cdef class FusedGPT:
             add_row(g + self.off[WTE] + tokens[t] * E, dxn, 1.0, E)
             add_row(g + self.off[WPE] + t * E, dxn, 1.0, E)
 
-    cdef void qkv_input_grad(self, Py_ssize_t l, Py_ssize_t t, const double* dq, const double* dk,
-                             const double* dv, double* dxn) noexcept nogil:
-        """dxn = the gradient of rmsnorm(x) that q, k and v read, in the search's order:
-        last head first; per head the v rows, then the k rows, then the q rows, each
-        descending; at position 0 the k and q rows interleaved (k_r, q_r, descending)."""
-        cdef Py_ssize_t E = self.n_embd, hd = self.head_dim, h, r
-        cdef const double* wq = &self.arena.data[0] + self.layer_off[l, WQ]
-        cdef const double* wk = &self.arena.data[0] + self.layer_off[l, WK]
-        cdef const double* wv = &self.arena.data[0] + self.layer_off[l, WV]
+    cdef void qkv_backward(self, Py_ssize_t l, Py_ssize_t t, const double* dq, const double* dk,
+                           const double* dv, double* dxn) noexcept nogil:
+        """q, k and v of position t: the weights' gradients, and dxn = the gradient of the
+        rmsnorm(x) they read, summed in the search's order: last head first; per head the v
+        rows, then the k rows, then the q rows, each descending; at position 0 the k and q
+        rows interleaved (k_r, q_r, descending)."""
+        cdef Py_ssize_t E = self.n_embd, hd = self.head_dim, h, r, row
+        cdef const double* w = &self.arena.data[0]
+        cdef double* g = &self.arena.grad[0]
+        cdef Py_ssize_t wq = self.layer_off[l, WQ], wk = self.layer_off[l, WK], wv = self.layer_off[l, WV]
+        cdef const double* x = &self.xn1[(l * self.capacity + t) * E]
         memset(dxn, 0, E * sizeof(double))
         for h in range(self.n_head - 1, -1, -1):
             for r in range(h * hd + hd - 1, h * hd - 1, -1):
-                add_row(dxn, wv + r * E, dv[r], E)
+                row = r * E
+                row_backward(g + wv + row, dxn, w + wv + row, x, dv[r], E)
             if t > 0:
                 for r in range(h * hd + hd - 1, h * hd - 1, -1):
-                    add_row(dxn, wk + r * E, dk[r], E)
+                    row = r * E
+                    row_backward(g + wk + row, dxn, w + wk + row, x, dk[r], E)
                 for r in range(h * hd + hd - 1, h * hd - 1, -1):
-                    add_row(dxn, wq + r * E, dq[r], E)
+                    row = r * E
+                    row_backward(g + wq + row, dxn, w + wq + row, x, dq[r], E)
             else:
                 for r in range(h * hd + hd - 1, h * hd - 1, -1):
-                    add_row(dxn, wk + r * E, dk[r], E)
-                    add_row(dxn, wq + r * E, dq[r], E)
+                    row = r * E
+                    row_backward(g + wk + row, dxn, w + wk + row, x, dk[r], E)
+                    row_backward(g + wq + row, dxn, w + wq + row, x, dq[r], E)
