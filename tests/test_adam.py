@@ -120,16 +120,17 @@ def test_nan_and_inf_gradients_pass_through_as_python_does(shortcut):
 
 @SHORTCUT
 @pytest.mark.parametrize("huge", [1.35e154, 1e155, -1e200, sys.float_info.max])
-def test_overflowing_square_raises_and_changes_nothing(shortcut, huge):
+@pytest.mark.parametrize("where", [700, 1001])  # in a group of four, in the last n % 4
+def test_overflowing_square_raises_and_changes_nothing(shortcut, huge, where):
     """Python's g**2 raises OverflowError for a finite gradient whose square overflows;
     the compiled step raises it too, before writing anything."""
-    pair = Pair(1000, shortcut, seed=4)
-    pair.set_gradients([pair.rng.gauss(0, 0.1) for _ in range(1000)])
+    pair = Pair(1003, shortcut, seed=4)
+    pair.set_gradients([pair.rng.gauss(0, 0.1) for _ in range(1003)])
     pair.step(0, 10)
-    gradients = [pair.rng.gauss(0, 0.1) for _ in range(1000)]
-    gradients[700] = huge
+    gradients = [pair.rng.gauss(0, 0.1) for _ in range(1003)]
+    gradients[where] = huge
     pair.set_gradients(gradients)
-    pair.assert_step_refused(OverflowError, "parameter 700", 1, 10)
+    pair.assert_step_refused(OverflowError, f"parameter {where}", 1, 10)
     with pytest.raises(OverflowError):
         pair.reference.step(1, 10)
 
@@ -150,6 +151,9 @@ def test_first_error_wins_and_negative_v_hat_is_refused(shortcut):
     pair.fast.set_moments([0.0] * 10, [0.0] * 4 + [-1.0] + [0.0] * 5)
     pair.set_gradients([0.1] * 8 + [1e200, 0.1])
     pair.assert_step_refused(ValueError, "parameter 4.*complex", 0, 10)
+    pair.fast.set_moments([0.0] * 10, [0.0] * 9 + [-1e-300])  # in the last n % 4, not lifted by g**2
+    pair.set_gradients([0.1] * 9 + [0.0])
+    pair.assert_step_refused(ValueError, "parameter 9.*complex", 0, 10)
 
 
 @SHORTCUT
