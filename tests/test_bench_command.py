@@ -24,7 +24,7 @@ from test_save_targets import special_file, unwritable_directory
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and special files")
 
-QUICK = ["--steps", "3", "--ref-steps", "2", "--impl", "cython", *TINY]
+QUICK = ["--steps", "3", "--ref-steps", "2", "--impl", "cython", "--repeats", "1", *TINY]
 
 
 def bench(data: Path, out: Path, *extra) -> subprocess.CompletedProcess:
@@ -160,7 +160,8 @@ def test_a_stop_signal_ends_every_process_and_writes_the_partial_table(tmp_path:
     # steps take well under a second, then the stand-in script prints a step every 50 ms (10 s)
     first, steps = ("python", 20000) if stage == "worker" else ("cython", 200)
     process = start_command("bench", "--data", tiny_data_file, "--out", out, "--steps", steps, "--ref-steps", steps,
-                            "--impl", f"{first},numpy", "--microgpt", script, "--json", tmp_path / "result.json", *TINY,
+                            "--impl", f"{first},numpy", "--microgpt", script, "--json", tmp_path / "result.json",
+                            "--repeats", 1, *TINY,
                             env=env, start_new_session=True)
     try:
         wait_for_line(process.stdout, "python:" if stage == "worker" else "microgpt.py: checking")

@@ -171,26 +171,31 @@ def test_json_holds_the_whole_result(tmp_path, tiny_data_file, stand_in):
     low, high = mine["ms_per_step_range"]
     assert low <= mine["ms_per_step"] <= high and mine["ms_per_sample"] == mine["ms_per_step"]
     assert mine["speedup"] == pytest.approx(python["ms_per_step"] / mine["ms_per_step"])
-    assert entries["cython"]["agreement"] == "identical" and python["ms_per_step_range"] is None
+    assert entries["cython"]["agreement"] == "identical"
+    assert python["ms_per_step_range"] == [python["ms_per_step"]] * 2 and python["rounds"] == mine["rounds"] == 1
     table = (tmp_path / "out" / "ladder.md").read_text()
     assert row(table, "mine")[1] == f"{mine['ms_per_step']:.4f}"  # the table and the file agree
 
 
 def test_two_result_files_compare_rung_by_rung(tmp_path, tiny_data_file, stand_in):
     before = tmp_path / "before.json"
-    assert bench(tiny_data_file, tmp_path / "out", "--program", f"mine={stand_in()}", "--json", before).returncode == 0
+    done = bench(tiny_data_file, tmp_path / "out", "--program", f"mine={stand_in()}", "--json", before, "--repeats", 2)
+    assert done.returncode == 0, done.stderr
     result = json.loads(before.read_text())
-    mine = next(entry for entry in result["results"] if entry["name"] == "mine")
+    entries = {entry["name"]: entry for entry in result["results"]}
+    mine, cython = entries["mine"], entries["cython"]
+    assert mine["rounds"] == cython["rounds"] == 2
     mine["ms_per_step"] *= 3  # outside its own range: a real change
     mine["ms_per_step_range"] = [x * 3 for x in mine["ms_per_step_range"]]
+    cython.update(rounds=1, ms_per_step_range=[cython["ms_per_step"]] * 2)  # as a --repeats 1 run writes it
     after = tmp_path / "after.json"
     after.write_text(json.dumps(result))
     done = run_command("bench", "--compare", before, after)
     assert done.returncode == 0, done.stderr
     assert row(done.stdout, "mine")[3:] == ["3.000", "slower"]
-    assert row(done.stdout, "cython")[-1].startswith("no spread recorded")
+    assert row(done.stdout, "cython")[-1] == "one round, or no range: no spread to tell it from noise"
     same = run_command("bench", "--compare", before, before)
-    assert row(same.stdout, "mine")[3:] == ["1.000", "noise (the ranges overlap)"]
+    assert row(same.stdout, "mine")[3:] == row(same.stdout, "cython")[3:] == ["1.000", "noise (the ranges overlap)"]
 
 
 @pytest.mark.parametrize("target, fragment", [("data", "is the data file"), ("table", "is --out's ladder.md")])

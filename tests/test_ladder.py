@@ -49,7 +49,8 @@ def test_bench_command_writes_the_ladder(tmp_path, capsys):
     data.write_text("anna\nbob\ncarla\ndave\neve\nfrank\n")
     out = tmp_path / "ladder"
     code = main(["bench", "--data", str(data), "--steps", "6", "--ref-steps", "3", "--n-embd", "8",
-                 "--n-head", "2", "--block-size", "8", "--impl", "python,cython,fused,torch", "--out", str(out)])
+                 "--n-head", "2", "--block-size", "8", "--impl", "python,cython,fused,torch", "--repeats", "2",
+                 "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     report = (out / "ladder.md").read_text()
@@ -60,7 +61,7 @@ def test_bench_command_writes_the_ladder(tmp_path, capsys):
     for exact, compared in (("cython", 3), ("fused", 6)):
         row = next(line for line in report.splitlines() if line.startswith(f"| {exact} |"))
         assert f"| 0, identical ({compared} steps) |" in row
-        assert "| in process, median of steps 2-3 |" in row
+        assert "| in process, median of steps 2-3, median of 2 rounds, range " in row
     assert "n_embd=8" in report and "Machine:" in report and "Command:" in report
     try:
         import matplotlib  # noqa: F401

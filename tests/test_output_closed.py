@@ -83,7 +83,7 @@ def test_full_output_device_is_one_line_and_the_run_is_saved(tmp_path: Path, tin
 
 
 # --- bench: its workers print progress to the same stdout ---------------------------------------
-BENCH = ["bench", "--steps", "3", "--ref-steps", "2", "--impl", "cython", *TINY]
+BENCH = ["bench", "--steps", "3", "--ref-steps", "2", "--impl", "cython", "--repeats", "1", *TINY]
 
 
 def ladder_status(ladder_md: Path, impl: str) -> str:

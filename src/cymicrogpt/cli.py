@@ -25,7 +25,8 @@ Exit codes: 0 done, 1 unusable data or checkpoint, divergence or a failed write,
 arguments, 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), 141 output
 closed with nothing to keep.  Errors are one line on stderr, ``cymicrogpt: error: ...``,
 never a traceback.  ``cymicrogpt bench`` runs the efficiency ladder (see ladder/bench.py;
-other programs as rungs: ladder/programs.py);
+other programs as rungs: ladder/programs.py; at several values of one size, --sweep:
+ladder/sweep.py; results as JSON and compared: ladder/results.py);
 ``cymicrogpt download`` prints the path of the default dataset, the names.txt shipped in
 the package (it downloads nothing any more; the name stays for the scripts that call it).
 """
@@ -42,11 +43,13 @@ from typing import NoReturn, Optional, Sequence
 
 from ._version import __version__
 from .engines import BACKENDS, DEFAULT_BACKEND
-from .ladder.bench import (DEFAULT_REF_STEPS, LADDER_CHART, LADDER_PRODUCTS, LADDER_TABLE, compare, format_table,
-                           parse_impls, run_ladder, write_outputs)
+from .ladder.bench import (DEFAULT_REF_STEPS, LADDER_PRODUCTS, LADDER_TABLE, compare, format_table, parse_impls,
+                           run_ladder, write_outputs)
 from .ladder.results import ResultsError, compare_files, load as load_results, results
 from .ladder.programs import (DEFAULT_MIN_TIME_S, DEFAULT_REPEATS, DEFAULT_TIMEOUT_S, FEW, Timing,
                               microgpt_program, parse_program)
+from .ladder.sweep import (SWEEP_PRODUCTS, SWEEPABLE, Sweep, check_programs, format_sweep_table, parse_sweep,
+                           run_sweep, write_sweep_outputs)
 from .checkpoint import CheckpointError
 from .checks import COUNT_MAX, check_lr, int_digits_limit
 from .config import (DEFAULT_LR, DEFAULT_NUM_SAMPLES, DEFAULT_SEED, DEFAULT_STEPS, DEFAULT_TEMPERATURE,
@@ -142,6 +145,13 @@ def positive_float(text: str) -> float:
 def program(text: str):
     try:
         return parse_program(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def sweep(text: str) -> Sweep:
+    try:
+        return parse_sweep(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -262,10 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--microgpt", metavar="PATH", type=path, help="also check and time Karpathy's microgpt.py (this "
                        "file, run unchanged with this Python): short for --program 'microgpt.py=python -u PATH' "
                        "with MG_INPUT, MG_STEPS, MG_SAMPLES=0, MG_LAYER, MG_EMBD set for a variant that reads them")
+    bench.add_argument("--sweep", metavar="PARAM=V1,V2,...", type=sweep, help="measure the ladder at each of these "
+                       f"values of one size ({', '.join(SWEEPABLE)}; it replaces that size's option): a table of "
+                       "ms/step by rung and value, and sweep.png (log-log, a line per rung). A --program follows "
+                       "the sweep through {PARAM} in its COMMAND, and is refused without it")
     bench.add_argument("--baseline", metavar="NAME", help="the rung the speed-ups are relative to (default: "
                        "microgpt.py when it was measured, else the python reference)")
-    bench.add_argument("--repeats", type=positive_int, default=DEFAULT_REPEATS, help="timed rounds per program, "
-                       f"interleaved with the other programs; the median is reported (default: {DEFAULT_REPEATS})")
+    bench.add_argument("--repeats", type=positive_int, default=DEFAULT_REPEATS, help="timed rounds per rung, "
+                       "interleaved with the other rungs (built-in rungs among themselves, programs among "
+                       f"themselves); the median and the range are reported (default: {DEFAULT_REPEATS})")
     bench.add_argument("--min-time", metavar="SECONDS", type=positive_float, default=DEFAULT_MIN_TIME_S,
                        help="a program's timed steps last at least this long, and at least ten of its start-ups "
                        f"(default: {DEFAULT_MIN_TIME_S:g})")
@@ -273,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"one run of a program may take this long, else its row fails (default: "
                        f"{DEFAULT_TIMEOUT_S:g})")
     bench.add_argument("--out", metavar="DIR", type=path, default="ladder", help="where ladder.md and ladder.png "
-                       "go (default: ./ladder)")
+                       "(with --sweep: sweep.png) go (default: ./ladder)")
     bench.add_argument("--json", metavar="FILE", type=path, help="also write the whole result to FILE as JSON: machine, "
                        "data (sha256), config, baseline and one entry per rung (ms_per_step and its range, speedup, "
                        "agreement, digits, first_difference)")
@@ -420,7 +435,7 @@ def new_run(args: argparse.Namespace, save: Optional[Checkpointing]) -> Run:
     values = {name: default if getattr(args, name) is None else getattr(args, name)
               for name, (_, default) in RUN_OPTIONS.items()}
     config = make_config(values)  # checked before any data is read
-    data_path = Path(args.data) if args.data is not None else default_dataset()
+    data_path = data_file(args)
     check_save(save, data_path, args.eval_data)
     docs = load_docs(data_path)
     try:
@@ -429,6 +444,11 @@ def new_run(args: argparse.Namespace, save: Optional[Checkpointing]) -> Run:
     except ValueError as exc:  # a model too large for the vocabulary of this data, a seed too long
         raise UsageError(str(exc)) from None
     return run
+
+
+def data_file(args: argparse.Namespace) -> Path:
+    """--data, or the packaged names.txt."""
+    return Path(args.data) if args.data is not None else default_dataset()
 
 
 def make_config(values: dict) -> GPTConfig:
@@ -598,58 +618,94 @@ def cmd_bench(args: argparse.Namespace, argv: Optional[Sequence[str]], out: Cons
         impls = parse_impls(args.impl)
     except ValueError as exc:
         raise UsageError(f"--impl: {exc}") from None
-    config = make_config(vars(args))
+    sweep: Optional[Sweep] = args.sweep
+    config, configs = bench_configs(args, sweep)
     if args.microgpt is not None and not Path(args.microgpt).is_file():
         raise UsageError(f"--microgpt {args.microgpt}: not a file (the path of microgpt.py)")
     programs = ([microgpt_program(Path(args.microgpt))] if args.microgpt is not None else []) + args.program
     baseline = check_rungs(impls, programs, args.baseline)
+    if sweep is not None:
+        try:
+            check_programs(sweep, programs)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     if programs and args.steps <= FEW:
         raise UsageError(f"--steps must be more than {FEW} with --program or --microgpt (a program's time per step "
                          f"is T(N) - T({FEW}) over N - {FEW})")
-    data_path = Path(args.data) if args.data is not None else default_dataset()
+    data_path = data_file(args)
     inputs = {"the data file": data_path, "the microgpt.py script": args.microgpt}
-    out_dir = check_bench_outputs(args.out, inputs)
+    products = LADDER_PRODUCTS if sweep is None else SWEEP_PRODUCTS
+    out_dir = check_bench_outputs(args.out, inputs, products)
     if args.json is not None:
-        check_json_output(args.json, out_dir, inputs)
+        check_json_output(args.json, out_dir, inputs, products)
     docs = load_docs(data_path)
-    try:  # the model against this data's vocabulary, from the numbers (run_ladder checks it too, late)
-        check_model_size(config, Tokenizer.from_docs(docs).vocab_size)
-    except ValueError as exc:
-        raise UsageError(f"bad model shape for {data_path}: {exc}") from None
+    vocab_size = Tokenizer.from_docs(docs).vocab_size
+    for each in configs:  # the model against this data's vocabulary, from the numbers (run_ladder checks it too, late)
+        try:
+            check_model_size(each, vocab_size)
+        except ValueError as exc:
+            swept = f" at --sweep {sweep.label(getattr(each, sweep.param))}" if sweep is not None else ""
+            raise UsageError(f"bad model shape for {data_path}{swept}: {exc}") from None
     timing = Timing(repeats=args.repeats, min_time=args.min_time, timeout=args.timeout)
+    command = shlex.join([PROG] + list(sys.argv[1:] if argv is None else argv))
+    ladder = {"ref_steps": args.ref_steps, "programs": programs, "timing": timing}
     with stop_on_signals() as stop:  # a stop signal ends the measuring; what was measured is written
-        rows = run_ladder(docs, config, args.steps, impls, ref_steps=args.ref_steps, programs=programs,
-                          timing=timing, out=out, stop=stop)
-        table = compare(rows, baseline)
-        out.print("", format_table(table))
-        command = shlex.join([PROG] + list(sys.argv[1:] if argv is None else argv))
+        if sweep is None:
+            rows = run_ladder(docs, config, args.steps, impls, out=out, stop=stop, **ladder)
+            tables, row_names = [compare(rows, baseline)], [(row, row.impl) for row in rows]
+            out.print("", format_table(tables[0]))
+        else:
+            points = run_sweep(docs, sweep, configs, args.steps, impls, baseline, out, stop, **ladder)
+            tables = [point.table for point in points]
+            row_names = [(row, f"{row.impl} at {sweep.label(point.value)}") for point in points for row in point.rows]
+            out.print("", format_sweep_table(sweep, points))
         stopped = signal_name(stop.signum) if stop.requested else None
         try:
-            notes = write_outputs(out_dir, rows, table, config, command, stopped_by=stopped)
+            if sweep is None:
+                notes = write_outputs(out_dir, rows, tables[0], config, command, stopped_by=stopped)
+            else:
+                notes = write_sweep_outputs(out_dir, sweep, points, config, command, stopped_by=stopped)
         except OSError as exc:
             raise Failure(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
         if args.json is not None:
-            write_json(args.json, results(table, config, data_path, len(docs), args.steps, args.ref_steps, timing,
-                                          command, stopped))
-    wrote = (f"wrote {out_dir / LADDER_TABLE}" + ("" if notes else f" and {out_dir / LADDER_CHART}")
+            write_json(args.json, results(tables, config, data_path, len(docs), args.steps, args.ref_steps, timing,
+                                          command, stopped, sweep=sweep and (sweep.param, sweep.values)))
+    wrote = (f"wrote {out_dir / LADDER_TABLE}" + ("" if notes else f" and {out_dir / products[1]}")
              + (f" and {args.json}" if args.json is not None else ""))
     if stopped is not None:
-        measured = sum(row.status == "ok" for row in rows)
-        print_error(f"{PROG}: interrupted by {stopped} after {measured} of {len(impls) + len(programs)} "
-                    f"implementations; {wrote} (partial)")
+        measured = sum(row.status == "ok" for row, _ in row_names)
+        planned = (len(impls) + len(programs)) * len(configs)
+        print_error(f"{PROG}: interrupted by {stopped} after {measured} of {planned} "
+                    f"{'rungs and values' if sweep else 'implementations'}; {wrote} (partial)")
         return 128 + stop.signum
     out.print(*notes, wrote)
-    failed = [row.impl for row in rows if row.status.startswith("failed")]
+    failed = [name for row, name in row_names if row.status.startswith("failed")]
     if failed:
         print_error(f"{PROG}: error: {len(failed)} rung(s) failed ({', '.join(failed)}; their rows say why); {wrote}")
         return EXIT_FAILURE
     return _output_lost(out, str(out_dir / LADDER_TABLE)) if out.lost is not None else EXIT_OK
 
 
-def check_json_output(path: str, out_dir: Path, inputs: dict) -> None:
+def bench_configs(args: argparse.Namespace, sweep: Optional[Sweep]) -> tuple[GPTConfig, list[GPTConfig]]:
+    """The model of the ladder, and the model at each value of the sweep (that one alone
+    without a sweep; with one, the first value's is the ladder's); UsageError for a shape that
+    makes no model.  The swept size's own option is replaced by the sweep's values."""
+    if sweep is None:
+        config = make_config(vars(args))
+        return config, [config]
+    configs = []
+    for value in sweep.values:
+        try:
+            configs.append(make_config({**vars(args), sweep.param: value}))
+        except UsageError as exc:
+            raise UsageError(f"--sweep {sweep.label(value)}: {exc}") from None
+    return configs[0], configs
+
+
+def check_json_output(path: str, out_dir: Path, inputs: dict, products: Sequence[str]) -> None:
     """--json's target, checked as --out's products are, and none of them (they may not exist yet)."""
     check_output_option("--json", path, inputs)
-    for name in LADDER_PRODUCTS:
+    for name in products:
         if Path(path).resolve() == (out_dir / name).resolve():
             raise UsageError(f"--json {path}: is --out's {name}; give the JSON file another name")
 
@@ -685,7 +741,7 @@ def check_rungs(impls: Sequence[str], programs: Sequence, baseline: Optional[str
     return baseline
 
 
-def check_bench_outputs(out: str, inputs: dict) -> Path:
+def check_bench_outputs(out: str, inputs: dict, products: Sequence[str]) -> Path:
     """--out, made if missing, and each product in it checked as --save's target is (see
     files.check_output), before anything is measured; the folder, resolved."""
     out_dir = Path(out)
@@ -695,6 +751,6 @@ def check_bench_outputs(out: str, inputs: dict) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"--out {out}: cannot create the directory: {exc.strerror or exc}") from None
-    for product in LADDER_PRODUCTS:
+    for product in products:
         check_output_option("--out", str(out_dir / product), inputs)
     return out_dir

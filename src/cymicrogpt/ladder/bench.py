@@ -6,7 +6,9 @@ so its peak memory is its own and a crash or a missing dependency fails only its
 Other programs (`--program NAME=COMMAND`; `--microgpt PATH` for the seed's microgpt.py) are
 rungs too: checked against the exact losses, then timed as whole processes (programs.py).
 
-Per-step wall times (time.perf_counter) exclude the first, warm-up step.  The slow rows
+Per-step wall times (time.perf_counter) exclude the first, warm-up step.  Each implementation
+runs in `repeats` rounds, a fresh worker each, the implementations taking turns; its figure
+is the median over rounds of each round's median, with the rounds' range.  The slow rows
 (the reference) run only the first `ref_steps` documents, so the table has two time columns:
 the median over the shared steps 2..ref_steps, which every built-in row ran on the same
 documents, and the median over all the steps a row ran.  A program's row has its own
@@ -27,6 +29,7 @@ foreground group, stop them only through this process, which then ends them (SIG
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import multiprocessing
 import os
@@ -63,22 +66,30 @@ DIFF_FLOOR = 1e-18  # where the loss chart draws a difference of exactly 0 (log 
 class Row:
     impl: str
     status: str = "ok"  # ok | not installed | skipped: <reason> | failed: <reason>
-    step_times: list[float] = field(default_factory=list)  # seconds, steps 2, 3, ... (warm-up excluded)
+    step_times: list[float] = field(default_factory=list)  # seconds, steps 2, 3, ... (warm-up excluded), round 1
     losses: list[float] = field(default_factory=list)  # steps 1, 2, ...
     peak_rss_mib: Optional[float] = None
     command: Optional[str] = None  # a program's command line (None: a built-in implementation)
     measurement: Optional[Measurement] = None  # a program's check and timing (programs.py)
+    later_rounds: list[list[float]] = field(default_factory=list)  # step_times of rounds 2, 3, ... (--repeats)
+
+    @property
+    def rounds(self) -> list[list[float]]:
+        """Each round's step times (a round: one fresh worker, the same steps)."""
+        return [self.step_times] + self.later_rounds
 
     @property
     def ms_per_step(self) -> Optional[float]:
-        """Median over every timed step this row ran."""
+        """Median over every timed step this row ran, in its first round."""
         return statistics.median(self.step_times) * 1e3 if self.step_times else None
 
-    def ms_over(self, timed_steps: int) -> Optional[float]:
-        """Median over its first `timed_steps` timed steps (steps 2..timed_steps + 1)."""
+    def ms_over(self, timed_steps: int) -> tuple[Optional[float], Optional[tuple[float, float]]]:
+        """(median over rounds of each round's median over its first `timed_steps` timed
+        steps (steps 2..timed_steps + 1), (min, max) over rounds); (None, None) if not measured."""
         if self.status != "ok" or len(self.step_times) < timed_steps or timed_steps <= 0:
-            return None
-        return statistics.median(self.step_times[:timed_steps]) * 1e3
+            return None, None
+        per_round = [statistics.median(times[:timed_steps]) * 1e3 for times in self.rounds]
+        return statistics.median(per_round), (min(per_round), max(per_round))
 
 
 def _measure(impl: str, config: GPTConfig, layout, weights, token_seqs, lr: float, num_steps: int,
@@ -123,11 +134,15 @@ def run_ladder(docs: Sequence[str], config: GPTConfig, steps: int, impls: Sequen
                ref_steps: int = DEFAULT_REF_STEPS, seed: int = DEFAULT_SEED, lr: float = DEFAULT_LR,
                programs: Sequence[Program] = (), timing: Timing = Timing(), out: Optional[Console] = None,
                stop: Optional[StopRequest] = None) -> list[Row]:
-    """One Row per implementation, each measured in a fresh process, then one per program
-    (programs.py: checked against the exact losses of a `steps`-step run, then timed).
+    """One Row per implementation, then one per program (programs.py: checked against the
+    exact losses of a `steps`-step run, then timed).  The implementations run in
+    `timing.repeats` rounds, each round every implementation in turn, each time in a fresh
+    process (interleaved, as the programs' rounds are, so that a change of the machine's load
+    hits them all); a row's time is the median over its rounds, with their range.
     `out`: where this process prints (default: a Console over stdout); the workers print
     their progress to stdout, each through a Console of its own.  `stop`: once it is
-    requested, the measuring ends (see the module docstring) and the rows so far are returned."""
+    requested, the measuring ends (see the module docstring) and the rows so far are returned;
+    a row stopped after its first round keeps the rounds it finished."""
     out = Console() if out is None else out
     stop = StopRequest() if stop is None else stop
     file_order = list(docs)
@@ -135,34 +150,54 @@ def run_ladder(docs: Sequence[str], config: GPTConfig, steps: int, impls: Sequen
     _, tokenizer, layout, weights = initialise(docs, config, seed)  # the same start as train()
     token_seqs = [tokenizer.encode(docs[i % len(docs)]) for i in range(steps)]
     short = min(steps, ref_steps)  # the slow rows' share
-    context = multiprocessing.get_context("spawn")
-    rows = []
-    for impl in impls:
-        if stop.requested:
-            return rows
-        n = short if impl == REFERENCE_BACKEND else steps
-        with _terminal_signals_blocked():  # inherited by the worker: see the module docstring
-            queue = context.Queue()
-            worker = context.Process(target=_measure,
-                                     args=(impl, config, layout, weights, token_seqs[:n], lr, steps, queue))
-            worker.start()
-        try:
-            row = _wait_for_row(worker, queue, stop)
-        finally:  # also when a second signal raises Interrupted here: no worker outlives us
-            if worker.is_alive():
-                worker.terminate()
-            worker.join()
-            queue.close()
-        if row is None:
-            row = Row(impl, status=f"stopped ({signal_name(stop.signum)})" if stop.requested else
-                      f"failed: worker process exited with code {worker.exitcode}")  # e.g. a C-level crash
-        rows.append(row)
+    built_in: dict[str, Row] = {}  # by implementation: its first round, later rounds added
+    for round_no in range(1, timing.repeats + 1):
+        if timing.repeats > 1 and impls:
+            out.print(f"round {round_no} / {timing.repeats}")
+        for impl in impls:
+            if stop.requested:
+                return list(built_in.values())
+            first = built_in.get(impl)
+            if first is not None and first.status != "ok":
+                continue  # failed or not installed in an earlier round
+            n = short if impl == REFERENCE_BACKEND else steps
+            row = _run_worker(impl, config, layout, weights, token_seqs[:n], lr, steps, stop)
+            if first is None:
+                built_in[impl] = row
+            elif row.status == "ok":
+                first.later_rounds.append(row.step_times)
+                first.peak_rss_mib = max(filter(None, (first.peak_rss_mib, row.peak_rss_mib)), default=None)
+            elif not stop.requested:  # a stop ends only the round, not a row already measured
+                first.status = f"{row.status} (in round {round_no})"
+    rows = list(built_in.values())
     if programs and not stop.requested:
         reference = exact_losses(file_order, config, steps, seed, lr)
         measured = measure_programs(programs, file_order, config, steps, reference, num_params(layout), timing,
                                     at_least=short + 1, log=out.print, stopped=lambda: stop.requested)
         rows += [_program_row(program, measurement, stop) for program, measurement in zip(programs, measured)]
     return rows
+
+
+def _run_worker(impl: str, config: GPTConfig, layout, weights, token_seqs, lr: float, num_steps: int,
+                stop: StopRequest) -> Row:
+    """One round of `impl`, measured in a fresh worker process (see _measure)."""
+    context = multiprocessing.get_context("spawn")
+    with _terminal_signals_blocked():  # inherited by the worker: see the module docstring
+        queue = context.Queue()
+        worker = context.Process(target=_measure,
+                                 args=(impl, config, layout, weights, token_seqs, lr, num_steps, queue))
+        worker.start()
+    try:
+        row = _wait_for_row(worker, queue, stop)
+    finally:  # also when a second signal raises Interrupted here: no worker outlives us
+        if worker.is_alive():
+            worker.terminate()
+        worker.join()
+        queue.close()
+    if row is None:
+        row = Row(impl, status=f"stopped ({signal_name(stop.signum)})" if stop.requested else
+                  f"failed: worker process exited with code {worker.exitcode}")  # e.g. a C-level crash
+    return row
 
 
 def exact_losses(docs: Sequence[str], config: GPTConfig, steps: int, seed: int, lr: float) -> list[float]:
@@ -231,6 +266,15 @@ def reference_losses(rows: list[Row]) -> tuple[list[float], Optional[str]]:
     return list(ref.losses), None
 
 
+def stand_in_reference(rows: Sequence[Row]) -> Optional[Row]:
+    """Without a measured python rung (too slow for a large model), the exact backend's row
+    whose losses serve as the reference: float-== to python's by contract (tests/test_parity.py),
+    not checked in this run, as the losses programs are checked against (exact_losses)."""
+    if any(r.impl == REFERENCE_BACKEND and r.status == "ok" for r in rows):
+        return None
+    return next((r for r in rows if r.impl in EXACT and r.status == "ok"), None)
+
+
 def default_baseline(rows: Sequence[Row]) -> Optional[str]:
     """The rung speed-ups are relative to, by default: microgpt.py when it was measured (as in
     the seed's table and every port's), else the reference, else the first rung measured."""
@@ -249,6 +293,9 @@ def compare(rows: list[Row], baseline: Optional[str] = None) -> list[dict]:
     shared = min(timed, default=0)  # timed steps every built-in row ran: steps 2..shared + 1
     reference, continued_by = reference_losses(rows)
     ref_steps = next((len(r.losses) for r in rows if r.impl == REFERENCE_BACKEND and r.status == "ok"), 0)
+    stand_in = stand_in_reference(rows)
+    if stand_in is not None:
+        reference = stand_in.losses
     table = []
     for row in rows:
         ms, ms_range = _row_ms(row, shared)
@@ -262,9 +309,10 @@ def compare(rows: list[Row], baseline: Optional[str] = None) -> list[dict]:
             agreement = check_floats(row.losses[:compared], against[:compared]) if compared else None
         table.append({
             "impl": row.impl, "status": row.status, "command": row.command, "shared_steps": shared,
-            "ms": ms, "ms_range": ms_range, "how": _how_timed(row, shared),
+            "ms": ms, "ms_range": ms_range, "rounds": _rounds(row) if ms is not None else 0,
+            "how": _how_timed(row, shared),
             "ms_all": row.ms_per_step if row.status == "ok" else None, "baseline": baseline,
-            "is_reference": row.impl == REFERENCE_BACKEND,
+            "is_reference": row.impl == REFERENCE_BACKEND or row is stand_in, "stand_in": row is stand_in,
             "agreement": agreement, "loss_diff": loss_diff, "loss_steps": compared,
             "exact": agreement is not None and agreement.verdict == IDENTICAL and agreement.digits >= FULL_DIGITS,
             "rss": row.peak_rss_mib, "steps": len(row.losses),
@@ -276,15 +324,24 @@ def compare(rows: list[Row], baseline: Optional[str] = None) -> list[dict]:
 
 
 def _row_ms(row: Row, shared: int) -> tuple[Optional[float], Optional[tuple[float, float]]]:
-    """The row's ms/step for the speed-ups, and its range where it has one (programs)."""
+    """The row's ms/step for the speed-ups, and its range over rounds."""
     if row.measurement is None:
-        return row.ms_over(shared), None
+        return row.ms_over(shared)
     return row.measurement.summary() if row.status == "ok" else (None, None)
+
+
+def _rounds(row: Row) -> int:
+    return len(row.rounds) if row.measurement is None else len(row.measurement.round_ms)
 
 
 def _how_timed(row: Row, shared: int) -> str:
     if row.measurement is None:
-        return f"in process, median of steps 2-{shared + 1}" if shared else "-"
+        if not shared:
+            return "-"
+        rounds, (_, spread) = len(row.rounds), row.ms_over(shared)
+        return (f"in process, median of steps 2-{shared + 1}"
+                + (f", median of {rounds} rounds, range {spread[0]:.4g} to {spread[1]:.4g}"
+                   if spread is not None and rounds > 1 else ""))
     m = row.measurement
     if not m.round_ms:
         return "-"
@@ -326,7 +383,7 @@ def _loss_cell(c: dict) -> str:
     if c["command"] is not None and c["agreement"] is not None:
         return c["agreement"].describe()
     if c["is_reference"] and c["status"] == "ok":
-        return f"reference ({c['steps']} steps)"
+        return f"reference ({c['steps']} steps)" + (", exact by contract: no python rung" if c["stand_in"] else "")
     if c["loss_diff"] is None:
         return "-"
     if c["loss_diff"] == 0:
@@ -365,28 +422,56 @@ def write_outputs(out_dir: Path, rows: list[Row], table: list[dict], config: GPT
     atomically (files.py).  `stopped_by`: the signal that ended the ladder early, which the
     table's heading then says.  Returns notes."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    notes = []
+    md = [*heading("Efficiency ladder", command, model_line(config), stopped_by), format_table(table), "",
+          *explanations(rows, table)]
+    write_atomically(out_dir / LADDER_TABLE, lambda fh: fh.write("\n".join(md).encode("utf-8")))
+
+    def draw(plt):
+        fig, (ax_speed, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.2))
+        _plot_speed(ax_speed, table)
+        _, continued_by = reference_losses(rows)
+        ref_steps = next((len(r.losses) for r in rows if r.impl == REFERENCE_BACKEND and r.status == "ok"), 0)
+        _plot_loss_diffs(ax_loss, rows, continued_by, ref_steps)
+        fig.suptitle(f"microgpt training: n_layer={config.n_layer}, n_embd={config.n_embd}, "
+                     f"block_size={config.block_size}")
+        return fig
+
+    return save_chart(out_dir / LADDER_CHART, draw)
+
+
+def heading(title: str, command: str, model: str, stopped_by: Optional[str]) -> list[str]:
+    """The first lines of ladder.md: title and date, whether it is partial, command, model, machine."""
+    partial = ([f"**Partial:** stopped by {stopped_by}. A row marked stopped was cut short; the "
+                "implementations not begun by then are missing.", ""] if stopped_by else [])
+    return [f"# {title} ({time.strftime('%Y-%m-%d')})", "", *partial, f"Command: `{command}`", "",
+            f"Model: {model}", "", f"Machine: {environment()}", ""]
+
+
+def model_line(config: GPTConfig, **shown: str) -> str:
+    """"n_layer=1, n_embd=16, ...": the config's sizes, any of them shown otherwise by `shown`."""
+    return ", ".join(f"{name}={value}" for name, value in {**dataclasses.asdict(config), **shown}.items())
+
+
+def explanations(rows: list[Row], table: list[dict]) -> list[str]:
+    """What a ladder table's columns mean, for these rows (lines of markdown)."""
     _, continued_by = reference_losses(rows)
     ref_steps = next((len(r.losses) for r in rows if r.impl == REFERENCE_BACKEND and r.status == "ok"), 0)
     shared = table[0]["shared_steps"] if table else 0
-    partial = ([f"**Partial:** stopped by {stopped_by}. A row marked stopped was cut short; the "
-                "implementations not begun by then are missing.", ""] if stopped_by else [])
-    md = [f"# Efficiency ladder ({time.strftime('%Y-%m-%d')})", "", *partial,
-          f"Command: `{command}`", "",
-          f"Model: n_layer={config.n_layer}, n_embd={config.n_embd}, block_size={config.block_size}, "
-          f"n_head={config.n_head}", "",
-          f"Machine: {environment()}", "", format_table(table), "",
-          f"ms/step: for a built-in row, the median over steps 2-{shared + 1}, which every built-in row ran "
-          "on the same documents (step 1 is a warm-up, not timed), inside its worker process; for a "
+    stand_in = stand_in_reference(rows)
+    md = [f"ms/step: for a built-in row, the median over rounds (--repeats, each round a fresh worker process, "
+          f"the rows taking turns) of the median over steps 2-{shared + 1}, which every built-in row ran on the "
+          "same documents (step 1 is a warm-up, not timed), timed inside the worker; for a "
           "program, the median over rounds of (T(N) - T(1)) / (N - 1), T(k) being the wall time of a whole "
           "run of k steps (start-up, data loading and sampling cancel), N calibrated per program so that "
           "the difference outlasts ten of its start-ups and --min-time, and covers the built-in rows' "
           f"steps (`how timed` gives N, the rounds and their range). {_speedup_note(table)} "
-          "ms/step, all its steps: a built-in row's median over every step it ran (documents differ in "
-          "length, so this can differ from the first column). "
+          "ms/step, all its steps: a built-in row's median over every step it ran in its first round "
+          "(documents differ in length, so this can differ from the first column). "
           "Losses: for a built-in row, the largest |loss - reference loss| over the steps compared"
           + (f" (past step {ref_steps} the reference is {continued_by}'s run, whose losses were "
              f"float-== to python's on all {ref_steps} steps both ran)" if continued_by else "")
+          + (f" (no python rung: the reference is {stand_in.impl}'s run, float-== to python's by contract, as "
+             "the parity tests check, not in this run)" if stand_in else "")
           + "; for a program, its printed losses against the exact ones at the precision it printed: "
           "identical (bit for bit when printed in full, e.g. with repr), agrees to K significant digits, "
           "or differs from step S. Peak RSS: the whole worker process, interpreter and imports included.", ""]
@@ -397,27 +482,26 @@ def write_outputs(out_dir: Path, rows: list[Row], table: list[dict], config: GPT
     programs = [r for r in rows if r.command is not None]
     if programs:
         md += ["Programs:", "", *[f"- {r.impl}: `{r.command}`" for r in programs], ""]
-    text = "\n".join(md).encode("utf-8")
-    write_atomically(out_dir / LADDER_TABLE, lambda fh: fh.write(text))
+    return md
+
+
+def save_chart(path: Path, draw) -> list[str]:
+    """The figure `draw(pyplot)` returns, written to `path` as PNG, atomically; without
+    matplotlib, nothing is drawn and the note returned says so."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        notes.append("matplotlib is not installed (pip install 'cymicrogpt[bench]'): no ladder.png")
-        return notes
-    fig, (ax_speed, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.2))
-    _plot_speed(ax_speed, table)
-    _plot_loss_diffs(ax_loss, rows, continued_by, ref_steps)
-    fig.suptitle(f"microgpt training: n_layer={config.n_layer}, n_embd={config.n_embd}, "
-                 f"block_size={config.block_size}")
-    fig.tight_layout()
+        return [f"matplotlib is not installed (pip install 'cymicrogpt[bench]'): no {path.name}"]
+    fig = draw(plt)
     try:
-        write_atomically(out_dir / LADDER_CHART, lambda fh: fig.savefig(fh, format="png", dpi=110))
+        fig.tight_layout()
+        write_atomically(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
     finally:
         plt.close(fig)
-    return notes
+    return []
 
 
 def _speedup_note(table: list[dict]) -> str:
