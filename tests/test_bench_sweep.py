@@ -1,5 +1,5 @@
-"""`cymicrogpt bench --sweep PARAM=V1,V2,...` (ladder/sweep.py), the built-in rungs' rounds,
-and the exit code of a failed built-in rung (issue 20, item 4 and its leftovers).
+"""`cymicrogpt bench --sweep PARAM=V1,V2,...` (ladder/sweep.py), stopped or not, the built-in
+rungs' rounds, and the exit code of a failed built-in rung (issue 20, item 4 and its leftovers).
 
 The sweeps here are tiny (n_embd 4 and 8, three steps): they check the table, the JSON, the
 chart and --compare, never a time.  The program rung is test_bench_programs' stand-in, fed
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,12 +18,13 @@ from pathlib import Path
 import pytest
 
 import cymicrogpt as mg
-from command import assert_one_error_line, run_command
+from command import assert_one_error_line, run_command, start_command
 from cymicrogpt.cli import main
 from cymicrogpt.config import GPTConfig
 from cymicrogpt.ladder import bench
 from cymicrogpt.ladder.bench import Row, compare
 from cymicrogpt.ladder.sweep import Point, Sweep, draw_chart, format_sweep_table, parse_sweep
+from test_bench_command import wait_for_line
 from test_bench_programs import STAND_IN, row
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="COMMAND is a POSIX shell command line")
@@ -244,3 +246,30 @@ def test_without_the_python_rung_cythons_run_is_the_reference_by_contract():
     assert row(text, "cython")[6] == "reference (3 steps), exact by contract: no python rung"
     assert "no python rung: the reference is cython's run" in " ".join(bench.explanations(
         [Row("cython", step_times=[0.001], losses=losses)], list(cells.values())))
+
+
+@pytest.mark.slow  # ~9 s: cython's 20,000 steps before the stop
+def test_a_stopped_sweep_writes_the_values_measured_so_far(tmp_path, tiny_data_file):
+    out, result_file = tmp_path / "out", tmp_path / "sweep.json"
+    # n_embd 8: cython's 20,000 steps take seconds, then the reference's would take many minutes
+    process = start_command("bench", "--data", tiny_data_file, "--out", out, "--json", result_file,
+                            "--impl", "cython,python", "--steps", 20000, "--ref-steps", 20000, "--repeats", 1,
+                            "--sweep", "n_embd=8,16", *SHAPE, start_new_session=True)
+    try:
+        wait_for_line(process.stdout, "python:", timeout=120)
+        os.killpg(process.pid, signal.SIGTERM)
+        printed, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert err.startswith("cymicrogpt: interrupted by SIGTERM after 1 of 4 rungs and values;") and "(partial)" in err
+    table = (out / "ladder.md").read_text()
+    assert "**Partial:** stopped by SIGTERM" in table
+    sweep_table = table.split("\n\n")[5]  # after the partial note too
+    assert sweep_table.startswith("| rung | n_embd=8 |\n") and row(sweep_table, "python")[1] == "stopped"
+    result = json.loads(result_file.read_text())
+    assert result["stopped_by"] == "SIGTERM" and result["sweep"]["values"] == [8, 16]
+    assert [(e["name"], e["n_embd"], e["status"]) for e in result["results"]] == [
+        ("cython", 8, "ok"), ("python", 8, "stopped (SIGTERM)")]
