@@ -150,8 +150,8 @@ def write_sweep_outputs(out_dir: Path, sweep: Sweep, points: Sequence[Point], ba
     baseline = points[0].table[0]["baseline"] if points and points[0].table else None
     legend = (f"Each cell: the rung's ms per training step at that value (as in the tables below), and in brackets "
               f"its speed-up against {baseline or 'the baseline'} at the same value. Fastest exact: the fastest rung "
-              "whose losses were the reference's bit for bit at that value (without the python rung, cython's run "
-              "is the reference, exact by contract).")
+              "whose losses were the reference's bit for bit at that value (without the python rung, an exact "
+              "backend's run, cython's if measured, is the reference, exact by contract).")
     md = [*heading(f"Sweep of {sweep.param}", command, model, stopped_by), format_sweep_table(sweep, points), "",
           legend, ""]
     for point in points:
