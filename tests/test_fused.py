@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 
+from cymicrogpt import _kernels
 from cymicrogpt._fused import FusedGPT
 from cymicrogpt._ops import GraphOps
 from cymicrogpt.config import GPTConfig
@@ -34,6 +35,23 @@ def test_two_passes_add_up_as_the_references_do(config, tokens):
     for _ in range(2):
         assert fused.forward_backward(config, tokens) == ref.forward_backward(config, tokens)
         assert fused.gradients() == ref.gradients()
+
+
+@pytest.mark.parametrize("avx2", [False, True], ids=["baseline", "avx2"])
+def test_both_kernel_builds_give_the_references_bits(avx2):
+    """The loops' vector kernels (_kernels.pyx) in either build: lanes are independent sums,
+    so the AVX2 build computes the baseline's (and the reference's) bits."""
+    was = _kernels.uses_avx2()
+    try:
+        if _kernels.use_avx2(avx2) != avx2:
+            pytest.skip("this CPU has no AVX2")
+        config = GPTConfig(n_layer=2, n_embd=12, block_size=6, n_head=3)  # odd widths: the kernels' tails
+        ref, fused = engines(config, vocab=7)
+        for tokens in ([6, 0, 1, 2, 3, 4, 5, 6], [6, 3, 6]):
+            assert fused.forward_backward(config, tokens) == ref.forward_backward(config, tokens)
+            assert fused.gradients() == ref.gradients()
+    finally:
+        _kernels.use_avx2(was)
 
 
 def test_one_engine_serves_two_configs_of_the_same_weights():

@@ -33,11 +33,10 @@ does every floating-point operation microgpt's graph does, in microgpt's order:
 Nothing of this depends on the values, only on the shape (the target token decides the
 one lm_head order above).
 
-Speed without reassociating any sum: the vector loops run across independent sums, which
-the compiler vectorises (-O3, no FMA): the forward's matrix-vector products read transposed
-copies of the weights, so that the outputs' sums are the lanes; the backward handles a
-linear layer's output row in one loop that adds to the row's weight gradients and to the
-input's gradient (each input element a lane).
+Speed without reassociating any sum: the vector loops run across independent sums, with
+the graph engine's kernels (_kernels.pyx: SSE2, or AVX2 where the CPU has it, the same
+bits): dot_rows for the forward's matrix-vector products (rows side by side), axpy for
+every gradient row (each element a lane).
 """
 from libc.math cimport exp, log, pow
 from libc.string cimport memset
@@ -45,6 +44,7 @@ from libc.string cimport memset
 import numpy as np
 
 from cymicrogpt._arena cimport Arena
+from cymicrogpt._kernels cimport axpy, dot_rows
 
 
 # Slots of the weight matrices.  Anonymous enums: their members are plain ints, which
@@ -58,58 +58,18 @@ cdef enum:  # column of FusedGPT.layer_off: one block's matrices, in config.LAYE
 
 
 # --- small kernels on raw pointers (nogil) -------------------------------------------------
-cdef extern from *:
-    """
-    typedef double *__restrict__ cymicrogpt_doubles_r;
-    typedef const double *__restrict__ cymicrogpt_const_doubles_r;
-    """
-    ctypedef double* doubles_r "cymicrogpt_doubles_r"  # a pointer no other argument overlaps
-    ctypedef const double* const_doubles_r "cymicrogpt_const_doubles_r"
-
-
-cdef inline void matvec(const_doubles_r WT,  # IN (cols, rows): W transposed
-                        const_doubles_r x,  # IN (cols,)
-                        doubles_r out,  # OUT (rows,): each sum(W[r, j] * x[j]) from 0, left to right
-                        Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
-    """W x with the rows' sums as independent lanes: out[r] takes its terms in microgpt's
-    order (j ascending), and the loop over r, contiguous in W transposed, vectorises."""
-    cdef Py_ssize_t r, j
-    cdef double xj
-    memset(out, 0, rows * sizeof(double))
-    for j in range(cols):
-        xj = x[j]
-        for r in range(rows):
-            out[r] = out[r] + WT[j * rows + r] * xj
-
-
-cdef inline void transpose(const double* W,  # IN (rows, cols)
-                           double* WT,  # OUT (cols, rows)
-                           Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
-    cdef Py_ssize_t r, j
-    for r in range(rows):
-        for j in range(cols):
-            WT[j * rows + r] = W[r * cols + j]
-
-
-cdef inline void add_row(double* dx,  # IN/OUT (cols,): dx += W[r] * d
-                         const double* Wr, double d, Py_ssize_t cols) noexcept nogil:
-    cdef Py_ssize_t j
-    for j in range(cols):
-        dx[j] = dx[j] + Wr[j] * d
-
-
-cdef inline void row_backward(doubles_r G_r,  # IN/OUT (cols,): row r of the weights' gradient, += x * d
-                              doubles_r dx,  # IN/OUT (cols,): the input's gradient, += W[r] * d
-                              const_doubles_r W_r,  # IN (cols,): row r of the weights
-                              const_doubles_r x,  # IN (cols,): the input
+# axpy (y += x * a) and dot_rows (a matrix-vector product, each row's sum from 0.0, left to
+# right) are the graph engine's vector kernels, in their SSE2 or AVX2 build (_kernels.pyx).
+cdef inline void row_backward(double* G_r,  # IN/OUT (cols,): row r of the weights' gradient, += x * d
+                              double* dx,  # IN/OUT (cols,): the input's gradient, += W[r] * d
+                              const double* W_r,  # IN (cols,): row r of the weights
+                              const double* x,  # IN (cols,): the input
                               double d,  # IN: the gradient of output r
                               Py_ssize_t cols) noexcept nogil:
     """Output r of a linear layer at one position: its contributions to the weights of row r
-    and to the input (no two of these arrays overlap: __restrict__ spares the overlap checks)."""
-    cdef Py_ssize_t j
-    for j in range(cols):
-        G_r[j] = G_r[j] + x[j] * d
-        dx[j] = dx[j] + W_r[j] * d
+    and to the input."""
+    axpy(G_r, x, d, cols)
+    axpy(dx, W_r, d, cols)
 
 
 cdef inline void linear_backward(const double* W,  # IN (rows, cols)
@@ -198,9 +158,6 @@ cdef class FusedGPT:
     cdef double inv_embd, att_scale  # len(x)**-1 in rmsnorm; (head_dim**0.5)**-1
     cdef Py_ssize_t[::1] off  # (N_MODEL_MATRICES,): off[WTE] ... off[LM_HEAD]
     cdef Py_ssize_t[:, ::1] layer_off  # (L, N_LAYER_MATRICES): layer_off[l, WQ] ... layer_off[l, FC2]
-    # The matrices the forward multiplies by, transposed for it (see matvec), refreshed every pass:
-    cdef double[::1] wt  # lm_head, then each layer's six
-    cdef Py_ssize_t[:, ::1] wt_off  # (L + 1, N_LAYER_MATRICES): where layer l's matrices start in wt; [L, 0]: lm_head
     # Activations, flat; T = capacity.  (L + 1, T, E): each layer's input, the last one the top.
     cdef double[::1] emb, x_in  # emb: (T, E), token + position embedding
     cdef double[::1] s0, d0  # (T,): the first rmsnorm's scale and mean + eps
@@ -240,14 +197,6 @@ cdef class FusedGPT:
         for l in range(n_layer):
             check_inside(self.layer_off[l], (E * E, E * E, E * E, E * E, F * E, E * F), n_weights)
         z = np.zeros
-        self.wt_off = np.zeros((n_layer + 1, N_LAYER_MATRICES), dtype=np.intp)
-        sizes = (E * E, E * E, E * E, E * E, F * E, E * F)  # WQ ... FC2
-        start = vocab * E  # after lm_head, at 0
-        for l in range(n_layer):
-            for slot in range(N_LAYER_MATRICES):
-                self.wt_off[l, slot] = start
-                start += sizes[slot]
-        self.wt = z(start)
         self.dx, self.dmid, self.dheads, self.dq = z(E), z(E), z(E), z(E)
         self.dxn, self.dh, self.dlogit = z(max(E, F)), z(F), z(vocab)
         self.capacity = 0
@@ -294,20 +243,6 @@ cdef class FusedGPT:
             raise ValueError(f"math domain error: log of probability {self.lm_p[bad]!r} at position {bad}")
         return loss
 
-    cdef void transpose_weights(self) noexcept nogil:
-        """wt = the matrices the forward multiplies by, transposed (the weights change every step)."""
-        cdef const double* w = &self.arena.data[0]
-        cdef double* wt = &self.wt[0]
-        cdef Py_ssize_t l, slot, E = self.n_embd, F = self.hidden
-        cdef Py_ssize_t rows[N_LAYER_MATRICES]
-        cdef Py_ssize_t cols[N_LAYER_MATRICES]
-        rows[:] = [E, E, E, E, F, E]
-        cols[:] = [E, E, E, E, E, F]
-        transpose(w + self.off[LM_HEAD], wt, self.vocab, E)
-        for l in range(self.n_layer):
-            for slot in range(N_LAYER_MATRICES):
-                transpose(w + self.layer_off[l, slot], wt + self.wt_off[l, slot], rows[slot], cols[slot])
-
     cdef Py_ssize_t forward(self, const Py_ssize_t[::1] tokens, Py_ssize_t n, double* loss) noexcept nogil:
         """The forward pass; loss[0] = the mean loss.  Returns -1, or the first position
         whose target probability is 0.0 (microgpt's math.log raises there)."""
@@ -315,10 +250,8 @@ cdef class FusedGPT:
         cdef Py_ssize_t V = self.vocab, T = self.capacity
         cdef Py_ssize_t t, u, l, h, j, lt, a
         cdef const double* w = &self.arena.data[0]
-        cdef const double* wt = &self.wt[0]
         cdef const double* qh
         cdef const double* kh
-        cdef const double* vh
         cdef double* x
         cdef double* xo
         cdef double* ev
@@ -326,7 +259,6 @@ cdef class FusedGPT:
         cdef double* out
         cdef double* logits = &self.scratch[0]  # (T,) scores; (V,) logits use dlogit's room
         cdef double acc, inv, loss_sum = 0.0, eps = self.rmsnorm_eps
-        self.transpose_weights()
         for t in range(n):
             x = &self.emb[t * E]
             for j in range(E):  # (E,) token + position embedding
@@ -337,9 +269,9 @@ cdef class FusedGPT:
                 x = &self.x_in[lt * E]
                 # attention block: rmsnorm, q k v, causal softmax over positions <= t
                 rmsnorm(x, &self.xn1[lt * E], &self.d1[lt], &self.s1[lt], E, self.inv_embd, eps)
-                matvec(wt + self.wt_off[l, WQ], &self.xn1[lt * E], &self.q[lt * E], E, E)
-                matvec(wt + self.wt_off[l, WK], &self.xn1[lt * E], &self.k[lt * E], E, E)
-                matvec(wt + self.wt_off[l, WV], &self.xn1[lt * E], &self.v[lt * E], E, E)
+                dot_rows(w + self.layer_off[l, WQ], E, &self.xn1[lt * E], &self.q[lt * E], E)
+                dot_rows(w + self.layer_off[l, WK], E, &self.xn1[lt * E], &self.k[lt * E], E)
+                dot_rows(w + self.layer_off[l, WV], E, &self.xn1[lt * E], &self.v[lt * E], E)
                 for h in range(H):
                     a = lt * H + h
                     ev = &self.att_e[a * T]
@@ -357,25 +289,23 @@ cdef class FusedGPT:
                     memset(out, 0, hd * sizeof(double))
                     for u in range(t + 1):
                         aw[u] = ev[u] * inv
-                        vh = &self.v[(l * T + u) * E + h * hd]
-                        for j in range(hd):
-                            out[j] = out[j] + aw[u] * vh[j]
+                        axpy(out, &self.v[(l * T + u) * E + h * hd], aw[u], hd)
                 out = &self.x_mid[lt * E]
-                matvec(wt + self.wt_off[l, WO], &self.heads[lt * E], out, E, E)
+                dot_rows(w + self.layer_off[l, WO], E, &self.heads[lt * E], out, E)
                 for j in range(E):
                     out[j] = out[j] + x[j]
                 # MLP block
                 rmsnorm(out, &self.xn2[lt * E], &self.d2[lt], &self.s2[lt], E, self.inv_embd, eps)
                 x = &self.h1[lt * F]
-                matvec(wt + self.wt_off[l, FC1], &self.xn2[lt * E], x, F, E)
+                dot_rows(w + self.layer_off[l, FC1], E, &self.xn2[lt * E], x, F)
                 for j in range(F):  # max(0, x): NaN gives 0 too
                     self.relu_out[lt * F + j] = x[j] if x[j] > 0 else 0.0
                 xo = &self.x_in[((l + 1) * T + t) * E]
-                matvec(wt + self.wt_off[l, FC2], &self.relu_out[lt * F], xo, E, F)
+                dot_rows(w + self.layer_off[l, FC2], F, &self.relu_out[lt * F], xo, E)
                 for j in range(E):
                     xo[j] = xo[j] + out[j]
             # lm_head, softmax, -log p[target]
-            matvec(wt, &self.x_in[(L * T + t) * E], &self.dlogit[0], V, E)
+            dot_rows(w + self.off[LM_HEAD], E, &self.x_in[(L * T + t) * E], &self.dlogit[0], V)
             inv = softmax_forward(&self.dlogit[0], &self.lm_e[t * V], &self.lm_total[t], V)
             self.lm_inv[t] = inv
             self.lm_p[t] = self.lm_e[t * V + tokens[t + 1]] * inv
@@ -450,8 +380,7 @@ cdef class FusedGPT:
                         for j in range(h * hd + hd - 1, h * hd - 1, -1):
                             acc = acc + self.v[(l * T + u) * E + j] * dheads[j]
                         da[u] = acc
-                        for j in range(h * hd, h * hd + hd):
-                            dv[j] = dv[j] + aw[u] * dheads[j]
+                        axpy(dv + h * hd, dheads + h * hd, aw[u], hd)
                     local = -1.0 * pow(self.att_total[a], -2.0)
                     dtotal = 0.0
                     for u in range(t, -1, -1):  # one total**-1 node per weight, the last first
@@ -460,11 +389,9 @@ cdef class FusedGPT:
                         dscore[u] = self.att_scale * (ev[u] * (self.att_inv[a] * da[u] + dtotal))
                     memset(dq + h * hd, 0, hd * sizeof(double))
                     for u in range(t, -1, -1):
-                        add_row(dq + h * hd, &self.k[(l * T + u) * E + h * hd], dscore[u], hd)
+                        axpy(dq + h * hd, &self.k[(l * T + u) * E + h * hd], dscore[u], hd)
                     for u in range(t + 1):
-                        dk = &self.dk[(l * T + u) * E]
-                        for j in range(h * hd, h * hd + hd):
-                            dk[j] = dk[j] + self.q[lt * E + j] * dscore[u]
+                        axpy(&self.dk[(l * T + u) * E + h * hd], &self.q[lt * E + h * hd], dscore[u], hd)
                 # q, k, v of position t: k and v are complete (later positions came first)
                 dk = &self.dk[lt * E]
                 dv = &self.dv[lt * E]
@@ -475,8 +402,8 @@ cdef class FusedGPT:
             # the first rmsnorm (no residual around it), then the embeddings
             memset(dxn, 0, E * sizeof(double))
             rmsnorm_backward(&self.emb[t * E], self.d0[t], self.s0[t], dx, dxn, E, self.inv_embd)
-            add_row(g + self.off[WTE] + tokens[t] * E, dxn, 1.0, E)
-            add_row(g + self.off[WPE] + t * E, dxn, 1.0, E)
+            axpy(g + self.off[WTE] + tokens[t] * E, dxn, 1.0, E)  # 1 * the sum's gradient
+            axpy(g + self.off[WPE] + t * E, dxn, 1.0, E)
 
     cdef void qkv_backward(self, Py_ssize_t l, Py_ssize_t t, const double* dq, const double* dk,
                            const double* dv, double* dxn) noexcept nogil:
