@@ -5,8 +5,8 @@ order), take one warm-up step, then are timed with time.perf_counter over the sa
 following steps; the ratio is over those identical documents.  The compiled backend's
 timing is the best of several repeats (fresh runs) because a step takes well under a
 millisecond.  A breakdown splits the compiled backend's real training step (the one
-`train` takes) into backward, Adam and the rest (graph build, i.e. the forward, and the
-step's checks), timing the engine's backward and the optimizer's step from inside it.
+`train` takes) into the training pass (graph build and backward), Adam and the rest (the
+step's checks), timing the engine's training pass and the optimizer's step from inside it.
 (cymicrogpt.Value has its own benchmark: bench_value.py.)
 
     python benchmarks/bench_engines.py [--data PATH] [--ref-steps 20] [--repeats 5]
@@ -52,18 +52,19 @@ class Stopwatch:
 
 
 def compiled_breakdown(docs, config, steps: int) -> dict:
-    """Seconds per step in backward, in Adam and in the rest, over `steps` real training
-    steps after one warm-up step."""
+    """Seconds per step in the training pass (graph build and backward: one C call once a
+    step is replayed), in Adam and in the rest (the step's checks and bookkeeping), over
+    `steps` real training steps after one warm-up step."""
     run = start_run(list(docs), config=config, steps=steps + 1, backend=DEFAULT_BACKEND)
     run.train(until=1)
-    # The engine's backward and the optimizer's step, timed where the real step calls them.
-    backward = run.engine.backward = Stopwatch(run.engine.backward)
+    # The engine's training pass and the optimizer's step, timed where the real step calls them.
+    training_pass = run.engine.forward_backward = Stopwatch(run.engine.forward_backward)
     adam = run.optimizer.step = Stopwatch(run.optimizer.step)
     start = time.perf_counter()
     run.train()
-    rest = time.perf_counter() - start - backward.seconds - adam.seconds
-    return {"graph build (forward), checks": rest / steps, "backward": backward.seconds / steps,
-            "Adam": adam.seconds / steps}
+    rest = time.perf_counter() - start - training_pass.seconds - adam.seconds
+    return {"build + backward": training_pass.seconds / steps, "Adam": adam.seconds / steps,
+            "checks, bookkeeping": rest / steps}
 
 
 def bench_training(docs, ref_steps_override, repeats: int) -> None:
