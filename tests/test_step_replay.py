@@ -133,3 +133,18 @@ def test_a_traced_token_can_only_index():
     for misuse in (lambda: token == 5, lambda: bool(token), lambda: token + 1, lambda: {token}):
         with pytest.raises(TypeError):
             misuse()
+
+
+def test_documents_truncated_alike_share_one_program():
+    """Every document longer than the block records the same program: one object for
+    all their lengths (the budget is spent once), and the steps stay the model's."""
+    config = CONFIGS[1]  # block_size 4: documents of 6 tokens and more (all of these) are truncated alike
+    engine, plain = engine_for(config), engine_for(config)
+    rng = random.Random(11)
+    docs = [[26] + [rng.randrange(26) for _ in range(length)] + [26] for length in range(4, 30)] * 2
+    for tokens in docs:
+        assert step(engine, lambda: engine.forward_backward(config, tokens)) == \
+            step(plain, lambda: forward_backward(plain, config, tokens))
+    truncated = [program for (_, length), program in engine.programs.items() if length > config.block_size + 1]
+    assert len(truncated) == 26 and all(program is truncated[0] for program in truncated)
+    assert engine.ops.step_replays_done == len(docs) - 26  # every length traced once

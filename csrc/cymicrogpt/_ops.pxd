@@ -52,6 +52,7 @@ cdef class GraphOps:
     cdef int32_t trace_token_limit  # every token must be below this to replay it
     cdef int32_t trace_slots  # 1 + the highest token slot read
     cdef Py_ssize_t trace_scratch  # the largest scratch its ops needed
+    cdef dict programs_by_code  # a program's code and root (bytes) -> the program
     cdef Py_ssize_t program_bytes  # held by all programs: bounded like templates
     cdef Py_ssize_t step_replays  # steps replayed from a program (for tests and benchmarks)
 
@@ -100,7 +101,7 @@ cdef class OrderTemplate:
 # sequence with each operand as (base, slot): the node range starts at base, plus
 # tokens[slot] * size when slot >= 0 (a row of a matrix picked by a token).
 cdef class StepProgram:
-    cdef int32_t[::1] code  # the ops: see GraphOps.replay for the encoding
+    cdef const int32_t[::1] code  # the ops: see run_program for the encoding
     cdef int32_t root  # the loss node
     cdef Py_ssize_t nodes, edges  # the graph's size (after the fixed nodes)
     cdef int32_t n_slots  # tokens read: slots 0 .. n_slots - 1

@@ -315,6 +315,7 @@ cdef class GraphOps:
     def __cinit__(self):
         self.arena = Arena()
         self.templates = {}
+        self.programs_by_code = {}
         self.log, self.prob_nodes = cells(<int32_t>0, 256), cells(<int32_t>0, 16)
         self.scratch = cells(<int32_t>0, 0)
 
@@ -679,19 +680,29 @@ cdef class GraphOps:
         if self.trace is None or self.trace_root < 0:
             self.stop_trace()
             return None
-        cdef StepProgram program = StepProgram.__new__(StepProgram)
-        cdef Py_ssize_t size = sizeof(int32_t) * (len(self.trace) + self.trace_slots)
+        # Steps of different lengths often record the same program (a document truncated
+        # to block_size reads no token past it): one object for them all, so that a corpus of
+        # long documents costs one program, not one per length.
+        self.trace.append(self.trace_root)
+        cdef bytes key = np.array(self.trace, dtype=np.int32).tobytes()  # the code, then the root
+        cdef StepProgram program = self.programs_by_code.get(key)
+        if program is not None:
+            self.stop_trace()
+            return program
+        cdef Py_ssize_t size = len(key) + sizeof(int32_t) * self.trace_slots
         if self.program_bytes + size > PROGRAM_BYTES_PER_NODE * self.arena.node_capacity:
             self.stop_trace()
             return None
         self.program_bytes += size
-        program.code = np.array(self.trace, dtype=np.int32)
+        program = StepProgram.__new__(StepProgram)
+        program.code = np.frombuffer(key, dtype=np.int32)[:-1]  # the key's memory, read-only
         program.root = self.trace_root
         program.nodes, program.edges = self.arena.n_nodes - self.arena.n_fixed, self.arena.n_edges
         program.n_slots, program.token_limit = self.trace_slots, self.trace_token_limit
         program.scratch = self.trace_scratch
         program.tokens = cells(<int32_t>0, self.trace_slots)
         program.template = self.templates.get(self.shape_key(self.trace_root))  # the traced backward's
+        self.programs_by_code[key] = program
         self.stop_trace()
         return program
 
