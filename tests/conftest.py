@@ -31,6 +31,10 @@ NAMES_ENV = "CYMICROGPT_NAMES"
 # happen.  Those tests are about Ctrl-C: give it back to Python's default handler.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+# Likewise SIGHUP for a suite started under `nohup`: the commands would inherit it ignored
+# and keep it so (as they should), and the hang-up tests would see no stop.
+if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 TINY_DOCS = ["emma", "olivia", "ava", "isabella", "sophia", "mia", "zoe", "liam", "noah", "eli"]
 

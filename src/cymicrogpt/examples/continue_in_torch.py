@@ -186,6 +186,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   f"on {device}: {steps} steps, {world_size} process(es) x {args.batch_size} documents", flush=True)
         continue_training(run, module, steps, args.batch_size, rank=rank, world_size=world_size, model=model,
                           log_every=args.log_every)
+        if distributed:
+            # Leave the group together: a process that tears gloo down while its peer still
+            # talks to it can abort ("terminate called without an active exception", seen
+            # once in CI on a loaded machine).
+            dist.barrier()
     finally:
         if distributed:
             dist.destroy_process_group()
