@@ -1,12 +1,13 @@
 """Training speed of the reference and compiled backends, side by side in one run.
 
-For each config both backends start from the same seed (same weights, same document
+For each config the backends start from the same seed (same weights, same document
 order), take one warm-up step, then are timed with time.perf_counter over the same
-following steps; the ratio is over those identical documents.  The compiled backend's
+following steps; the ratio is over those identical documents.  The compiled backends'
 timing is the best of several repeats (fresh runs) because a step takes well under a
-millisecond.  A breakdown splits the compiled backend's real training step (the one
-`train` takes) into the training pass (graph build and backward), Adam and the rest (the
-step's checks), timing the engine's training pass and the optimizer's step from inside it.
+millisecond.  A breakdown splits each compiled backend's real training step (the one
+`train` takes) into parts, timing engine methods and the optimizer's step from inside it:
+the training pass (cython: the graph built or replayed, and its backward; fused: the
+forward and backward loops), Adam and the rest (the step's checks, Python).
 (cymicrogpt.Value has its own benchmark: bench_value.py.)
 
     python benchmarks/bench_engines.py [--data PATH] [--ref-steps 20] [--repeats 5]
@@ -21,6 +22,9 @@ import cymicrogpt as mg
 from cymicrogpt.config import GPTConfig
 from cymicrogpt.engines import DEFAULT_BACKEND, REFERENCE_BACKEND
 from cymicrogpt.training import start_run
+
+# the compiled backends, each with what its training pass is
+COMPILED = {DEFAULT_BACKEND: "forward and backward (graph)", "fused": "forward and backward (loops)"}
 
 CONFIGS = {
     "default (1 layer, n_embd 16, block 16)": (GPTConfig(), 20),
@@ -51,11 +55,10 @@ class Stopwatch:
             self.seconds += time.perf_counter() - start
 
 
-def compiled_breakdown(docs, config, steps: int) -> dict:
-    """Seconds per step in the training pass (graph build and backward: one C call once a
-    step is replayed), in Adam and in the rest (the step's checks and bookkeeping), over
-    `steps` real training steps after one warm-up step."""
-    run = start_run(list(docs), config=config, steps=steps + 1, backend=DEFAULT_BACKEND)
+def compiled_breakdown(docs, config, steps: int, backend: str) -> dict:
+    """Seconds per step in the training pass, in Adam and in the rest, over `steps` real
+    training steps after one warm-up step."""
+    run = start_run(list(docs), config=config, steps=steps + 1, backend=backend)
     run.train(until=1)
     # The engine's training pass and the optimizer's step, timed where the real step calls them.
     training_pass = run.engine.forward_backward = Stopwatch(run.engine.forward_backward)
@@ -63,8 +66,8 @@ def compiled_breakdown(docs, config, steps: int) -> dict:
     start = time.perf_counter()
     run.train()
     rest = time.perf_counter() - start - training_pass.seconds - adam.seconds
-    return {"build + backward": training_pass.seconds / steps, "Adam": adam.seconds / steps,
-            "checks, bookkeeping": rest / steps}
+    return {COMPILED[backend]: training_pass.seconds / steps, "Adam": adam.seconds / steps,
+            "the rest (checks, Python)": rest / steps}
 
 
 def bench_training(docs, ref_steps_override, repeats: int) -> None:
@@ -73,21 +76,20 @@ def bench_training(docs, ref_steps_override, repeats: int) -> None:
         total = ref_steps + 2
         ref = start_run(list(docs), config=config, steps=total, backend=REFERENCE_BACKEND)
         ref_s = time_steps(ref, ref_steps) / ref_steps
-        fast_s = min(
-            time_steps(start_run(list(docs), config=config, steps=total, backend=DEFAULT_BACKEND), ref_steps) / ref_steps
-            for _ in range(repeats)
-        )
-        # a longer compiled run, for a steadier number (docs of every length)
-        long_run = start_run(list(docs), config=config, steps=1000, backend=DEFAULT_BACKEND)
-        long_s = time_steps(long_run, 999) / 999 if config == GPTConfig() else None
         print(f"\n## {label}")
         print(f"python reference : {ref_s * 1e3:10.2f} ms/step  (steps 2..{ref_steps + 1})")
-        print(f"cython backend   : {fast_s * 1e3:10.4f} ms/step  (same steps, best of {repeats})")
-        print(f"speed-up         : {ref_s / fast_s:10.0f}x")
-        if long_s is not None:
-            print(f"cython, steps 2..1000 of a 1000-step run: {long_s * 1e3:.4f} ms/step")
-        for part, seconds in compiled_breakdown(docs, config, 200 if config == GPTConfig() else 20).items():
-            print(f"  {part:30s} {seconds * 1e3:8.4f} ms/step")
+        for backend in COMPILED:
+            fast_s = min(
+                time_steps(start_run(list(docs), config=config, steps=total, backend=backend), ref_steps) / ref_steps
+                for _ in range(repeats)
+            )
+            print(f"{backend + ' backend':17s}: {fast_s * 1e3:10.4f} ms/step  (same steps, best of {repeats}), "
+                  f"{ref_s / fast_s:.0f}x the reference")
+            if config == GPTConfig():  # a longer run, for a steadier number (docs of every length)
+                long_run = start_run(list(docs), config=config, steps=1000, backend=backend)
+                print(f"  {backend}, steps 2..1000 of a 1000-step run: {time_steps(long_run, 999) / 999 * 1e3:.4f} ms/step")
+            for part, seconds in compiled_breakdown(docs, config, 200 if config == GPTConfig() else 20, backend).items():
+                print(f"  {part:30s} {seconds * 1e3:8.4f} ms/step")
 
 
 def main() -> None:

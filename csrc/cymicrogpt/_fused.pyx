@@ -337,8 +337,9 @@ cdef class FusedGPT:
         cdef const double* aw
         cdef double dloss = 1.0 / n  # each position's loss gets (1 / n) * 1
         cdef double dp, dinv, dtotal, local, acc
-        memset(&self.dk[0], 0, L * T * E * sizeof(double))
-        memset(&self.dv[0], 0, L * T * E * sizeof(double))
+        for l in range(L):  # the document's n positions of each layer (the buffers may hold more)
+            memset(&self.dk[l * T * E], 0, n * E * sizeof(double))
+            memset(&self.dv[l * T * E], 0, n * E * sizeof(double))
         for t in range(n - 1, -1, -1):
             # -log p: p's gradient is (1 / p) * (-1 * dloss); p = e[tgt] * total**-1
             tgt = tokens[t + 1]
