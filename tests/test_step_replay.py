@@ -113,6 +113,12 @@ def test_a_trace_that_is_not_one_training_step_gives_no_program():
     assert ops.end_trace() is None
     ops.start_trace(tokens)
     assert ops.end_trace() is None  # nothing ran
+    # another step replayed between the traced step's backward and end_trace (another
+    # thread on this engine): its graph is not the traced one
+    other = engine_for(config)
+    longer = [26, 3, 4, 5, 26]
+    other.forward_backward(config, longer)
+    assert traced_pass(lambda: ops.replay(other.programs[(config, len(longer))], longer)) is None
 
 
 def test_a_token_told_by_a_wrong_slot_ends_the_trace():

@@ -65,6 +65,8 @@ cdef class GraphOps:
     cdef int32_t[::1] scratch_for(self, Py_ssize_t count)
     cdef bytes shape_key(self, int32_t root)
     cdef int backward_cached(self, int32_t root) except -1
+    cdef Py_ssize_t pass_backward(self, int32_t root, OrderTemplate template) noexcept
+    cdef void start_sequence(self, bint record) noexcept
     cdef OrderTemplate new_template(self)
     cdef Vec weight_row(self, str name, Py_ssize_t index, int32_t slot)
     cdef Vec loss_of(self, Vec logits, Py_ssize_t target, int32_t slot)

@@ -374,6 +374,19 @@ cdef class GraphOps:
         self.log, self.prob_nodes = log, probs
         return 0
 
+    cdef void start_sequence(self, bint record) noexcept:
+        """A fresh graph (begin_sequence, a replayed step): the previous sequence's nodes
+        dropped, a new graph id, the op log restarted.  A step being traced ends here unless
+        nothing of it was recorded yet (its own begin_sequence)."""
+        self.arena.reset()
+        self.n_log = self.n_prob_nodes = 0  # room for the log's first entries: its array is never empty
+        self.arena.recording = record
+        log_op(self, OP_BEGIN)
+        log_op(self, record)
+        self.graph = new_id()
+        if self.trace is not None and (self.trace or not record):
+            self.stop_trace()  # a traced step is one sequence, with a graph
+
     # --- handles ------------------------------------------------------------------------
     cdef int check(self, Vec x) except -1:
         """Refuse vectors of another engine, or of a graph reset since (begin_sequence)."""
@@ -449,14 +462,7 @@ cdef class GraphOps:
     # --- graph ops ----------------------------------------------------------------------
     def begin_sequence(self, bint record=True):
         """Forget the previous sequence's graph; record a new one (or only values)."""
-        self.arena.reset()
-        self.n_log = self.n_prob_nodes = 0  # room for the log's first entries: its array is never empty
-        self.arena.recording = record
-        log_op(self, OP_BEGIN)
-        log_op(self, record)
-        self.graph = new_id()
-        if self.trace is not None and (self.trace or not record):
-            self.stop_trace()  # a traced step is one sequence, with a graph
+        self.start_sequence(record)
 
     def add(self, Vec a, Vec b):
         """a + b elementwise (the residual connection, token + position embedding)."""
@@ -767,28 +773,15 @@ cdef class GraphOps:
             program.tokens[i] = <int32_t>token
         cdef int32_t[::1] scratch = self.scratch_for(program.scratch)
         cdef Arena ar = self.arena
-        ar.reset()
-        self.reserve(program.nodes, program.edges, 2)
-        # A fresh sequence, as begin_sequence(True) starts it (its log is not kept: the
-        # program holds the graph's order template itself).
-        self.n_log = self.n_prob_nodes = 0
-        log_op(self, OP_BEGIN)
-        log_op(self, True)
-        ar.recording = True
-        self.graph = new_id()
+        # The op log gets only the sequence's start: the program holds its graph's order
+        # template itself.
+        self.start_sequence(True)
+        self.reserve(program.nodes, program.edges, 0)
         if not run_program(ar, program.code, program.tokens, scratch, self.rmsnorm_eps):
             return None
         if ar.n_nodes - ar.n_fixed != program.nodes or ar.n_edges != program.edges:
             raise RuntimeError("a replayed step built another graph than the one recorded")
-        cdef Py_ssize_t count = -1
-        if program.template is not None:
-            count = program.template.replay(ar)
-            if count >= 0:
-                self.replays += 1
-                ar.pass_gradients(program.root, program.template.order, count)
-        if count < 0:
-            count = ar.topological_order(program.root)
-            ar.pass_gradients(program.root, ar.order, count)
+        self.pass_backward(program.root, program.template)
         self.step_replays += 1
         return ar.data[program.root]
 
@@ -816,7 +809,7 @@ cdef class GraphOps:
         cdef Arena ar = self.arena
         cdef OrderTemplate template
         cdef bint known
-        cdef Py_ssize_t count = -1
+        cdef Py_ssize_t count
         cdef int was_enabled = pause_gc()
         try:
             key = self.shape_key(root)
@@ -826,17 +819,28 @@ cdef class GraphOps:
                 template = self.new_template()  # None when over budget
         finally:
             resume_gc(was_enabled)
-        if known:
+        count = self.pass_backward(root, template if known else None)
+        if count >= 0 and not known and template is not None \
+                and template.capture(ar, self.prob_nodes[:self.n_prob_nodes], count):
+            self.templates[key] = template
+        return 0
+
+    cdef Py_ssize_t pass_backward(self, int32_t root, OrderTemplate template) noexcept:
+        """The backward pass from root: in the template's order, rewritten for this graph's
+        targets, when there is a template that fits (returns -1); otherwise in the order a
+        fresh search finds, left in the arena's `order` (returns its length, for a template
+        to capture)."""
+        cdef Arena ar = self.arena
+        cdef Py_ssize_t count
+        if template is not None:
             count = template.replay(ar)
             if count >= 0:
                 self.replays += 1
                 ar.pass_gradients(root, template.order, count)
-                return 0
+                return -1
         count = ar.topological_order(root)
         ar.pass_gradients(root, ar.order, count)
-        if template is not None and not known and template.capture(ar, self.prob_nodes[:self.n_prob_nodes], count):
-            self.templates[key] = template
-        return 0
+        return count
 
     cdef OrderTemplate new_template(self):
         """Empty arrays sized for the current graph; None when over the memory budget."""
