@@ -43,6 +43,7 @@ import numpy as np
 import cymicrogpt as mg
 from cymicrogpt import _adam
 from cymicrogpt._adam import SHORTCUT_MARGIN, SHORTCUT_ROOT_RANGE
+from cymicrogpt.config import ADAM_EPS
 from cymicrogpt.engines.adam import ADAM_KERNELS, POW_SHORTCUT_REASON, VectorAdam, adam_kernels
 from cymicrogpt.schedule import adam_scalars
 from cymicrogpt.training import start_run
@@ -243,7 +244,7 @@ def time_adam(data: Path, repeats: int, at_step: int) -> None:
     scalars = adam_scalars(run.lr, at_step, run.num_steps)
 
     def step(module, shortcut: bool):
-        return lambda: module.adam_step(params, grads, m, v, squares, beta1=beta1, beta2=beta2, eps=VectorAdam.eps,
+        return lambda: module.adam_step(params, grads, m, v, squares, beta1=beta1, beta2=beta2, eps=ADAM_EPS,
                                         one_minus_beta1=1 - beta1, one_minus_beta2=1 - beta2,
                                         bias_correction1=scalars.bias_correction1,
                                         bias_correction2=scalars.bias_correction2, lr_t=scalars.lr_t,

@@ -22,9 +22,12 @@ import pytest
 
 from cymicrogpt import _adam
 from cymicrogpt._adam import adam_step, power_array
-from cymicrogpt.engines import adam
+from cymicrogpt.config import ADAM_EPS, GPTConfig
+from cymicrogpt.engines import adam, make_engine
 from cymicrogpt.engines.adam import VectorAdam, pow_shortcut_allowed
+from cymicrogpt.params import init_weights, state_dict_layout
 from cymicrogpt.reference import ReferenceAdam, Value
+from cymicrogpt.schedule import adam_scalars
 
 SHORTCUT = pytest.mark.parametrize("shortcut", [True, False], ids=["shortcut", "plain-pow"])
 SQRT_MAX = math.sqrt(sys.float_info.max)  # about 1.34e154: larger gradients' squares overflow
@@ -50,13 +53,15 @@ def odd_gradient(rng: random.Random) -> float:
 class Pair:
     """The same parameters under ReferenceAdam (Values) and VectorAdam (arrays)."""
 
-    def __init__(self, size: int, shortcut: bool, seed: int = 0, lr: float = 0.01, kernels=adam.ADAM_KERNELS) -> None:
+    def __init__(self, size: int, shortcut: bool, seed: int = 0, lr: float = 0.01, kernels=adam.ADAM_KERNELS,
+                 eps: float = ADAM_EPS) -> None:
         self.rng = random.Random(seed)
         self.values = [Value(self.rng.gauss(0.0, 0.08)) for _ in range(size)]
         self.params = np.array([p.data for p in self.values])
         self.grads = np.zeros(size)
         self.reference = ReferenceAdam(self.values, lr)
-        self.fast = VectorAdam(lambda: (self.params, self.grads), size, lr, shortcut=shortcut, kernels=kernels)
+        self.reference.eps = eps
+        self.fast = VectorAdam(lambda: (self.params, self.grads), size, lr, shortcut=shortcut, kernels=kernels, eps=eps)
 
     def set_gradients(self, gradients) -> None:
         for value, g in zip(self.values, gradients):
@@ -169,8 +174,7 @@ def test_negative_v_that_the_update_lifts_is_no_error(shortcut):
 
 @SHORTCUT
 def test_zero_denominator_raises_zero_division_like_python(shortcut):
-    pair = Pair(3, shortcut, seed=8)
-    pair.reference.eps = pair.fast.eps = 0.0
+    pair = Pair(3, shortcut, seed=8, eps=0.0)
     pair.set_gradients([0.1, 0.0, 0.2])  # parameter 1: v_hat**0.5 + 0.0 == 0
     pair.assert_step_refused(ZeroDivisionError, "parameter 1", 0, 10)
     with pytest.raises(ZeroDivisionError):
@@ -553,3 +557,79 @@ def test_avx2_build_is_chosen_where_it_runs_and_the_switch_keeps_the_baseline():
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == expected
+
+
+# --- the bound state: the schedule's scalars in C, the weights read from an arena ---------------
+def bound_state(lr=0.01, size: int = 1, kernels=adam.ADAM_KERNELS, schedule=adam_scalars):
+    return kernels.AdamState(np.zeros(size), np.zeros(size), lr, beta1=VectorAdam.beta1, beta2=VectorAdam.beta2,
+                             eps=ADAM_EPS, shortcut=True, schedule=schedule)
+
+
+@BUILDS
+def test_bound_state_takes_the_schedules_scalars_bit_for_bit(kernels):
+    """The step's lr_t and bias corrections, computed in C where that is Python's arithmetic,
+    are schedule.adam_scalars's floats, for every step of runs of several lengths and at the
+    edges; elsewhere (huge or negative steps, non-int steps, an int lr) the state calls it."""
+    cases = [(step, total) for total in (1, 7, 1000, 4096) for step in range(total + 3)]
+    cases += [(10**6, 10**7), (4400, 5000), (2**53 - 1, 2**53), (2**53, 2**53), (2**53 + 1, 2**60), (2**70, 3),
+              (-1, 10), (-7, 10), (3, -10), (np.int64(5), 10), (5, np.int64(10)), (True, 10), (3, 2**53)]
+    underflowing = [(10**6, 10**7), (2**53 - 1, 2**53)]  # beta ** (step + 1) underflows to 0: pow sets errno
+    in_c = [type(step) is type(total) is int and 0 <= step < 2**53 and 0 < total <= 2**53
+            and (step, total) not in underflowing for step, total in cases]
+    for lr in (0.01, 1e-3, 0.5, 1, -0.01):
+        asked: list[tuple] = []
+
+        def schedule(*args, asked=asked):
+            asked.append(args)
+            return adam_scalars(*args)
+
+        state = bound_state(lr, kernels=kernels, schedule=schedule)
+        for step, total in cases:
+            assert bits(state.scalars(step, total)).tolist() == bits(adam_scalars(lr, step, total)).tolist(), \
+                (lr, step, total)
+        expected = [(lr, step, total) for (step, total), c in zip(cases, in_c) if type(lr) is int or not c]
+        assert asked == expected  # the C twin computed all the others
+    with pytest.raises(ZeroDivisionError):
+        adam_scalars(0.01, 3, 0)
+    with pytest.raises(ZeroDivisionError):
+        bound_state().scalars(3, 0)
+
+
+def test_optimizer_over_an_arena_steps_its_weights_and_follows_its_growth():
+    """make_optimizer binds VectorAdam to the engine's arena: each step reads the weights
+    where the arena keeps them then, also after a longer document made it grow (and move)."""
+    config = GPTConfig(n_layer=1, n_embd=4, block_size=12, n_head=1)
+    layout = state_dict_layout(config, 27)
+    engine = make_engine("cython", layout, init_weights(random.Random(5), layout))
+    optimizer = engine.make_optimizer(0.01)
+    twin_params = engine.weight_array.copy()
+    twin_grads = np.zeros_like(twin_params)
+    twin = VectorAdam(lambda: (twin_params, twin_grads), twin_params.size, 0.01)
+    capacities = set()
+    for step, length in enumerate((3, 5, 12, 4)):  # 12: the arena grows
+        engine.forward_backward(config, [26] + [step % 26] * (length - 2) + [26])
+        capacities.add(engine.capacity)
+        twin_grads[:] = engine.grad_array
+        optimizer.step(step, 4)
+        twin.step(step, 4)
+        assert (bits(engine.weight_array) == bits(twin_params)).all() and not engine.grad_array.any()
+        assert (bits(optimizer.m) == bits(twin.m)).all() and (bits(optimizer.v) == bits(twin.v)).all()
+    assert len(capacities) > 1  # the arena did move
+
+
+def test_bound_state_rejects_bad_arrays_cleanly():
+    with pytest.raises(ValueError, match="m has 3 elements, v 2"):
+        adam.ADAM_KERNELS.AdamState(np.zeros(3), np.zeros(2), 0.01, beta1=0.85, beta2=0.99, eps=1e-8, shortcut=True,
+                                    schedule=adam_scalars)
+    shared = np.zeros(6)
+    with pytest.raises(ValueError, match="share memory"):
+        adam.ADAM_KERNELS.AdamState(shared[:4], shared[2:], 0.01, beta1=0.85, beta2=0.99, eps=1e-8, shortcut=True,
+                                    schedule=adam_scalars)
+    state = bound_state(size=4)
+    with pytest.raises(TypeError, match="bound to no arena"):
+        state.step(0, 10)
+    with pytest.raises(ValueError, match="elements"):
+        state.step_on(np.zeros(3), np.zeros(4), 0, 10)
+    params = np.zeros(4)
+    with pytest.raises(ValueError, match="share memory"):
+        state.step_on(params, params, 0, 10)

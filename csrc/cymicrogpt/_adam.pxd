@@ -31,19 +31,21 @@ cdef struct AdamElement:
     double v
 
 
-cdef Py_ssize_t power_kernel(const double[::1] base,  # IN (n,)
+cdef Py_ssize_t power_kernel(const double* base,  # IN (n,)
+                             Py_ssize_t n,  # IN
                              bint square,  # IN: ** 2.0, else ** 0.5
                              bint shortcut,  # IN: may the proven x*x / sqrt replace pow?
-                             double[::1] out,  # OUT (n,)
+                             double* out,  # OUT (n,)
                              Py_ssize_t* libm_calls,  # OUT
                              int* status,  # OUT: the failing element's PowStatus
                              ) noexcept nogil
 
-cdef Py_ssize_t adam_kernel(double[::1] params,  # IN/OUT (n,)
-                            double[::1] grads,  # IN/OUT (n,): zeroed
-                            double[::1] m,  # IN/OUT (n,)
-                            double[::1] v,  # IN/OUT (n,)
-                            double[::1] squares,  # OUT (n,): scratch, grads ** 2
+cdef Py_ssize_t adam_kernel(double* params,  # IN/OUT (n,)
+                            double* grads,  # IN/OUT (n,): zeroed
+                            double* m,  # IN/OUT (n,)
+                            double* v,  # IN/OUT (n,)
+                            double* squares,  # OUT (n,): scratch, grads ** 2
+                            Py_ssize_t n,  # IN
                             const AdamScalars* s,  # IN
                             bint shortcut,  # IN: may the proven x*x / sqrt replace pow?
                             int* status,  # OUT: the failing element's PowStatus

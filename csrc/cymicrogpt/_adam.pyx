@@ -140,10 +140,15 @@ constructed inputs (near a midpoint, near the margin, next to a power of two), f
 of glibc's builds of pow; tests/test_adam.py checks the margin's arithmetic (t + E(e) < 1
 over the range) in exact rationals.
 """
+from cpython.long cimport PyLong_AsLongLongAndOverflow
 from libc.errno cimport ERANGE, errno
 from libc.math cimport INFINITY, NAN, fabs, floor, isinf, isnan, pow, sqrt
 from libc.stdint cimport int32_t, uint8_t, uint64_t
 from libc.string cimport memcpy
+
+import numpy as np
+
+from cymicrogpt._arena cimport Arena
 
 cdef extern from "adam_shortcut.h":
     # The shortcut's ranges and margin (1-4 above), and its AVX2 passes: the twins of
@@ -393,10 +398,10 @@ cdef Py_ssize_t python_powers(const double* x,  # IN (n,)
     return -1
 
 
-cdef Py_ssize_t power_kernel(const double[::1] base, bint square, bint shortcut, double[::1] out,
+cdef Py_ssize_t power_kernel(const double* base, Py_ssize_t n, bint square, bint shortcut, double* out,
                              Py_ssize_t* libm_calls, int* status) noexcept nogil:
     """out[i] = base[i] ** exponent, block by block; the first index that raises, or -1."""
-    cdef Py_ssize_t start = 0, failed, n = base.shape[0]
+    cdef Py_ssize_t start = 0, failed
     libm_calls[0] = 0
     while start < n:
         failed = python_powers(&base[start], &out[start], min(<Py_ssize_t>BLOCK, n - start),
@@ -445,10 +450,10 @@ cdef inline bint scalars_keep_signs(const AdamScalars* s) noexcept nogil:
             and s.bias_correction2 > 0.0 and s.eps > 0.0)
 
 
-cdef inline bint any_negative(const double[::1] v) noexcept nogil:
+cdef inline bint any_negative(const double* v, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i
     cdef uint64_t found = 0  # an integer OR: reordered freely, so the loop vectorises
-    for i in range(v.shape[0]):
+    for i in range(n):
         found |= v[i] < 0.0
     return found != 0
 
@@ -523,13 +528,13 @@ cdef void update_in_passes(double* params, double* grads, double* m, double* v, 
         grads[i] = 0.0
 
 
-cdef inline bint nothing_can_raise(const double[::1] grads, const double[::1] v) noexcept nogil:
+cdef inline bint nothing_can_raise(const double* grads, const double* v, Py_ssize_t n) noexcept nogil:
     """No finite gradient beyond OVERFLOW_FREE_MAX (whose square could overflow), no negative v:
     with scalars_keep_signs, no element of the step can raise.  The AVX2 build tries a
     quicker, stricter test first (no infinite gradient, no -0.0 in v either)."""
-    cdef Py_ssize_t i, n = v.shape[0], done = n - n % 4
+    cdef Py_ssize_t i, done = n - n % 4
     cdef uint64_t found = 0  # an integer OR: reordered freely, so the loop vectorises
-    if not (HAVE_AVX2_PASSES and avx2_nothing_can_raise(&grads[0], &v[0], n)):
+    if not (HAVE_AVX2_PASSES and avx2_nothing_can_raise(grads, v, n)):
         done = 0
     for i in range(done, n):
         found |= (v[i] < 0.0) | ((fabs(grads[i]) > OVERFLOW_FREE_MAX) & (fabs(grads[i]) < INFINITY))
@@ -614,26 +619,25 @@ cdef inline bint root_settles_param(double param, double m_hat, double v_hat, co
     return True
 
 
-cdef Py_ssize_t adam_kernel(double[::1] params, double[::1] grads, double[::1] m, double[::1] v,
-                            double[::1] squares, const AdamScalars* s, bint shortcut,
-                            int* status) noexcept nogil:
+cdef Py_ssize_t adam_kernel(double* params, double* grads, double* m, double* v, double* squares,
+                            Py_ssize_t n, const AdamScalars* s, bint shortcut, int* status) noexcept nogil:
     """The step over all parameters, or nothing: the index of the first parameter whose
     update Python would raise on (status says why), else -1 after updating them all."""
-    cdef Py_ssize_t i, start, n = params.shape[0], libm_calls = 0
+    cdef Py_ssize_t i, start, libm_calls = 0
     cdef AdamElement unused
     if n == 0:
         return -1
-    if HAVE_AVX2_PASSES and shortcut and scalars_keep_signs(s) and nothing_can_raise(grads, v):
-        squares_ahead_step(&params[0], &grads[0], &m[0], &v[0], &squares[0], n, s)
+    if HAVE_AVX2_PASSES and shortcut and scalars_keep_signs(s) and nothing_can_raise(grads, v, n):
+        squares_ahead_step(params, grads, m, v, squares, n, s)
         return -1
     # Every g**2 first, into the scratch: no state is written yet.
-    if (power_kernel(grads, True, shortcut, squares, &libm_calls, status) >= 0
-            or any_negative(v) or not scalars_keep_signs(s)):
+    if (power_kernel(grads, n, True, shortcut, squares, &libm_calls, status) >= 0
+            or any_negative(v, n) or not scalars_keep_signs(s)):
         for i in range(n):  # rare: replay one by one, without storing, to the first error
             status[0] = adam_element(params[i], grads[i], m[i], v[i], s, &unused)
             if status[0] < 0:
                 return i
-        power_kernel(grads, True, shortcut, squares, &libm_calls, status)  # all of them, then
+        power_kernel(grads, n, True, shortcut, squares, &libm_calls, status)  # all of them, then
     start = 0
     while start < n:
         update_block(&params[start], &grads[start], &m[start], &v[start], &squares[start],
@@ -650,9 +654,47 @@ SHORTCUT_ROOT_RANGE = (ROOT_MIN, ROOT_MAX)  # v_hat where v_hat**0.5 may be prov
 SHORTCUT_ALLOWANCES = (SQUARE_ALLOWANCE, ROOT_ALLOWANCE)  # t 2^-52 and t 2^-51, as doubles
 
 
-cdef inline bint overlap(double[::1] a, double[::1] b) noexcept:
+cdef inline bint overlap(const double* a, Py_ssize_t a_size, const double* b, Py_ssize_t b_size) noexcept:
     """Do two non-empty arrays share memory?"""
-    return a.shape[0] > 0 and b.shape[0] > 0 and &a[0] < &b[0] + b.shape[0] and &b[0] < &a[0] + a.shape[0]
+    return a_size > 0 and b_size > 0 and a < b + b_size and b < a + a_size
+
+
+cdef int check_step_arrays(double[::1] params, double[::1] grads, double[::1] m, double[::1] v,
+                           double[::1] squares) except -1:
+    """ValueError unless the five arrays have one length and share no memory."""
+    cdef Py_ssize_t n = params.shape[0], i, j
+    cdef const double* starts[5]
+    if not (grads.shape[0] == m.shape[0] == v.shape[0] == squares.shape[0] == n):
+        raise ValueError(f"adam_step: params, grads, m, v, squares have {n}, {grads.shape[0]}, "
+                         f"{m.shape[0]}, {v.shape[0]}, {squares.shape[0]} elements")
+    if n == 0:
+        return 0
+    starts[0], starts[1], starts[2], starts[3], starts[4] = &params[0], &grads[0], &m[0], &v[0], &squares[0]
+    for i in range(5):
+        for j in range(i):
+            if overlap(starts[i], n, starts[j], n):
+                raise ValueError("adam_step: params, grads, m, v and squares must not share memory")
+    return 0
+
+
+cdef int run_step(double* params, double* grads, double* m, double* v, double* squares, Py_ssize_t n,
+                  const AdamScalars* s, bint shortcut) except -1:
+    """adam_kernel without the GIL, then Python's exception where the kernel refused."""
+    cdef Py_ssize_t failed
+    cdef int status = 0
+    with nogil:
+        failed = adam_kernel(params, grads, m, v, squares, n, s, shortcut, &status)
+    if failed < 0:
+        return 0
+    where = f"parameter {failed} (gradient {grads[failed]!r}, v {v[failed]!r})"
+    if status == POW_OVERFLOW:
+        raise OverflowError(f"Adam: the square of the gradient of {where} overflows; nothing was updated")
+    if status == ADAM_ZERO_DIVISION:
+        raise ZeroDivisionError(f"Adam: division by zero at {where}; nothing was updated")
+    if status == POW_COMPLEX:
+        raise ValueError(f"Adam: negative v_hat at {where} (Python's ** 0.5 would give a complex "
+                         "number); nothing was updated")
+    raise ValueError(f"Adam: libm pow failed (errno) at {where}; nothing was updated")
 
 
 def adam_step(double[::1] params, double[::1] grads, double[::1] m, double[::1] v,
@@ -667,32 +709,136 @@ def adam_step(double[::1] params, double[::1] grads, double[::1] m, double[::1] 
     ZeroDivisionError) and ValueError where it would make a complex number (negative
     v_hat), in every case before changing anything.  `shortcut` allows the proven
     x*x / sqrt shortcut for pow (only where libm's pow has the documented bound)."""
-    cdef Py_ssize_t n = params.shape[0], failed
-    cdef int status = 0
     cdef AdamScalars s = AdamScalars(
         beta1=beta1, beta2=beta2, eps=eps, one_minus_beta1=one_minus_beta1,
         one_minus_beta2=one_minus_beta2, bias_correction1=bias_correction1,
         bias_correction2=bias_correction2, lr_t=lr_t)
-    if not (grads.shape[0] == m.shape[0] == v.shape[0] == squares.shape[0] == n):
-        raise ValueError(f"adam_step: params, grads, m, v, squares have {n}, {grads.shape[0]}, "
-                         f"{m.shape[0]}, {v.shape[0]}, {squares.shape[0]} elements")
-    if (overlap(params, grads) or overlap(params, m) or overlap(params, v) or overlap(grads, m)
-            or overlap(grads, v) or overlap(m, v) or overlap(squares, params)
-            or overlap(squares, grads) or overlap(squares, m) or overlap(squares, v)):
-        raise ValueError("adam_step: params, grads, m, v and squares must not share memory")
-    with nogil:
-        failed = adam_kernel(params, grads, m, v, squares, &s, shortcut, &status)
-    if failed < 0:
-        return
-    where = f"parameter {failed} (gradient {grads[failed]!r}, v {v[failed]!r})"
-    if status == POW_OVERFLOW:
-        raise OverflowError(f"Adam: the square of the gradient of {where} overflows; nothing was updated")
-    if status == ADAM_ZERO_DIVISION:
-        raise ZeroDivisionError(f"Adam: division by zero at {where}; nothing was updated")
-    if status == POW_COMPLEX:
-        raise ValueError(f"Adam: negative v_hat at {where} (Python's ** 0.5 would give a complex "
-                         "number); nothing was updated")
-    raise ValueError(f"Adam: libm pow failed (errno) at {where}; nothing was updated")
+    check_step_arrays(params, grads, m, v, squares)
+    if params.shape[0]:
+        run_step(&params[0], &grads[0], &m[0], &v[0], &squares[0], params.shape[0], &s, shortcut)
+
+
+# --- the schedule's scalars in C -------------------------------------------------------------
+cdef extern from *:
+    """
+    #include <errno.h>
+    #include <math.h>
+    /* Python's beta ** n for a float 0 < beta < 1 and an int 1 <= n <= 2^53 (float_pow: no
+       special case applies, so libm pow with errno read); 0 where Python would set an
+       error or the caller should not trust it (then *ok = 0). */
+    static double cymg_python_int_power(double beta, double n, int* ok) {
+        double result;
+        errno = 0;
+        result = pow(beta, n);
+        if (errno != 0)
+            *ok = 0;
+        return result;
+    }
+    """
+    double python_int_power "cymg_python_int_power"(double beta, double n, int* ok) noexcept nogil
+
+
+cdef const long long EXACT_INT_LIMIT = 1LL << 53  # ints up to this convert to double exactly
+
+
+cdef bint schedule_in_c(double lr, object step_index, object num_steps, double beta1, double beta2,
+                        AdamScalars* s) noexcept:
+    """schedule.adam_scalars's three floats, as Python computes them, where that is plain
+    IEEE arithmetic and libm pow; False (s untouched) elsewhere, for the caller to ask
+    schedule.adam_scalars itself.  For ints 0 <= step_index < 2^53 and 0 < num_steps <= 2^53:
+    Python's int / int converts both to double exactly and divides once (long_true_divide's
+    fast path), `1 - x` and `lr * y` are one IEEE operation each (lr a float: checked by the
+    caller), and float ** int converts the int exactly and, for 0 < beta < 1 and an exponent
+    >= 1, calls libm pow and fails only where pow sets errno (float_pow: _Py_ADJUST_ERANGE1
+    lets an underflow to 0 pass; here any errno falls back to Python, which decides).
+    tests/test_adam.py checks these against schedule.adam_scalars."""
+    cdef long long step, total
+    cdef int ok = 1, overflow = 0
+    cdef double power1, power2
+    if type(step_index) is not int or type(num_steps) is not int:
+        return False
+    step = PyLong_AsLongLongAndOverflow(step_index, &overflow)  # an int: no error, at most overflow
+    total = PyLong_AsLongLongAndOverflow(num_steps, &overflow)
+    if overflow or not (0 <= step < EXACT_INT_LIMIT and 0 < total <= EXACT_INT_LIMIT):
+        return False
+    if not (0.0 < beta1 < 1.0 and 0.0 < beta2 < 1.0):
+        return False
+    power1 = python_int_power(beta1, <double>(step + 1), &ok)
+    power2 = python_int_power(beta2, <double>(step + 1), &ok)
+    if not ok:
+        return False
+    s.lr_t = lr * (1.0 - <double>step / <double>total)
+    s.bias_correction1 = 1.0 - power1
+    s.bias_correction2 = 1.0 - power2
+    return True
+
+
+cdef class AdamState:
+    """One optimizer's Adam step, bound once: its moments, its scratch, its constants, and
+    where the weights live.  `step(step_index, num_steps)` is VectorAdam.step without
+    Python in between: the scalars of schedule.adam_scalars computed in C (schedule_in_c;
+    the Python function where that does not apply), no buffers acquired per step.
+
+    m, v: the moments (float64, contiguous; kept, not copied).  lr: the base learning rate.
+    schedule: schedule.adam_scalars.  arena (optional): the weights and their gradients are
+    its first len(m) nodes, read afresh each step (a growing arena moves them); without
+    it, `step_on` takes them."""
+    cdef double[::1] m, v, squares
+    cdef AdamScalars constants  # beta1, beta2, eps and 1 - beta; the step's three fields per step
+    cdef object lr
+    cdef double lr_value
+    cdef bint lr_is_float, shortcut
+    cdef object schedule
+    cdef Arena arena
+    cdef Py_ssize_t size
+
+    def __init__(self, double[::1] m not None, double[::1] v not None, lr, *, double beta1, double beta2,
+                 double eps, bint shortcut, schedule, Arena arena=None):
+        self.size = m.shape[0]
+        if v.shape[0] != self.size:
+            raise ValueError(f"AdamState: m has {self.size} elements, v {v.shape[0]}")
+        if self.size and overlap(&m[0], self.size, &v[0], self.size):
+            raise ValueError("AdamState: m and v must not share memory")
+        if arena is not None and arena.n_fixed < self.size:
+            raise ValueError(f"AdamState: the arena has {arena.n_fixed} weights, the moments {self.size}")
+        self.m, self.v = m, v
+        self.squares = np.empty(self.size)
+        self.constants = AdamScalars(beta1=beta1, beta2=beta2, eps=eps, one_minus_beta1=1 - beta1,
+                                     one_minus_beta2=1 - beta2, bias_correction1=0.0, bias_correction2=0.0,
+                                     lr_t=0.0)
+        self.lr, self.lr_is_float = lr, type(lr) is float
+        self.lr_value = lr if self.lr_is_float else 0.0
+        self.shortcut, self.schedule, self.arena = shortcut, schedule, arena
+
+    def scalars(self, step_index, num_steps) -> tuple:
+        """(lr_t, bias_correction1, bias_correction2) as the step uses them."""
+        cdef AdamScalars s = self.constants
+        self.fill_scalars(step_index, num_steps, &s)
+        return s.lr_t, s.bias_correction1, s.bias_correction2
+
+    cdef int fill_scalars(self, object step_index, object num_steps, AdamScalars* s) except -1:
+        if not (self.lr_is_float and schedule_in_c(self.lr_value, step_index, num_steps, s.beta1, s.beta2, s)):
+            s.lr_t, s.bias_correction1, s.bias_correction2 = self.schedule(self.lr, step_index, num_steps)
+        return 0
+
+    def step(self, step_index, num_steps) -> None:
+        """One step on the arena's weights (see adam_step for what it raises)."""
+        cdef AdamScalars s = self.constants
+        cdef double[::1] params, grads  # held: the memory lives while the kernel runs
+        if self.arena is None:
+            raise TypeError("AdamState.step: bound to no arena (use step_on)")
+        self.fill_scalars(step_index, num_steps, &s)
+        if self.size:
+            params, grads = self.arena.data[:self.size], self.arena.grad[:self.size]
+            run_step(&params[0], &grads[0], &self.m[0], &self.v[0], &self.squares[0], self.size, &s, self.shortcut)
+
+    def step_on(self, double[::1] params, double[::1] grads, step_index, num_steps) -> None:
+        """One step on these weights and gradients (as step)."""
+        cdef AdamScalars s = self.constants
+        check_step_arrays(params, grads, self.m, self.v, self.squares)
+        self.fill_scalars(step_index, num_steps, &s)
+        if self.size:
+            run_step(&params[0], &grads[0], &self.m[0], &self.v[0], &self.squares[0], self.size, &s, self.shortcut)
 
 
 def cpu_has_avx2() -> bool:
@@ -715,7 +861,8 @@ def power_array(const double[::1] base, double exponent, double[::1] out, *, bin
     if base.shape[0] and &base[0] < &out[0] + out.shape[0] and &out[0] < &base[0] + base.shape[0]:
         raise ValueError("power_array: base and out must not share memory")
     with nogil:
-        failed = power_kernel(base, square, shortcut, out, &libm_calls, &status)
+        failed = power_kernel(&base[0] if base.shape[0] else NULL, base.shape[0], square, shortcut,
+                              &out[0] if out.shape[0] else NULL, &libm_calls, &status)
     if failed < 0:
         return libm_calls
     message = f"{base[failed]!r} ** {exponent!r} (element {failed})"

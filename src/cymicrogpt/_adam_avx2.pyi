@@ -1,5 +1,6 @@
 """Type stub for the AVX2 build of the Adam kernels: the same source as cymicrogpt._adam
 (setup.py compiles csrc/cymicrogpt/_adam.pyx a second time, with -mavx2, on x86-64)."""
+from cymicrogpt._adam import AdamState as AdamState
 from cymicrogpt._adam import (SHORTCUT_ALLOWANCES as SHORTCUT_ALLOWANCES, SHORTCUT_MARGIN as SHORTCUT_MARGIN,
                               SHORTCUT_ROOT_RANGE as SHORTCUT_ROOT_RANGE,
                               SHORTCUT_SQUARE_RANGE as SHORTCUT_SQUARE_RANGE, adam_step as adam_step,

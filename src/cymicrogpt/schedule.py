@@ -12,6 +12,10 @@ expressions again.  Exactness: they are microgpt's expressions with its operatio
 evaluated by Python's float arithmetic (``**`` is libm ``pow``, as in microgpt), so each
 optimizer divides by the very floats microgpt divides by.  Computing them once per step
 instead of once per parameter changes nothing: the same expression gives the same float.
+The compiled Adam step (_adam.AdamState, which saves this call's microsecond a step)
+evaluates these expressions in C only where Python's arithmetic is plain IEEE and libm
+``pow`` (int steps below 2^53, a float lr, 0 < beta < 1, no errno), and calls this
+function everywhere else; tests/test_adam.py holds the two to the same bits.
 """
 from __future__ import annotations
 

@@ -1,10 +1,13 @@
 """Adam for the compiled backend: microgpt's update as one compiled loop, bit-identical.
 
-`VectorAdam` keeps the moments in NumPy arrays and hands each step to
-`cymicrogpt._adam.adam_step`, one `noexcept nogil` loop over the parameters in microgpt's
-operation order.  The scalars microgpt's loop evaluates (``1 - beta1``, ``1 - beta2``
-here; the decayed learning rate and the bias corrections in schedule.py) are computed in
-Python, with the reference's expressions, so the kernel receives the very same floats.
+`VectorAdam` keeps the moments in NumPy arrays and hands each step to a compiled state
+bound once (`cymicrogpt._adam.AdamState`): one `noexcept nogil` pass over the parameters
+in microgpt's operation order.  The scalars microgpt's loop evaluates are microgpt's
+floats: ``1 - beta1`` and ``1 - beta2`` once, the decayed learning rate and the bias
+corrections of schedule.py each step, computed by the state in C where that is Python's
+very arithmetic (its docstring says where; tests/test_adam.py checks them against
+schedule.adam_scalars), by schedule.adam_scalars elsewhere.  Over a compiled engine's
+arena the step reads the weights where the arena keeps them, with no Python in between.
 
 The pow shortcut.  microgpt's ``g**2`` and ``v_hat**0.5`` call libm ``pow`` (about 10 ns
 each, two per parameter per step).  Where libm's ``pow`` comes with its error analysis
@@ -37,6 +40,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from .. import _adam
+from .._arena import Arena
 from ..config import ADAM_BETA1, ADAM_BETA2, ADAM_EPS
 from ..schedule import adam_scalars
 
@@ -87,28 +91,35 @@ ADAM_KERNELS = adam_kernels()
 
 
 class VectorAdam:
-    beta1, beta2, eps = ADAM_BETA1, ADAM_BETA2, ADAM_EPS
+    """microgpt's Adam over arrays: the moments here, each step one call into the compiled
+    kernel (`_adam.AdamState`, bound once).  `weights` gives the weights and gradients: an
+    Arena (the compiled engines': they are its first `size` nodes, and `step` is then the
+    compiled method itself, no Python in between) or a function returning live
+    (params, grads) arrays."""
 
-    def __init__(self, arrays: Callable[[], tuple[np.ndarray, np.ndarray]], size: int, lr: float,
-                 shortcut: bool = POW_SHORTCUT, kernels: ModuleType = ADAM_KERNELS) -> None:
-        self.arrays = arrays  # returns (params, grads): live views of the engine's storage
-        self.lr = lr
+    beta1, beta2 = ADAM_BETA1, ADAM_BETA2
+
+    def __init__(self, weights: Arena | Callable[[], tuple[np.ndarray, np.ndarray]], size: int, lr: float,
+                 shortcut: bool = POW_SHORTCUT, kernels: ModuleType = ADAM_KERNELS, eps: float = ADAM_EPS) -> None:
+        self.lr = lr  # these three are bound into the compiled state here: set them by the constructor
+        self.eps = eps
         self.shortcut = shortcut  # may the kernel skip libm pow where its result is proven
         self.kernels = kernels  # the build of cymicrogpt._adam to run (the same bits either way)
         self.m = np.zeros(size)  # first moment buffer
         self.v = np.zeros(size)  # second moment buffer
-        self._squares = np.empty(size)  # scratch: the step's g**2
+        arena = weights if isinstance(weights, Arena) else None
+        self._state = kernels.AdamState(self.m, self.v, lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps,
+                                        shortcut=shortcut, schedule=adam_scalars, arena=arena)
+        if arena is not None:
+            self.step = self._state.step  # type: ignore[method-assign]
+        else:
+            self.arrays = weights  # returns (params, grads): live views of their storage
 
     def step(self, step_index: int, num_steps: int) -> None:
         """One Adam step in place (grads zeroed); raises, changing nothing, where microgpt's
         loop would raise (OverflowError when a gradient's square overflows)."""
         params, grads = self.arrays()
-        beta1, beta2 = self.beta1, self.beta2
-        scalars = adam_scalars(self.lr, step_index, num_steps)
-        self.kernels.adam_step(params, grads, self.m, self.v, self._squares, beta1=beta1, beta2=beta2, eps=self.eps,
-                               one_minus_beta1=1 - beta1, one_minus_beta2=1 - beta2,
-                               bias_correction1=scalars.bias_correction1, bias_correction2=scalars.bias_correction2,
-                               lr_t=scalars.lr_t, shortcut=self.shortcut)
+        self._state.step_on(params, grads, step_index, num_steps)
 
     def moments(self) -> tuple[np.ndarray, np.ndarray]:
         return self.m.copy(), self.v.copy()

@@ -133,7 +133,7 @@ class GraphEngine:
         self.grad_array[:] = 0.0
 
     def make_optimizer(self, lr: float) -> VectorAdam:
-        return VectorAdam(lambda: (self.weight_array, self.grad_array), self.num_params, lr)
+        return VectorAdam(self.ops.arena, self.num_params, lr)  # the weights: the arena's first nodes
 
     # --- the arena, for tests and benchmarks ---------------------------------------------
     @property
