@@ -62,6 +62,11 @@ def check_packaged_names(names: Path = Path("src/cymicrogpt/datasets/names.txt")
 check_packaged_names()
 
 LINK_ARGS = []
+# Link libm by name: a reference left unversioned binds, under glibc, to the oldest version of
+# exp/pow/log (GLIBC_2.2.5, the SVID error-handling wrappers around the same functions: about a
+# third more instructions per call), while CPython's math and float ** are linked to the current
+# ones (GLIBC_2.29).  With -lm the compiled core calls the very functions Python calls.
+LIBRARIES = [] if sys.platform == "win32" else ["m"]
 if sys.platform == "win32":
     COMPILE_ARGS = ["/fp:precise"]  # MSVC: no contraction, IEEE semantics
 else:
@@ -79,6 +84,7 @@ extensions = [
         f"cymicrogpt.{pyx.stem}",
         [str(pyx)],
         include_dirs=["csrc/cymicrogpt"],  # hand-written C headers (adam_shortcut.h)
+        libraries=LIBRARIES,
         extra_compile_args=COMPILE_ARGS,
         extra_link_args=LINK_ARGS,
     )
@@ -110,7 +116,7 @@ if builds_for_x86_64() and not DEBUG:
         if not target.exists() or target.read_text(encoding="utf-8") != source:  # keep it fresh, not newer
             target.write_text(source, encoding="utf-8")
     extensions.append(Extension("cymicrogpt._adam_avx2", [str(generated / "_adam_avx2.pyx")],
-                                include_dirs=["csrc/cymicrogpt"],
+                                include_dirs=["csrc/cymicrogpt"], libraries=LIBRARIES,
                                 extra_compile_args=COMPILE_ARGS + ["-mavx2"], extra_link_args=LINK_ARGS))
 
 setup(
