@@ -34,9 +34,18 @@ Nothing of this depends on the values, only on the shape (the target token decid
 one lm_head order above).
 
 Speed without reassociating any sum: the vector loops run across independent sums, with
-the graph engine's kernels (_kernels.pyx: SSE2, or AVX2 where the CPU has it, the same
-bits): dot_rows for the forward's matrix-vector products (rows side by side), axpy for
-every gradient row (each element a lane).
+the kernels of _kernels.pyx (SSE2, or AVX2 where the CPU has it, the same bits), mostly
+axpy_rows, a sum of scaled rows that keeps its destination in registers (each element a
+lane, adding the rows in the order given):
+    - the forward's matrix-vector products run on a transposed copy of the weights, made at
+      the start of each pass: y = sum over j ascending of W^T[j] * x[j], from 0.0, is each
+      output's dot product in microgpt's order, with the outputs side by side;
+    - a linear layer's input gradient is the sum of its weight rows scaled by the output
+      gradients, in the search's row order;
+    - a weight's gradient gets one contribution per position, the last position first, and
+      nothing else touches it: so the backward keeps each position's output gradients and
+      adds all of them to each weight row at the end, the positions in descending order,
+      with the row held in registers.
 """
 from libc.math cimport exp, log, pow
 from libc.string cimport memset
@@ -44,7 +53,7 @@ from libc.string cimport memset
 import numpy as np
 
 from cymicrogpt._arena cimport Arena
-from cymicrogpt._kernels cimport axpy, dot_rows
+from cymicrogpt._kernels cimport axpy, axpy_rows, transpose
 
 
 # Slots of the weight matrices.  Anonymous enums: their members are plain ints, which
@@ -58,30 +67,48 @@ cdef enum:  # column of FusedGPT.layer_off: one block's matrices, in config.LAYE
 
 
 # --- small kernels on raw pointers (nogil) -------------------------------------------------
-# axpy (y += x * a) and dot_rows (a matrix-vector product, each row's sum from 0.0, left to
-# right) are the graph engine's vector kernels, in their SSE2 or AVX2 build (_kernels.pyx).
-cdef inline void row_backward(double* G_r,  # IN/OUT (cols,): row r of the weights' gradient, += x * d
-                              double* dx,  # IN/OUT (cols,): the input's gradient, += W[r] * d
-                              const double* W_r,  # IN (cols,): row r of the weights
-                              const double* x,  # IN (cols,): the input
-                              double d,  # IN: the gradient of output r
-                              Py_ssize_t cols) noexcept nogil:
-    """Output r of a linear layer at one position: its contributions to the weights of row r
-    and to the input."""
-    axpy(G_r, x, d, cols)
-    axpy(dx, W_r, d, cols)
+# axpy (y += x * a) and axpy_rows (y += a sum of scaled rows, in a given order) are
+# _kernels.pyx's vector kernels, in their SSE2 or AVX2 build.
+cdef inline void matvec(const double* WT,  # IN (cols, rows): the weights, transposed
+                        const double* x,  # IN (cols,)
+                        double* y,  # OUT (rows,): y[r] = sum over j ascending of W[r, j] * x[j], from 0.0
+                        Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    """A linear layer's forward: each output microgpt's `sum(wi * xi for ...)`, the outputs
+    in lanes (row j of W^T holds every output's j-th weight)."""
+    memset(y, 0, rows * sizeof(double))
+    axpy_rows(y, rows, WT, rows, x, 1, cols)
+
+
+cdef inline void add_rows_backwards(double* y,  # IN/OUT (cols,): += W[r] * c[r], r = hi-1 down to lo
+                                    const double* W,  # IN (rows, cols)
+                                    const double* c,  # IN (rows,)
+                                    Py_ssize_t cols, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """The input-gradient contributions of a linear layer's outputs lo .. hi-1, the last first."""
+    if hi > lo:
+        axpy_rows(y, cols, W + (hi - 1) * cols, -cols, c + hi - 1, -1, hi - lo)
 
 
 cdef inline void linear_backward(const double* W,  # IN (rows, cols)
-                                 double* G,  # IN/OUT (rows, cols): += dy x^T
-                                 const double* x,  # IN (cols,)
                                  const double* dy,  # IN (rows,)
                                  double* dx,  # OUT (cols,): sum over r = rows-1 .. 0 of W[r] * dy[r], from 0
                                  Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
-    cdef Py_ssize_t r
+    """A linear layer's input gradient at one position (its weights' come in weight_backward)."""
     memset(dx, 0, cols * sizeof(double))
-    for r in range(rows - 1, -1, -1):
-        row_backward(G + r * cols, dx, W + r * cols, x, dy[r], cols)
+    add_rows_backwards(dx, W, dy, cols, 0, rows)
+
+
+cdef inline void weight_backward(double* G,  # IN/OUT (rows, cols): += sum over p = n-1 .. 0 of dy_p x_p^T
+                                 const double* x,  # IN (n, cols), rows xstride apart: the inputs
+                                 Py_ssize_t xstride,
+                                 const double* dy,  # IN (n, rows), rows dystride apart: the output gradients
+                                 Py_ssize_t dystride,
+                                 Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t n) noexcept nogil:
+    """A linear layer's weight gradient over a document: G[r, j] gets x_p[j] * dy_p[r] from
+    each position p, the last first, as microgpt's backward adds them."""
+    cdef Py_ssize_t r
+    for r in range(rows):
+        axpy_rows(G + r * cols, cols, x + (n - 1) * xstride, -xstride, dy + (n - 1) * dystride + r, -dystride, n)
+
 
 
 cdef inline void rmsnorm(const double* x,  # IN (n,)
@@ -158,6 +185,7 @@ cdef class FusedGPT:
     cdef double inv_embd, att_scale  # len(x)**-1 in rmsnorm; (head_dim**0.5)**-1
     cdef Py_ssize_t[::1] off  # (N_MODEL_MATRICES,): off[WTE] ... off[LM_HEAD]
     cdef Py_ssize_t[:, ::1] layer_off  # (L, N_LAYER_MATRICES): layer_off[l, WQ] ... layer_off[l, FC2]
+    cdef double[::1] wt  # (n_weights,): each linear layer's matrix transposed, at the matrix's own offset
     # Activations, flat; T = capacity.  (L + 1, T, E): each layer's input, the last one the top.
     cdef double[::1] emb, x_in  # emb: (T, E), token + position embedding
     cdef double[::1] s0, d0  # (T,): the first rmsnorm's scale and mean + eps
@@ -168,9 +196,14 @@ cdef class FusedGPT:
     cdef double[::1] att_total, att_inv  # (L, T, H)
     cdef double[::1] lm_e  # (T, V): exps of the logits
     cdef double[::1] lm_total, lm_inv, lm_p  # (T,)
-    # Gradients
+    # Gradients, of every position: a linear layer's output gradients are kept for its
+    # weights' gradient (weight_backward), added once the positions are done
+    cdef double[::1] gx  # (L + 1, T, E): of x_in
+    cdef double[::1] gmid, gq  # (L, T, E): of x_mid (wo's output), of q
     cdef double[::1] dk, dv  # (L, T, E): keys and values, summed over the positions that read them
-    cdef double[::1] dx, dmid, dheads, dq, dxn, dh, dlogit, scratch  # (E,) x4, (max(E, F),), (F,), (V,), (3, T)
+    cdef double[::1] gh  # (L, T, F): of h1 (fc1's output)
+    cdef double[::1] glogit  # (T, V)
+    cdef double[::1] logits, dheads, dxn, scratch  # (V,), (E,), (max(E, F),), (3, T)
 
     def __init__(self, Arena arena, int n_weights, int n_layer, int n_embd, int n_head, int vocab, int block,
                  int hidden, offsets, layer_offsets, double rmsnorm_eps):
@@ -197,8 +230,8 @@ cdef class FusedGPT:
         for l in range(n_layer):
             check_inside(self.layer_off[l], (E * E, E * E, E * E, E * E, F * E, E * F), n_weights)
         z = np.zeros
-        self.dx, self.dmid, self.dheads, self.dq = z(E), z(E), z(E), z(E)
-        self.dxn, self.dh, self.dlogit = z(max(E, F)), z(F), z(vocab)
+        self.wt = z(n_weights)
+        self.logits, self.dheads, self.dxn = z(vocab), z(E), z(max(E, F))
         self.capacity = 0
         self.reserve(1)
 
@@ -216,7 +249,9 @@ cdef class FusedGPT:
         self.att_e, self.att_w = z(L * T * H * T), z(L * T * H * T)
         self.att_total, self.att_inv = z(L * T * H), z(L * T * H)
         self.lm_e, self.lm_total, self.lm_inv, self.lm_p = z(T * V), z(T), z(T), z(T)
+        self.gx, self.gmid, self.gq = z((L + 1) * T * E), z(L * T * E), z(L * T * E)
         self.dk, self.dv = z(L * T * E), z(L * T * E)
+        self.gh, self.glogit = z(L * T * F), z(T * V)
         self.scratch = z(3 * T)
         self.capacity = T
 
@@ -236,12 +271,30 @@ cdef class FusedGPT:
         self.reserve(n)
         cdef double loss
         with nogil:
+            self.transpose_weights()
             bad = self.forward(tokens, n, &loss)
             if bad < 0:
                 self.backward(tokens, n)
         if bad >= 0:
             raise ValueError(f"math domain error: log of probability {self.lm_p[bad]!r} at position {bad}")
         return loss
+
+    cdef void transpose_weights(self) noexcept nogil:
+        """wt: the linear layers' weights as they are now (the optimizer changes them between
+        passes), transposed for the forward's matvec."""
+        cdef Py_ssize_t E = self.n_embd, F = self.hidden, l, m, o
+        cdef const double* w = &self.arena.data[0]
+        cdef double* wt = &self.wt[0]
+        for l in range(self.n_layer):
+            for m in range(WQ, WO + 1):  # the four (E, E) matrices
+                o = self.layer_off[l, m]
+                transpose(w + o, E, E, wt + o)
+            o = self.layer_off[l, FC1]
+            transpose(w + o, F, E, wt + o)
+            o = self.layer_off[l, FC2]
+            transpose(w + o, E, F, wt + o)
+        o = self.off[LM_HEAD]
+        transpose(w + o, self.vocab, E, wt + o)
 
     cdef Py_ssize_t forward(self, const Py_ssize_t[::1] tokens, Py_ssize_t n, double* loss) noexcept nogil:
         """The forward pass; loss[0] = the mean loss.  Returns -1, or the first position
@@ -250,6 +303,7 @@ cdef class FusedGPT:
         cdef Py_ssize_t V = self.vocab, T = self.capacity
         cdef Py_ssize_t t, u, l, h, j, lt, a
         cdef const double* w = &self.arena.data[0]
+        cdef const double* wt = &self.wt[0]
         cdef const double* qh
         cdef const double* kh
         cdef double* x
@@ -257,7 +311,8 @@ cdef class FusedGPT:
         cdef double* ev
         cdef double* aw
         cdef double* out
-        cdef double* logits = &self.scratch[0]  # (T,) scores; (V,) logits use dlogit's room
+        cdef double* scores = &self.scratch[0]  # (T,)
+        cdef double* logits = &self.logits[0]
         cdef double acc, inv, loss_sum = 0.0, eps = self.rmsnorm_eps
         for t in range(n):
             x = &self.emb[t * E]
@@ -269,9 +324,9 @@ cdef class FusedGPT:
                 x = &self.x_in[lt * E]
                 # attention block: rmsnorm, q k v, causal softmax over positions <= t
                 rmsnorm(x, &self.xn1[lt * E], &self.d1[lt], &self.s1[lt], E, self.inv_embd, eps)
-                dot_rows(w + self.layer_off[l, WQ], E, &self.xn1[lt * E], &self.q[lt * E], E)
-                dot_rows(w + self.layer_off[l, WK], E, &self.xn1[lt * E], &self.k[lt * E], E)
-                dot_rows(w + self.layer_off[l, WV], E, &self.xn1[lt * E], &self.v[lt * E], E)
+                matvec(wt + self.layer_off[l, WQ], &self.xn1[lt * E], &self.q[lt * E], E, E)
+                matvec(wt + self.layer_off[l, WK], &self.xn1[lt * E], &self.k[lt * E], E, E)
+                matvec(wt + self.layer_off[l, WV], &self.xn1[lt * E], &self.v[lt * E], E, E)
                 for h in range(H):
                     a = lt * H + h
                     ev = &self.att_e[a * T]
@@ -282,31 +337,31 @@ cdef class FusedGPT:
                         acc = 0.0
                         for j in range(hd):
                             acc = acc + qh[j] * kh[j]
-                        logits[u] = acc * self.att_scale
-                    inv = softmax_forward(logits, ev, &self.att_total[a], t + 1)
+                        scores[u] = acc * self.att_scale
+                    inv = softmax_forward(scores, ev, &self.att_total[a], t + 1)
                     self.att_inv[a] = inv
-                    out = &self.heads[lt * E + h * hd]  # (hd,): sum over u of weight_u * v_u, u ascending
-                    memset(out, 0, hd * sizeof(double))
                     for u in range(t + 1):
                         aw[u] = ev[u] * inv
-                        axpy(out, &self.v[(l * T + u) * E + h * hd], aw[u], hd)
+                    out = &self.heads[lt * E + h * hd]  # (hd,): sum over u ascending of weight_u * v_u, from 0
+                    memset(out, 0, hd * sizeof(double))
+                    axpy_rows(out, hd, &self.v[l * T * E + h * hd], E, aw, 1, t + 1)
                 out = &self.x_mid[lt * E]
-                dot_rows(w + self.layer_off[l, WO], E, &self.heads[lt * E], out, E)
+                matvec(wt + self.layer_off[l, WO], &self.heads[lt * E], out, E, E)
                 for j in range(E):
                     out[j] = out[j] + x[j]
                 # MLP block
                 rmsnorm(out, &self.xn2[lt * E], &self.d2[lt], &self.s2[lt], E, self.inv_embd, eps)
                 x = &self.h1[lt * F]
-                dot_rows(w + self.layer_off[l, FC1], E, &self.xn2[lt * E], x, F)
+                matvec(wt + self.layer_off[l, FC1], &self.xn2[lt * E], x, F, E)
                 for j in range(F):  # max(0, x): NaN gives 0 too
                     self.relu_out[lt * F + j] = x[j] if x[j] > 0 else 0.0
                 xo = &self.x_in[((l + 1) * T + t) * E]
-                dot_rows(w + self.layer_off[l, FC2], F, &self.relu_out[lt * F], xo, E)
+                matvec(wt + self.layer_off[l, FC2], &self.relu_out[lt * F], xo, E, F)
                 for j in range(E):
                     xo[j] = xo[j] + out[j]
             # lm_head, softmax, -log p[target]
-            dot_rows(w + self.off[LM_HEAD], E, &self.x_in[(L * T + t) * E], &self.dlogit[0], V)
-            inv = softmax_forward(&self.dlogit[0], &self.lm_e[t * V], &self.lm_total[t], V)
+            matvec(wt + self.off[LM_HEAD], &self.x_in[(L * T + t) * E], logits, V, E)
+            inv = softmax_forward(logits, &self.lm_e[t * V], &self.lm_total[t], V)
             self.lm_inv[t] = inv
             self.lm_p[t] = self.lm_e[t * V + tokens[t + 1]] * inv
             if self.lm_p[t] == 0.0:
@@ -318,21 +373,20 @@ cdef class FusedGPT:
     cdef void backward(self, const Py_ssize_t[::1] tokens, Py_ssize_t n) noexcept nogil:
         cdef Py_ssize_t L = self.n_layer, E = self.n_embd, F = self.hidden, H = self.n_head, hd = self.head_dim
         cdef Py_ssize_t V = self.vocab, T = self.capacity
-        cdef Py_ssize_t t, u, l, h, j, r, i, lt, a, tgt, lm = self.off[LM_HEAD]
+        cdef Py_ssize_t t, u, l, h, j, i, lt, a, tgt, lm = self.off[LM_HEAD]
         cdef const double* w = &self.arena.data[0]
         cdef double* g = &self.arena.grad[0]
-        cdef double* dx = &self.dx[0]  # the gradient of the current residual stream
-        cdef double* dmid = &self.dmid[0]
+        cdef double* dx  # the gradient of the current residual stream
+        cdef double* dy  # of a layer's output
+        cdef double* dmid
         cdef double* dheads = &self.dheads[0]
-        cdef double* dq = &self.dq[0]
+        cdef double* dq
         cdef double* dxn = &self.dxn[0]
-        cdef double* dh = &self.dh[0]
-        cdef double* dlogit = &self.dlogit[0]
+        cdef double* dh
+        cdef double* dlogit
         cdef double* da = &self.scratch[0]  # (T,) per attention head
         cdef double* dscore = &self.scratch[T]  # (T,)
-        cdef double* dk
         cdef double* dv
-        cdef double* x
         cdef const double* ev
         cdef const double* aw
         cdef double dloss = 1.0 / n  # each position's loss gets (1 / n) * 1
@@ -344,33 +398,34 @@ cdef class FusedGPT:
             # -log p: p's gradient is (1 / p) * (-1 * dloss); p = e[tgt] * total**-1
             tgt = tokens[t + 1]
             ev = &self.lm_e[t * V]
+            dlogit = &self.glogit[t * V]
             dp = (1.0 / self.lm_p[t]) * (-1.0 * dloss)
             dinv = ev[tgt] * dp
             dtotal = (-1.0 * pow(self.lm_total[t], -2.0)) * dinv
             for i in range(V):  # logit_i's gradient: exp's local grad (e_i) times e_i's
                 dlogit[i] = ev[i] * dtotal
             dlogit[tgt] = ev[tgt] * (self.lm_inv[t] * dp + dtotal)
-            x = &self.x_in[(L * T + t) * E]
-            memset(dx, 0, E * sizeof(double))  # rows descending, the target's last
-            for r in range(V - 1, -1, -1):
-                if r != tgt:
-                    row_backward(g + lm + r * E, dx, w + lm + r * E, x, dlogit[r], E)
-            row_backward(g + lm + tgt * E, dx, w + lm + tgt * E, x, dlogit[tgt], E)
+            dx = &self.gx[(L * T + t) * E]  # lm_head's rows descending, the target's last
+            memset(dx, 0, E * sizeof(double))
+            add_rows_backwards(dx, w + lm, dlogit, E, tgt + 1, V)
+            add_rows_backwards(dx, w + lm, dlogit, E, 0, tgt)
+            add_rows_backwards(dx, w + lm, dlogit, E, tgt, tgt + 1)
             for l in range(L - 1, -1, -1):
                 lt = l * T + t
                 # MLP block: x_out = fc2 relu(fc1 rmsnorm(x_mid)) + x_mid
-                linear_backward(w + self.layer_off[l, FC2], g + self.layer_off[l, FC2], &self.relu_out[lt * F],
-                                dx, dh, E, F)
+                dy = &self.gx[((l + 1) * T + t) * E]
+                dh = &self.gh[lt * F]
+                linear_backward(w + self.layer_off[l, FC2], dy, dh, E, F)
                 for j in range(F):
                     dh[j] = (1.0 if self.h1[lt * F + j] > 0 else 0.0) * dh[j]
-                linear_backward(w + self.layer_off[l, FC1], g + self.layer_off[l, FC1], &self.xn2[lt * E],
-                                dh, dxn, F, E)
+                linear_backward(w + self.layer_off[l, FC1], dh, dxn, F, E)
+                dmid = &self.gmid[lt * E]
                 for j in range(E):  # the residual's contribution first
-                    dmid[j] = dx[j]
+                    dmid[j] = dy[j]
                 rmsnorm_backward(&self.x_mid[lt * E], self.d2[lt], self.s2[lt], dxn, dmid, E, self.inv_embd)
                 # attention block: x_mid = wo heads + x_in
-                linear_backward(w + self.layer_off[l, WO], g + self.layer_off[l, WO], &self.heads[lt * E],
-                                dmid, dheads, E, E)
+                linear_backward(w + self.layer_off[l, WO], dmid, dheads, E, E)
+                dq = &self.gq[lt * E]
                 for h in range(H):
                     a = lt * H + h
                     ev = &self.att_e[a * T]
@@ -388,15 +443,14 @@ cdef class FusedGPT:
                         dtotal = dtotal + local * (ev[u] * da[u])
                     for u in range(t + 1):  # exp, then + (-max), then * scale: the dot's gradient
                         dscore[u] = self.att_scale * (ev[u] * (self.att_inv[a] * da[u] + dtotal))
+                    # q's gradient: the keys scaled by their scores' gradients, the last first
                     memset(dq + h * hd, 0, hd * sizeof(double))
-                    for u in range(t, -1, -1):
-                        axpy(dq + h * hd, &self.k[(l * T + u) * E + h * hd], dscore[u], hd)
+                    axpy_rows(dq + h * hd, hd, &self.k[(l * T + t) * E + h * hd], -E, dscore + t, -1, t + 1)
                     for u in range(t + 1):
                         axpy(&self.dk[(l * T + u) * E + h * hd], &self.q[lt * E + h * hd], dscore[u], hd)
                 # q, k, v of position t: k and v are complete (later positions came first)
-                dk = &self.dk[lt * E]
-                dv = &self.dv[lt * E]
-                self.qkv_backward(l, t, dq, dk, dv, dxn)
+                self.qkv_backward(l, t, dq, &self.dk[lt * E], &self.dv[lt * E], dxn)
+                dx = &self.gx[lt * E]
                 for j in range(E):  # the residual's contribution first
                     dx[j] = dmid[j]
                 rmsnorm_backward(&self.x_in[lt * E], self.d1[lt], self.s1[lt], dxn, dx, E, self.inv_embd)
@@ -405,32 +459,43 @@ cdef class FusedGPT:
             rmsnorm_backward(&self.emb[t * E], self.d0[t], self.s0[t], dx, dxn, E, self.inv_embd)
             axpy(g + self.off[WTE] + tokens[t] * E, dxn, 1.0, E)  # 1 * the sum's gradient
             axpy(g + self.off[WPE] + t * E, dxn, 1.0, E)
+        self.weights_backward(n)
 
     cdef void qkv_backward(self, Py_ssize_t l, Py_ssize_t t, const double* dq, const double* dk,
                            const double* dv, double* dxn) noexcept nogil:
-        """q, k and v of position t: the weights' gradients, and dxn = the gradient of the
-        rmsnorm(x) they read, summed in the search's order: last head first; per head the v
-        rows, then the k rows, then the q rows, each descending; at position 0 the k and q
-        rows interleaved (k_r, q_r, descending)."""
-        cdef Py_ssize_t E = self.n_embd, hd = self.head_dim, h, r, row
+        """dxn = the gradient of the rmsnorm(x) that q, k and v of position t read, summed in
+        the search's order: last head first; per head the v rows, then the k rows, then the
+        q rows, each descending; at position 0 the k and q rows interleaved (k_r, q_r,
+        descending).  (Their weights' gradients come in weights_backward.)"""
+        cdef Py_ssize_t E = self.n_embd, hd = self.head_dim, h, r
         cdef const double* w = &self.arena.data[0]
-        cdef double* g = &self.arena.grad[0]
-        cdef Py_ssize_t wq = self.layer_off[l, WQ], wk = self.layer_off[l, WK], wv = self.layer_off[l, WV]
-        cdef const double* x = &self.xn1[(l * self.capacity + t) * E]
+        cdef const double* wq = w + self.layer_off[l, WQ]
+        cdef const double* wk = w + self.layer_off[l, WK]
+        cdef const double* wv = w + self.layer_off[l, WV]
         memset(dxn, 0, E * sizeof(double))
         for h in range(self.n_head - 1, -1, -1):
-            for r in range(h * hd + hd - 1, h * hd - 1, -1):
-                row = r * E
-                row_backward(g + wv + row, dxn, w + wv + row, x, dv[r], E)
+            add_rows_backwards(dxn, wv, dv, E, h * hd, h * hd + hd)
             if t > 0:
-                for r in range(h * hd + hd - 1, h * hd - 1, -1):
-                    row = r * E
-                    row_backward(g + wk + row, dxn, w + wk + row, x, dk[r], E)
-                for r in range(h * hd + hd - 1, h * hd - 1, -1):
-                    row = r * E
-                    row_backward(g + wq + row, dxn, w + wq + row, x, dq[r], E)
+                add_rows_backwards(dxn, wk, dk, E, h * hd, h * hd + hd)
+                add_rows_backwards(dxn, wq, dq, E, h * hd, h * hd + hd)
             else:
                 for r in range(h * hd + hd - 1, h * hd - 1, -1):
-                    row = r * E
-                    row_backward(g + wk + row, dxn, w + wk + row, x, dk[r], E)
-                    row_backward(g + wq + row, dxn, w + wq + row, x, dq[r], E)
+                    add_rows_backwards(dxn, wk, dk, E, r, r + 1)
+                    add_rows_backwards(dxn, wq, dq, E, r, r + 1)
+
+    cdef void weights_backward(self, Py_ssize_t n) noexcept nogil:
+        """The linear layers' weight gradients over the document's n positions, from the
+        inputs and output gradients the pass kept (positions descending in each weight)."""
+        cdef Py_ssize_t L = self.n_layer, E = self.n_embd, F = self.hidden, T = self.capacity, l, base
+        cdef double* g = &self.arena.grad[0]
+        for l in range(L):
+            base = l * T * E
+            weight_backward(g + self.layer_off[l, WQ], &self.xn1[base], E, &self.gq[base], E, E, E, n)
+            weight_backward(g + self.layer_off[l, WK], &self.xn1[base], E, &self.dk[base], E, E, E, n)
+            weight_backward(g + self.layer_off[l, WV], &self.xn1[base], E, &self.dv[base], E, E, E, n)
+            weight_backward(g + self.layer_off[l, WO], &self.heads[base], E, &self.gmid[base], E, E, E, n)
+            weight_backward(g + self.layer_off[l, FC1], &self.xn2[base], E, &self.gh[l * T * F], F, F, E, n)
+            weight_backward(g + self.layer_off[l, FC2], &self.relu_out[l * T * F], F, &self.gx[base + T * E], E,
+                            E, F, n)
+        weight_backward(g + self.off[LM_HEAD], &self.x_in[L * T * E], E, &self.glogit[0], self.vocab,
+                        self.vocab, E, n)

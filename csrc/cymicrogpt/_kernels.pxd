@@ -6,3 +6,11 @@ cdef void axpy(double* y, const double* x, double a, Py_ssize_t n) noexcept nogi
 # out[r] = sum_j w[r * cols + j] * x[j] for r < rows, each sum left to right from 0.0
 # (out overlaps neither w nor x)
 cdef void dot_rows(const double* w, Py_ssize_t cols, const double* x, double* out, Py_ssize_t rows) noexcept nogil
+
+# for i = 0 .. count-1 in turn: y[j] += m[i * stride + j] * c[i * cstep] for j < n (a negative
+# stride walks rows backwards; y overlaps neither m nor c)
+cdef void axpy_rows(double* y, Py_ssize_t n, const double* m, Py_ssize_t stride, const double* c, Py_ssize_t cstep,
+                    Py_ssize_t count) noexcept nogil
+
+# wt[j * rows + r] = w[r * cols + j]: wt (cols, rows) is w (rows, cols) transposed (no overlap)
+cdef void transpose(const double* w, Py_ssize_t rows, Py_ssize_t cols, double* wt) noexcept nogil

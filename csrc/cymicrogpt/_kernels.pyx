@@ -1,5 +1,5 @@
-"""The vector kernels of the graph's forward (dot_rows) and backward (axpy) passes, and the
-choice between their two builds.
+"""The vector kernels of the graph's forward (dot_rows) and backward (axpy) passes, the fused
+pass's sum of scaled rows (axpy_rows) and transpose, and the choice between their two builds.
 
 Exactness allows SIMD only across independent sums: each lane is one element's own
 chain of IEEE operations, in microgpt's order, so a lane computes the very bits the scalar
@@ -97,18 +97,126 @@ cdef extern from *:
     }
     #endif
 
+    /* --- axpy_rows: for i = 0, 1, ..., count - 1 in turn, y[j] += m[i * stride + j] * c[i * cstep]
+       (j < n): count axpys, one per row of m, each element of y a chain of additions in row
+       order; negative strides walk the rows backwards.  Where count axpy calls load and store
+       y at every row, this keeps y in registers across all the rows, four vectors at a time
+       (then one vector, then one element).  It serves every "sum of scaled rows" of the fused
+       pass: a linear layer's input gradient (rows of W, the last first), its forward on
+       transposed weights (rows of W^T: each output's dot product in lane order, from 0.0),
+       and a weight row's gradient over the positions (rows of the inputs, the last first). */
+    static void cymg_axpy_rows_from(Py_ssize_t j, double *y, Py_ssize_t n, const double *m, Py_ssize_t stride,
+                                    const double *c, Py_ssize_t cstep, Py_ssize_t count) {
+        for (; j < n; j++) {  /* elements j.. one at a time */
+            const double *row = m + j;
+            double yj = y[j];
+            for (Py_ssize_t i = 0; i < count; i++, row += stride) yj = yj + *row * c[i * cstep];
+            y[j] = yj;
+        }
+    }
+    #define CYMG_AXPY_ROWS_VECTORS(V, P, LANES)                                                 \\
+        Py_ssize_t j = 0, i;                                                                  \\
+        const double *row;                                                                    \\
+        for (; j + 4 * LANES <= n; j += 4 * LANES) {  /* y[j : j + 4 LANES]: four vectors */    \\
+            V y0 = P##_loadu_pd(y + j), y1 = P##_loadu_pd(y + j + LANES);                     \\
+            V y2 = P##_loadu_pd(y + j + 2 * LANES), y3 = P##_loadu_pd(y + j + 3 * LANES);     \\
+            for (i = 0, row = m + j; i < count; i++, row += stride) {                         \\
+                V ci = P##_set1_pd(c[i * cstep]);                                             \\
+                y0 = P##_add_pd(y0, P##_mul_pd(P##_loadu_pd(row), ci));                       \\
+                y1 = P##_add_pd(y1, P##_mul_pd(P##_loadu_pd(row + LANES), ci));               \\
+                y2 = P##_add_pd(y2, P##_mul_pd(P##_loadu_pd(row + 2 * LANES), ci));           \\
+                y3 = P##_add_pd(y3, P##_mul_pd(P##_loadu_pd(row + 3 * LANES), ci));           \\
+            }                                                                                 \\
+            P##_storeu_pd(y + j, y0); P##_storeu_pd(y + j + LANES, y1);                       \\
+            P##_storeu_pd(y + j + 2 * LANES, y2); P##_storeu_pd(y + j + 3 * LANES, y3);       \\
+        }                                                                                     \\
+        for (; j + LANES <= n; j += LANES) {  /* y[j : j + LANES]: one vector */                \\
+            V y0 = P##_loadu_pd(y + j);                                                       \\
+            for (i = 0, row = m + j; i < count; i++, row += stride)                           \\
+                y0 = P##_add_pd(y0, P##_mul_pd(P##_loadu_pd(row), P##_set1_pd(c[i * cstep]))); \\
+            P##_storeu_pd(y + j, y0);                                                         \\
+        }                                                                                     \\
+        cymg_axpy_rows_from(j, y, n, m, stride, c, cstep, count);
+
+    #if CYMG_X86
+    static void cymg_axpy_rows_baseline(double *y, Py_ssize_t n, const double *m, Py_ssize_t stride,
+                                        const double *c, Py_ssize_t cstep, Py_ssize_t count) {
+        CYMG_AXPY_ROWS_VECTORS(__m128d, _mm, 2)
+    }
+    __attribute__((target("avx2")))
+    static void cymg_axpy_rows_avx2(double *y, Py_ssize_t n, const double *m, Py_ssize_t stride,
+                                    const double *c, Py_ssize_t cstep, Py_ssize_t count) {
+        CYMG_AXPY_ROWS_VECTORS(__m256d, _mm256, 4)
+    }
+    #else
+    static void cymg_axpy_rows_baseline(double *y, Py_ssize_t n, const double *m, Py_ssize_t stride,
+                                        const double *c, Py_ssize_t cstep, Py_ssize_t count) {
+        cymg_axpy_rows_from(0, y, n, m, stride, c, cstep, count);
+    }
+    #endif
+
+    /* --- transpose: wt[j * rows + r] = w[r * cols + j], for the fused forward's matvec (a copy:
+       no arithmetic, so the order of the moves does not matter).  Square blocks through
+       registers (baseline 2 x 2, AVX2 4 x 4), then the edges (the last rows % B rows, and the
+       last cols % B columns of the other rows) one element at a time. */
+    static void cymg_transpose_edges(const double *w, Py_ssize_t rows, Py_ssize_t cols, double *wt,
+                                     Py_ssize_t block_rows, Py_ssize_t block_cols) {
+        for (Py_ssize_t r = 0; r < rows; r++)
+            for (Py_ssize_t j = r < block_rows ? block_cols : 0; j < cols; j++) wt[j * rows + r] = w[r * cols + j];
+    }
+    static void cymg_transpose_baseline(const double *w, Py_ssize_t rows, Py_ssize_t cols, double *wt) {
+        Py_ssize_t block_rows = 0, block_cols = 0;
+    #if CYMG_X86
+        block_rows = rows - rows % 2, block_cols = cols - cols % 2;
+        for (Py_ssize_t r = 0; r < block_rows; r += 2)
+            for (Py_ssize_t j = 0; j < block_cols; j += 2) {
+                __m128d a = _mm_loadu_pd(w + r * cols + j), b = _mm_loadu_pd(w + (r + 1) * cols + j);  /* rows r, r+1 */
+                _mm_storeu_pd(wt + j * rows + r, _mm_unpacklo_pd(a, b));  /* column j: (a0, b0) */
+                _mm_storeu_pd(wt + (j + 1) * rows + r, _mm_unpackhi_pd(a, b));  /* column j+1: (a1, b1) */
+            }
+    #endif
+        cymg_transpose_edges(w, rows, cols, wt, block_rows, block_cols);
+    }
+    #if CYMG_X86
+    __attribute__((target("avx2")))
+    static void cymg_transpose_avx2(const double *w, Py_ssize_t rows, Py_ssize_t cols, double *wt) {
+        Py_ssize_t block_rows = rows - rows % 4, block_cols = cols - cols % 4;
+        for (Py_ssize_t r = 0; r < block_rows; r += 4)
+            for (Py_ssize_t j = 0; j < block_cols; j += 4) {
+                const double *b = w + r * cols + j;
+                __m256d r0 = _mm256_loadu_pd(b), r1 = _mm256_loadu_pd(b + cols);  /* rows r .. r+3 */
+                __m256d r2 = _mm256_loadu_pd(b + 2 * cols), r3 = _mm256_loadu_pd(b + 3 * cols);
+                __m256d lo01 = _mm256_unpacklo_pd(r0, r1), hi01 = _mm256_unpackhi_pd(r0, r1);  /* (r0_0 r1_0 r0_2 r1_2), (r0_1 r1_1 r0_3 r1_3) */
+                __m256d lo23 = _mm256_unpacklo_pd(r2, r3), hi23 = _mm256_unpackhi_pd(r2, r3);
+                double *out = wt + j * rows + r;
+                _mm256_storeu_pd(out, _mm256_permute2f128_pd(lo01, lo23, 0x20));  /* column j */
+                _mm256_storeu_pd(out + rows, _mm256_permute2f128_pd(hi01, hi23, 0x20));  /* column j+1 */
+                _mm256_storeu_pd(out + 2 * rows, _mm256_permute2f128_pd(lo01, lo23, 0x31));  /* column j+2 */
+                _mm256_storeu_pd(out + 3 * rows, _mm256_permute2f128_pd(hi01, hi23, 0x31));  /* column j+3 */
+            }
+        cymg_transpose_edges(w, rows, cols, wt, block_rows, block_cols);
+    }
+    #endif
+
     static void (*cymg_axpy)(double *, const double *, double, Py_ssize_t) = cymg_axpy_baseline;
     static void (*cymg_dot_rows)(const double *, Py_ssize_t, const double *, double *, Py_ssize_t)
         = cymg_dot_rows_baseline;
+    static void (*cymg_axpy_rows)(double *, Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t,
+                                  Py_ssize_t) = cymg_axpy_rows_baseline;
+    static void (*cymg_transpose)(const double *, Py_ssize_t, Py_ssize_t, double *) = cymg_transpose_baseline;
 
     static int cymg_use_avx2(int allowed) {  /* returns whether the AVX2 build is in use */
         cymg_axpy = cymg_axpy_baseline;
         cymg_dot_rows = cymg_dot_rows_baseline;
+        cymg_axpy_rows = cymg_axpy_rows_baseline;
+        cymg_transpose = cymg_transpose_baseline;
     #if CYMG_X86
         __builtin_cpu_init();  /* libgcc's check includes the OS's saving of the AVX registers */
         if (allowed && __builtin_cpu_supports("avx2")) {
             cymg_axpy = cymg_axpy_avx2;
             cymg_dot_rows = cymg_dot_rows_avx2;
+            cymg_axpy_rows = cymg_axpy_rows_avx2;
+            cymg_transpose = cymg_transpose_avx2;
             return 1;
         }
     #endif
@@ -118,6 +226,9 @@ cdef extern from *:
     void c_axpy "cymg_axpy"(double* y, const double* x, double a, Py_ssize_t n) noexcept nogil
     void c_dot_rows "cymg_dot_rows"(const double* w, Py_ssize_t cols, const double* x, double* out,
                                     Py_ssize_t rows) noexcept nogil
+    void c_axpy_rows "cymg_axpy_rows"(double* y, Py_ssize_t n, const double* m, Py_ssize_t stride,
+                                      const double* c, Py_ssize_t cstep, Py_ssize_t count) noexcept nogil
+    void c_transpose "cymg_transpose"(const double* w, Py_ssize_t rows, Py_ssize_t cols, double* wt) noexcept nogil
     int c_use_avx2 "cymg_use_avx2"(int allowed) noexcept nogil
 
 
@@ -127,6 +238,16 @@ cdef void axpy(double* y, const double* x, double a, Py_ssize_t n) noexcept nogi
 
 cdef void dot_rows(const double* w, Py_ssize_t cols, const double* x, double* out, Py_ssize_t rows) noexcept nogil:
     c_dot_rows(w, cols, x, out, rows)
+
+
+cdef void axpy_rows(double* y, Py_ssize_t n, const double* m, Py_ssize_t stride, const double* c, Py_ssize_t cstep,
+                    Py_ssize_t count) noexcept nogil:
+    c_axpy_rows(y, n, m, stride, c, cstep, count)
+
+
+
+cdef void transpose(const double* w, Py_ssize_t rows, Py_ssize_t cols, double* wt) noexcept nogil:
+    c_transpose(w, rows, cols, wt)
 
 
 cdef bint avx2_in_use = c_use_avx2(os.environ.get("CYMICROGPT_NO_AVX2", "") != "1")
