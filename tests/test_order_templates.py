@@ -101,3 +101,47 @@ def test_graphs_off_the_pattern_are_searched_every_time():
 
     ops = assert_replay_exact([build((1, 2)), build((2, 1)), build((5, 5)), build((0, VOCAB - 1))])
     assert ops.order_templates == 0 and ops.order_replays == 0
+
+
+def test_a_documents_linear_layers_pass_backward_as_groups():
+    """The template of a model's graph passes each layer's rows as linear groups
+    (_arena.pyx): fc1's rows with their relu, fc2's and wo's with the residual add over
+    them, lm_head's with each logit's shifted and exp nodes (an nll's run, reordered per
+    target), and q's and k's rows a head at a time (at every position but the first: the
+    search meets the first position's q and k rows in another order).  Replayed, the
+    gradients are the searched ones (which pass node by node) bit for bit."""
+    rng = random.Random(9)
+    ops = assert_replay_exact(document([rng.randrange(VOCAB) for _ in range(5)]) for _ in range(4))
+    (groups,) = ops.linear_groups()
+    positions = 4
+    expected = {(4 * CONFIG.n_embd, 2): 2 * positions,  # fc1 + relu, each layer
+                (CONFIG.n_embd, 2): 4 * positions,  # fc2 and wo + the residual add, each layer
+                (VOCAB, 3): positions,  # lm_head's run
+                (CONFIG.n_embd // CONFIG.n_head, 1): 2 * CONFIG.n_head * CONFIG.n_layer * (positions - 1)}  # q, k
+    assert {kind: groups.count(kind) for kind in expected} == expected
+    assert len(groups) == sum(expected.values())
+
+
+def residual_over_linear(source: str):
+    """h + linear(rmsnorm(h)) style graphs: the add over each row of a square layer reads
+    either the layer's own input, a weight row, or (as the model's residual) a vector
+    built before the layer.  Only the
+    last may join the row in a group: an add into the input's gradient, or into a weight's,
+    taken before the other rows would change the order of those gradients' additions."""
+
+    def build(ops, target):
+        h = ops.add(ops.row("wte", 1), ops.row("wpe", 0))
+        x = ops.rmsnorm(h)
+        other = {"input": x, "weight": ops.row("wpe", 1), "before": h}[source]  # "before": the model's residual
+        y = ops.add(other, ops.linear(x, ops.matrix("layer0.attn_wq")))
+        return ops.mean([ops.nll(ops.linear(ops.rmsnorm(y), ops.matrix("lm_head")), target)])
+
+    return build
+
+
+@pytest.mark.parametrize("source", ["input", "weight", "before"])
+def test_a_residual_joins_a_group_only_when_it_touches_nothing_the_rows_do(source):
+    ops = assert_replay_exact([lambda ops, t=t: residual_over_linear(source)(ops, t) for t in (0, 5, VOCAB - 1, 5)])
+    (groups,) = ops.linear_groups()
+    assert ((CONFIG.n_embd, 2) in groups) == (source == "before")
+    assert (VOCAB, 3) in groups  # the nll's run

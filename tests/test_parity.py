@@ -46,8 +46,10 @@ def test_default_config_on_names_30_steps(backend, names_path):
         (GPTConfig(n_layer=2, n_embd=32, block_size=8, n_head=8), 4, 1),  # block < longest name
         (GPTConfig(n_layer=3, n_embd=12, block_size=5, n_head=3), 8, 7),
         (GPTConfig(n_layer=1, n_embd=8, block_size=24, n_head=1), 12, 123),
+        # 14 rows and columns (mlp 56): every path of the vector kernels' loops, tails included
+        (GPTConfig(n_layer=1, n_embd=14, block_size=8, n_head=2), 6, 11),
     ],
-    ids=["2x32-h8-b8", "3x12-h3-b5", "1x8-h1-b24"],
+    ids=["2x32-h8-b8", "3x12-h3-b5", "1x8-h1-b24", "1x14-h2-b8"],
 )
 @pytest.mark.parametrize("backend", COMPILED)
 def test_other_configs_on_names(config, steps, seed, backend, names_path):

@@ -22,6 +22,7 @@ def restore_kernels():
 
 
 @pytest.mark.parametrize("config", [GPTConfig(n_layer=2, n_embd=12, block_size=8, n_head=3),  # odd lengths: remainders
+                                    GPTConfig(n_layer=1, n_embd=14, block_size=8, n_head=2),  # 14 = 8 + 4 + 2
                                     GPTConfig(n_layer=1, n_embd=16, block_size=16, n_head=4)], ids=str)
 def test_both_builds_give_the_same_bits(config, restore_kernels):
     runs = []

@@ -106,7 +106,17 @@ cdef class Arena:
     cdef void reset(self) noexcept
     cdef uint32_t next_epoch(self) noexcept nogil
     cdef Py_ssize_t topological_order(self, int32_t root) noexcept nogil
-    cdef void pass_gradients(self, int32_t root, const int32_t[::1] order, Py_ssize_t count) noexcept nogil
+    cdef void pass_gradients(self, int32_t root, const int32_t[::1] order, Py_ssize_t count,
+                             const int32_t[::1] groups=*) noexcept nogil
+
+
+# --- linear groups (see _arena.pyx): records of GROUP_FIELDS integers -----------------------
+cdef enum:
+    GROUP_FIELDS = 4  # first order entry, records, entries per record, the layer's row-0 node
+cdef bint group_fits(Arena ar, const int32_t[::1] order, Py_ssize_t start, int32_t records, int32_t stride,
+                     int32_t base) noexcept nogil
+cdef Py_ssize_t find_linear_groups(Arena ar, const int32_t[::1] order, Py_ssize_t count,
+                                   const int32_t[::1] known, int32_t[::1] groups) noexcept nogil
 
 
 # --- arrays the arena's clients own, grown the arena's way ---------------------------------

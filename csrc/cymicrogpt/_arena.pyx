@@ -12,7 +12,7 @@ _value.pyx).
 from cython.view cimport array as cells_array
 from libc.stdint cimport int32_t, uint8_t, uint32_t
 
-from cymicrogpt._kernels cimport axpy
+from cymicrogpt._kernels cimport axpy, axpy_rows, outer_add
 
 import numpy as np
 
@@ -173,15 +173,27 @@ cdef class Arena:
         """
         return depth_first(self, root)
 
-    cdef void pass_gradients(self, int32_t root, const int32_t[::1] order, Py_ssize_t count) noexcept nogil:
-        """The backward pass proper, over the first `count` entries of `order`."""
+    cdef void pass_gradients(self, int32_t root, const int32_t[::1] order, Py_ssize_t count,
+                             const int32_t[::1] groups=None) noexcept nogil:
+        """The backward pass proper, over the first `count` entries of `order`, with the
+        linear groups of `groups` (records of GROUP_FIELDS, ascending starts: see
+        find_linear_groups) each passed as a whole."""
         cdef const uint8_t[::1] kind = self.kind
         cdef const int32_t[::1] a = self.a, b = self.b, n = self.n, edges = self.edges
         cdef const double[::1] data = self.data, aux = self.aux, edge_grad = self.edge_grad
         cdef double[::1] grad = self.grad
-        cdef Py_ssize_t i = count
+        cdef Py_ssize_t i = count, g = -1, next_end = -1  # next_end: where group g ends
+        if groups is not None and groups.shape[0] >= GROUP_FIELDS:
+            g = groups.shape[0] // GROUP_FIELDS - 1  # the next group to meet, walking down
+            next_end = group_end(groups, g)
         grad[root] = 1.0
         while i > 0:
+            if i == next_end:
+                i = groups[GROUP_FIELDS * g]
+                pass_linear_group(kind, a, b, n, edges, data, aux, edge_grad, grad, order, groups, g)
+                g -= 1
+                next_end = group_end(groups, g) if g >= 0 else -1
+                continue
             i -= 1
             backward_node(kind, a, b, n, edges, data, aux, edge_grad, grad, order[i])
 
@@ -354,3 +366,154 @@ cdef inline void dot_backward(double[::1] grad,  # IN/OUT
         for i in range(n):
             grad[a + i] += data[b + i] * dv
             grad[b + i] += data[a + i] * dv
+
+
+# --- linear groups: a linear layer's rows passed backward together ---------------------------
+# A linear layer's rows (DOT nodes over consecutive weight rows and one input range x) often
+# sit side by side in the order, as records: a row, then a chain of nodes each over the one
+# before (relu(row) in the MLP; a residual's x + row after a projection; a logit's shifted
+# and exp nodes in an nll's run).  Walking such a group down, the backward passes each
+# record's chain, then its row, record by record.  Passing every record's chain first
+# (records in the same order) and then every row (likewise) adds the same numbers into
+# every gradient in the same order, so every gradient keeps its bits: the only steps whose
+# order changes are a chain node's and another record's row's, and neither touches a
+# gradient the other reads or adds to:
+#   * a chain node v reads grad[v] (no row adds to it: v is neither a weight nor in x) and
+#     adds into its children's: the entry before it, and (an ADD) one node built before the
+#     layer's rows that is not in x, so no row reads or adds to any of them;
+#   * a row reads its own gradient, into which no other record adds, and adds into its
+#     weight row's gradients and x's, which no chain node reads or adds to.
+# Passed together, the rows' contributions to grad[x] are one loop that keeps a block of
+# them in registers across all rows (_kernels.axpy_rows), where each row alone would load
+# and store all of them.  Each group is a record of GROUP_FIELDS integers:
+# its first entry in the order, its number of records, the entries per record, and the
+# node of the layer's row 0 (the weight rows and rows are numbered from it).
+
+
+cdef inline Py_ssize_t group_end(const int32_t[::1] groups, Py_ssize_t g) noexcept nogil:
+    """The order index just past group g."""
+    return groups[GROUP_FIELDS * g] + groups[GROUP_FIELDS * g + 1] * groups[GROUP_FIELDS * g + 2]
+
+
+cdef inline bint links(Arena ar, int32_t v, int32_t before, int32_t base) noexcept nogil:
+    """Can node v follow `before` in a record of the layer whose row 0 is node base: a
+    UNARY node over it, or an ADD of it and a node built before the layer's rows that is
+    neither a weight nor in the layer's input?  (v itself comes after `before`, its child.)"""
+    cdef int32_t x = ar.b[base], cols = ar.n[base], other
+    if ar.kind[v] == UNARY:
+        return ar.a[v] == before
+    if ar.kind[v] != ADD or (ar.a[v] != before and ar.b[v] != before):
+        return False
+    other = ar.b[v] if ar.a[v] == before else ar.a[v]
+    return ar.n_fixed <= other < base and not x <= other < x + cols
+
+
+cdef inline int32_t record_row(Arena ar, const int32_t[::1] order, Py_ssize_t at, int32_t stride,
+                               int32_t base) noexcept nogil:
+    """The row number of the record at order[at] in the layer whose row 0 is node base, or
+    -1 when the record is not a row of that layer followed by a chain of stride - 1 nodes
+    each linked to the entry before it (see links)."""
+    cdef int32_t d = order[at], j
+    if not (d >= base and ar.kind[d] == DOT and ar.b[d] == ar.b[base] and ar.n[d] == ar.n[base]
+            and ar.a[d] == ar.a[base] + (d - base) * ar.n[base]):
+        return -1
+    for j in range(1, stride):
+        if not links(ar, order[at + j], order[at + j - 1], base):
+            return -1
+    return d - base
+
+
+cdef bint group_fits(Arena ar, const int32_t[::1] order, Py_ssize_t start, int32_t records, int32_t stride,
+                     int32_t base) noexcept nogil:
+    """Is order[start : start + records * stride] a linear group (see above) of the layer
+    whose row 0 is node base: its rows 0 .. records - 1, each once, in any order?"""
+    cdef uint32_t epoch = ar.next_epoch()  # marks the rows seen (the search's scratch, free now)
+    cdef int32_t x = ar.b[base], cols = ar.n[base], w = ar.a[base], r, k
+    if not (ar.kind[base] == DOT and cols >= 1 and w >= 0 and w + <Py_ssize_t>records * cols <= ar.n_fixed
+            and x >= ar.n_fixed and x + cols <= base and records >= 2):
+        return False
+    for k in range(records):
+        r = record_row(ar, order, start + <Py_ssize_t>k * stride, stride, base)
+        if r < 0 or r >= records or ar.mark[base + r] == epoch:
+            return False
+        ar.mark[base + r] = epoch
+    return True
+
+
+cdef Py_ssize_t find_linear_groups(Arena ar, const int32_t[::1] order, Py_ssize_t count,
+                                   const int32_t[::1] known,  # IN: groups already found, ascending
+                                   int32_t[::1] groups,  # OUT
+                                   ) noexcept nogil:
+    """Write the order's linear groups to `groups`, ascending: the `known` ones (an nll's
+    run, whose records the template reorders per target) and those of consecutive rows
+    0, 1, ... found between them, as many as `groups` has room for (a group left out is
+    passed node by node, to the same bits).  Returns the number of groups."""
+    cdef Py_ssize_t i = 0, found = 0, next_known = 0, limit, f, room = groups.shape[0] // GROUP_FIELDS
+    cdef int32_t d, stride, records
+    while i < count and found < room:
+        limit = count if next_known * GROUP_FIELDS >= known.shape[0] else known[next_known * GROUP_FIELDS]
+        if i == limit:  # a known group: copy it, go past it
+            for f in range(GROUP_FIELDS):
+                groups[found * GROUP_FIELDS + f] = known[next_known * GROUP_FIELDS + f]
+            i = group_end(known, next_known)
+            next_known += 1
+            found += 1
+            continue
+        d = order[i]
+        if ar.kind[d] != DOT or ar.a[d] + ar.n[d] > ar.n_fixed:  # no weight row: no group starts here
+            i += 1
+            continue
+        stride = 1  # the record's length: the row and the chain of nodes over it
+        while i + stride < limit and links(ar, order[i + stride], order[i + stride - 1], d):
+            stride += 1
+        records = 0
+        while i + <Py_ssize_t>(records + 1) * stride <= limit and record_row(ar, order, i + records * stride, stride, d) == records:
+            records += 1
+        if records >= 2 and group_fits(ar, order, i, records, stride, d):
+            groups[found * GROUP_FIELDS] = <int32_t>i
+            groups[found * GROUP_FIELDS + 1] = records
+            groups[found * GROUP_FIELDS + 2] = stride
+            groups[found * GROUP_FIELDS + 3] = d
+            found += 1
+            i += <Py_ssize_t>records * stride
+        else:
+            i += 1
+    return found
+
+
+cdef inline void pass_linear_group(const uint8_t[::1] kind, const int32_t[::1] a, const int32_t[::1] b,
+                                   const int32_t[::1] n, const int32_t[::1] edges, const double[::1] data,
+                                   const double[::1] aux, const double[::1] edge_grad,
+                                   double[::1] grad,  # IN/OUT
+                                   const int32_t[::1] order, const int32_t[::1] groups, Py_ssize_t g) noexcept nogil:
+    """The backward of linear group g (see above), as the walk down its entries would do
+    it: every record's chain, then every row, records last first: the weight rows'
+    gradients (one contribution each, in any order), then the input's, row by row in the
+    records' order, a run of consecutive rows (row r, r - 1, ...) per axpy_rows call.
+    (The arena's arrays are arguments, as in backward_node: no copy of them per call.)"""
+    cdef Py_ssize_t start = groups[GROUP_FIELDS * g], at
+    cdef int32_t records = groups[GROUP_FIELDS * g + 1], stride = groups[GROUP_FIELDS * g + 2]
+    cdef int32_t base = groups[GROUP_FIELDS * g + 3], k, j, row, first = -1, length = 0
+    cdef int32_t w = a[base], x = b[base], cols = n[base]
+    for k in range(records - 1, -1, -1):
+        at = start + <Py_ssize_t>k * stride
+        for j in range(stride - 1, 0, -1):
+            backward_node(kind, a, b, n, edges, data, aux, edge_grad, grad, order[at + j])
+    outer_add(&grad[w], &data[x], &grad[base], records, cols)  # the rows are 0 .. records - 1
+    for k in range(records - 1, -1, -1):
+        row = order[start + <Py_ssize_t>k * stride] - base
+        if length > 0 and row == first - length:  # the run goes on
+            length += 1
+            continue
+        if length > 0:
+            pass_input_gradients(grad, data, w, x, cols, base, first, length)
+        first, length = row, 1
+    pass_input_gradients(grad, data, w, x, cols, base, first, length)
+
+
+cdef inline void pass_input_gradients(double[::1] grad,  # IN/OUT
+                                      const double[::1] data, int32_t w, int32_t x, int32_t cols, int32_t base,
+                                      int32_t first, int32_t length) noexcept nogil:
+    """grad[x + j] += data[w + r * cols + j] * grad[base + r] for r = first, first - 1, ...
+    (length rows), in that order: a linear layer's input gradients from a run of its rows."""
+    axpy_rows(&grad[x], cols, &data[w + first * cols], -cols, &grad[base + first], -1, length)

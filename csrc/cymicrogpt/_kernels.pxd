@@ -14,3 +14,9 @@ cdef void axpy_rows(double* y, Py_ssize_t n, const double* m, Py_ssize_t stride,
 
 # wt[j * rows + r] = w[r * cols + j]: wt (cols, rows) is w (rows, cols) transposed (no overlap)
 cdef void transpose(const double* w, Py_ssize_t rows, Py_ssize_t cols, double* wt) noexcept nogil
+
+# a[r * cols + j] += x[j] * g[r] for r < rows, j < cols (a overlaps neither x nor g)
+cdef void outer_add(double* a, const double* x, const double* g, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil
+
+# No nan or inf in x[0:n]
+cdef bint all_finite(const double* x, Py_ssize_t n) noexcept nogil

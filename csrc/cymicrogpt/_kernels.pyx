@@ -1,5 +1,7 @@
-"""The vector kernels of the graph's forward (dot_rows) and backward (axpy) passes, the fused
-pass's sum of scaled rows (axpy_rows) and transpose, and the choice between their two builds.
+"""The vector kernels of the graph's forward (dot_rows) and backward (axpy; a linear layer's
+rows: outer_add and axpy_rows) passes, the fused pass's sum of scaled rows (axpy_rows) and
+transpose, the check that a step's gradients are finite, and the choice between their two
+builds.
 
 Exactness allows SIMD only across independent sums: each lane is one element's own
 chain of IEEE operations, in microgpt's order, so a lane computes the very bits the scalar
@@ -52,7 +54,8 @@ cdef extern from *:
        additions, so a loop over one row waits on the adder's latency at every term; rows
        computed side by side overlap.  The baseline runs four rows as four scalar chains;
        AVX2 runs eight rows as two chains of four lanes (lane k of a vector: row k of its
-       group, gathered column by column).  Rows left over go one by one. */
+       group), then four as one, taking four columns of four rows at a time as four row
+       loads transposed in registers.  Rows left over go one by one. */
     static void cymg_dot_row(const double *w, Py_ssize_t cols, const double *x, double *out) {
         double acc = 0.0;
         for (Py_ssize_t j = 0; j < cols; j++) acc = acc + w[j] * x[j];
@@ -76,24 +79,62 @@ cdef extern from *:
         for (; r < rows; r++) cymg_dot_row(w + r * cols, cols, x, out + r);
     }
     #if CYMG_X86
+    /* Four rows' columns j .. j+3 as four vectors, one per column (lane k: row k): a 4x4
+       transpose in registers of four row loads, for the lanes of dot_rows_avx2. */
+    __attribute__((target("avx2")))
+    static inline void cymg_columns_4x4(const double *row, Py_ssize_t cols, Py_ssize_t j, __m256d out[4]) {
+        __m256d r0 = _mm256_loadu_pd(row + j), r1 = _mm256_loadu_pd(row + cols + j);
+        __m256d r2 = _mm256_loadu_pd(row + 2 * cols + j), r3 = _mm256_loadu_pd(row + 3 * cols + j);
+        __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);  /* (r0j r1j r0j+2 r1j+2), (.. j+1, j+3) */
+        __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+        out[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+        out[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+        out[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+        out[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+    }
+    /* One column of four rows (lane k: row k), for the columns left after the blocks of 4. */
+    __attribute__((target("avx2")))
+    static inline __m256d cymg_column_4(const double *row, Py_ssize_t cols, Py_ssize_t j) {
+        return _mm256_set_pd(row[3 * cols + j], row[2 * cols + j], row[cols + j], row[j]);
+    }
     __attribute__((target("avx2")))
     static void cymg_dot_rows_avx2(const double *w, Py_ssize_t cols, const double *x, double *out,
                                    Py_ssize_t rows) {
-        Py_ssize_t r = 0, c = cols;
-        for (; r + 8 <= rows; r += 8) {
+        Py_ssize_t r = 0, j;
+        __m256d c0[4], c1[4];
+        for (; r + 8 <= rows; r += 8) {  /* two chains of four lanes: rows r .. r+3, r+4 .. r+7 */
             const double *row = w + r * cols;
             __m256d acc0 = _mm256_setzero_pd(), acc1 = _mm256_setzero_pd();
-            for (Py_ssize_t j = 0; j < cols; j++) {
+            for (j = 0; j + 4 <= cols; j += 4) {
+                cymg_columns_4x4(row, cols, j, c0);
+                cymg_columns_4x4(row + 4 * cols, cols, j, c1);
+                for (int k = 0; k < 4; k++) {  /* columns j .. j+3, in order */
+                    __m256d xj = _mm256_set1_pd(x[j + k]);
+                    acc0 = _mm256_add_pd(acc0, _mm256_mul_pd(c0[k], xj));
+                    acc1 = _mm256_add_pd(acc1, _mm256_mul_pd(c1[k], xj));
+                }
+            }
+            for (; j < cols; j++) {
                 __m256d xj = _mm256_set1_pd(x[j]);
-                __m256d w0 = _mm256_set_pd(row[3 * c + j], row[2 * c + j], row[c + j], row[j]);
-                __m256d w1 = _mm256_set_pd(row[7 * c + j], row[6 * c + j], row[5 * c + j], row[4 * c + j]);
-                acc0 = _mm256_add_pd(acc0, _mm256_mul_pd(w0, xj));
-                acc1 = _mm256_add_pd(acc1, _mm256_mul_pd(w1, xj));
+                acc0 = _mm256_add_pd(acc0, _mm256_mul_pd(cymg_column_4(row, cols, j), xj));
+                acc1 = _mm256_add_pd(acc1, _mm256_mul_pd(cymg_column_4(row + 4 * cols, cols, j), xj));
             }
             _mm256_storeu_pd(out + r, acc0);
             _mm256_storeu_pd(out + r + 4, acc1);
         }
-        cymg_dot_rows_baseline(w + r * cols, cols, x, out + r, rows - r);
+        for (; r + 4 <= rows; r += 4) {  /* one chain of four lanes */
+            const double *row = w + r * cols;
+            __m256d acc0 = _mm256_setzero_pd();
+            for (j = 0; j + 4 <= cols; j += 4) {
+                cymg_columns_4x4(row, cols, j, c0);
+                for (int k = 0; k < 4; k++)
+                    acc0 = _mm256_add_pd(acc0, _mm256_mul_pd(c0[k], _mm256_set1_pd(x[j + k])));
+            }
+            for (; j < cols; j++)
+                acc0 = _mm256_add_pd(acc0, _mm256_mul_pd(cymg_column_4(row, cols, j), _mm256_set1_pd(x[j])));
+            _mm256_storeu_pd(out + r, acc0);
+        }
+        for (; r < rows; r++) cymg_dot_row(w + r * cols, cols, x, out + r);
     }
     #endif
 
@@ -183,19 +224,71 @@ cdef extern from *:
         Py_ssize_t block_rows = rows - rows % 4, block_cols = cols - cols % 4;
         for (Py_ssize_t r = 0; r < block_rows; r += 4)
             for (Py_ssize_t j = 0; j < block_cols; j += 4) {
-                const double *b = w + r * cols + j;
-                __m256d r0 = _mm256_loadu_pd(b), r1 = _mm256_loadu_pd(b + cols);  /* rows r .. r+3 */
-                __m256d r2 = _mm256_loadu_pd(b + 2 * cols), r3 = _mm256_loadu_pd(b + 3 * cols);
-                __m256d lo01 = _mm256_unpacklo_pd(r0, r1), hi01 = _mm256_unpackhi_pd(r0, r1);  /* (r0_0 r1_0 r0_2 r1_2), (r0_1 r1_1 r0_3 r1_3) */
-                __m256d lo23 = _mm256_unpacklo_pd(r2, r3), hi23 = _mm256_unpackhi_pd(r2, r3);
-                double *out = wt + j * rows + r;
-                _mm256_storeu_pd(out, _mm256_permute2f128_pd(lo01, lo23, 0x20));  /* column j */
-                _mm256_storeu_pd(out + rows, _mm256_permute2f128_pd(hi01, hi23, 0x20));  /* column j+1 */
-                _mm256_storeu_pd(out + 2 * rows, _mm256_permute2f128_pd(lo01, lo23, 0x31));  /* column j+2 */
-                _mm256_storeu_pd(out + 3 * rows, _mm256_permute2f128_pd(hi01, hi23, 0x31));  /* column j+3 */
+                __m256d columns[4];  /* columns j .. j+3 of rows r .. r+3 */
+                cymg_columns_4x4(w + r * cols, cols, j, columns);
+                for (int k = 0; k < 4; k++) _mm256_storeu_pd(wt + (j + k) * rows + r, columns[k]);
             }
         cymg_transpose_edges(w, rows, cols, wt, block_rows, block_cols);
     }
+    #endif
+
+    /* --- outer_add: a[r * cols + j] += x[j] * g[r], the weight gradients of rows of a linear
+       layer (each element gets one contribution: the order of the rows does not matter).
+       A block of x stays in registers across all the rows, WIDTH vectors at a time (four,
+       then one), then the columns left one by one. */
+    #define CYMG_OUTER_ADD_COLUMNS(V, P, LANES, WIDTH)                                  \
+        for (; j + WIDTH * LANES <= cols; j += WIDTH * LANES) {                        \
+            V xs[WIDTH];                                                              \
+            for (int v = 0; v < WIDTH; v++) xs[v] = P##_loadu_pd(x + j + v * LANES);    \
+            for (Py_ssize_t r = 0; r < rows; r++) {                                   \
+                V gr = P##_set1_pd(g[r]);                                             \
+                double *row = a + r * cols + j;                                       \
+                for (int v = 0; v < WIDTH; v++)                                       \
+                    P##_storeu_pd(row + v * LANES, P##_add_pd(P##_loadu_pd(row + v * LANES), P##_mul_pd(xs[v], gr))); \
+            }                                                                         \
+        }
+    static void cymg_outer_add_from(Py_ssize_t j, double *a, const double *x, const double *g, Py_ssize_t rows,
+                                    Py_ssize_t cols) {
+        for (; j < cols; j++)
+            for (Py_ssize_t r = 0; r < rows; r++) a[r * cols + j] += x[j] * g[r];
+    }
+    #define CYMG_OUTER_ADD(V, P, LANES)                                                 \
+        Py_ssize_t j = 0;                                                             \
+        CYMG_OUTER_ADD_COLUMNS(V, P, LANES, 4)                                        \
+        CYMG_OUTER_ADD_COLUMNS(V, P, LANES, 1)                                        \
+        cymg_outer_add_from(j, a, x, g, rows, cols);
+    #if CYMG_X86
+    static void cymg_outer_add_baseline(double *a, const double *x, const double *g, Py_ssize_t rows,
+                                        Py_ssize_t cols) {
+        CYMG_OUTER_ADD(__m128d, _mm, 2)
+    }
+    __attribute__((target("avx2")))
+    static void cymg_outer_add_avx2(double *a, const double *x, const double *g, Py_ssize_t rows, Py_ssize_t cols) {
+        CYMG_OUTER_ADD(__m256d, _mm256, 4)
+    }
+    #else
+    static void cymg_outer_add_baseline(double *a, const double *x, const double *g, Py_ssize_t rows,
+                                        Py_ssize_t cols) {
+        cymg_outer_add_from(0, a, x, g, rows, cols);
+    }
+    #endif
+
+    /* --- all_finite: no nan or inf in x[0:n].  x[i] - x[i] is +0.0 (all bits 0) for a
+       finite x[i] and nan otherwise, so the OR of their bits is 0 exactly when all are
+       finite: no early exit and no floating-point sum, a loop the compiler vectorises
+       (four lanes in the AVX2 build, two in the baseline). */
+    #define CYMG_ALL_FINITE                                                             \
+        uint64_t bad = 0, bits;                                                       \
+        for (Py_ssize_t i = 0; i < n; i++) {                                          \
+            double difference = x[i] - x[i];                                          \
+            memcpy(&bits, &difference, sizeof bits);                                  \
+            bad |= bits;                                                              \
+        }                                                                             \
+        return bad == 0;
+    static int cymg_all_finite_baseline(const double *x, Py_ssize_t n) { CYMG_ALL_FINITE }
+    #if CYMG_X86
+    __attribute__((target("avx2")))
+    static int cymg_all_finite_avx2(const double *x, Py_ssize_t n) { CYMG_ALL_FINITE }
     #endif
 
     static void (*cymg_axpy)(double *, const double *, double, Py_ssize_t) = cymg_axpy_baseline;
@@ -204,12 +297,17 @@ cdef extern from *:
     static void (*cymg_axpy_rows)(double *, Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t,
                                   Py_ssize_t) = cymg_axpy_rows_baseline;
     static void (*cymg_transpose)(const double *, Py_ssize_t, Py_ssize_t, double *) = cymg_transpose_baseline;
+    static void (*cymg_outer_add)(double *, const double *, const double *, Py_ssize_t, Py_ssize_t)
+        = cymg_outer_add_baseline;
+    static int (*cymg_all_finite)(const double *, Py_ssize_t) = cymg_all_finite_baseline;
 
     static int cymg_use_avx2(int allowed) {  /* returns whether the AVX2 build is in use */
         cymg_axpy = cymg_axpy_baseline;
         cymg_dot_rows = cymg_dot_rows_baseline;
         cymg_axpy_rows = cymg_axpy_rows_baseline;
         cymg_transpose = cymg_transpose_baseline;
+        cymg_outer_add = cymg_outer_add_baseline;
+        cymg_all_finite = cymg_all_finite_baseline;
     #if CYMG_X86
         __builtin_cpu_init();  /* libgcc's check includes the OS's saving of the AVX registers */
         if (allowed && __builtin_cpu_supports("avx2")) {
@@ -217,6 +315,8 @@ cdef extern from *:
             cymg_dot_rows = cymg_dot_rows_avx2;
             cymg_axpy_rows = cymg_axpy_rows_avx2;
             cymg_transpose = cymg_transpose_avx2;
+            cymg_outer_add = cymg_outer_add_avx2;
+            cymg_all_finite = cymg_all_finite_avx2;
             return 1;
         }
     #endif
@@ -229,6 +329,9 @@ cdef extern from *:
     void c_axpy_rows "cymg_axpy_rows"(double* y, Py_ssize_t n, const double* m, Py_ssize_t stride,
                                       const double* c, Py_ssize_t cstep, Py_ssize_t count) noexcept nogil
     void c_transpose "cymg_transpose"(const double* w, Py_ssize_t rows, Py_ssize_t cols, double* wt) noexcept nogil
+    void c_outer_add "cymg_outer_add"(double* a, const double* x, const double* g, Py_ssize_t rows,
+                                      Py_ssize_t cols) noexcept nogil
+    int c_all_finite "cymg_all_finite"(const double* x, Py_ssize_t n) noexcept nogil
     int c_use_avx2 "cymg_use_avx2"(int allowed) noexcept nogil
 
 
@@ -245,9 +348,16 @@ cdef void axpy_rows(double* y, Py_ssize_t n, const double* m, Py_ssize_t stride,
     c_axpy_rows(y, n, m, stride, c, cstep, count)
 
 
-
 cdef void transpose(const double* w, Py_ssize_t rows, Py_ssize_t cols, double* wt) noexcept nogil:
     c_transpose(w, rows, cols, wt)
+
+
+cdef void outer_add(double* a, const double* x, const double* g, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    c_outer_add(a, x, g, rows, cols)
+
+
+cdef bint all_finite(const double* x, Py_ssize_t n) noexcept nogil:
+    return c_all_finite(x, n)
 
 
 cdef bint avx2_in_use = c_use_avx2(os.environ.get("CYMICROGPT_NO_AVX2", "") != "1")

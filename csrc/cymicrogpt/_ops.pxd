@@ -91,8 +91,10 @@ cdef class OrderTemplate:
     cdef int32_t[::1] runs  # order index where each one's 3V run of triples starts
     cdef int32_t[::1] order
     cdef Py_ssize_t count  # length of the order
+    cdef int32_t[::1] groups  # the order's linear groups (see _arena.pyx); None: not looked for
 
     cdef bint capture(self, Arena ar, const int32_t[::1] prob_nodes, Py_ssize_t count) noexcept nogil
+    cdef Py_ssize_t find_groups(self, Arena ar) except -1
     cdef Py_ssize_t replay(self, Arena ar) noexcept nogil
 
 

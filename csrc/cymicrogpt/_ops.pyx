@@ -31,16 +31,17 @@ more than it frees), and it keeps other threads out of this arena while step 3 r
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.math cimport exp, log, pow
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.string cimport memcpy
 
 import numpy as np
 
 from cymicrogpt.config import RMSNORM_EPS
 
-from cymicrogpt._kernels cimport dot_rows
-from cymicrogpt._arena cimport (Arena, MAX_INDEX, LEAF, UNARY, ADD, SUM, DOT, SUM_LIST, DOT_LIST, add_node, add_edge,
-                                cells, pause_gc, resized, resume_gc)
+from cymicrogpt._kernels cimport all_finite, dot_rows
+from cymicrogpt._arena cimport (Arena, MAX_INDEX, LEAF, UNARY, ADD, SUM, DOT, SUM_LIST, DOT_LIST, GROUP_FIELDS,
+                                add_node, add_edge, cells, find_linear_groups, group_fits, pause_gc, resized,
+                                resume_gc)
 
 # Templates may hold up to this many bytes per node of the arena's capacity (the arena
 # itself takes ~60; a template ~4 a node of its graph plus its key, ~1 a node): enough for
@@ -90,7 +91,7 @@ cdef int32_t softmax_nodes(Arena ar, int32_t src, int32_t count, int32_t only) n
     so total**-1 and total**-2 cannot overflow or divide by zero.
     """
     cdef double max_val = ar.data[src]
-    cdef double v, total, inv_total
+    cdef double v, total, inv_total, local_grad
     cdef int32_t i, shifted_start, exp_start, total_node, inv_node, prob, prob_start
     for i in range(1, count):
         if ar.data[src + i] > max_val:
@@ -107,6 +108,9 @@ cdef int32_t softmax_nodes(Arena ar, int32_t src, int32_t count, int32_t only) n
         total = total + ar.data[exp_start + i]
     total_node = add_node(ar, SUM, exp_start, 0, count, total, 0.0)
     inv_total = pow(total, -1.0)
+    # the local gradient of total**-1, -1 * total**-2: one pow call serves every
+    # probability's node (pow is a function of its arguments: the same bits each time)
+    local_grad = -1.0 * pow(total, -2.0)
     prob_start = -1
     for i in range(count):
         if only >= 0 and i != only:
@@ -115,25 +119,11 @@ cdef int32_t softmax_nodes(Arena ar, int32_t src, int32_t count, int32_t only) n
         # total**-1 anew for every e: one pow node per probability, never shared (a
         # shared node would sum the gradients from all probabilities before passing
         # them to total, in another rounding order).
-        inv_node = add_node(ar, UNARY, total_node, 0, 0, inv_total, -1.0 * pow(total, -2.0))
+        inv_node = add_node(ar, UNARY, total_node, 0, 0, inv_total, local_grad)
         prob = add_node(ar, DOT, exp_start + i, inv_node, 1, ar.data[exp_start + i] * inv_total, 0.0)
         if prob_start < 0:
             prob_start = prob
     return prob_start
-
-
-cdef bint all_finite(const double[::1] x, Py_ssize_t n) noexcept nogil:
-    """No nan or inf in x[0:n]: x[i] - x[i] is +0.0 (all bits 0) for a finite x[i] and nan
-    otherwise, so the OR of their bits is 0 exactly when all are finite.  No early exit
-    and no floating-point sum: the loop vectorises."""
-    cdef uint64_t bad = 0, bits
-    cdef double difference
-    cdef Py_ssize_t i
-    for i in range(n):
-        difference = x[i] - x[i]
-        memcpy(&bits, &difference, sizeof(double))
-        bad |= bits
-    return bad == 0
 
 
 # --- node builders: each op's nodes, in C --------------------------------------------------
@@ -438,7 +428,7 @@ cdef class GraphOps:
 
     def weight_grads_are_finite(self):
         """Is the gradient of every weight (the fixed nodes) finite?"""
-        return all_finite(self.arena.grad, self.arena.n_fixed)
+        return all_finite(&self.arena.grad[0], self.arena.n_fixed)
 
     @property
     def num_nodes(self):
@@ -453,6 +443,16 @@ cdef class GraphOps:
     def order_templates(self):
         """How many graph shapes have a kept depth-first order (see OrderTemplate)."""
         return len(self.templates)
+
+    def linear_groups(self):
+        """Each kept order's linear groups (see _arena.pyx), as (records, entries per record)
+        pairs in order: which rows the backward passes a layer at a time (for tests)."""
+        cdef OrderTemplate t
+        cdef Py_ssize_t g
+        found = []
+        for t in self.templates.values():
+            found.append([(t.groups[g + 1], t.groups[g + 2]) for g in range(0, t.groups.shape[0], GROUP_FIELDS)])
+        return found
 
     @property
     def order_replays(self):
@@ -822,7 +822,12 @@ cdef class GraphOps:
         count = self.pass_backward(root, template if known else None)
         if count >= 0 and not known and template is not None \
                 and template.capture(ar, self.prob_nodes[:self.n_prob_nodes], count):
-            self.templates[key] = template
+            was_enabled = pause_gc()
+            try:
+                self.template_bytes += sizeof(int32_t) * template.find_groups(ar)
+                self.templates[key] = template
+            finally:
+                resume_gc(was_enabled)
         return 0
 
     cdef Py_ssize_t pass_backward(self, int32_t root, OrderTemplate template) noexcept:
@@ -836,7 +841,7 @@ cdef class GraphOps:
             count = template.replay(ar)
             if count >= 0:
                 self.replays += 1
-                ar.pass_gradients(root, template.order, count)
+                ar.pass_gradients(root, template.order, count, template.groups)
                 return -1
         count = ar.topological_order(root)
         ar.pass_gradients(root, ar.order, count)
@@ -883,6 +888,25 @@ cdef class OrderTemplate:
         self.order[:count] = order[:count]
         self.count = count
         return True
+
+    cdef Py_ssize_t find_groups(self, Arena ar) except -1:
+        """Find the linear groups of the order just captured (see _arena.pyx): each nll's run
+        of triples, whose records replay() reorders per target, and the rows of the linear
+        layers between them.  Returns the entries kept."""
+        cdef Py_ssize_t i, k = 0, found
+        cdef int32_t es, size, logit_0
+        cdef int32_t[::1] known = cells(<int32_t>0, GROUP_FIELDS * self.prob_nodes.shape[0])
+        for i in range(self.prob_nodes.shape[0]):
+            es, size = exp_range(ar, self.prob_nodes[i])
+            logit_0 = ar.a[ar.a[es]]  # a triple is (logit, shifted, exp): logit = a[a[exp]]
+            if group_fits(ar, self.order, self.runs[i], size, 3, logit_0):
+                known[k], known[k + 1], known[k + 2], known[k + 3] = self.runs[i], size, 3, logit_0
+                k += GROUP_FIELDS
+        # the arena's order array is free: the order is the template's now
+        found = GROUP_FIELDS * find_linear_groups(ar, self.order[:self.count], self.count, known[:k], ar.order)
+        self.groups = cells(<int32_t>0, found)
+        self.groups[:found] = ar.order[:found]
+        return found
 
     cdef Py_ssize_t replay(self, Arena ar) noexcept nogil:
         """Make the kept order ar's: rewrite each probability node's run (in self.order, in
