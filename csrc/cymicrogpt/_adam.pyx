@@ -104,11 +104,19 @@ E(0) = 0.51103, E(20) = 0.51167, E(64) = 0.51306; E(1023) = 0.5435 is the source
    |r| <= 2^e * fl(t 2^-52), then |r| <= (t + 2^-54) u and pow(x, 2.0) == p.
 
 3. Root (v_hat**0.5, 2^-128 <= v <= 2^128).  s = sqrt(v) (rounded), 2^e < s < 2^(e+1)
-   with e in [-64, 63], and rho = v - s^2, exactly representable (the classic property
-   of a correctly rounded sqrt, barring underflow, by the grid argument of 2 for s^2).
-   `root_is_proven` computes it exactly: (hi, lo) = two-product(s, s) is exact,
-   v - hi is exact (Sterbenz: hi is within a factor 2 of v), and (v - hi) - lo is the
-   representable rho, so exact.  The exact root is s + d with
+   with e in [-64, 63], and rho = v - s^2, exactly representable: s^2 is a multiple of
+   2^(2e-104) (the grid argument of 2), so is v (v >= 2^(2e)), and
+   |rho| = |sqrt(v) - s| (sqrt(v) + s) < 2^(e-53) 2^(e+2) = 2^(2e-51), at most 2^53 units
+   of that grid.  `residual_of_root` computes it exactly from Veltkamp's split
+   s = hi + lo (as in 2: hi has 26 significant bits and is a multiple of 2^(e-25);
+   lo = s - hi is exact, fits in 26 bits, is a multiple of 2^(e-52), |lo| <= 2^(e-26)), as
+   ((v - hi*hi) - (hi + hi)*lo) - lo*lo, every operation exact: hi*hi, hi + hi,
+   (hi + hi)*lo and lo*lo have at most 52 significant bits; v - hi*hi by Sterbenz
+   (hi = s (1 + a), |a| <= 2^-26, and s^2 = v (1 + b), |b| <= 2^-51, put hi*hi within a
+   factor 2 of v); the next difference's exact value is lo^2 + rho, a multiple of
+   2^(2e-76) (both operands are) below 2^(2e-52) + 2^(2e-51) < 2^(2e-50) in magnitude,
+   fewer than 26 bits of its grid; and the last one's exact value is rho, representable.
+   (The grids lie far above the subnormal one: 2e - 104 >= -232.)  The exact root is s + d with
    d = rho / (sqrt(v) + s), and sqrt(v) >= s - u/2, so |d| <= |rho| / (2s - u/2).
    The test |rho| <= fl(2^e fl(t 2^-51) s) (one rounding) gives
    |rho| <= 2 (t + 2^-54) u s (1 + 2^-53), so
@@ -230,13 +238,26 @@ cdef inline double power_of_two_below(double x) noexcept nogil:
     return x
 
 
+cdef inline void split_26(double x, double* hi, double* lo) noexcept nogil:
+    """x = hi + lo exactly, hi with 26 significant bits, lo in 26 bits (Veltkamp's split)."""
+    cdef double split = SPLITTER * x
+    hi[0] = split - (split - x)
+    lo[0] = x - hi[0]
+
+
 cdef inline double residual_of_square(double x, double p) noexcept nogil:
     """x*x - p exactly, for p = fl(x*x) and SQUARE_MIN <= |x| <= SQUARE_MAX (Dekker's
     two-product with Veltkamp's split; see 2)."""
-    cdef double split = SPLITTER * x
-    cdef double hi = split - (split - x)
-    cdef double lo = x - hi
+    cdef double hi, lo
+    split_26(x, &hi, &lo)
     return ((hi * hi - p) + 2.0 * (hi * lo)) + lo * lo
+
+
+cdef inline double residual_of_root(double v, double s) noexcept nogil:
+    """v - s*s exactly, for s = sqrt(v) and ROOT_MIN <= v <= ROOT_MAX (see 3)."""
+    cdef double hi, lo
+    split_26(s, &hi, &lo)
+    return ((v - hi * hi) - (hi + hi) * lo) - lo * lo
 
 
 cdef inline bint square_is_proven(double x, double p) noexcept nogil:
@@ -249,12 +270,10 @@ cdef inline bint square_is_proven(double x, double p) noexcept nogil:
 
 cdef inline bint root_is_proven(double v, double s) noexcept nogil:
     """Is |s|, s = sqrt(v), what Python's v ** 0.5 gives (argument 3, or v == 0: Python's
-    (-0.0) ** 0.5 is 0.0)?  v - s*s is computed exactly as (v - hi) - lo from the
-    two-product hi + lo = s*s.  Branch-free, like square_is_proven."""
+    (-0.0) ** 0.5 is 0.0)?  Branch-free, like square_is_proven."""
     cdef double binade = power_of_two_below(s)
-    cdef double hi = s * s
     return (v == 0.0) | ((v >= ROOT_MIN) & (v <= ROOT_MAX) & (s != binade)
-                         & (fabs((v - hi) - residual_of_square(s, hi)) <= binade * ROOT_ALLOWANCE * s))
+                         & (fabs(residual_of_root(v, s)) <= binade * ROOT_ALLOWANCE * s))
 
 
 # --- Python's x ** 2.0 and x ** 0.5, one element -------------------------------------------
@@ -606,11 +625,10 @@ cdef inline bint root_settles_param(double param, double m_hat, double v_hat, co
                                     ) noexcept nogil:
     """Is the new parameter param - lr_t * m_hat / (v_hat**0.5 + eps) the same for both
     results pow may give for v_hat**0.5 (argument 5)?"""
-    cdef double root = sqrt(v_hat), hi, other, numerator, first
+    cdef double root = sqrt(v_hat), other, numerator, first
     if not ((v_hat >= ROOT_MIN) & (v_hat <= ROOT_MAX) & (root != power_of_two_below(root))):
         return False
-    hi = root * root
-    other = neighbour(root, (v_hat - hi) - residual_of_square(root, hi) > 0.0)  # the exact root's side
+    other = neighbour(root, residual_of_root(v_hat, root) > 0.0)  # the exact root's side
     numerator = s.lr_t * m_hat
     first = param - numerator / (root + s.eps)
     if not same_bits(first, param - numerator / (other + s.eps)):

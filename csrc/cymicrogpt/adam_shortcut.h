@@ -8,9 +8,9 @@
    four-lane twins of the scalar functions named beside them: the same IEEE operations
    in the same order on every element (no FMA: -mavx2 does not enable it, and
    -ffp-contract=off forbids contraction), so both builds decide and compute the same
-   bits.  The elements the proof leaves to libm pow are noted without a branch, one byte
-   per group of four (its bit k set where lane k is not proven); the caller turns the
-   bytes into indices afterwards (cymg_unproven_indices), eight groups per test.  Each
+   bits.  Which elements the proof settles is noted without a branch, one byte per group
+   of four (its bit k set where lane k is proven); the caller turns the bytes into the
+   indices left to libm afterwards (cymg_unproven_indices), eight groups per test.  Each
    pass covers the first n - n % 4 elements; the caller finishes the rest with the scalar
    pass.  In the baseline build CYMG_AVX2 is 0 and the passes are stubs that are never
    called. */
@@ -41,15 +41,34 @@
 #include <immintrin.h>
 #define CYMG_AVX2 1
 
-/* The byte noting a group's unproven lanes: bit k set where lane k of `proven` is not. */
-static inline uint8_t cymg4_unproven(__m256d proven) {
-    return (uint8_t)(_mm256_movemask_pd(proven) ^ 0xF);
+/* The byte noting a group's proven lanes: bit k set where lane k of `proven` is all ones. */
+static inline uint8_t cymg4_proven_bits(__m256d proven) {
+    return (uint8_t)_mm256_movemask_pd(proven);
 }
 
-/* Append to pending[count...] the indices 4 j + k of the bits k set in masks[j], j < groups,
-   in order; returns the new count.  Reads eight bytes at a time: eight groups that are all
-   proven cost one test, and each unproven lane one trip through the inner loop (bit b of
-   the eight bytes is lane b % 8 of group j + b / 8). */
+/* The bit pattern of a double (a constant one folds at compile time). */
+static inline uint64_t cymg_bits(double x) {
+    uint64_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    return bits;
+}
+
+/* All ones in the lanes where x (any double: negative, nan, inf included) lies outside
+   [low, high] (0 < low < high): one unsigned comparison of bit patterns,
+   bits(x) - bits(low) > bits(high) - bits(low), done as a signed one with both sides
+   shifted by 2^63 (AVX2 compares signed only).  For doubles >= 0 bit patterns order as
+   their values; negative ones and nan lie above bits(high) unsigned. */
+static inline __m256d cymg4_outside(__m256d x, double low, double high) {
+    const uint64_t sign = UINT64_C(1) << 63;
+    __m256i shifted = _mm256_add_epi64(_mm256_castpd_si256(x), _mm256_set1_epi64x((long long)(sign - cymg_bits(low))));
+    return _mm256_castsi256_pd(
+        _mm256_cmpgt_epi64(shifted, _mm256_set1_epi64x((long long)(cymg_bits(high) - cymg_bits(low) + sign))));
+}
+
+/* Append to pending[count...] the indices 4 j + k of the bits k (k < 4) clear in masks[j],
+   j < groups, in order; returns the new count.  Reads eight bytes at a time: eight groups
+   that are all proven cost one test, and each unproven lane one trip through the inner
+   loop (bit b of the eight inverted bytes is lane b % 8 of group j + b / 8). */
 static Py_ssize_t cymg_unproven_indices(const uint8_t* masks, Py_ssize_t groups, int32_t* pending, Py_ssize_t count) {
     Py_ssize_t j;
     uint64_t eight;
@@ -57,9 +76,11 @@ static Py_ssize_t cymg_unproven_indices(const uint8_t* masks, Py_ssize_t groups,
     for (j = 0; j < groups; j += 8) {
         if (groups - j >= 8) {
             memcpy(&eight, masks + j, 8);  /* one load */
+            eight = ~eight & UINT64_C(0x0F0F0F0F0F0F0F0F);  /* the unproven lanes */
         } else {
-            eight = 0;
+            eight = ~UINT64_C(0);  /* bytes beyond the groups: all proven */
             memcpy(&eight, masks + j, (size_t)(groups - j));
+            eight = ~eight & UINT64_C(0x0F0F0F0F0F0F0F0F);
         }
         while (eight != 0) {
             bit = __builtin_ctzll(eight);
@@ -79,37 +100,48 @@ static inline __m256d cymg4_power_of_two_below(__m256d x) {
     return _mm256_and_pd(x, _mm256_castsi256_pd(_mm256_set1_epi64x((long long)CYMG_EXPONENT_BITS)));
 }
 
+/* split_26: x = *hi + *lo, hi with 26 significant bits (Veltkamp) */
+static inline void cymg4_split_26(__m256d x, __m256d* hi, __m256d* lo) {
+    __m256d split = _mm256_mul_pd(_mm256_set1_pd(CYMG_SPLITTER), x);
+    *hi = _mm256_sub_pd(split, _mm256_sub_pd(split, x));
+    *lo = _mm256_sub_pd(x, *hi);
+}
+
 /* residual_of_square */
 static inline __m256d cymg4_residual_of_square(__m256d x, __m256d p) {
-    __m256d split = _mm256_mul_pd(_mm256_set1_pd(CYMG_SPLITTER), x);
-    __m256d hi = _mm256_sub_pd(split, _mm256_sub_pd(split, x));
-    __m256d lo = _mm256_sub_pd(x, hi);
+    __m256d hi, lo;
+    cymg4_split_26(x, &hi, &lo);
     __m256d hi_hi = _mm256_sub_pd(_mm256_mul_pd(hi, hi), p);
     __m256d hi_lo = _mm256_mul_pd(_mm256_set1_pd(2.0), _mm256_mul_pd(hi, lo));
     return _mm256_add_pd(_mm256_add_pd(hi_hi, hi_lo), _mm256_mul_pd(lo, lo));
 }
 
+/* residual_of_root */
+static inline __m256d cymg4_residual_of_root(__m256d v, __m256d s) {
+    __m256d hi, lo;
+    cymg4_split_26(s, &hi, &lo);
+    return _mm256_sub_pd(_mm256_sub_pd(_mm256_sub_pd(v, _mm256_mul_pd(hi, hi)), _mm256_mul_pd(_mm256_add_pd(hi, hi), lo)),
+                         _mm256_mul_pd(lo, lo));
+}
+
 /* square_is_proven, for a = |g| and p = a*a: all ones in the lanes where p is proven */
 static inline __m256d cymg4_square_is_proven(__m256d a, __m256d p) {
     __m256d binade = cymg4_power_of_two_below(p);
-    __m256d in_range = _mm256_and_pd(_mm256_cmp_pd(a, _mm256_set1_pd(CYMG_SQUARE_MIN), _CMP_GE_OQ),
-                                     _mm256_cmp_pd(a, _mm256_set1_pd(CYMG_SQUARE_MAX), _CMP_LE_OQ));
     __m256d close = _mm256_cmp_pd(cymg4_abs(cymg4_residual_of_square(a, p)),
                                   _mm256_mul_pd(binade, _mm256_set1_pd(CYMG_SQUARE_ALLOWANCE)), _CMP_LE_OQ);
-    __m256d proven = _mm256_and_pd(_mm256_and_pd(in_range, _mm256_cmp_pd(p, binade, _CMP_NEQ_UQ)), close);
+    __m256d proven = _mm256_andnot_pd(cymg4_outside(a, CYMG_SQUARE_MIN, CYMG_SQUARE_MAX),
+                                      _mm256_and_pd(_mm256_cmp_pd(p, binade, _CMP_NEQ_UQ), close));
     return _mm256_or_pd(_mm256_cmp_pd(a, _mm256_setzero_pd(), _CMP_EQ_OQ), proven);
 }
 
 /* root_is_proven, for s = sqrt(v) */
 static inline __m256d cymg4_root_is_proven(__m256d v, __m256d s) {
     __m256d binade = cymg4_power_of_two_below(s);
-    __m256d hi = _mm256_mul_pd(s, s);
-    __m256d rho = _mm256_sub_pd(_mm256_sub_pd(v, hi), cymg4_residual_of_square(s, hi));
+    __m256d rho = cymg4_residual_of_root(v, s);
     __m256d allowed = _mm256_mul_pd(_mm256_mul_pd(binade, _mm256_set1_pd(CYMG_ROOT_ALLOWANCE)), s);
-    __m256d in_range = _mm256_and_pd(_mm256_cmp_pd(v, _mm256_set1_pd(CYMG_ROOT_MIN), _CMP_GE_OQ),
-                                     _mm256_cmp_pd(v, _mm256_set1_pd(CYMG_ROOT_MAX), _CMP_LE_OQ));
     __m256d close = _mm256_cmp_pd(cymg4_abs(rho), allowed, _CMP_LE_OQ);
-    __m256d proven = _mm256_and_pd(_mm256_and_pd(in_range, _mm256_cmp_pd(s, binade, _CMP_NEQ_UQ)), close);
+    __m256d proven = _mm256_andnot_pd(cymg4_outside(v, CYMG_ROOT_MIN, CYMG_ROOT_MAX),
+                                      _mm256_and_pd(_mm256_cmp_pd(s, binade, _CMP_NEQ_UQ), close));
     return _mm256_or_pd(_mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_EQ_OQ), proven);
 }
 
@@ -140,26 +172,26 @@ static int cymg_avx2_nothing_can_raise(const double* grads, const double* v, Py_
 }
 
 /* prove_squares: out[i] = |x[i]|^2 for i < n - n % 4 (n <= 256); masks[i / 4] notes
-   the unproven lanes. */
+   the proven lanes. */
 static void cymg_avx2_prove_squares(const double* x, double* out, uint8_t* masks, Py_ssize_t n) {
     Py_ssize_t i;
     for (i = 0; i + 4 <= n; i += 4) {
         __m256d a = cymg4_abs(_mm256_loadu_pd(x + i));
         __m256d p = _mm256_mul_pd(a, a);
         _mm256_storeu_pd(out + i, p);
-        masks[i / 4] = cymg4_unproven(cymg4_square_is_proven(a, p));
+        masks[i / 4] = cymg4_proven_bits(cymg4_square_is_proven(a, p));
     }
 }
 
 /* prove_roots: out[i] = |sqrt(x[i])| for i < n - n % 4 (fabs: Python's (-0.0) ** 0.5 is
-   0.0); masks[i / 4] notes the unproven lanes. */
+   0.0); masks[i / 4] notes the proven lanes. */
 static void cymg_avx2_prove_roots(const double* x, double* out, uint8_t* masks, Py_ssize_t n) {
     Py_ssize_t i;
     for (i = 0; i + 4 <= n; i += 4) {
         __m256d v = _mm256_loadu_pd(x + i);
         __m256d s = _mm256_sqrt_pd(v);
         _mm256_storeu_pd(out + i, cymg4_abs(s));
-        masks[i / 4] = cymg4_unproven(cymg4_root_is_proven(v, s));
+        masks[i / 4] = cymg4_proven_bits(cymg4_root_is_proven(v, s));
     }
 }
 
@@ -194,12 +226,13 @@ static void cymg_avx2_update(double* params, double* grads, double* m, double* v
         m_hat_a = _mm256_div_pd(m_new, _mm256_set1_pd(bias_correction1)); \
         v_hat_a = _mm256_div_pd(v_new, _mm256_set1_pd(bias_correction2)); \
     } while (0)
-/* stage b: the root s = sqrt(v_hat) and the step lr_t * m_hat / (|s| + eps) of stage a's group */
+/* stage b: the root s = sqrt(v_hat) and the step lr_t * m_hat / (s + eps) of stage a's group
+   (no fabs here: v_hat >= +0 when nothing can raise, and where it is nan the root is not
+   proven, so this step is not stored) */
 #define CYMG_STAGE_B() do { \
         v_hat_b = v_hat_a; \
         s_b = _mm256_sqrt_pd(v_hat_a); \
-        step_b = _mm256_div_pd(_mm256_mul_pd(_mm256_set1_pd(lr_t), m_hat_a), \
-                               _mm256_add_pd(cymg4_abs(s_b), _mm256_set1_pd(eps))); \
+        step_b = _mm256_div_pd(_mm256_mul_pd(_mm256_set1_pd(lr_t), m_hat_a), _mm256_add_pd(s_b, _mm256_set1_pd(eps))); \
     } while (0)
     if (n4 > 0) {
         CYMG_STAGE_A(0);
@@ -217,12 +250,12 @@ static void cymg_avx2_update(double* params, double* grads, double* m, double* v
             __m256d a = cymg4_abs(_mm256_loadu_pd(next_grads + i));
             __m256d p = _mm256_mul_pd(a, a);
             _mm256_storeu_pd(next_squares + i, p);
-            square_masks[i / 4] = cymg4_unproven(cymg4_square_is_proven(a, p));
+            square_masks[i / 4] = cymg4_proven_bits(cymg4_square_is_proven(a, p));
         }
         __m256d proven = cymg4_root_is_proven(v_hat, s);
         __m256d param = _mm256_loadu_pd(params + i);
         _mm256_storeu_pd(params + i, _mm256_blendv_pd(param, _mm256_sub_pd(param, step), proven));
-        root_masks[i / 4] = cymg4_unproven(proven);
+        root_masks[i / 4] = cymg4_proven_bits(proven);
     }
 #undef CYMG_STAGE_A
 #undef CYMG_STAGE_B
