@@ -139,7 +139,9 @@ E(0) = 0.51103, E(20) = 0.51167, E(64) = 0.51306; E(1023) = 0.5435 is the source
    v = beta2 * v + (1 - beta2) * g**2, and v_hat**0.5 only through the new parameter
    p - lr_t * m_hat / (v_hat**0.5 + eps): where that comes out the same, bit for bit, for
    both candidates, it is what Python computes whichever pow returns, and pow is not
-   called (`square_settles_v`, `root_settles_param`).
+   called (adam_shortcut.h: cymg_avx2_settle_squares, cymg_avx2_settle_roots, four
+   elements at a time; the side of p' is the sign of residual_of_square or
+   residual_of_root, and p' is p's bit pattern plus or minus one).
 
 The shortcut is only correct where libm's pow carries that analysis; the caller decides
 where (cymicrogpt.engines.adam detects glibc >= 2.28 at run time) and passes `shortcut`.
@@ -180,6 +182,12 @@ cdef extern from "adam_shortcut.h":
         const double* x, double* out, uint8_t* masks, Py_ssize_t n) noexcept nogil
     void avx2_prove_roots "cymg_avx2_prove_roots"(
         const double* x, double* out, uint8_t* masks, Py_ssize_t n) noexcept nogil
+    Py_ssize_t avx2_settle_roots "cymg_avx2_settle_roots"(
+        double* params, const double* m, const double* v, int32_t* pending, Py_ssize_t count,
+        double bias_correction1, double bias_correction2, double lr_t, double eps) noexcept nogil
+    Py_ssize_t avx2_settle_squares "cymg_avx2_settle_squares"(
+        const double* grads, const double* v, double* squares, int32_t* pending, Py_ssize_t count,
+        double beta2, double one_minus_beta2) noexcept nogil
     void avx2_update "cymg_avx2_update"(
         double* params, double* grads, double* m, double* v, const double* squares, Py_ssize_t n,
         const double* next_grads, double* next_squares, Py_ssize_t next_n, uint8_t* square_masks,
@@ -490,8 +498,9 @@ cdef Py_ssize_t update_block(double* params, double* grads, double* m, double* v
     """The rest of the step for n parameters that cannot raise; returns how many of the
     next block's squares are left to libm (indices in square_pending).  With the shortcut
     in the AVX2 build: one pass over groups of four (cymg_avx2_update, which also squares
-    the next block), then libm for the roots it leaves whose outcome depends on pow's
-    result (argument 5), and the scalar passes for the last
+    the next block), then argument 5 for the roots it leaves, four at a time
+    (cymg_avx2_settle_roots), libm for those whose outcome depends on pow's result, and
+    the scalar passes for the last
     n % 4 elements and the next block's last next_n % 4 squares.  Otherwise (next_n is 0
     there): the scalar passes."""
     cdef int32_t root_pending[BLOCK]
@@ -504,14 +513,15 @@ cdef Py_ssize_t update_block(double* params, double* grads, double* m, double* v
                     s.beta1, s.beta2, s.one_minus_beta1, s.one_minus_beta2, s.bias_correction1,
                     s.bias_correction2, s.lr_t, s.eps, root_masks)
         root_count = unproven_indices(root_masks, n // 4, root_pending, 0)
+        root_count = avx2_settle_roots(params, m, v, root_pending, root_count, s.bias_correction1,
+                                       s.bias_correction2, s.lr_t, s.eps)  # argument 5
         square_count = unproven_indices(square_masks, next_n // 4, square_pending, 0)
-        for j in range(root_count):  # their m and v are new, their parameter old
+        for j in range(root_count):  # what argument 5 leaves: their m and v are new, their parameter old
             i = root_pending[j]
             v_hat = v[i] / s.bias_correction2
             m_hat = m[i] / s.bias_correction1
-            if not root_settles_param(params[i], m_hat, v_hat, s, &params[i]):
-                python_root(v_hat, &root)
-                params[i] = params[i] - s.lr_t * m_hat / (root + s.eps)
+            python_root(v_hat, &root)
+            params[i] = params[i] - s.lr_t * m_hat / (root + s.eps)
         done = n - n % 4
         square_count = prove_squares_from(next_grads, next_squares, square_pending, square_count,
                                           next_n - next_n % 4, next_n)
@@ -576,65 +586,16 @@ cdef void squares_ahead_step(double* params, double* grads, double* m, double* v
         size = next_size
 
 
-cdef inline void settle_squares(const double* grads, const double* v, double* squares, const int32_t* pending,
+cdef inline void settle_squares(const double* grads, const double* v, double* squares, int32_t* pending,
                                 Py_ssize_t count, const AdamScalars* s) noexcept nogil:
-    """squares[i] = grads[i] ** 2.0 for the unproven indices: libm (Python's way), unless
-    the new v (this step's, from the old v[i]) is the same for both results pow may give
-    (argument 5)."""
+    """squares[i] = grads[i] ** 2.0 for the unproven indices (pending is overwritten): libm
+    (Python's way), unless the new v (this step's, from the old v[i]) is the same for both
+    results pow may give (argument 5, four at a time: cymg_avx2_settle_squares)."""
     cdef Py_ssize_t i, j
+    count = avx2_settle_squares(grads, v, squares, pending, count, s.beta2, s.one_minus_beta2)
     for j in range(count):
         i = pending[j]
-        if not square_settles_v(grads[i], v[i], s, &squares[i]):
-            python_square(grads[i], &squares[i])  # cannot raise: nothing_can_raise
-
-
-# --- argument 5: outcomes that do not depend on pow's last bit --------------------------------
-cdef inline double neighbour(double x, bint above) noexcept nogil:
-    """The double next to a positive finite x, above or below it."""
-    cdef uint64_t bits
-    memcpy(&bits, &x, sizeof(double))
-    bits = bits + 1 if above else bits - 1
-    memcpy(&x, &bits, sizeof(double))
-    return x
-
-
-cdef inline bint same_bits(double a, double b) noexcept nogil:
-    cdef uint64_t a_bits, b_bits
-    memcpy(&a_bits, &a, sizeof(double))
-    memcpy(&b_bits, &b, sizeof(double))
-    return a_bits == b_bits
-
-
-cdef inline bint square_settles_v(double g, double v, const AdamScalars* s,
-                                  double* square,  # OUT: |g|*|g|, where True
-                                  ) noexcept nogil:
-    """Is this step's new v = beta2 * v + (1 - beta2) * g**2 the same for both results pow
-    may give for g**2 (argument 5)?"""
-    cdef double a = fabs(g), p = a * a, other
-    if not ((a >= SQUARE_MIN) & (a <= SQUARE_MAX) & (p != power_of_two_below(p))):
-        return False
-    other = neighbour(p, residual_of_square(a, p) > 0.0)  # on the exact square's side of p
-    if not same_bits(s.beta2 * v + s.one_minus_beta2 * p, s.beta2 * v + s.one_minus_beta2 * other):
-        return False
-    square[0] = p
-    return True
-
-
-cdef inline bint root_settles_param(double param, double m_hat, double v_hat, const AdamScalars* s,
-                                    double* updated,  # OUT: the new parameter, where True
-                                    ) noexcept nogil:
-    """Is the new parameter param - lr_t * m_hat / (v_hat**0.5 + eps) the same for both
-    results pow may give for v_hat**0.5 (argument 5)?"""
-    cdef double root = sqrt(v_hat), other, numerator, first
-    if not ((v_hat >= ROOT_MIN) & (v_hat <= ROOT_MAX) & (root != power_of_two_below(root))):
-        return False
-    other = neighbour(root, residual_of_root(v_hat, root) > 0.0)  # the exact root's side
-    numerator = s.lr_t * m_hat
-    first = param - numerator / (root + s.eps)
-    if not same_bits(first, param - numerator / (other + s.eps)):
-        return False
-    updated[0] = first
-    return True
+        python_square(grads[i], &squares[i])  # cannot raise: nothing_can_raise
 
 
 cdef Py_ssize_t adam_kernel(double* params, double* grads, double* m, double* v, double* squares,

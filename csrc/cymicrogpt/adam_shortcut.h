@@ -261,12 +261,110 @@ static void cymg_avx2_update(double* params, double* grads, double* m, double* v
 #undef CYMG_STAGE_B
 }
 
+/* Argument 5 of _adam.pyx's docstring, for the elements the proofs leave, four at a time
+   (AVX2 only: the baseline build's step never asks it): the elements are gathered by
+   index, and those whose stored outcome does not depend on pow's last bit are settled
+   here, with microgpt's expressions in its order; the others' indices are written back
+   to pending[0...], in order, and their count returned, for the caller to settle with
+   libm. */
+/* index[k] = pending[j + k], the last index repeated past count (its lanes are not stored);
+   returns how many are pending[j...]'s own */
+static inline int cymg4_indices(const int32_t* pending, Py_ssize_t j, Py_ssize_t count, int32_t* index) {
+    int k;
+    for (k = 0; k < 4; k++)
+        index[k] = pending[j + k < count ? j + k : count - 1];
+    return count - j < 4 ? (int)(count - j) : 4;
+}
+
+/* The double next to each positive finite lane, above where `above` is all ones, else below */
+static inline __m256d cymg4_neighbour(__m256d x, __m256d above) {
+    __m256i step = _mm256_blendv_epi8(_mm256_set1_epi64x(-1), _mm256_set1_epi64x(1), _mm256_castpd_si256(above));
+    return _mm256_castsi256_pd(_mm256_add_epi64(_mm256_castpd_si256(x), step));
+}
+
+/* All ones in the lanes where a and b have the same bit pattern */
+static inline __m256d cymg4_same_bits(__m256d a, __m256d b) {
+    return _mm256_castsi256_pd(_mm256_cmpeq_epi64(_mm256_castpd_si256(a), _mm256_castpd_si256(b)));
+}
+
+/* x[index[k]] in lane k (four scalar loads: AMD's vgatherdpd is slower) */
+static inline __m256d cymg4_gather(const double* x, const int32_t* index) {
+    return _mm256_set_pd(x[index[3]], x[index[2]], x[index[1]], x[index[0]]);
+}
+
+/* Keep in pending[kept...] index[k], k < lanes, where bit k of `settled` is clear; store
+   value's lane k at out[index[k]] for the others. */
+static inline Py_ssize_t cymg4_settle(const int32_t* index, int lanes, int settled, __m256d value, double* out,
+                                      int32_t* pending, Py_ssize_t kept) {
+    double values[4];
+    int k;
+    _mm256_storeu_pd(values, value);
+    for (k = 0; k < lanes; k++) {
+        if (settled >> k & 1)
+            out[index[k]] = values[k];
+        else
+            pending[kept++] = index[k];
+    }
+    return kept;
+}
+
+/* The new params[i] = params[i] - lr_t * m_hat / (v_hat ** 0.5 + eps), i in pending[:count]
+   (their m and v already new), where it is the same for both roots pow may give */
+static Py_ssize_t cymg_avx2_settle_roots(double* params, const double* m, const double* v, int32_t* pending,
+                                         Py_ssize_t count, double bias_correction1, double bias_correction2,
+                                         double lr_t, double eps) {
+    Py_ssize_t j, kept = 0;
+    int32_t index[4];
+    for (j = 0; j < count; j += 4) {
+        int lanes = cymg4_indices(pending, j, count, index);
+        __m256d v_hat = _mm256_div_pd(cymg4_gather(v, index), _mm256_set1_pd(bias_correction2));
+        __m256d m_hat = _mm256_div_pd(cymg4_gather(m, index), _mm256_set1_pd(bias_correction1));
+        __m256d param = cymg4_gather(params, index);
+        __m256d root = _mm256_sqrt_pd(v_hat);
+        __m256d usable = _mm256_andnot_pd(cymg4_outside(v_hat, CYMG_ROOT_MIN, CYMG_ROOT_MAX),
+                                          _mm256_cmp_pd(root, cymg4_power_of_two_below(root), _CMP_NEQ_UQ));
+        __m256d other = cymg4_neighbour(root, _mm256_cmp_pd(cymg4_residual_of_root(v_hat, root), _mm256_setzero_pd(),
+                                                            _CMP_GT_OQ));
+        __m256d numerator = _mm256_mul_pd(_mm256_set1_pd(lr_t), m_hat);
+        __m256d first = _mm256_sub_pd(param, _mm256_div_pd(numerator, _mm256_add_pd(root, _mm256_set1_pd(eps))));
+        __m256d second = _mm256_sub_pd(param, _mm256_div_pd(numerator, _mm256_add_pd(other, _mm256_set1_pd(eps))));
+        int settled = _mm256_movemask_pd(_mm256_and_pd(usable, cymg4_same_bits(first, second)));
+        kept = cymg4_settle(index, lanes, settled, first, params, pending, kept);
+    }
+    return kept;
+}
+
+/* squares[i] = grads[i] ** 2, i in pending[:count] (v still old), where the new
+   v = beta2 * v + (1 - beta2) * grads[i] ** 2 is the same for both squares pow may give */
+static Py_ssize_t cymg_avx2_settle_squares(const double* grads, const double* v, double* squares, int32_t* pending,
+                                           Py_ssize_t count, double beta2, double one_minus_beta2) {
+    Py_ssize_t j, kept = 0;
+    int32_t index[4];
+    for (j = 0; j < count; j += 4) {
+        int lanes = cymg4_indices(pending, j, count, index);
+        __m256d a = cymg4_abs(cymg4_gather(grads, index));
+        __m256d kept_v = _mm256_mul_pd(_mm256_set1_pd(beta2), cymg4_gather(v, index));
+        __m256d p = _mm256_mul_pd(a, a);
+        __m256d usable = _mm256_andnot_pd(cymg4_outside(a, CYMG_SQUARE_MIN, CYMG_SQUARE_MAX),
+                                          _mm256_cmp_pd(p, cymg4_power_of_two_below(p), _CMP_NEQ_UQ));
+        __m256d other = cymg4_neighbour(p, _mm256_cmp_pd(cymg4_residual_of_square(a, p), _mm256_setzero_pd(),
+                                                         _CMP_GT_OQ));
+        __m256d first = _mm256_add_pd(kept_v, _mm256_mul_pd(_mm256_set1_pd(one_minus_beta2), p));
+        __m256d second = _mm256_add_pd(kept_v, _mm256_mul_pd(_mm256_set1_pd(one_minus_beta2), other));
+        int settled = _mm256_movemask_pd(_mm256_and_pd(usable, cymg4_same_bits(first, second)));
+        kept = cymg4_settle(index, lanes, settled, p, squares, pending, kept);
+    }
+    return kept;
+}
+
 #else  /* the baseline build: no AVX2 passes (never called: CYMG_AVX2 is 0) */
 #define CYMG_AVX2 0
 #define cymg_unproven_indices(masks, groups, pending, count) (count)
 #define cymg_avx2_nothing_can_raise(grads, v, n) 0
 #define cymg_avx2_prove_squares(x, out, masks, n) ((void)0)
 #define cymg_avx2_prove_roots(x, out, masks, n) ((void)0)
+#define cymg_avx2_settle_roots(params, m, v, pending, count, bias_correction1, bias_correction2, lr_t, eps) (count)
+#define cymg_avx2_settle_squares(grads, v, squares, pending, count, beta2, one_minus_beta2) (count)
 #define cymg_avx2_update(params, grads, m, v, squares, n, next_grads, next_squares, next_n, square_masks, beta1, \
                          beta2, one_minus_beta1, one_minus_beta2, bias_correction1, bias_correction2, lr_t, eps, \
                          root_masks) ((void)0)
