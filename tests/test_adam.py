@@ -338,11 +338,11 @@ def safe_gradient(rng: random.Random) -> float:
 
 @SHORTCUT
 @BUILDS
-@pytest.mark.parametrize("size", [1, 3, 4, 5, 255, 256, 257, 515, 1024, 4192])
+@pytest.mark.parametrize("size", [1, 3, 4, 5, 255, 256, 257, 511, 512, 513, 515, 1024, 1029, 4192])
 def test_fast_path_steps_match_reference_adam_at_every_size(kernels, shortcut, size):
     """Steps with no gradient whose square can overflow take the fast path (in the AVX2
     build: squares computed a block ahead, pipelined update, libm for the unproven), for
-    sizes around the groups of four and the blocks of 256; bit for bit with the Python loop."""
+    sizes around the groups of four and the blocks of 512; bit for bit with the Python loop."""
     pair = Pair(size, shortcut, seed=size, kernels=kernels)
     for step in range(4):
         pair.set_gradients([safe_gradient(pair.rng) for _ in range(size)])

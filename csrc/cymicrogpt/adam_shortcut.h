@@ -53,16 +53,16 @@ static inline uint64_t cymg_bits(double x) {
     return bits;
 }
 
-/* All ones in the lanes where x (any double: negative, nan, inf included) lies outside
-   [low, high] (0 < low < high): one unsigned comparison of bit patterns,
-   bits(x) - bits(low) > bits(high) - bits(low), done as a signed one with both sides
+/* All ones in the lanes where low <= x <= high (0 < low < high; x any double: negative
+   ones, nan and inf fall outside): one unsigned comparison of bit patterns,
+   bits(x) - bits(low) < bits(high) - bits(low) + 1, done as a signed one with both sides
    shifted by 2^63 (AVX2 compares signed only).  For doubles >= 0 bit patterns order as
    their values; negative ones and nan lie above bits(high) unsigned. */
-static inline __m256d cymg4_outside(__m256d x, double low, double high) {
+static inline __m256d cymg4_inside(__m256d x, double low, double high) {
     const uint64_t sign = UINT64_C(1) << 63;
     __m256i shifted = _mm256_add_epi64(_mm256_castpd_si256(x), _mm256_set1_epi64x((long long)(sign - cymg_bits(low))));
     return _mm256_castsi256_pd(
-        _mm256_cmpgt_epi64(shifted, _mm256_set1_epi64x((long long)(cymg_bits(high) - cymg_bits(low) + sign))));
+        _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)(cymg_bits(high) - cymg_bits(low) + 1 + sign)), shifted));
 }
 
 /* Append to pending[count...] the indices 4 j + k of the bits k (k < 4) clear in masks[j],
@@ -129,8 +129,8 @@ static inline __m256d cymg4_square_is_proven(__m256d a, __m256d p) {
     __m256d binade = cymg4_power_of_two_below(p);
     __m256d close = _mm256_cmp_pd(cymg4_abs(cymg4_residual_of_square(a, p)),
                                   _mm256_mul_pd(binade, _mm256_set1_pd(CYMG_SQUARE_ALLOWANCE)), _CMP_LE_OQ);
-    __m256d proven = _mm256_andnot_pd(cymg4_outside(a, CYMG_SQUARE_MIN, CYMG_SQUARE_MAX),
-                                      _mm256_and_pd(_mm256_cmp_pd(p, binade, _CMP_NEQ_UQ), close));
+    __m256d proven = _mm256_and_pd(cymg4_inside(a, CYMG_SQUARE_MIN, CYMG_SQUARE_MAX),
+                                   _mm256_and_pd(_mm256_cmp_pd(p, binade, _CMP_NEQ_UQ), close));
     return _mm256_or_pd(_mm256_cmp_pd(a, _mm256_setzero_pd(), _CMP_EQ_OQ), proven);
 }
 
@@ -140,8 +140,8 @@ static inline __m256d cymg4_root_is_proven(__m256d v, __m256d s) {
     __m256d rho = cymg4_residual_of_root(v, s);
     __m256d allowed = _mm256_mul_pd(_mm256_mul_pd(binade, _mm256_set1_pd(CYMG_ROOT_ALLOWANCE)), s);
     __m256d close = _mm256_cmp_pd(cymg4_abs(rho), allowed, _CMP_LE_OQ);
-    __m256d proven = _mm256_andnot_pd(cymg4_outside(v, CYMG_ROOT_MIN, CYMG_ROOT_MAX),
-                                      _mm256_and_pd(_mm256_cmp_pd(s, binade, _CMP_NEQ_UQ), close));
+    __m256d proven = _mm256_and_pd(cymg4_inside(v, CYMG_ROOT_MIN, CYMG_ROOT_MAX),
+                                   _mm256_and_pd(_mm256_cmp_pd(s, binade, _CMP_NEQ_UQ), close));
     return _mm256_or_pd(_mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_EQ_OQ), proven);
 }
 
@@ -171,7 +171,7 @@ static int cymg_avx2_nothing_can_raise(const double* grads, const double* v, Py_
            && lanes[3] <= CYMG_OVERFLOW_FREE_MAX;
 }
 
-/* prove_squares: out[i] = |x[i]|^2 for i < n - n % 4 (n <= 256); masks[i / 4] notes
+/* prove_squares: out[i] = |x[i]|^2 for i < n - n % 4 (n <= BLOCK); masks[i / 4] notes
    the proven lanes. */
 static void cymg_avx2_prove_squares(const double* x, double* out, uint8_t* masks, Py_ssize_t n) {
     Py_ssize_t i;
@@ -293,17 +293,19 @@ static inline __m256d cymg4_gather(const double* x, const int32_t* index) {
 }
 
 /* Keep in pending[kept...] index[k], k < lanes, where bit k of `settled` is clear; store
-   value's lane k at out[index[k]] for the others. */
+   value's lane k at out[index[k]] for the others.  Without a branch (which lanes settle
+   is unpredictable): an unsettled lane writes its element's own value back, and its
+   index is kept by advancing `kept`. */
 static inline Py_ssize_t cymg4_settle(const int32_t* index, int lanes, int settled, __m256d value, double* out,
                                       int32_t* pending, Py_ssize_t kept) {
     double values[4];
-    int k;
+    int k, bit;
     _mm256_storeu_pd(values, value);
     for (k = 0; k < lanes; k++) {
-        if (settled >> k & 1)
-            out[index[k]] = values[k];
-        else
-            pending[kept++] = index[k];
+        bit = settled >> k & 1;
+        out[index[k]] = bit ? values[k] : out[index[k]];
+        pending[kept] = index[k];
+        kept += 1 - bit;
     }
     return kept;
 }
@@ -321,8 +323,8 @@ static Py_ssize_t cymg_avx2_settle_roots(double* params, const double* m, const 
         __m256d m_hat = _mm256_div_pd(cymg4_gather(m, index), _mm256_set1_pd(bias_correction1));
         __m256d param = cymg4_gather(params, index);
         __m256d root = _mm256_sqrt_pd(v_hat);
-        __m256d usable = _mm256_andnot_pd(cymg4_outside(v_hat, CYMG_ROOT_MIN, CYMG_ROOT_MAX),
-                                          _mm256_cmp_pd(root, cymg4_power_of_two_below(root), _CMP_NEQ_UQ));
+        __m256d usable = _mm256_and_pd(cymg4_inside(v_hat, CYMG_ROOT_MIN, CYMG_ROOT_MAX),
+                                       _mm256_cmp_pd(root, cymg4_power_of_two_below(root), _CMP_NEQ_UQ));
         __m256d other = cymg4_neighbour(root, _mm256_cmp_pd(cymg4_residual_of_root(v_hat, root), _mm256_setzero_pd(),
                                                             _CMP_GT_OQ));
         __m256d numerator = _mm256_mul_pd(_mm256_set1_pd(lr_t), m_hat);
@@ -345,8 +347,8 @@ static Py_ssize_t cymg_avx2_settle_squares(const double* grads, const double* v,
         __m256d a = cymg4_abs(cymg4_gather(grads, index));
         __m256d kept_v = _mm256_mul_pd(_mm256_set1_pd(beta2), cymg4_gather(v, index));
         __m256d p = _mm256_mul_pd(a, a);
-        __m256d usable = _mm256_andnot_pd(cymg4_outside(a, CYMG_SQUARE_MIN, CYMG_SQUARE_MAX),
-                                          _mm256_cmp_pd(p, cymg4_power_of_two_below(p), _CMP_NEQ_UQ));
+        __m256d usable = _mm256_and_pd(cymg4_inside(a, CYMG_SQUARE_MIN, CYMG_SQUARE_MAX),
+                                       _mm256_cmp_pd(p, cymg4_power_of_two_below(p), _CMP_NEQ_UQ));
         __m256d other = cymg4_neighbour(p, _mm256_cmp_pd(cymg4_residual_of_square(a, p), _mm256_setzero_pd(),
                                                          _CMP_GT_OQ));
         __m256d first = _mm256_add_pd(kept_v, _mm256_mul_pd(_mm256_set1_pd(one_minus_beta2), p));
