@@ -374,6 +374,28 @@ def test_fast_path_with_odd_moments_matches_reference_adam(kernels, shortcut):
         pair.assert_identical(f"after step {step}")
 
 
+@SHORTCUT
+@BUILDS
+@pytest.mark.parametrize("step, ones", [(229, (False, False)), (230, (True, False)), (5000, (True, True))])
+def test_steps_whose_bias_corrections_are_one_match_reference_adam(kernels, shortcut, step, ones):
+    """From the 231st step on, 1 - beta1 ** (step + 1) rounds to 1.0 (from the 3,726th,
+    1 - beta2 ** (step + 1) too), and the AVX2 pass does not divide by it (m / 1.0 is m):
+    the same bits as the Python loop, with moments of every kind (nan, inf, +-0.0, subnormal)."""
+    scalars = adam_scalars(0.01, step, 10_000)
+    assert (scalars.bias_correction1 == 1.0, scalars.bias_correction2 == 1.0) == ones
+    size = 1031
+    pair = Pair(size, shortcut, seed=step, kernels=kernels)
+    odd = [math.nan, math.inf, -math.inf, 0.0, -0.0, 1e-320, -1e-320]
+    m = [odd[i % len(odd)] if i % 5 == 0 else pair.rng.gauss(0, 1e-3) for i in range(size)]
+    v = [abs(odd[i % len(odd)]) if i % 7 == 0 else abs(pair.rng.gauss(0, 1e-4)) for i in range(size)]
+    pair.reference.set_moments(m, v)
+    pair.fast.set_moments(m, v)
+    for offset in range(2):
+        pair.set_gradients([safe_gradient(pair.rng) for _ in range(size)])
+        pair.step(step + offset, 10_000)
+        pair.assert_identical(f"after step {step + offset}")
+
+
 @BUILDS
 def test_update_pass_roots_match_libm_near_the_margin(kernels):
     """The update pass's own root decisions, isolated: with beta2 = 1, 1 - beta2 = 0 and

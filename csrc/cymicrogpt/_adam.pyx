@@ -24,7 +24,9 @@ parameters whose root is not proven keep their old value until libm's root updat
 and when nothing can raise (no finite gradient above 2^511, no negative v: checked in
 one pass first) it squares each block's gradients inside the pass that updates the
 block before.  Each element still sees microgpt's expressions in microgpt's order; only
-the interleaving across elements changes, which no result depends on.
+the interleaving across elements changes, which no result depends on.  (The pass skips
+a division by a bias correction that is 1.0, bias_correction1 from the 231st step on:
+m / 1.0 is m, bit for bit, for every m but a signaling nan, which no arithmetic result is.)
 
 Errors are atomic.  Where Python's loop would raise (OverflowError when a finite
 gradient's square overflows, ZeroDivisionError) or produce a complex number (a negative

@@ -205,11 +205,12 @@ static void cymg_avx2_prove_roots(const double* x, double* out, uint8_t* masks, 
    j < next_n - next_n % 4 (<= n - n % 4), it squares the next block's gradients as
    prove_squares does (next_squares, square_masks): work for the other execution units
    while the divider is busy.  squares[i] must be final. */
-static void cymg_avx2_update(double* params, double* grads, double* m, double* v, const double* squares,
-                             Py_ssize_t n, const double* next_grads, double* next_squares, Py_ssize_t next_n,
-                             uint8_t* square_masks, double beta1, double beta2, double one_minus_beta1,
-                             double one_minus_beta2, double bias_correction1, double bias_correction2, double lr_t,
-                             double eps, uint8_t* root_masks) {
+static inline __attribute__((always_inline)) void cymg_avx2_update_pass(
+        double* params, double* grads, double* m, double* v, const double* squares, Py_ssize_t n,
+        const double* next_grads, double* next_squares, Py_ssize_t next_n, uint8_t* square_masks, double beta1,
+        double beta2, double one_minus_beta1, double one_minus_beta2, double bias_correction1,
+        double bias_correction2, double lr_t, double eps, uint8_t* root_masks, const int divide_m,
+        const int divide_v) {
     const Py_ssize_t n4 = n - n % 4, next_n4 = next_n - next_n % 4;
     Py_ssize_t i;
     __m256d m_hat_a = _mm256_setzero_pd(), v_hat_a = _mm256_setzero_pd();  /* stage a's output */
@@ -223,8 +224,8 @@ static void cymg_avx2_update(double* params, double* grads, double* m, double* v
         _mm256_storeu_pd(m + (j), m_new); \
         _mm256_storeu_pd(v + (j), v_new); \
         _mm256_storeu_pd(grads + (j), _mm256_setzero_pd()); \
-        m_hat_a = _mm256_div_pd(m_new, _mm256_set1_pd(bias_correction1)); \
-        v_hat_a = _mm256_div_pd(v_new, _mm256_set1_pd(bias_correction2)); \
+        m_hat_a = divide_m ? _mm256_div_pd(m_new, _mm256_set1_pd(bias_correction1)) : m_new; \
+        v_hat_a = divide_v ? _mm256_div_pd(v_new, _mm256_set1_pd(bias_correction2)) : v_new; \
     } while (0)
 /* stage b: the root s = sqrt(v_hat) and the step lr_t * m_hat / (s + eps) of stage a's group
    (no fabs here: v_hat >= +0 when nothing can raise, and where it is nan the root is not
@@ -261,19 +262,41 @@ static void cymg_avx2_update(double* params, double* grads, double* m, double* v
 #undef CYMG_STAGE_B
 }
 
+/* The pass, compiled four times: a bias correction that is 1.0 (bias_correction1 from the
+   231st step on, bias_correction2 from the 3,726th) is not divided by, as x / 1.0 is x, bit
+   for bit, for every x but a signaling nan, which no arithmetic result (the new m and v)
+   is.  That takes one of the divider's four operations per group away. */
+static void cymg_avx2_update(double* params, double* grads, double* m, double* v, const double* squares,
+                             Py_ssize_t n, const double* next_grads, double* next_squares, Py_ssize_t next_n,
+                             uint8_t* square_masks, double beta1, double beta2, double one_minus_beta1,
+                             double one_minus_beta2, double bias_correction1, double bias_correction2, double lr_t,
+                             double eps, uint8_t* root_masks) {
+#define CYMG_PASS(divide_m, divide_v) \
+    cymg_avx2_update_pass(params, grads, m, v, squares, n, next_grads, next_squares, next_n, square_masks, beta1, \
+                          beta2, one_minus_beta1, one_minus_beta2, bias_correction1, bias_correction2, lr_t, eps, \
+                          root_masks, divide_m, divide_v)
+    if (bias_correction1 != 1.0 && bias_correction2 != 1.0)
+        CYMG_PASS(1, 1);
+    else if (bias_correction2 != 1.0)
+        CYMG_PASS(0, 1);
+    else if (bias_correction1 != 1.0)
+        CYMG_PASS(1, 0);
+    else
+        CYMG_PASS(0, 0);
+#undef CYMG_PASS
+}
+
 /* Argument 5 of _adam.pyx's docstring, for the elements the proofs leave, four at a time
    (AVX2 only: the baseline build's step never asks it): the elements are gathered by
    index, and those whose stored outcome does not depend on pow's last bit are settled
    here, with microgpt's expressions in its order; the others' indices are written back
    to pending[0...], in order, and their count returned, for the caller to settle with
    libm. */
-/* index[k] = pending[j + k], the last index repeated past count (its lanes are not stored);
-   returns how many are pending[j...]'s own */
-static inline int cymg4_indices(const int32_t* pending, Py_ssize_t j, Py_ssize_t count, int32_t* index) {
+/* index[k] = pending[j + k], the last index repeated past count (its lanes are not stored) */
+static inline void cymg4_indices(const int32_t* pending, Py_ssize_t j, Py_ssize_t count, int32_t* index) {
     int k;
     for (k = 0; k < 4; k++)
         index[k] = pending[j + k < count ? j + k : count - 1];
-    return count - j < 4 ? (int)(count - j) : 4;
 }
 
 /* The double next to each positive finite lane, above where `above` is all ones, else below */
@@ -292,71 +315,102 @@ static inline __m256d cymg4_gather(const double* x, const int32_t* index) {
     return _mm256_set_pd(x[index[3]], x[index[2]], x[index[1]], x[index[0]]);
 }
 
-/* Keep in pending[kept...] index[k], k < lanes, where bit k of `settled` is clear; store
-   value's lane k at out[index[k]] for the others.  Without a branch (which lanes settle
-   is unpredictable): an unsettled lane writes its element's own value back, and its
-   index is kept by advancing `kept`. */
-static inline Py_ssize_t cymg4_settle(const int32_t* index, int lanes, int settled, __m256d value, double* out,
-                                      int32_t* pending, Py_ssize_t kept) {
-    double values[4];
-    int k, bit;
-    _mm256_storeu_pd(values, value);
-    for (k = 0; k < lanes; k++) {
-        bit = settled >> k & 1;
-        out[index[k]] = bit ? values[k] : out[index[k]];
-        pending[kept] = index[k];
-        kept += 1 - bit;
+/* One group's decision: the value to store for index[0..3] (*value) and the bits of the
+   lanes it settles. */
+typedef int (*cymg4_decision)(const int32_t* index, const void* data, __m256d* value);
+
+#define CYMG_SETTLE_CHUNK 64
+
+/* The driver of both: out[i] = the decided value for the settled i in pending[:count], the
+   others' indices kept.  Per chunk, every group's decision first (independent of each
+   other, so the divider and the rest overlap across groups), then the stores, without a
+   branch (which lanes settle is unpredictable): an unsettled lane writes its element's
+   own value back, and its index is kept by advancing `kept`. */
+static inline Py_ssize_t cymg_settle(int32_t* pending, Py_ssize_t count, double* out, cymg4_decision decide,
+                                     const void* data) {
+    double values[CYMG_SETTLE_CHUNK];
+    uint8_t settled[CYMG_SETTLE_CHUNK / 4];
+    int32_t index[4];
+    Py_ssize_t start, j, k, size, kept = 0;
+    int32_t i;
+    int bit;
+    for (start = 0; start < count; start += CYMG_SETTLE_CHUNK) {
+        size = count - start < CYMG_SETTLE_CHUNK ? count - start : CYMG_SETTLE_CHUNK;
+        for (j = 0; j < size; j += 4) {
+            __m256d value;
+            cymg4_indices(pending + start, j, size, index);
+            settled[j / 4] = (uint8_t)decide(index, data, &value);
+            _mm256_storeu_pd(values + j, value);
+        }
+        for (k = 0; k < size; k++) {  /* pending[kept] is never ahead of pending[start + k] */
+            i = pending[start + k];
+            bit = settled[k / 4] >> (k % 4) & 1;
+            out[i] = bit ? values[k] : out[i];
+            pending[kept] = i;
+            kept += 1 - bit;
+        }
     }
     return kept;
 }
 
-/* The new params[i] = params[i] - lr_t * m_hat / (v_hat ** 0.5 + eps), i in pending[:count]
-   (their m and v already new), where it is the same for both roots pow may give */
+struct cymg_root_data {
+    const double *params, *m, *v;
+    double bias_correction1, bias_correction2, lr_t, eps;
+};
+
+/* The new param - lr_t * m_hat / (v_hat ** 0.5 + eps), where it is the same for both roots
+   pow may give */
+static inline int cymg4_root_decision(const int32_t* index, const void* data, __m256d* value) {
+    const struct cymg_root_data* d = (const struct cymg_root_data*)data;
+    __m256d v_hat = _mm256_div_pd(cymg4_gather(d->v, index), _mm256_set1_pd(d->bias_correction2));
+    __m256d m_hat = _mm256_div_pd(cymg4_gather(d->m, index), _mm256_set1_pd(d->bias_correction1));
+    __m256d param = cymg4_gather(d->params, index);
+    __m256d root = _mm256_sqrt_pd(v_hat);
+    __m256d usable = _mm256_and_pd(cymg4_inside(v_hat, CYMG_ROOT_MIN, CYMG_ROOT_MAX),
+                                   _mm256_cmp_pd(root, cymg4_power_of_two_below(root), _CMP_NEQ_UQ));
+    __m256d other = cymg4_neighbour(root, _mm256_cmp_pd(cymg4_residual_of_root(v_hat, root), _mm256_setzero_pd(),
+                                                        _CMP_GT_OQ));
+    __m256d numerator = _mm256_mul_pd(_mm256_set1_pd(d->lr_t), m_hat);
+    __m256d first = _mm256_sub_pd(param, _mm256_div_pd(numerator, _mm256_add_pd(root, _mm256_set1_pd(d->eps))));
+    __m256d second = _mm256_sub_pd(param, _mm256_div_pd(numerator, _mm256_add_pd(other, _mm256_set1_pd(d->eps))));
+    *value = first;
+    return _mm256_movemask_pd(_mm256_and_pd(usable, cymg4_same_bits(first, second)));
+}
+
+/* params[i] for i in pending[:count], their m and v already new */
 static Py_ssize_t cymg_avx2_settle_roots(double* params, const double* m, const double* v, int32_t* pending,
                                          Py_ssize_t count, double bias_correction1, double bias_correction2,
                                          double lr_t, double eps) {
-    Py_ssize_t j, kept = 0;
-    int32_t index[4];
-    for (j = 0; j < count; j += 4) {
-        int lanes = cymg4_indices(pending, j, count, index);
-        __m256d v_hat = _mm256_div_pd(cymg4_gather(v, index), _mm256_set1_pd(bias_correction2));
-        __m256d m_hat = _mm256_div_pd(cymg4_gather(m, index), _mm256_set1_pd(bias_correction1));
-        __m256d param = cymg4_gather(params, index);
-        __m256d root = _mm256_sqrt_pd(v_hat);
-        __m256d usable = _mm256_and_pd(cymg4_inside(v_hat, CYMG_ROOT_MIN, CYMG_ROOT_MAX),
-                                       _mm256_cmp_pd(root, cymg4_power_of_two_below(root), _CMP_NEQ_UQ));
-        __m256d other = cymg4_neighbour(root, _mm256_cmp_pd(cymg4_residual_of_root(v_hat, root), _mm256_setzero_pd(),
-                                                            _CMP_GT_OQ));
-        __m256d numerator = _mm256_mul_pd(_mm256_set1_pd(lr_t), m_hat);
-        __m256d first = _mm256_sub_pd(param, _mm256_div_pd(numerator, _mm256_add_pd(root, _mm256_set1_pd(eps))));
-        __m256d second = _mm256_sub_pd(param, _mm256_div_pd(numerator, _mm256_add_pd(other, _mm256_set1_pd(eps))));
-        int settled = _mm256_movemask_pd(_mm256_and_pd(usable, cymg4_same_bits(first, second)));
-        kept = cymg4_settle(index, lanes, settled, first, params, pending, kept);
-    }
-    return kept;
+    struct cymg_root_data data = {params, m, v, bias_correction1, bias_correction2, lr_t, eps};
+    return cymg_settle(pending, count, params, cymg4_root_decision, &data);
 }
 
-/* squares[i] = grads[i] ** 2, i in pending[:count] (v still old), where the new
-   v = beta2 * v + (1 - beta2) * grads[i] ** 2 is the same for both squares pow may give */
+struct cymg_square_data {
+    const double *grads, *v;
+    double beta2, one_minus_beta2;
+};
+
+/* |g| * |g|, where the new v = beta2 * v + (1 - beta2) * g ** 2 is the same for both
+   squares pow may give */
+static inline int cymg4_square_decision(const int32_t* index, const void* data, __m256d* value) {
+    const struct cymg_square_data* d = (const struct cymg_square_data*)data;
+    __m256d a = cymg4_abs(cymg4_gather(d->grads, index));
+    __m256d kept_v = _mm256_mul_pd(_mm256_set1_pd(d->beta2), cymg4_gather(d->v, index));
+    __m256d p = _mm256_mul_pd(a, a);
+    __m256d usable = _mm256_and_pd(cymg4_inside(a, CYMG_SQUARE_MIN, CYMG_SQUARE_MAX),
+                                   _mm256_cmp_pd(p, cymg4_power_of_two_below(p), _CMP_NEQ_UQ));
+    __m256d other = cymg4_neighbour(p, _mm256_cmp_pd(cymg4_residual_of_square(a, p), _mm256_setzero_pd(), _CMP_GT_OQ));
+    __m256d first = _mm256_add_pd(kept_v, _mm256_mul_pd(_mm256_set1_pd(d->one_minus_beta2), p));
+    __m256d second = _mm256_add_pd(kept_v, _mm256_mul_pd(_mm256_set1_pd(d->one_minus_beta2), other));
+    *value = p;
+    return _mm256_movemask_pd(_mm256_and_pd(usable, cymg4_same_bits(first, second)));
+}
+
+/* squares[i] = grads[i] ** 2 for i in pending[:count], v still old */
 static Py_ssize_t cymg_avx2_settle_squares(const double* grads, const double* v, double* squares, int32_t* pending,
                                            Py_ssize_t count, double beta2, double one_minus_beta2) {
-    Py_ssize_t j, kept = 0;
-    int32_t index[4];
-    for (j = 0; j < count; j += 4) {
-        int lanes = cymg4_indices(pending, j, count, index);
-        __m256d a = cymg4_abs(cymg4_gather(grads, index));
-        __m256d kept_v = _mm256_mul_pd(_mm256_set1_pd(beta2), cymg4_gather(v, index));
-        __m256d p = _mm256_mul_pd(a, a);
-        __m256d usable = _mm256_and_pd(cymg4_inside(a, CYMG_SQUARE_MIN, CYMG_SQUARE_MAX),
-                                       _mm256_cmp_pd(p, cymg4_power_of_two_below(p), _CMP_NEQ_UQ));
-        __m256d other = cymg4_neighbour(p, _mm256_cmp_pd(cymg4_residual_of_square(a, p), _mm256_setzero_pd(),
-                                                         _CMP_GT_OQ));
-        __m256d first = _mm256_add_pd(kept_v, _mm256_mul_pd(_mm256_set1_pd(one_minus_beta2), p));
-        __m256d second = _mm256_add_pd(kept_v, _mm256_mul_pd(_mm256_set1_pd(one_minus_beta2), other));
-        int settled = _mm256_movemask_pd(_mm256_and_pd(usable, cymg4_same_bits(first, second)));
-        kept = cymg4_settle(index, lanes, settled, p, squares, pending, kept);
-    }
-    return kept;
+    struct cymg_square_data data = {grads, v, beta2, one_minus_beta2};
+    return cymg_settle(pending, count, squares, cymg4_square_decision, &data);
 }
 
 #else  /* the baseline build: no AVX2 passes (never called: CYMG_AVX2 is 0) */
