@@ -21,11 +21,15 @@ by the CPU: GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX2,-FMA makes it take the SSE2 on
 kernel's own build choice does not depend on it).
 
 Then it times one Adam step on the default model's 4,192 parameters with real gradients
-(step 100 of a names.txt run): each build of the kernel (baseline, AVX2) with plain pow
-and with the shortcut, all interleaved in one run, each the best, median and 95th
-percentile of many repeats; and counts the step's libm pow calls.
+(step 100 of a names.txt run), as training calls it (optimizer.step, bound to the
+engine's arena): each build of the kernel (baseline, AVX2) with plain pow and with the
+shortcut, all interleaved in one run, each the best, median and 95th percentile of many
+repeats; and counts the step's libm pow calls.
 
-    python benchmarks/check_pow_shortcut.py [--millions 100] [--data PATH] [--repeats 3000]
+Optionally (--in-run STEPS) it times optimizer.step where the training step calls it, in
+real runs of each compiled backend: median and percentiles over steps 2..STEPS.
+
+    python benchmarks/check_pow_shortcut.py [--millions 100] [--data PATH] [--repeats 3000] [--in-run 1000]
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +48,6 @@ import numpy as np
 import cymicrogpt as mg
 from cymicrogpt import _adam
 from cymicrogpt._adam import SHORTCUT_MARGIN, SHORTCUT_ROOT_RANGE
-from cymicrogpt.config import ADAM_EPS
 from cymicrogpt.engines.adam import ADAM_KERNELS, POW_SHORTCUT_REASON, VectorAdam, adam_kernels
 from cymicrogpt.schedule import adam_scalars
 from cymicrogpt.training import start_run
@@ -236,39 +240,37 @@ def time_adam(data: Path, repeats: int, at_step: int) -> None:
     run = start_run(mg.load_docs(data), steps=1000, backend="cython")
     run.train(until=at_step)
     run.forward_backward()  # the gradients of step `at_step`, left in the engine
-    saved = [run.engine.weight_array.copy(), run.engine.grad_array.copy(), run.optimizer.m.copy(), run.optimizer.v.copy()]
+    engine = run.engine
+    saved = [engine.weight_array.copy(), engine.grad_array.copy(), run.optimizer.m.copy(), run.optimizer.v.copy()]
     size = saved[0].size
-    params, grads, m, v = (a.copy() for a in saved)
-    squares = np.empty(size)
-    beta1, beta2 = VectorAdam.beta1, VectorAdam.beta2
-    scalars = adam_scalars(run.lr, at_step, run.num_steps)
 
-    def step(module, shortcut: bool):
-        return lambda: module.adam_step(params, grads, m, v, squares, beta1=beta1, beta2=beta2, eps=ADAM_EPS,
-                                        one_minus_beta1=1 - beta1, one_minus_beta2=1 - beta2,
-                                        bias_correction1=scalars.bias_correction1,
-                                        bias_correction2=scalars.bias_correction2, lr_t=scalars.lr_t,
-                                        shortcut=shortcut)
+    def optimizer(module, shortcut: bool) -> VectorAdam:
+        """An optimizer over the engine's arena, as the run's own (make_optimizer), with this build."""
+        return VectorAdam(engine.ops.arena, size, run.lr, shortcut=shortcut, kernels=module)
 
-    variants = {"baseline build, plain libm pow": step(_adam, False), "baseline build, pow shortcut": step(_adam, True)}
+    variants = {"baseline build, plain libm pow": optimizer(_adam, False),
+                "baseline build, pow shortcut": optimizer(_adam, True)}
     avx2 = adam_kernels(no_avx2="")
     if avx2 is not _adam:
-        variants.update({"AVX2 build, plain libm pow": step(avx2, False), "AVX2 build, pow shortcut": step(avx2, True)})
+        variants.update({"AVX2 build, plain libm pow": optimizer(avx2, False),
+                         "AVX2 build, pow shortcut": optimizer(avx2, True)})
     times: dict[str, list[float]] = {label: [] for label in variants}
     results = {}
     for _ in range(repeats):
-        for label, run_step in variants.items():
-            for array, start in zip((params, grads, m, v), saved):
+        for label, adam in variants.items():
+            params, grads = engine.weight_array, engine.grad_array
+            for array, start in zip((params, grads, adam.m, adam.v), saved):
                 array[:] = start
             begin = time.perf_counter()
-            run_step()
+            adam.step(at_step, run.num_steps)
             times[label].append(time.perf_counter() - begin)
-            results[label] = np.concatenate([params, m, v]).view(np.uint64).copy()
+            results[label] = np.concatenate([params, adam.m, adam.v]).view(np.uint64).copy()
     first = next(iter(results.values()))
     identical = all((r == first).all() for r in results.values())
     zeros = np.count_nonzero(saved[1] == 0.0)
     print(f"\nAdam step on the default model: {size:,} parameters, the gradients of step {at_step} "
-          f"of a names.txt run ({zeros / size:.0%} exactly 0); {repeats} interleaved repeats")
+          f"of a names.txt run ({zeros / size:.0%} exactly 0); {repeats} interleaved repeats of optimizer.step "
+          "as training calls it (bound to the engine's arena)")
     print(step_powers(saved, at_step, run.num_steps, run.lr))
     print("| implementation | best | median | 95th percentile |\n|---|---:|---:|---:|")
     for label, seconds in times.items():
@@ -276,6 +278,30 @@ def time_adam(data: Path, repeats: int, at_step: int) -> None:
         print(f"| {label} | {min(seconds) * 1e6:.1f} us | {statistics.median(seconds) * 1e6:.1f} us | "
               f"{p95 * 1e6:.1f} us |")
     print(f"all bit-identical: {identical}")
+
+
+def timed_step(step: Callable[[int, int], None], times: list[float]) -> Callable[[int, int], None]:
+    """`step`, recording the seconds of each call in `times`."""
+    def timed(step_index: int, num_steps: int) -> None:
+        begin = time.perf_counter()
+        step(step_index, num_steps)
+        times.append(time.perf_counter() - begin)
+    return timed
+
+
+def time_adam_in_runs(data: Path, steps: int) -> None:
+    """optimizer.step timed where the training step calls it, steps 2..`steps` of the default
+    run, for each compiled backend (the arrays as a real step leaves them in the caches)."""
+    print(f"\nAdam in real runs: optimizer.step, steps 2-{steps} of the default {steps}-step run on names.txt")
+    print("| backend | median | 5th percentile | 95th percentile |\n|---|---:|---:|---:|")
+    for backend in ("cython", "fused"):
+        run = start_run(mg.load_docs(data), steps=steps, backend=backend)
+        times: list[float] = []
+        run.optimizer.step = timed_step(run.optimizer.step, times)
+        run.train()
+        quantiles = statistics.quantiles(times[1:], n=20)
+        print(f"| {backend} | {statistics.median(times[1:]) * 1e6:.1f} us | {quantiles[0] * 1e6:.1f} us | "
+              f"{quantiles[-1] * 1e6:.1f} us |")
 
 
 def machine() -> str:
@@ -295,6 +321,8 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="names.txt, for real gradients")
     parser.add_argument("--repeats", type=int, default=3000, help="timed Adam steps per implementation (0: skip)")
     parser.add_argument("--at-step", type=int, default=100, help="take the gradients of this training step")
+    parser.add_argument("--in-run", type=int, default=0, metavar="STEPS",
+                        help="also time optimizer.step inside real runs of this many steps (0: skip)")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     exact = True
@@ -302,11 +330,13 @@ def main() -> int:
         begin = time.perf_counter()
         exact = check_exactness(args.millions, args.seed)
         print(f"shortcut == libm pow on every input: {exact} ({time.perf_counter() - begin:.0f} s)")
+    if (args.repeats or args.in_run) and not args.data.is_file():
+        print(f"no names.txt at {args.data}: pass --data PATH to time the Adam step", file=sys.stderr)
+        return 2
     if args.repeats:
-        if not args.data.is_file():
-            print(f"no names.txt at {args.data}: pass --data PATH to time the Adam step", file=sys.stderr)
-            return 2
         time_adam(args.data, args.repeats, args.at_step)
+    if args.in_run:
+        time_adam_in_runs(args.data, args.in_run)
     return 0 if exact else 1
 
 
