@@ -18,6 +18,9 @@ sys.path.insert(0, str(PEERS))
 import compare_peers
 import recipes
 from peers_table import markdown
+from portable_command import portable, run_repository
+
+from cymicrogpt.ladder.results import load as load_results
 
 
 def test_the_shipped_recipes_load():
@@ -148,6 +151,50 @@ def test_the_table_sorts_by_time_and_says_why_a_rung_failed(tmp_path):
     assert "- port: o/p @aaaaaaa, cc; its note." in lines
     assert "- broken: o/b (not a git clone) (the recipe's: @bbbbbbb), cc; n." in lines
     assert "    python compare_peers.py X" in lines
+
+
+# The ladder's command as compare_peers.py makes it: its cymicrogpt rung runs the repository's
+# train_losses.py, here /home/me/repo's.
+LADDER_COMMAND = ("cymicrogpt bench --steps 300 --program "
+                  "'cymicrogpt=/usr/bin/python3 /home/me/repo/benchmarks/peers/train_losses.py {data} {steps} cython'")
+
+
+@pytest.mark.parametrize("typed, shown", [
+    # inputs beside the repository: relative to it, as the developers lay out ../shared and ../peers-src
+    ("--microgpt /home/me/shared/seed/microgpt.py --data=/home/me/shared/data/names.txt --clones /home/me/peers-src",
+     "--microgpt ../shared/seed/microgpt.py --data=../shared/data/names.txt --clones ../peers-src"),
+    ("--port anton=/home/me/peers-src/A+b --ports /home/me/repo/benchmarks/peers/ports.json",
+     "--port anton=../peers-src/A+b --ports benchmarks/peers/ports.json"),
+    # inputs elsewhere: a placeholder named after the option
+    ("--microgpt /opt/m.py --data /data/names.txt --clones /srv/c --port k=/srv/c/x --ports /etc/p.json",
+     "--microgpt MICROGPT --data DATA --clones CLONES --port k=CLONE --ports PORTS"),
+    # scratch folders and outputs: placeholders, under --work as BUILD_DIR/...; inside the repository, relative
+    ("--work /home/me/peers-build/final --out /home/me/peers-build/final/ladder --json /tmp/r.json",
+     "--work BUILD_DIR --out BUILD_DIR/ladder --json RESULT_JSON"),
+    ("--out /tmp/o --json /home/me/repo/benchmarks/peers/peers.json --wo=/tmp/w",
+     "--out OUT_DIR --json benchmarks/peers/peers.json --wo=BUILD_DIR"),  # an abbreviation, as argparse takes it
+    # relative values were typed from the repository's root: kept; options without paths untouched
+    ("--data names.txt --steps 300 --repeats 5 --impl python", "--data names.txt --steps 300 --repeats 5 --impl python"),
+])
+def test_the_table_shows_the_runs_command_with_no_folder_of_its_machine(typed, shown):
+    prefix = "python benchmarks/peers/compare_peers.py "
+    assert portable(prefix + typed, LADDER_COMMAND) == prefix + shown
+
+
+def test_without_the_runs_repository_only_placeholders_replace_absolute_paths():
+    typed = "python compare_peers.py --microgpt /home/me/shared/m.py --data names.txt --work /home/me/b"
+    assert run_repository("cymicrogpt bench --steps 3") is None
+    assert portable(typed, "cymicrogpt bench --steps 3") == "python compare_peers.py --microgpt MICROGPT --data names.txt --work BUILD_DIR"
+
+
+def test_the_shipped_tables_are_the_scripts_output_for_the_run_as_recorded():
+    data = load_results(str(PEERS / "peers.json"))
+    assert portable(data["peers_command"], data["command"]) != data["peers_command"]  # kept as it ran
+    table = markdown(data, Path("benchmarks/peers/peers.json"))
+    assert "/work/" not in table and "../shared/seed/" in table and "--work BUILD_DIR" in table
+    readme = PEERS.parents[1] / "README.md"  # beside the tests in a checkout; CI's test copy has no README
+    for document in [PEERS / "RESULTS.md"] + ([readme] if readme.is_file() else []):
+        assert table in document.read_text(encoding="utf-8"), f"{document}: regenerate its table with --table"
 
 
 # --- the driver, end to end, with stand-ins ----------------------------------------------
