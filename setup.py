@@ -83,7 +83,7 @@ extensions = [
     Extension(
         f"cymicrogpt.{pyx.stem}",
         [str(pyx)],
-        include_dirs=["csrc/cymicrogpt"],  # hand-written C headers (adam_shortcut.h)
+        include_dirs=["csrc/cymicrogpt"],  # hand-written C headers (adam_shortcut.h, axpy_rows.h, fused_kernels.h)
         libraries=LIBRARIES,
         extra_compile_args=COMPILE_ARGS,
         extra_link_args=LINK_ARGS,
@@ -101,23 +101,30 @@ def builds_for_x86_64() -> bool:
     return all(arch == "x86_64" for arch in archs)
 
 
-# The Adam kernel once more, for CPUs with AVX2: cymicrogpt._adam_avx2, the very same source
-# (copied to build/, renamed) compiled with -mavx2, which engines/adam.py picks at run time
-# where the CPU and OS support AVX2; there csrc/cymicrogpt/adam_shortcut.h adds its AVX2
-# passes.  The results are the same bits: AVX2 only runs each IEEE operation on four lanes
-# instead of two, in the same order per element (-mavx2 does not enable FMA, and
-# -ffp-contract=off forbids contraction anyway); the libm calls are the same functions.
+# The Adam kernel and the fused training pass once more, for CPUs with AVX2:
+# cymicrogpt._adam_avx2 and cymicrogpt._fused_avx2, the very same sources (copied to build/,
+# renamed) compiled with -mavx2, which engines/adam.py and engines/fused.py pick at run time
+# where the CPU and OS support AVX2; there csrc/cymicrogpt/adam_shortcut.h adds Adam's AVX2
+# passes, and fused_kernels.h its four-lane kernels.  The results are the same bits: AVX2 only
+# runs each IEEE operation on four lanes instead of two, in the same order per element
+# (-mavx2 does not enable FMA, and -ffp-contract=off forbids contraction anyway); the libm
+# calls are the same functions.
+AVX2_TWINS = ("_adam", "_fused")
 if builds_for_x86_64() and not DEBUG:
     generated = Path("build/generated/cymicrogpt")
     generated.mkdir(parents=True, exist_ok=True)
-    for suffix in (".pyx", ".pxd"):
-        source = Path("csrc/cymicrogpt/_adam" + suffix).read_text(encoding="utf-8")
-        target = generated / ("_adam_avx2" + suffix)
-        if not target.exists() or target.read_text(encoding="utf-8") != source:  # keep it fresh, not newer
-            target.write_text(source, encoding="utf-8")
-    extensions.append(Extension("cymicrogpt._adam_avx2", [str(generated / "_adam_avx2.pyx")],
-                                include_dirs=["csrc/cymicrogpt"], libraries=LIBRARIES,
-                                extra_compile_args=COMPILE_ARGS + ["-mavx2"], extra_link_args=LINK_ARGS))
+    for name in AVX2_TWINS:
+        for suffix in (".pyx", ".pxd"):
+            original = Path("csrc/cymicrogpt/" + name + suffix)
+            if not original.exists():
+                continue
+            source = original.read_text(encoding="utf-8")
+            target = generated / (name + "_avx2" + suffix)
+            if not target.exists() or target.read_text(encoding="utf-8") != source:  # keep it fresh, not newer
+                target.write_text(source, encoding="utf-8")
+        extensions.append(Extension(f"cymicrogpt.{name}_avx2", [str(generated / (name + "_avx2.pyx"))],
+                                    include_dirs=["csrc/cymicrogpt"], libraries=LIBRARIES,
+                                    extra_compile_args=COMPILE_ARGS + ["-mavx2"], extra_link_args=LINK_ARGS))
 
 setup(
     ext_modules=cythonize(

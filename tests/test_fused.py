@@ -3,6 +3,7 @@ refuse, and the cases of microgpt's backward order the parity tests meet rarely,
 against the reference engine with float ==.  The whole runs are in tests/test_parity.py."""
 from __future__ import annotations
 
+import importlib.util
 import random
 
 import numpy as np
@@ -38,9 +39,10 @@ def test_two_passes_add_up_as_the_references_do(config, tokens):
 
 
 @pytest.mark.parametrize("avx2", [False, True], ids=["baseline", "avx2"])
-def test_both_kernel_builds_give_the_references_bits(avx2):
-    """The loops' vector kernels (_kernels.pyx) in either build: lanes are independent sums,
-    so the AVX2 build computes the baseline's (and the reference's) bits."""
+def test_both_builds_give_the_references_bits(avx2):
+    """The loops in either build (cymicrogpt._fused, SSE2; cymicrogpt._fused_avx2, picked
+    where _kernels runs its AVX2 build): lanes are independent sums, so the AVX2 build
+    computes the baseline's (and the reference's) bits."""
     was = _kernels.uses_avx2()
     try:
         if _kernels.use_avx2(avx2) != avx2:
@@ -50,6 +52,9 @@ def test_both_kernel_builds_give_the_references_bits(avx2):
         for tokens in ([6, 0, 1, 2, 3, 4, 5, 6], [6, 3, 6]):
             assert fused.forward_backward(config, tokens) == ref.forward_backward(config, tokens)
             assert fused.gradients() == ref.gradients()
+        avx2_built = importlib.util.find_spec("cymicrogpt._fused_avx2") is not None  # not in a debug build
+        expected = "cymicrogpt._fused_avx2" if avx2 and avx2_built else "cymicrogpt._fused"
+        assert type(fused._loops).__module__ == expected
     finally:
         _kernels.use_avx2(was)
 

@@ -33,10 +33,10 @@ does every floating-point operation microgpt's graph does, in microgpt's order:
 Nothing of this depends on the values, only on the shape (the target token decides the
 one lm_head order above).
 
-Speed without reassociating any sum: the vector loops run across independent sums, with
-the kernels of _kernels.pyx (SSE2, or AVX2 where the CPU has it, the same bits), mostly
-axpy_rows, a sum of scaled rows that keeps its destination in registers (each element a
-lane, adding the rows in the order given):
+Speed without reassociating any sum: the vector loops run across independent sums,
+mostly in axpy_rows (fused_kernels.h, inlined: this module is built twice on x86-64, SSE2
+and AVX2, the same bits; engines/fused.py picks one), a sum of scaled rows that keeps its
+destination in registers (each element a lane, adding the rows in the order given):
     - the forward's matrix-vector products run on a transposed copy of the weights, made at
       the start of each pass: y = sum over j ascending of W^T[j] * x[j], from 0.0, is each
       output's dot product in microgpt's order, with the outputs side by side;
@@ -45,7 +45,11 @@ lane, adding the rows in the order given):
     - a weight's gradient gets one contribution per position, the last position first, and
       nothing else touches it: so the backward keeps each position's output gradients and
       adds all of them to each weight row at the end, the positions in descending order,
-      with the row held in registers.
+      with the row held in registers;
+    - the attention's dot products over the positions (q . k_u, v_u . dheads) run with the
+      positions u in lanes, on keys and values also kept transposed; a key's or value's
+      gradient is added when its own position is reached, from every later position's kept
+      score gradients and weights, the last first.
 """
 from libc.math cimport exp, log, pow
 from libc.string cimport memset
@@ -53,7 +57,14 @@ from libc.string cimport memset
 import numpy as np
 
 from cymicrogpt._arena cimport Arena
-from cymicrogpt._kernels cimport axpy, axpy_rows, transpose
+from cymicrogpt._kernels cimport transpose  # called ~10 times a pass: through _kernels' pointer
+
+
+cdef extern from "fused_kernels.h" nogil:
+    # for i = 0 .. count-1 in turn: y[j] += m[i * stride + j] * c[i * cstep] for j < n (a negative
+    # stride walks rows backwards; y overlaps neither m nor c)
+    void axpy_rows "cymg_fused_axpy_rows"(double* y, Py_ssize_t n, const double* m, Py_ssize_t stride,
+                                          const double* c, Py_ssize_t cstep, Py_ssize_t count) noexcept
 
 
 # Slots of the weight matrices.  Anonymous enums: their members are plain ints, which
@@ -62,13 +73,22 @@ cdef enum:  # index into FusedGPT.off: the matrices outside the blocks
     WTE, WPE, LM_HEAD, N_MODEL_MATRICES
 
 
+cdef enum:
+    # the attention's loops over positions run on a multiple of this many lanes (AVX2's 4
+    # doubles; SSE2's 2 divides it), the lanes past the last position computed and unused
+    LANES = 4
+
+
 cdef enum:  # column of FusedGPT.layer_off: one block's matrices, in config.LAYER_MATRICES order
     WQ, WK, WV, WO, FC1, FC2, N_LAYER_MATRICES
 
 
 # --- small kernels on raw pointers (nogil) -------------------------------------------------
-# axpy (y += x * a) and axpy_rows (y += a sum of scaled rows, in a given order) are
-# _kernels.pyx's vector kernels, in their SSE2 or AVX2 build.
+cdef inline void axpy(double* y, const double* x, double a, Py_ssize_t n) noexcept nogil:
+    """y += x * a (y and x of n elements)."""
+    axpy_rows(y, n, x, 0, &a, 0, 1)
+
+
 cdef inline void matvec(const double* WT,  # IN (cols, rows): the weights, transposed
                         const double* x,  # IN (cols,)
                         double* y,  # OUT (rows,): y[r] = sum over j ascending of W[r, j] * x[j], from 0.0
@@ -181,6 +201,7 @@ cdef class FusedGPT:
     cdef Arena arena  # weights: arena.data[0:n_weights], their gradients: arena.grad[0:n_weights]
     cdef readonly Py_ssize_t n_layer, n_embd, n_head, head_dim, vocab, block, hidden, n_weights
     cdef readonly Py_ssize_t capacity  # positions the buffers hold
+    cdef Py_ssize_t lanes  # capacity rounded up to a multiple of LANES
     cdef readonly double rmsnorm_eps
     cdef double inv_embd, att_scale  # len(x)**-1 in rmsnorm; (head_dim**0.5)**-1
     cdef Py_ssize_t[::1] off  # (N_MODEL_MATRICES,): off[WTE] ... off[LM_HEAD]
@@ -192,6 +213,7 @@ cdef class FusedGPT:
     cdef double[::1] xn1, q, k, v, heads, x_mid, xn2  # (L, T, E)
     cdef double[::1] s1, d1, s2, d2  # (L, T)
     cdef double[::1] h1, relu_out  # (L, T, F)
+    cdef double[::1] kT, vT  # (L, E, lanes): keys and values transposed, positions side by side
     cdef double[::1] att_e, att_w  # (L, T, H, T): exps and weights of position t over u <= t
     cdef double[::1] att_total, att_inv  # (L, T, H)
     cdef double[::1] lm_e  # (T, V): exps of the logits
@@ -199,11 +221,12 @@ cdef class FusedGPT:
     # Gradients, of every position: a linear layer's output gradients are kept for its
     # weights' gradient (weight_backward), added once the positions are done
     cdef double[::1] gx  # (L + 1, T, E): of x_in
-    cdef double[::1] gmid, gq  # (L, T, E): of x_mid (wo's output), of q
+    cdef double[::1] gmid, gheads, gq  # (L, T, E): of x_mid (wo's output), of the heads (its input), of q
+    cdef double[::1] att_ds  # (L, T, H, T): of the scores of position t over u <= t
     cdef double[::1] dk, dv  # (L, T, E): keys and values, summed over the positions that read them
     cdef double[::1] gh  # (L, T, F): of h1 (fc1's output)
     cdef double[::1] glogit  # (T, V)
-    cdef double[::1] logits, dheads, dxn, scratch  # (V,), (E,), (max(E, F),), (3, T)
+    cdef double[::1] logits, dxn, scratch  # (V,), (max(E, F),), (2, lanes)
 
     def __init__(self, Arena arena, int n_weights, int n_layer, int n_embd, int n_head, int vocab, int block,
                  int hidden, offsets, layer_offsets, double rmsnorm_eps):
@@ -231,7 +254,7 @@ cdef class FusedGPT:
             check_inside(self.layer_off[l], (E * E, E * E, E * E, E * E, F * E, E * F), n_weights)
         z = np.zeros
         self.wt = z(n_weights)
-        self.logits, self.dheads, self.dxn = z(vocab), z(E), z(max(E, F))
+        self.logits, self.dxn = z(vocab), z(max(E, F))
         self.capacity = 0
         self.reserve(1)
 
@@ -246,13 +269,15 @@ cdef class FusedGPT:
         self.heads, self.x_mid, self.xn2 = z(L * T * E), z(L * T * E), z(L * T * E)
         self.s1, self.d1, self.s2, self.d2 = z(L * T), z(L * T), z(L * T), z(L * T)
         self.h1, self.relu_out = z(L * T * F), z(L * T * F)
-        self.att_e, self.att_w = z(L * T * H * T), z(L * T * H * T)
+        self.lanes = (T + LANES - 1) // LANES * LANES
+        self.kT, self.vT = z(L * E * self.lanes), z(L * E * self.lanes)
+        self.att_e, self.att_w, self.att_ds = z(L * T * H * T), z(L * T * H * T), z(L * T * H * T)
         self.att_total, self.att_inv = z(L * T * H), z(L * T * H)
         self.lm_e, self.lm_total, self.lm_inv, self.lm_p = z(T * V), z(T), z(T), z(T)
-        self.gx, self.gmid, self.gq = z((L + 1) * T * E), z(L * T * E), z(L * T * E)
+        self.gx, self.gmid, self.gheads, self.gq = z((L + 1) * T * E), z(L * T * E), z(L * T * E), z(L * T * E)
         self.dk, self.dv = z(L * T * E), z(L * T * E)
         self.gh, self.glogit = z(L * T * F), z(T * V)
-        self.scratch = z(3 * T)
+        self.scratch = z(2 * self.lanes)
         self.capacity = T
 
     def forward_backward(self, const Py_ssize_t[::1] tokens):
@@ -300,21 +325,21 @@ cdef class FusedGPT:
         """The forward pass; loss[0] = the mean loss.  Returns -1, or the first position
         whose target probability is 0.0 (microgpt's math.log raises there)."""
         cdef Py_ssize_t L = self.n_layer, E = self.n_embd, F = self.hidden, H = self.n_head, hd = self.head_dim
-        cdef Py_ssize_t V = self.vocab, T = self.capacity
-        cdef Py_ssize_t t, u, l, h, j, lt, a
+        cdef Py_ssize_t V = self.vocab, T = self.capacity, Tl = self.lanes
+        cdef Py_ssize_t t, u, l, h, j, lt, a, lanes
         cdef const double* w = &self.arena.data[0]
         cdef const double* wt = &self.wt[0]
         cdef const double* qh
-        cdef const double* kh
         cdef double* x
         cdef double* xo
         cdef double* ev
         cdef double* aw
         cdef double* out
-        cdef double* scores = &self.scratch[0]  # (T,)
+        cdef double* scores = &self.scratch[0]  # (lanes,)
         cdef double* logits = &self.logits[0]
-        cdef double acc, inv, loss_sum = 0.0, eps = self.rmsnorm_eps
+        cdef double inv, loss_sum = 0.0, eps = self.rmsnorm_eps
         for t in range(n):
+            lanes = (t + LANES) // LANES * LANES  # positions 0 .. t, rounded up: the lanes past t go unused
             x = &self.emb[t * E]
             for j in range(E):  # (E,) token + position embedding
                 x[j] = w[self.off[WTE] + tokens[t] * E + j] + w[self.off[WPE] + t * E + j]
@@ -327,17 +352,19 @@ cdef class FusedGPT:
                 matvec(wt + self.layer_off[l, WQ], &self.xn1[lt * E], &self.q[lt * E], E, E)
                 matvec(wt + self.layer_off[l, WK], &self.xn1[lt * E], &self.k[lt * E], E, E)
                 matvec(wt + self.layer_off[l, WV], &self.xn1[lt * E], &self.v[lt * E], E, E)
+                for j in range(E):
+                    self.kT[(l * E + j) * Tl + t] = self.k[lt * E + j]
+                    self.vT[(l * E + j) * Tl + t] = self.v[lt * E + j]
                 for h in range(H):
                     a = lt * H + h
                     ev = &self.att_e[a * T]
                     aw = &self.att_w[a * T]
                     qh = &self.q[lt * E + h * hd]
-                    for u in range(t + 1):  # scores (t+1,): q . k_u * (head_dim**0.5)**-1
-                        kh = &self.k[(l * T + u) * E + h * hd]
-                        acc = 0.0
-                        for j in range(hd):
-                            acc = acc + qh[j] * kh[j]
-                        scores[u] = acc * self.att_scale
+                    # scores (t+1,): q . k_u (j ascending, from 0.0; the positions u in lanes), * (head_dim**0.5)**-1
+                    memset(scores, 0, lanes * sizeof(double))
+                    axpy_rows(scores, lanes, &self.kT[(l * E + h * hd) * Tl], Tl, qh, 1, hd)
+                    for u in range(t + 1):
+                        scores[u] = scores[u] * self.att_scale
                     inv = softmax_forward(scores, ev, &self.att_total[a], t + 1)
                     self.att_inv[a] = inv
                     for u in range(t + 1):
@@ -372,29 +399,27 @@ cdef class FusedGPT:
 
     cdef void backward(self, const Py_ssize_t[::1] tokens, Py_ssize_t n) noexcept nogil:
         cdef Py_ssize_t L = self.n_layer, E = self.n_embd, F = self.hidden, H = self.n_head, hd = self.head_dim
-        cdef Py_ssize_t V = self.vocab, T = self.capacity
-        cdef Py_ssize_t t, u, l, h, j, i, lt, a, tgt, lm = self.off[LM_HEAD]
+        cdef Py_ssize_t V = self.vocab, T = self.capacity, Tl = self.lanes
+        cdef Py_ssize_t t, u, l, h, j, i, lt, a, last, tgt, lanes, lm = self.off[LM_HEAD]
         cdef const double* w = &self.arena.data[0]
         cdef double* g = &self.arena.grad[0]
         cdef double* dx  # the gradient of the current residual stream
         cdef double* dy  # of a layer's output
         cdef double* dmid
-        cdef double* dheads = &self.dheads[0]
+        cdef double* dheads
         cdef double* dq
         cdef double* dxn = &self.dxn[0]
         cdef double* dh
         cdef double* dlogit
-        cdef double* da = &self.scratch[0]  # (T,) per attention head
-        cdef double* dscore = &self.scratch[T]  # (T,)
+        cdef double* da = &self.scratch[0]  # (lanes,) per attention head
+        cdef double* dscore
+        cdef double* dk
         cdef double* dv
         cdef const double* ev
-        cdef const double* aw
         cdef double dloss = 1.0 / n  # each position's loss gets (1 / n) * 1
-        cdef double dp, dinv, dtotal, local, acc
-        for l in range(L):  # the document's n positions of each layer (the buffers may hold more)
-            memset(&self.dk[l * T * E], 0, n * E * sizeof(double))
-            memset(&self.dv[l * T * E], 0, n * E * sizeof(double))
+        cdef double dp, dinv, dtotal, local
         for t in range(n - 1, -1, -1):
+            lanes = (t + LANES) // LANES * LANES
             # -log p: p's gradient is (1 / p) * (-1 * dloss); p = e[tgt] * total**-1
             tgt = tokens[t + 1]
             ev = &self.lm_e[t * V]
@@ -424,19 +449,16 @@ cdef class FusedGPT:
                     dmid[j] = dy[j]
                 rmsnorm_backward(&self.x_mid[lt * E], self.d2[lt], self.s2[lt], dxn, dmid, E, self.inv_embd)
                 # attention block: x_mid = wo heads + x_in
+                dheads = &self.gheads[lt * E]
                 linear_backward(w + self.layer_off[l, WO], dmid, dheads, E, E)
                 dq = &self.gq[lt * E]
                 for h in range(H):
                     a = lt * H + h
                     ev = &self.att_e[a * T]
-                    aw = &self.att_w[a * T]
-                    for u in range(t + 1):
-                        dv = &self.dv[(l * T + u) * E]
-                        acc = 0.0
-                        for j in range(h * hd + hd - 1, h * hd - 1, -1):
-                            acc = acc + self.v[(l * T + u) * E + j] * dheads[j]
-                        da[u] = acc
-                        axpy(dv + h * hd, dheads + h * hd, aw[u], hd)
+                    dscore = &self.att_ds[a * T]
+                    # the weights' gradients (t+1,): v_u . dheads (j descending, from 0.0; u in lanes)
+                    memset(da, 0, lanes * sizeof(double))
+                    axpy_rows(da, lanes, &self.vT[(l * E + h * hd + hd - 1) * Tl], -Tl, dheads + h * hd + hd - 1, -1, hd)
                     local = -1.0 * pow(self.att_total[a], -2.0)
                     dtotal = 0.0
                     for u in range(t, -1, -1):  # one total**-1 node per weight, the last first
@@ -446,10 +468,19 @@ cdef class FusedGPT:
                     # q's gradient: the keys scaled by their scores' gradients, the last first
                     memset(dq + h * hd, 0, hd * sizeof(double))
                     axpy_rows(dq + h * hd, hd, &self.k[(l * T + t) * E + h * hd], -E, dscore + t, -1, t + 1)
-                    for u in range(t + 1):
-                        axpy(&self.dk[(l * T + u) * E + h * hd], &self.q[lt * E + h * hd], dscore[u], hd)
-                # q, k, v of position t: k and v are complete (later positions came first)
-                self.qkv_backward(l, t, dq, &self.dk[lt * E], &self.dv[lt * E], dxn)
+                # k and v of position t: every position t' >= t read them, and each added its
+                # part (v: weight * dheads, k: score gradient * q), the last position first
+                dk = &self.dk[lt * E]
+                dv = &self.dv[lt * E]
+                memset(dk, 0, E * sizeof(double))
+                memset(dv, 0, E * sizeof(double))
+                for h in range(H):
+                    last = ((l * T + n - 1) * H + h) * T + t  # position n-1's head h, over u = t
+                    axpy_rows(dv + h * hd, hd, &self.gheads[(l * T + n - 1) * E + h * hd], -E, &self.att_w[last],
+                              -H * T, n - t)
+                    axpy_rows(dk + h * hd, hd, &self.q[(l * T + n - 1) * E + h * hd], -E, &self.att_ds[last],
+                              -H * T, n - t)
+                self.qkv_backward(l, t, dq, dk, dv, dxn)
                 dx = &self.gx[lt * E]
                 for j in range(E):  # the residual's contribution first
                     dx[j] = dmid[j]

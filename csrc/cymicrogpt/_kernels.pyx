@@ -138,46 +138,9 @@ cdef extern from *:
     }
     #endif
 
-    /* --- axpy_rows: for i = 0, 1, ..., count - 1 in turn, y[j] += m[i * stride + j] * c[i * cstep]
-       (j < n): count axpys, one per row of m, each element of y a chain of additions in row
-       order; negative strides walk the rows backwards.  Where count axpy calls load and store
-       y at every row, this keeps y in registers across all the rows, four vectors at a time
-       (then one vector, then one element).  It serves every "sum of scaled rows" of the fused
-       pass: a linear layer's input gradient (rows of W, the last first), its forward on
-       transposed weights (rows of W^T: each output's dot product in lane order, from 0.0),
-       and a weight row's gradient over the positions (rows of the inputs, the last first). */
-    static void cymg_axpy_rows_from(Py_ssize_t j, double *y, Py_ssize_t n, const double *m, Py_ssize_t stride,
-                                    const double *c, Py_ssize_t cstep, Py_ssize_t count) {
-        for (; j < n; j++) {  /* elements j.. one at a time */
-            const double *row = m + j;
-            double yj = y[j];
-            for (Py_ssize_t i = 0; i < count; i++, row += stride) yj = yj + *row * c[i * cstep];
-            y[j] = yj;
-        }
-    }
-    #define CYMG_AXPY_ROWS_VECTORS(V, P, LANES)                                                 \\
-        Py_ssize_t j = 0, i;                                                                  \\
-        const double *row;                                                                    \\
-        for (; j + 4 * LANES <= n; j += 4 * LANES) {  /* y[j : j + 4 LANES]: four vectors */    \\
-            V y0 = P##_loadu_pd(y + j), y1 = P##_loadu_pd(y + j + LANES);                     \\
-            V y2 = P##_loadu_pd(y + j + 2 * LANES), y3 = P##_loadu_pd(y + j + 3 * LANES);     \\
-            for (i = 0, row = m + j; i < count; i++, row += stride) {                         \\
-                V ci = P##_set1_pd(c[i * cstep]);                                             \\
-                y0 = P##_add_pd(y0, P##_mul_pd(P##_loadu_pd(row), ci));                       \\
-                y1 = P##_add_pd(y1, P##_mul_pd(P##_loadu_pd(row + LANES), ci));               \\
-                y2 = P##_add_pd(y2, P##_mul_pd(P##_loadu_pd(row + 2 * LANES), ci));           \\
-                y3 = P##_add_pd(y3, P##_mul_pd(P##_loadu_pd(row + 3 * LANES), ci));           \\
-            }                                                                                 \\
-            P##_storeu_pd(y + j, y0); P##_storeu_pd(y + j + LANES, y1);                       \\
-            P##_storeu_pd(y + j + 2 * LANES, y2); P##_storeu_pd(y + j + 3 * LANES, y3);       \\
-        }                                                                                     \\
-        for (; j + LANES <= n; j += LANES) {  /* y[j : j + LANES]: one vector */                \\
-            V y0 = P##_loadu_pd(y + j);                                                       \\
-            for (i = 0, row = m + j; i < count; i++, row += stride)                           \\
-                y0 = P##_add_pd(y0, P##_mul_pd(P##_loadu_pd(row), P##_set1_pd(c[i * cstep]))); \\
-            P##_storeu_pd(y + j, y0);                                                         \\
-        }                                                                                     \\
-        cymg_axpy_rows_from(j, y, n, m, stride, c, cstep, count);
+    /* --- axpy_rows: y += a sum of scaled rows, in a given order (its body and the why:
+       axpy_rows.h, shared with the fused pass, which inlines it: fused_kernels.h). */
+    #include "axpy_rows.h"
 
     #if CYMG_X86
     static void cymg_axpy_rows_baseline(double *y, Py_ssize_t n, const double *m, Py_ssize_t stride,

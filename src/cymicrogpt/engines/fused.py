@@ -5,17 +5,35 @@ The weights and their gradients stay where the graph engine keeps them (the aren
 nodes), so everything but the training pass is the graph engine's: sampling (value-only
 graphs), the optimizer, gradients, checkpoints.  Both passes give the same bits; the
 fused one builds no graph and searches no order, which makes it several times faster.
+
+On x86-64 the loops are built twice (setup.py), SSE2 and AVX2, the same bits; the AVX2
+build runs where the graph engine's kernels run theirs (the CPU has AVX2 and
+CYMICROGPT_NO_AVX2 is unset; `_kernels.use_avx2` switches both for new loops).
 """
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Optional, Sequence
 
 import numpy as np
 
+from .. import _fused, _kernels
 from .._fused import FusedGPT
 from ..config import LAYER_MATRIX_NAMES, RMSNORM_EPS, GPTConfig
 from ..params import MatrixSlot, layer_name
 from .compiled import GraphEngine
+
+
+def fused_module() -> ModuleType:
+    """The compiled loops to run: their AVX2 build where the kernels run theirs, else the
+    baseline build."""
+    if _kernels.uses_avx2():
+        try:
+            from .. import _fused_avx2
+        except ImportError:  # not built: not x86-64, or a debug build
+            return _fused
+        return _fused_avx2
+    return _fused
 
 
 class FusedEngine(GraphEngine):
@@ -38,5 +56,6 @@ class FusedEngine(GraphEngine):
         layer_offsets = [[slots[layer_name(li, part)].offset for part in LAYER_MATRIX_NAMES]  # slots WQ ... FC2
                          for li in range(config.n_layer)]
         hidden = slots[layer_name(0, "mlp_fc1")].rows  # the MLP's width
-        return FusedGPT(self.ops.arena, self.num_params, config.n_layer, config.n_embd, config.n_head,
-                        slots["wte"].rows, config.block_size, hidden, offsets, layer_offsets, RMSNORM_EPS)
+        return fused_module().FusedGPT(self.ops.arena, self.num_params, config.n_layer, config.n_embd,
+                                       config.n_head, slots["wte"].rows, config.block_size, hidden, offsets,
+                                       layer_offsets, RMSNORM_EPS)
