@@ -12,7 +12,7 @@ Every array is a typed memoryview over memory the arena owns (a cython.view.arra
 and every loop reads the arrays through these memoryviews.  Growth replaces them with
 larger ones without running any Python: see Arena.reserve.
 """
-from libc.stdint cimport int32_t, uint8_t, uint32_t
+from libc.stdint cimport int32_t, uint32_t
 
 # The node kinds, and how each names its children: the kind table.  A new kind is a line
 # here, its children in `child_count` and `child` below (a kind that lists its children
@@ -43,13 +43,13 @@ cdef enum:
     MAX_INDEX = 0x7fffffff  # node and edge indices are int32: capacities stay below this
 
 
-cdef inline bint lists_children(uint8_t kind) noexcept nogil:
+cdef inline bint lists_children(int32_t kind) noexcept nogil:
     """Does this kind list its children in `edges` (from edges[a])?  The listed kinds are
     numbered last: SUM_LIST, DOT_LIST, GRAD_LIST."""
     return kind >= SUM_LIST
 
 
-cdef inline int32_t child_count(uint8_t kind, int32_t n) noexcept nogil:
+cdef inline int32_t child_count(int32_t kind, int32_t n) noexcept nogil:
     """How many children a node of this kind (and this n) has."""
     if kind == UNARY:
         return 1
@@ -62,7 +62,7 @@ cdef inline int32_t child_count(uint8_t kind, int32_t n) noexcept nogil:
     return 0  # LEAF
 
 
-cdef inline int32_t child(uint8_t kind, int32_t a, int32_t b, const int32_t[::1] edges,
+cdef inline int32_t child(int32_t kind, int32_t a, int32_t b, const int32_t[::1] edges,
                           int32_t j) noexcept nogil:
     """Child number j (0 <= j < child_count) of a node with this kind, a and b."""
     if lists_children(kind):
@@ -79,7 +79,10 @@ cdef class Arena:
     cdef double[::1] data  # node values (forward pass)
     cdef double[::1] grad  # d(root)/d(node) (backward pass)
     cdef double[::1] aux  # UNARY nodes: the local gradient d(node)/d(child), fixed at creation
-    cdef uint8_t[::1] kind  # NodeKind
+    cdef int32_t[::1] kind  # NodeKind, in 32 bits: a store to an 8-bit array may alias anything
+                            # (C's rule for char types), so the compiler would reload every
+                            # array's address after each node's kind (measured: 8 bits took
+                            # ~20k more instructions a default step)
     cdef int32_t[::1] a  # first child, first of a range, or first edge (see NodeKind)
     cdef int32_t[::1] b  # second child, or start of the second range (ADD, DOT)
     cdef int32_t[::1] n  # range length, or number of listed children (pairs for DOT_LIST)
@@ -124,7 +127,6 @@ ctypedef fused cell:  # the element types of the arrays
     double
     int32_t
     uint32_t
-    uint8_t
 
 cdef cell[::1] cells(cell zero, Py_ssize_t capacity)
 cdef cell[::1] resized(cell[::1] old, Py_ssize_t used, Py_ssize_t capacity)
@@ -153,14 +155,12 @@ cdef inline int32_t add_nodes(Arena ar, NodeKind kind, int32_t a, int32_t a_step
                               int32_t n, Py_ssize_t count) noexcept nogil:
     """Append `count` nodes of one kind, node k with children a + k * a_step, b + k * b_step
     and n, value and aux 0.0 (the caller writes the values): a linear layer's rows at once.
-    Returns the first.  The arrays' addresses are taken once, into locals: in a loop of
-    add_node, a store of the uint8_t kind, which may alias anything (C's rule for char
-    types), makes the compiler reload every array's address from the arena for the next
-    node (measured: build_linear took 34.6k instructions a default step that way, 18.0k
-    this way; elementwise ops that compute each value in the same loop gained nothing)."""
+    Returns the first.  The arrays' addresses are taken once, into locals (measured:
+    build_linear took 34.6k instructions a default step with add_node per row, 18.0k so).
+    """
     cdef int32_t first = <int32_t>ar.n_nodes, k
-    cdef uint8_t node_kind = kind if ar.recording else LEAF
-    cdef uint8_t* kinds = &ar.kind[first]
+    cdef int32_t node_kind = kind if ar.recording else LEAF
+    cdef int32_t* kinds = &ar.kind[first]
     cdef int32_t* a_ = &ar.a[first]
     cdef int32_t* b_ = &ar.b[first]
     cdef int32_t* n_ = &ar.n[first]

@@ -10,7 +10,7 @@ the orders they reuse (the model's order templates in _ops.pyx, Value's last sea
 _value.pyx).
 """
 from cython.view cimport array as cells_array
-from libc.stdint cimport int32_t, uint8_t, uint32_t
+from libc.stdint cimport int32_t, uint32_t
 
 from cymicrogpt._kernels cimport axpy, axpy_rows, outer_add
 
@@ -46,10 +46,8 @@ cdef cell[::1] cells(cell zero, Py_ssize_t capacity):
         format = b"d"
     elif cell is int32_t:
         format = b"i"
-    elif cell is uint32_t:
-        format = b"I"
     else:
-        format = b"B"
+        format = b"I"
     return cells_array(shape=(max(capacity, 1),), itemsize=sizeof(cell), format=format)
 
 
@@ -69,7 +67,7 @@ cdef class Arena:
         self.recording = True
         # One cell each (capacity 0): grow() resizes them like any others.
         self.data, self.grad, self.aux, self.edge_grad = cells(0.0, 0), cells(0.0, 0), cells(0.0, 0), cells(0.0, 0)
-        self.kind = cells(<uint8_t>0, 0)
+        self.kind = cells(<int32_t>0, 0)
         self.a, self.b, self.n, self.edges = cells(<int32_t>0, 0), cells(<int32_t>0, 0), cells(<int32_t>0, 0), cells(<int32_t>0, 0)
         self.span_len, self.order = cells(<int32_t>0, 0), cells(<int32_t>0, 0)
         self.stack, self.cursor = cells(<int32_t>0, 0), cells(<int32_t>0, 0)
@@ -106,7 +104,7 @@ cdef class Arena:
         if cap > MAX_INDEX or edge_cap > MAX_INDEX:
             raise MemoryError(f"the graph would exceed {MAX_INDEX} nodes or edges")
         cdef double[::1] data = self.data, grad = self.grad, aux = self.aux, edge_grad = self.edge_grad
-        cdef uint8_t[::1] kind = self.kind
+        cdef int32_t[::1] kind = self.kind
         cdef int32_t[::1] a = self.a, b = self.b, n = self.n, edges_ = self.edges
         cdef int32_t[::1] span_len = self.span_len, order = self.order, stack = self.stack, cursor = self.cursor
         cdef uint32_t[::1] mark = self.mark, span_epoch = self.span_epoch
@@ -178,7 +176,7 @@ cdef class Arena:
         """The backward pass proper, over the first `count` entries of `order`, with the
         linear groups of `groups` (records of GROUP_FIELDS, ascending starts: see
         find_linear_groups) each passed as a whole."""
-        cdef const uint8_t[::1] kind = self.kind
+        cdef const int32_t[::1] kind = self.kind
         cdef const int32_t[::1] a = self.a, b = self.b, n = self.n, edges = self.edges
         cdef const double[::1] data = self.data, aux = self.aux, edge_grad = self.edge_grad
         cdef double[::1] grad = self.grad
@@ -228,7 +226,7 @@ cdef Py_ssize_t depth_first(Arena ar, int32_t root) noexcept nogil:
                 ar.cursor, <int32_t>ar.n_fixed, ar.next_epoch(), root)
 
 
-cdef Py_ssize_t walk(const uint8_t[::1] kind, const int32_t[::1] a, const int32_t[::1] b, const int32_t[::1] n,
+cdef Py_ssize_t walk(const int32_t[::1] kind, const int32_t[::1] a, const int32_t[::1] b, const int32_t[::1] n,
                      const int32_t[::1] edges,
                      uint32_t[::1] mark, uint32_t[::1] span_epoch, int32_t[::1] span_len,  # IN/OUT: scratch
                      int32_t[::1] order,  # OUT: the order
@@ -243,7 +241,7 @@ cdef Py_ssize_t walk(const uint8_t[::1] kind, const int32_t[::1] a, const int32_
     long documents: benchmarks/RESULTS.md)."""
     cdef Py_ssize_t count = 0, top = 0
     cdef int32_t v = root, j = 0, c, end, step, va, vb, vn  # v: the node being expanded; j: its next child
-    cdef uint8_t vk
+    cdef int32_t vk
     cdef bint skip_a, skip_b
     mark[root] = epoch
     while True:
@@ -292,13 +290,13 @@ cdef Py_ssize_t walk(const uint8_t[::1] kind, const int32_t[::1] a, const int32_
             v, j = stack[top], cursor[top]
 
 
-cdef inline bint settled(const uint8_t[::1] kind, const int32_t[::1] a, const int32_t[::1] b,
+cdef inline bint settled(const int32_t[::1] kind, const int32_t[::1] a, const int32_t[::1] b,
                          const int32_t[::1] n, const uint32_t[::1] mark, const uint32_t[::1] span_epoch,
                          const int32_t[::1] span_len, int32_t n_fixed, int32_t c, uint32_t epoch) noexcept nogil:
     """True when every child of c is known to need no visit (a cheap, partial test: a
     node it misses is expanded the usual way).  Most nodes of the model are such: every
     row of a linear layer after the first, every x_i * scale of an rmsnorm after the first."""
-    cdef uint8_t k = kind[c]
+    cdef int32_t k = kind[c]
     cdef int32_t ca = a[c], cb = b[c], cn = n[c]
     if k == UNARY:
         return kind[ca] == LEAF or mark[ca] == epoch
@@ -311,7 +309,7 @@ cdef inline bint settled(const uint8_t[::1] kind, const int32_t[::1] a, const in
 
 
 # --- the derivative table -----------------------------------------------------------------
-cdef inline void backward_node(const uint8_t[::1] kind, const int32_t[::1] a_, const int32_t[::1] b_,
+cdef inline void backward_node(const int32_t[::1] kind, const int32_t[::1] a_, const int32_t[::1] b_,
                                const int32_t[::1] n_, const int32_t[::1] edges, const double[::1] data,
                                const double[::1] aux, const double[::1] edge_grad,
                                double[::1] grad,  # IN/OUT
@@ -321,7 +319,7 @@ cdef inline void backward_node(const uint8_t[::1] kind, const int32_t[::1] a_, c
     (d(v)/d(child) = 1 is left out: 1.0 * x == x for every double, NaN and inf included.)"""
     cdef double dv = grad[v]
     cdef int32_t a = a_[v], b = b_[v], n = n_[v], i
-    cdef uint8_t k = kind[v]
+    cdef int32_t k = kind[v]
     if k == UNARY:
         grad[a] += aux[v] * dv
     elif k == ADD:
@@ -481,7 +479,7 @@ cdef Py_ssize_t find_linear_groups(Arena ar, const int32_t[::1] order, Py_ssize_
     return found
 
 
-cdef inline void pass_linear_group(const uint8_t[::1] kind, const int32_t[::1] a, const int32_t[::1] b,
+cdef inline void pass_linear_group(const int32_t[::1] kind, const int32_t[::1] a, const int32_t[::1] b,
                                    const int32_t[::1] n, const int32_t[::1] edges, const double[::1] data,
                                    const double[::1] aux, const double[::1] edge_grad,
                                    double[::1] grad,  # IN/OUT

@@ -31,7 +31,7 @@ more than it frees), and it keeps other threads out of this arena while step 3 r
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.math cimport exp, log, pow
-from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memcpy
 
 import numpy as np
@@ -955,7 +955,7 @@ cdef int32_t triples_run(Arena ar, int32_t p, const int32_t[::1] order, const in
     range, so that whichever logit the search reaches first, it finds the same subtree
     under it and posts every other logit at once; and the search put all of it, in
     that order, just before total, inv, p."""
-    cdef const uint8_t[::1] kind = ar.kind
+    cdef const int32_t[::1] kind = ar.kind
     cdef const int32_t[::1] a = ar.a, b = ar.b, n = ar.n
     cdef int32_t inv, total, es, count_v, target, e, l, l0, k, start, i
     if not (ar.n_fixed <= p < ar.n_nodes and kind[p] == DOT and n[p] == 1):

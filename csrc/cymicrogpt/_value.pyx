@@ -45,7 +45,7 @@ reference would produce a complex number.
 from cpython.object cimport Py_TPFLAGS_HEAPTYPE, PyTypeObject, destructor
 from cpython.ref cimport Py_DECREF, PyObject, Py_TYPE
 from cpython.type cimport PyType_HasFeature
-from libc.stdint cimport int32_t, uint8_t, uint32_t
+from libc.stdint cimport int32_t, uint32_t
 from libc.stdlib cimport realloc
 from libc.string cimport memcmp, memset
 
@@ -171,14 +171,14 @@ cdef Py_ssize_t collect_garbage(ValueGraph g) noexcept:
     The compaction rewrites every kind but the range kinds (SUM, DOT), which Values never
     build: children in a and b (UNARY, ADD) or listed in edges.  C only."""
     cdef PyObject** handles = g.handles
-    cdef uint8_t[::1] kind = g.kind
+    cdef int32_t[::1] kind = g.kind
     cdef int32_t[::1] a = g.a, b = g.b, n = g.n, edges = g.edges, stack = g.stack
     cdef double[::1] data = g.data, grad = g.grad, aux = g.aux, edge_grad = g.edge_grad
     cdef uint32_t[::1] mark = g.mark
     cdef int32_t[::1] new_index = g.order  # scratch: old index -> new index
     cdef Py_ssize_t count = g.n_nodes, i, j, top, live = 0, live_edges = 0
     cdef int32_t v, c, first
-    cdef uint8_t k
+    cdef int32_t k
     cdef uint32_t epoch = g.next_epoch()
     # mark: every node reachable from a node that has a Value
     for i in range(count):
@@ -527,7 +527,7 @@ cdef class Value:
 # `loss = ...` builds each step's graph above the last one, and never pays for a copy.
 cdef class SearchedGraph:
     """The layout a search ran on (nodes [0, n_nodes), edges [0, n_edges)) and its order."""
-    cdef uint8_t[::1] kind
+    cdef int32_t[::1] kind
     cdef int32_t[::1] a, b, n, edges, order
     cdef int32_t root
     cdef Py_ssize_t n_nodes, n_edges, count
@@ -536,7 +536,7 @@ cdef class SearchedGraph:
 
     def __cinit__(self):
         self.root, self.n_nodes, self.n_edges = -1, -1, -1
-        self.kind = cells(<uint8_t>0, 0)
+        self.kind = cells(<int32_t>0, 0)
         self.a, self.b, self.n = cells(<int32_t>0, 0), cells(<int32_t>0, 0), cells(<int32_t>0, 0)
         self.order, self.edges = cells(<int32_t>0, 0), cells(<int32_t>0, 0)
 
@@ -548,11 +548,11 @@ cdef class SearchedGraph:
         them); runs no Python (the GC paused, as in Arena.reserve)."""
         if self.kind.shape[0] >= nodes and self.edges.shape[0] >= edges:
             return 0
-        cdef uint8_t[::1] kind
+        cdef int32_t[::1] kind
         cdef int32_t[::1] a, b, n, order, edge_list
         cdef int was_enabled = pause_gc()
         try:
-            kind, a, b, n = cells(<uint8_t>0, nodes), cells(<int32_t>0, nodes), cells(<int32_t>0, nodes), cells(<int32_t>0, nodes)
+            kind, a, b, n = cells(<int32_t>0, nodes), cells(<int32_t>0, nodes), cells(<int32_t>0, nodes), cells(<int32_t>0, nodes)
             order, edge_list = cells(<int32_t>0, nodes), cells(<int32_t>0, edges)
             self.kind, self.a, self.b, self.n, self.order, self.edges = kind, a, b, n, order, edge_list
             self.saved = False
