@@ -377,8 +377,9 @@ cdef inline void dot_backward(double[::1] grad,  # IN/OUT
 # order changes are a chain node's and another record's row's, and neither touches a
 # gradient the other reads or adds to:
 #   * a chain node v reads grad[v] (no row adds to it: v is neither a weight nor in x) and
-#     adds into its children's: the entry before it, and (an ADD) one node built before the
-#     layer's rows that is not in x, so no row reads or adds to any of them;
+#     adds into its children's: the entry before it in its own record, and (an ADD) one
+#     node built before the layer's rows that is neither a weight nor in x, so no other
+#     record's row reads or adds to any of them;
 #   * a row reads its own gradient, into which no other record adds, and adds into its
 #     weight row's gradients and x's, which no chain node reads or adds to.
 # Passed together, the rows' contributions to grad[x] are one loop that keeps a block of
