@@ -40,7 +40,7 @@ from cymicrogpt.config import RMSNORM_EPS
 
 from cymicrogpt._kernels cimport all_finite, dot_rows
 from cymicrogpt._arena cimport (Arena, MAX_INDEX, LEAF, UNARY, ADD, SUM, DOT, SUM_LIST, DOT_LIST, GROUP_FIELDS,
-                                add_node, add_nodes, add_edge, cells, find_linear_groups, group_fits, pause_gc, resized,
+                                add_node, add_edge, cells, find_linear_groups, group_fits, pause_gc, resized,
                                 resume_gc)
 
 # Templates may hold up to this many bytes per node of the arena's capacity (the arena
@@ -141,7 +141,9 @@ cdef int32_t build_add(Arena ar, int32_t a, int32_t b, int32_t size) noexcept no
 
 cdef int32_t build_linear(Arena ar, int32_t w, int32_t rows, int32_t cols, int32_t x) noexcept nogil:
     """w @ x, w (rows, cols) from node w: (rows,), row r's children (w[r, j], x[j]) pairwise."""
-    cdef int32_t start = add_nodes(ar, DOT, w, cols, x, 0, cols, rows)
+    cdef int32_t r, start = <int32_t>ar.n_nodes
+    for r in range(rows):
+        add_node(ar, DOT, w + r * cols, x, cols, 0.0, 0.0)
     dot_rows(&ar.data[w], cols, &ar.data[x], &ar.data[start], rows)
     return start
 
