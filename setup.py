@@ -103,17 +103,18 @@ def builds_for_x86_64() -> bool:
 
 # The Adam kernel and the fused training pass once more, for CPUs with AVX2:
 # cymicrogpt._adam_avx2 and cymicrogpt._fused_avx2, the very same sources (copied to build/,
-# renamed) compiled with -mavx2, which engines/adam.py and engines/fused.py pick at run time
-# where the CPU and OS support AVX2; there csrc/cymicrogpt/adam_shortcut.h adds Adam's AVX2
-# passes, and fused_kernels.h its four-lane kernels.  The results are the same bits: AVX2 only
-# runs each IEEE operation on four lanes instead of two, in the same order per element
-# (-mavx2 does not enable FMA, and -ffp-contract=off forbids contraction anyway); the libm
-# calls are the same functions.
-AVX2_TWINS = ("_adam", "_fused")
+# renamed) compiled with the flags below, which engines/adam.py and engines/fused.py pick at
+# run time where the CPU and OS support them; there csrc/cymicrogpt/adam_shortcut.h adds
+# Adam's AVX2 passes, and fused_kernels.h its four-lane kernels.  The results are the same
+# bits: AVX2 only runs each IEEE operation on four lanes instead of two, in the same order
+# per element (-ffp-contract=off forbids contracting a*b+c into an FMA); the libm calls are
+# the same functions.  Adam's build also has FMA (-mfma), for the two explicit, proven-exact
+# FMAs in adam_shortcut.h's residuals (its header says why they give the same doubles).
+AVX2_TWINS = {"_adam": ["-mavx2", "-mfma"], "_fused": ["-mavx2"]}
 if builds_for_x86_64() and not DEBUG:
     generated = Path("build/generated/cymicrogpt")
     generated.mkdir(parents=True, exist_ok=True)
-    for name in AVX2_TWINS:
+    for name, flags in AVX2_TWINS.items():
         for suffix in (".pyx", ".pxd"):
             original = Path("csrc/cymicrogpt/" + name + suffix)
             if not original.exists():
@@ -124,7 +125,7 @@ if builds_for_x86_64() and not DEBUG:
                 target.write_text(source, encoding="utf-8")
         extensions.append(Extension(f"cymicrogpt.{name}_avx2", [str(generated / (name + "_avx2.pyx"))],
                                     include_dirs=["csrc/cymicrogpt"], libraries=LIBRARIES,
-                                    extra_compile_args=COMPILE_ARGS + ["-mavx2"], extra_link_args=LINK_ARGS))
+                                    extra_compile_args=COMPILE_ARGS + flags, extra_link_args=LINK_ARGS))
 
 setup(
     ext_modules=cythonize(

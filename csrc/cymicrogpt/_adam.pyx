@@ -102,7 +102,8 @@ E(0) = 0.51103, E(20) = 0.51167, E(64) = 0.51306; E(1023) = 0.5435 is the source
    There x^2 lies in [2^-64, 2^64] (p a power of two at both ends), so e is in [-64, 63].
    `residual_of_square` computes r exactly (Dekker/Veltkamp's two-product: every partial
    product is exact in that range, the build forbids FMA contraction, so the compiler
-   cannot reassociate them).  The exact square is p + r: if
+   cannot reassociate them); the AVX2 build's twin is one explicit FMA, fl(x*x - p), the
+   exact value rounded once: r itself, since r is representable.  The exact square is p + r: if
    |r| <= 2^e * fl(t 2^-52), then |r| <= (t + 2^-54) u and pow(x, 2.0) == p.
 
 3. Root (v_hat**0.5, 2^-128 <= v <= 2^128).  s = sqrt(v) (rounded), 2^e < s < 2^(e+1)
@@ -118,6 +119,7 @@ E(0) = 0.51103, E(20) = 0.51167, E(64) = 0.51306; E(1023) = 0.5435 is the source
    factor 2 of v); the next difference's exact value is lo^2 + rho, a multiple of
    2^(2e-76) (both operands are) below 2^(2e-52) + 2^(2e-51) < 2^(2e-50) in magnitude,
    fewer than 26 bits of its grid; and the last one's exact value is rho, representable.
+   (The AVX2 build computes it as one explicit FMA, fl(v - s*s): rho itself, likewise.)
    (The grids lie far above the subnormal one: 2e - 104 >= -232.)  The exact root is s + d with
    d = rho / (sqrt(v) + s), and sqrt(v) >= s - u/2, so |d| <= |rho| / (2s - u/2).
    The test |rho| <= fl(2^e fl(t 2^-51) s) (one rounding) gives
@@ -220,18 +222,18 @@ cdef extern from *:
 
 cdef extern from *:
     """
-    /* Can this CPU, and the OS, run AVX2 code?  (gcc and clang on x86: libgcc's check
-       includes the OS's saving of the AVX registers.)  Elsewhere: no. */
-    static int cymg_cpu_has_avx2(void) {
+    /* Can this CPU, and the OS, run the AVX2 build (AVX2 and FMA code)?  (gcc and clang
+       on x86: libgcc's check includes the OS's saving of the AVX registers.)  Elsewhere: no. */
+    static int cymg_cpu_has_avx2_fma(void) {
     #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
         __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") != 0;
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     #else
         return 0;
     #endif
     }
     """
-    int c_cpu_has_avx2 "cymg_cpu_has_avx2"() noexcept nogil
+    int c_cpu_has_avx2_fma "cymg_cpu_has_avx2_fma"() noexcept nogil
 
 cdef enum:
     BLOCK = 512  # elements per block of the passes (a few stack arrays of this size: ~0.1 us faster
@@ -828,9 +830,10 @@ cdef class AdamState:
             run_step(&params[0], &grads[0], &self.m[0], &self.v[0], &self.squares[0], self.size, &s, self.shortcut)
 
 
-def cpu_has_avx2() -> bool:
-    """Can this process run the AVX2 build of this module (cymicrogpt._adam_avx2)?"""
-    return c_cpu_has_avx2() != 0
+def cpu_has_avx2_fma() -> bool:
+    """Can this process run the AVX2 build of this module (cymicrogpt._adam_avx2, compiled
+    with AVX2 and FMA)?"""
+    return c_cpu_has_avx2_fma() != 0
 
 
 def power_array(const double[::1] base, double exponent, double[::1] out, *, bint shortcut) -> int:

@@ -4,16 +4,21 @@
    (arguments 1-4 there); the scalar passes in _adam.pyx and the AVX2 passes here both
    read them.
 
-   The AVX2 passes (compiled only in cymicrogpt._adam_avx2, built with -mavx2) are the
-   four-lane twins of the scalar functions named beside them: the same IEEE operations
-   in the same order on every element (no FMA: -mavx2 does not enable it, and
-   -ffp-contract=off forbids contraction), so both builds decide and compute the same
-   bits.  Which elements the proof settles is noted without a branch, one byte per group
-   of four (its bit k set where lane k is proven); the caller turns the bytes into the
-   indices left to libm afterwards (cymg_unproven_indices), eight groups per test.  Each
-   pass covers the first n - n % 4 elements; the caller finishes the rest with the scalar
-   pass.  In the baseline build CYMG_AVX2 is 0 and the passes are stubs that are never
-   called. */
+   The AVX2 passes (compiled only in cymicrogpt._adam_avx2, built with -mavx2 -mfma) are
+   the four-lane twins of the scalar functions named beside them: the same IEEE operations
+   in the same order on every element (-ffp-contract=off forbids contracting a*b+c into an
+   FMA), so both builds decide and compute the same bits.  The one exception is explicit
+   and proven: each of the two residuals is one FMA here (cymg4_residual_of_square,
+   cymg4_residual_of_root) instead of the scalar pass's eight or nine operations (Dekker's
+   product, Veltkamp's split); both are exact where a proof reads them, so they are the
+   same doubles.  That matters for speed: the update pass is bound by its multiplications
+   as much as by the divider (benchmarks/RESULTS.md, "Adam at 9 us").
+
+   Which elements the proof settles is noted without a branch, one byte per group of four
+   (its bit k set where lane k is proven); the caller turns the bytes into the indices left
+   to libm afterwards (cymg_unproven_indices), eight groups per test.  Each pass covers the
+   first n - n % 4 elements; the caller finishes the rest with the scalar pass.  In the
+   baseline build CYMG_AVX2 is 0 and the passes are stubs that are never called. */
 #ifndef CYMICROGPT_ADAM_SHORTCUT_H
 #define CYMICROGPT_ADAM_SHORTCUT_H
 
@@ -37,6 +42,9 @@
 #define CYMG_SQUARE_ALLOWANCE (CYMG_MARGIN * 0x1p-52)
 #define CYMG_ROOT_ALLOWANCE (CYMG_MARGIN * 0x1p-51)
 
+#if defined(__AVX2__) && !defined(__FMA__)
+#error "adam_shortcut.h: the AVX2 passes need FMA as well (setup.py builds _adam_avx2 with -mavx2 -mfma)"
+#endif
 #if defined(__AVX2__)
 #include <immintrin.h>
 #define CYMG_AVX2 1
@@ -100,28 +108,18 @@ static inline __m256d cymg4_power_of_two_below(__m256d x) {
     return _mm256_and_pd(x, _mm256_castsi256_pd(_mm256_set1_epi64x((long long)CYMG_EXPONENT_BITS)));
 }
 
-/* split_26: x = *hi + *lo, hi with 26 significant bits (Veltkamp) */
-static inline void cymg4_split_26(__m256d x, __m256d* hi, __m256d* lo) {
-    __m256d split = _mm256_mul_pd(_mm256_set1_pd(CYMG_SPLITTER), x);
-    *hi = _mm256_sub_pd(split, _mm256_sub_pd(split, x));
-    *lo = _mm256_sub_pd(x, *hi);
-}
-
-/* residual_of_square */
+/* residual_of_square, x*x - p, as one FMA: it rounds the exact x*x - p once, and where
+   a proof reads the residual (argument 2's range) that value is representable, so the FMA
+   returns it exactly: the double the scalar pass's Dekker product gives.  (Outside that
+   range the two may differ, but cymg4_inside fails there first.) */
 static inline __m256d cymg4_residual_of_square(__m256d x, __m256d p) {
-    __m256d hi, lo;
-    cymg4_split_26(x, &hi, &lo);
-    __m256d hi_hi = _mm256_sub_pd(_mm256_mul_pd(hi, hi), p);
-    __m256d hi_lo = _mm256_mul_pd(_mm256_set1_pd(2.0), _mm256_mul_pd(hi, lo));
-    return _mm256_add_pd(_mm256_add_pd(hi_hi, hi_lo), _mm256_mul_pd(lo, lo));
+    return _mm256_fmsub_pd(x, x, p);
 }
 
-/* residual_of_root */
+/* residual_of_root, v - s*s, as one FMA: exact where argument 3 reads it (representable
+   there), the double the scalar pass's split gives */
 static inline __m256d cymg4_residual_of_root(__m256d v, __m256d s) {
-    __m256d hi, lo;
-    cymg4_split_26(s, &hi, &lo);
-    return _mm256_sub_pd(_mm256_sub_pd(_mm256_sub_pd(v, _mm256_mul_pd(hi, hi)), _mm256_mul_pd(_mm256_add_pd(hi, hi), lo)),
-                         _mm256_mul_pd(lo, lo));
+    return _mm256_fnmadd_pd(s, s, v);
 }
 
 /* square_is_proven, for a = |g| and p = a*a: all ones in the lanes where p is proven */

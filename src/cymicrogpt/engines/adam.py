@@ -21,9 +21,10 @@ musl ships the same pow, but a process cannot ask musl its version, so musl keep
 ``pow``, as do macOS, Windows and every other C library.  The results are the same
 either way; only the speed differs.
 
-AVX2.  On x86-64 the kernel is also built with AVX2 (setup.py: the same source, four
-lanes per operation instead of SSE2's two, no FMA), and used where the CPU has AVX2:
-the same bits, faster.
+AVX2.  On x86-64 the kernel is also built with AVX2 and FMA (setup.py: the same source,
+four lanes per operation instead of SSE2's two; FMA only where adam_shortcut.h proves it
+gives the baseline's very doubles, the shortcut's two residuals), and used where the CPU
+has both: the same bits, faster.
 
 Environment: ``CYMICROGPT_PLAIN_POW=1`` forces plain libm ``pow`` everywhere;
 ``CYMICROGPT_NO_AVX2=1`` keeps the baseline (SSE2) build of the kernel.
@@ -77,8 +78,8 @@ POW_SHORTCUT, POW_SHORTCUT_REASON = pow_shortcut_allowed(
 
 def adam_kernels(no_avx2: str = os.environ.get("CYMICROGPT_NO_AVX2", "")) -> ModuleType:
     """The compiled Adam module to run: its AVX2 build where there is one and the CPU runs
-    it (same source, same bits, about twice as fast), else the baseline build."""
-    if no_avx2 != "1" and _adam.cpu_has_avx2():
+    it (AVX2 and FMA; same source, same bits, several times as fast), else the baseline build."""
+    if no_avx2 != "1" and _adam.cpu_has_avx2_fma():
         try:
             from .. import _adam_avx2
         except ImportError:  # not built: not x86-64, or a debug build
