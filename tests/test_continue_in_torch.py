@@ -96,6 +96,38 @@ def test_two_processes_with_ddp_equal_one_process_with_their_batch(names, tmp_pa
     assert len(back.sample(3)) == 3  # the weights trained in torch sample in cymicrogpt
 
 
+THREADS_AFTER_A_GROUP = """
+import os, socket, sys
+from cymicrogpt.examples.continue_in_torch import main
+threads = lambda: len(os.listdir("/proc/self/task"))
+before = threads()
+with socket.socket() as probe:  # a free port for the group's store
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+code = main([sys.argv[1], "--steps", "2", "--batch-size", "2", "--samples", "0", "--cpu", "--log-every", "0"])
+print("threads:", code, before, threads())
+"""
+
+
+@pytest.mark.slow  # ~7 s: an interpreter imports torch and joins a one-process gloo group
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc/self/task (Linux)")
+def test_the_process_group_and_its_threads_are_gone_before_the_interpreter_ends(names, tmp_path):
+    """A process group (one process, as torchrun starts it) leaves no gloo worker thread
+    behind: one that outlives the interpreter's finalization can abort the process
+    (leave_the_group's docstring says how; seen in CI).  Fails if anything (DDP, or
+    torch.distributed.nn imported after the group exists) keeps the group alive."""
+    checkpoint = tmp_path / "run.npz"
+    unfinished_run(names, steps=20, done=2, config=GPTConfig(n_embd=8, n_head=2, block_size=8)).save(checkpoint)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", THREADS_AFTER_A_GROUP, str(checkpoint)], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    code, before, after = map(int, done.stdout.splitlines()[-1].removeprefix("threads: ").split())
+    assert code == 0
+    assert after == before, f"{after - before} thread(s) of the process group outlive it"
+
+
 def test_one_process_command_line_and_its_errors(names, tmp_path, capsys):
     checkpoint, exported = tmp_path / "run.npz", tmp_path / "out.safetensors"
     run = unfinished_run(names, steps=20, done=4, config=GPTConfig(n_embd=8, n_head=2, block_size=8))

@@ -34,6 +34,7 @@ unusable checkpoint or a failed write.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from typing import Optional, Sequence
@@ -46,6 +47,7 @@ except ImportError as exc:  # no torch: torch_model's one line says how to insta
     sys.exit(f"{PROG}: error: {exc}")
 
 import torch.distributed as dist
+import torch.distributed.nn  # before any process group exists: see leave_the_group
 from torch.nn.parallel import DistributedDataParallel
 
 from cymicrogpt.checkpoint import CheckpointError
@@ -162,6 +164,25 @@ def load_and_check(args: argparse.Namespace) -> tuple[Run, int]:
     return run, steps
 
 
+def leave_the_group() -> None:
+    """Destroy the process group and, with it, its worker threads, while the interpreter is
+    still whole.
+
+    A gloo worker thread drops its last reference to a finished collective (and so to the
+    tensors it reduced) a moment after the caller has its result.  If that happens while
+    the interpreter is finalizing, the thread cannot take the GIL to release the tensors'
+    Python objects, Python ends the thread, and the C++ runtime aborts the process
+    ("terminate called without an active exception": seen in CI on a loaded machine, and
+    reproduced here about once in 30 runs under load).  The threads stop only when the
+    group's last reference goes, which is why torch.distributed.nn is imported before any
+    group exists: its functions take ``group.WORLD`` as a default argument, evaluated when
+    the module is imported (DDP imports it through torch._dynamo), and would otherwise keep
+    the group, and its threads, alive until exit.
+    """
+    dist.destroy_process_group()
+    gc.collect()  # the DDP wrapper and its reducer, should a reference cycle hold them
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
@@ -180,20 +201,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     try:
         module = run.to_torch(device=device)
-        model = DistributedDataParallel(module, device_ids=[local_rank] if cuda else None) if distributed else module
         if rank == 0:
             print(f"continuing {args.checkpoint} (step {run.step} / {run.num_steps}) in torch {torch.__version__} "
                   f"on {device}: {steps} steps, {world_size} process(es) x {args.batch_size} documents", flush=True)
-        continue_training(run, module, steps, args.batch_size, rank=rank, world_size=world_size, model=model,
-                          log_every=args.log_every)
+        # The DDP wrapper is an argument, never a name here: it holds the process group and
+        # must be gone before leave_the_group.
+        continue_training(run, module, steps, args.batch_size, rank=rank, world_size=world_size,
+                          model=DistributedDataParallel(module, device_ids=[local_rank] if cuda else None)
+                          if distributed else None, log_every=args.log_every)
         if distributed:
-            # Leave the group together: a process that tears gloo down while its peer still
-            # talks to it can abort ("terminate called without an active exception", seen
-            # once in CI on a loaded machine).
-            dist.barrier()
+            dist.barrier()  # leave together: no process tears its sockets down while a peer still reads
     finally:
         if distributed:
-            dist.destroy_process_group()
+            leave_the_group()
     if rank != 0:
         return 0
     try:
