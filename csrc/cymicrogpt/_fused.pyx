@@ -45,7 +45,7 @@ destination in registers (each element a lane, adding the rows in the order give
     - a weight's gradient gets one contribution per position, the last position first, and
       nothing else touches it: so the backward keeps each position's output gradients and
       adds all of them to each weight row at the end, the positions in descending order,
-      with the row held in registers;
+      two rows at a time held in registers (axpy_rows2: each input loaded once for both);
     - the attention's dot products over the positions (q . k_u, v_u . dheads) run with the
       positions u in lanes, on keys and values also kept transposed; a key's or value's
       gradient is added when its own position is reached, from every later position's kept
@@ -61,10 +61,15 @@ from cymicrogpt._kernels cimport transpose  # called ~10 times a pass: through _
 
 
 cdef extern from "fused_kernels.h" nogil:
-    # for i = 0 .. count-1 in turn: y[j] += m[i * stride + j] * c[i * cstep] for j < n (a negative
-    # stride walks rows backwards; y overlaps neither m nor c)
+    # for i = 0 .. count-1 in turn: y[j] += m[i * stride + j] * c[i * cstep] for j < n, y from
+    # 0.0 where from_zero (a negative stride walks rows backwards; y overlaps neither m nor c)
     void axpy_rows "cymg_fused_axpy_rows"(double* y, Py_ssize_t n, const double* m, Py_ssize_t stride,
-                                          const double* c, Py_ssize_t cstep, Py_ssize_t count) noexcept
+                                          const double* c, Py_ssize_t cstep, Py_ssize_t count,
+                                          bint from_zero) noexcept
+    # the same into y with c and into y1 with c1, over the same rows (each adds to its contents)
+    void axpy_rows2 "cymg_fused_axpy_rows2"(double* y, double* y1, Py_ssize_t n, const double* m, Py_ssize_t stride,
+                                            const double* c, const double* c1, Py_ssize_t cstep,
+                                            Py_ssize_t count) noexcept
 
 
 # Slots of the weight matrices.  Anonymous enums: their members are plain ints, which
@@ -86,7 +91,7 @@ cdef enum:  # column of FusedGPT.layer_off: one block's matrices, in config.LAYE
 # --- small kernels on raw pointers (nogil) -------------------------------------------------
 cdef inline void axpy(double* y, const double* x, double a, Py_ssize_t n) noexcept nogil:
     """y += x * a (y and x of n elements)."""
-    axpy_rows(y, n, x, 0, &a, 0, 1)
+    axpy_rows(y, n, x, 0, &a, 0, 1, False)
 
 
 cdef inline void matvec(const double* WT,  # IN (cols, rows): the weights, transposed
@@ -95,17 +100,19 @@ cdef inline void matvec(const double* WT,  # IN (cols, rows): the weights, trans
                         Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
     """A linear layer's forward: each output microgpt's `sum(wi * xi for ...)`, the outputs
     in lanes (row j of W^T holds every output's j-th weight)."""
-    memset(y, 0, rows * sizeof(double))
-    axpy_rows(y, rows, WT, rows, x, 1, cols)
+    axpy_rows(y, rows, WT, rows, x, 1, cols, True)
 
 
 cdef inline void add_rows_backwards(double* y,  # IN/OUT (cols,): += W[r] * c[r], r = hi-1 down to lo
                                     const double* W,  # IN (rows, cols)
                                     const double* c,  # IN (rows,)
-                                    Py_ssize_t cols, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+                                    Py_ssize_t cols, Py_ssize_t lo, Py_ssize_t hi,
+                                    bint from_zero) noexcept nogil:  # y from 0.0 (also where hi == lo)
     """The input-gradient contributions of a linear layer's outputs lo .. hi-1, the last first."""
     if hi > lo:
-        axpy_rows(y, cols, W + (hi - 1) * cols, -cols, c + hi - 1, -1, hi - lo)
+        axpy_rows(y, cols, W + (hi - 1) * cols, -cols, c + hi - 1, -1, hi - lo, from_zero)
+    elif from_zero:
+        memset(y, 0, cols * sizeof(double))
 
 
 cdef inline void linear_backward(const double* W,  # IN (rows, cols)
@@ -113,8 +120,7 @@ cdef inline void linear_backward(const double* W,  # IN (rows, cols)
                                  double* dx,  # OUT (cols,): sum over r = rows-1 .. 0 of W[r] * dy[r], from 0
                                  Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
     """A linear layer's input gradient at one position (its weights' come in weight_backward)."""
-    memset(dx, 0, cols * sizeof(double))
-    add_rows_backwards(dx, W, dy, cols, 0, rows)
+    add_rows_backwards(dx, W, dy, cols, 0, rows, True)
 
 
 cdef inline void weight_backward(double* G,  # IN/OUT (rows, cols): += sum over p = n-1 .. 0 of dy_p x_p^T
@@ -126,8 +132,14 @@ cdef inline void weight_backward(double* G,  # IN/OUT (rows, cols): += sum over 
     """A linear layer's weight gradient over a document: G[r, j] gets x_p[j] * dy_p[r] from
     each position p, the last first, as microgpt's backward adds them."""
     cdef Py_ssize_t r
-    for r in range(rows):
-        axpy_rows(G + r * cols, cols, x + (n - 1) * xstride, -xstride, dy + (n - 1) * dystride + r, -dystride, n)
+    cdef const double* last_x = x + (n - 1) * xstride
+    cdef const double* last_dy = dy + (n - 1) * dystride
+    for r in range(0, rows - 1, 2):  # two rows at a time: each input loaded once for both
+        axpy_rows2(G + r * cols, G + (r + 1) * cols, cols, last_x, -xstride, last_dy + r, last_dy + r + 1,
+                   -dystride, n)
+    if rows % 2:
+        r = rows - 1
+        axpy_rows(G + r * cols, cols, last_x, -xstride, last_dy + r, -dystride, n, False)
 
 
 
@@ -227,6 +239,7 @@ cdef class FusedGPT:
     cdef double[::1] gh  # (L, T, F): of h1 (fc1's output)
     cdef double[::1] glogit  # (T, V)
     cdef double[::1] logits, dxn, scratch  # (V,), (max(E, F),), (2, lanes)
+    cdef Py_ssize_t[::1] tokens  # (block + 1,): the pass's document, copied from the caller's sequence
 
     def __init__(self, Arena arena, int n_weights, int n_layer, int n_embd, int n_head, int vocab, int block,
                  int hidden, offsets, layer_offsets, double rmsnorm_eps):
@@ -255,6 +268,7 @@ cdef class FusedGPT:
         z = np.zeros
         self.wt = z(n_weights)
         self.logits, self.dxn = z(vocab), z(max(E, F))
+        self.tokens = z(block + 1, dtype=np.intp)
         self.capacity = 0
         self.reserve(1)
 
@@ -280,26 +294,29 @@ cdef class FusedGPT:
         self.scratch = z(2 * self.lanes)
         self.capacity = T
 
-    def forward_backward(self, const Py_ssize_t[::1] tokens):
-        """Loss of one tokenised document (BOS ... BOS, truncated to block positions); its
-        gradients ADDED into the arena's weight gradients, as microgpt's backward adds them.
+    def forward_backward(self, tokens):
+        """Loss of one tokenised document (a sequence of ints, BOS ... BOS, truncated to block
+        positions: read straight from a list, no array made); its gradients ADDED into the
+        arena's weight gradients, as microgpt's backward adds them.
 
         Raises ValueError where microgpt's math.log does (a probability of exactly 0.0)."""
-        cdef Py_ssize_t n = min(self.block, tokens.shape[0] - 1), i, bad
+        cdef Py_ssize_t n = min(self.block, len(tokens) - 1), i, tok, bad
         if n < 1:
             raise ValueError("a document needs at least 2 tokens")
-        for i in range(n + 1):
-            if not 0 <= tokens[i] < self.vocab:
-                raise IndexError(f"token {tokens[i]} out of range for {self.vocab} tokens")
         if self.arena.n_fixed < self.n_weights:
             raise ValueError("the arena no longer holds the weights")
+        for i in range(n + 1):
+            tok = tokens[i]
+            if not 0 <= tok < self.vocab:
+                raise IndexError(f"token {tok} out of range for {self.vocab} tokens")
+            self.tokens[i] = tok
         self.reserve(n)
         cdef double loss
         with nogil:
             self.transpose_weights()
-            bad = self.forward(tokens, n, &loss)
+            bad = self.forward(&self.tokens[0], n, &loss)
             if bad < 0:
-                self.backward(tokens, n)
+                self.backward(&self.tokens[0], n)
         if bad >= 0:
             raise ValueError(f"math domain error: log of probability {self.lm_p[bad]!r} at position {bad}")
         return loss
@@ -321,7 +338,7 @@ cdef class FusedGPT:
         o = self.off[LM_HEAD]
         transpose(w + o, self.vocab, E, wt + o)
 
-    cdef Py_ssize_t forward(self, const Py_ssize_t[::1] tokens, Py_ssize_t n, double* loss) noexcept nogil:
+    cdef Py_ssize_t forward(self, const Py_ssize_t* tokens, Py_ssize_t n, double* loss) noexcept nogil:
         """The forward pass; loss[0] = the mean loss.  Returns -1, or the first position
         whose target probability is 0.0 (microgpt's math.log raises there)."""
         cdef Py_ssize_t L = self.n_layer, E = self.n_embd, F = self.hidden, H = self.n_head, hd = self.head_dim
@@ -361,8 +378,7 @@ cdef class FusedGPT:
                     aw = &self.att_w[a * T]
                     qh = &self.q[lt * E + h * hd]
                     # scores (t+1,): q . k_u (j ascending, from 0.0; the positions u in lanes), * (head_dim**0.5)**-1
-                    memset(scores, 0, lanes * sizeof(double))
-                    axpy_rows(scores, lanes, &self.kT[(l * E + h * hd) * Tl], Tl, qh, 1, hd)
+                    axpy_rows(scores, lanes, &self.kT[(l * E + h * hd) * Tl], Tl, qh, 1, hd, True)
                     for u in range(t + 1):
                         scores[u] = scores[u] * self.att_scale
                     inv = softmax_forward(scores, ev, &self.att_total[a], t + 1)
@@ -370,8 +386,7 @@ cdef class FusedGPT:
                     for u in range(t + 1):
                         aw[u] = ev[u] * inv
                     out = &self.heads[lt * E + h * hd]  # (hd,): sum over u ascending of weight_u * v_u, from 0
-                    memset(out, 0, hd * sizeof(double))
-                    axpy_rows(out, hd, &self.v[l * T * E + h * hd], E, aw, 1, t + 1)
+                    axpy_rows(out, hd, &self.v[l * T * E + h * hd], E, aw, 1, t + 1, True)
                 out = &self.x_mid[lt * E]
                 matvec(wt + self.layer_off[l, WO], &self.heads[lt * E], out, E, E)
                 for j in range(E):
@@ -397,7 +412,7 @@ cdef class FusedGPT:
         loss[0] = loss_sum * (1.0 / n)  # (1 / n) * sum(losses)
         return -1
 
-    cdef void backward(self, const Py_ssize_t[::1] tokens, Py_ssize_t n) noexcept nogil:
+    cdef void backward(self, const Py_ssize_t* tokens, Py_ssize_t n) noexcept nogil:
         cdef Py_ssize_t L = self.n_layer, E = self.n_embd, F = self.hidden, H = self.n_head, hd = self.head_dim
         cdef Py_ssize_t V = self.vocab, T = self.capacity, Tl = self.lanes
         cdef Py_ssize_t t, u, l, h, j, i, lt, a, last, tgt, lanes, lm = self.off[LM_HEAD]
@@ -431,10 +446,9 @@ cdef class FusedGPT:
                 dlogit[i] = ev[i] * dtotal
             dlogit[tgt] = ev[tgt] * (self.lm_inv[t] * dp + dtotal)
             dx = &self.gx[(L * T + t) * E]  # lm_head's rows descending, the target's last
-            memset(dx, 0, E * sizeof(double))
-            add_rows_backwards(dx, w + lm, dlogit, E, tgt + 1, V)
-            add_rows_backwards(dx, w + lm, dlogit, E, 0, tgt)
-            add_rows_backwards(dx, w + lm, dlogit, E, tgt, tgt + 1)
+            add_rows_backwards(dx, w + lm, dlogit, E, tgt + 1, V, True)
+            add_rows_backwards(dx, w + lm, dlogit, E, 0, tgt, False)
+            add_rows_backwards(dx, w + lm, dlogit, E, tgt, tgt + 1, False)
             for l in range(L - 1, -1, -1):
                 lt = l * T + t
                 # MLP block: x_out = fc2 relu(fc1 rmsnorm(x_mid)) + x_mid
@@ -457,8 +471,8 @@ cdef class FusedGPT:
                     ev = &self.att_e[a * T]
                     dscore = &self.att_ds[a * T]
                     # the weights' gradients (t+1,): v_u . dheads (j descending, from 0.0; u in lanes)
-                    memset(da, 0, lanes * sizeof(double))
-                    axpy_rows(da, lanes, &self.vT[(l * E + h * hd + hd - 1) * Tl], -Tl, dheads + h * hd + hd - 1, -1, hd)
+                    axpy_rows(da, lanes, &self.vT[(l * E + h * hd + hd - 1) * Tl], -Tl, dheads + h * hd + hd - 1, -1, hd,
+                              True)
                     local = -1.0 * pow(self.att_total[a], -2.0)
                     dtotal = 0.0
                     for u in range(t, -1, -1):  # one total**-1 node per weight, the last first
@@ -466,20 +480,17 @@ cdef class FusedGPT:
                     for u in range(t + 1):  # exp, then + (-max), then * scale: the dot's gradient
                         dscore[u] = self.att_scale * (ev[u] * (self.att_inv[a] * da[u] + dtotal))
                     # q's gradient: the keys scaled by their scores' gradients, the last first
-                    memset(dq + h * hd, 0, hd * sizeof(double))
-                    axpy_rows(dq + h * hd, hd, &self.k[(l * T + t) * E + h * hd], -E, dscore + t, -1, t + 1)
+                    axpy_rows(dq + h * hd, hd, &self.k[(l * T + t) * E + h * hd], -E, dscore + t, -1, t + 1, True)
                 # k and v of position t: every position t' >= t read them, and each added its
                 # part (v: weight * dheads, k: score gradient * q), the last position first
                 dk = &self.dk[lt * E]
                 dv = &self.dv[lt * E]
-                memset(dk, 0, E * sizeof(double))
-                memset(dv, 0, E * sizeof(double))
-                for h in range(H):
+                for h in range(H):  # (the heads' slices make up dk and dv: each from 0.0)
                     last = ((l * T + n - 1) * H + h) * T + t  # position n-1's head h, over u = t
                     axpy_rows(dv + h * hd, hd, &self.gheads[(l * T + n - 1) * E + h * hd], -E, &self.att_w[last],
-                              -H * T, n - t)
+                              -H * T, n - t, True)
                     axpy_rows(dk + h * hd, hd, &self.q[(l * T + n - 1) * E + h * hd], -E, &self.att_ds[last],
-                              -H * T, n - t)
+                              -H * T, n - t, True)
                 self.qkv_backward(l, t, dq, dk, dv, dxn)
                 dx = &self.gx[lt * E]
                 for j in range(E):  # the residual's contribution first
@@ -503,16 +514,15 @@ cdef class FusedGPT:
         cdef const double* wq = w + self.layer_off[l, WQ]
         cdef const double* wk = w + self.layer_off[l, WK]
         cdef const double* wv = w + self.layer_off[l, WV]
-        memset(dxn, 0, E * sizeof(double))
         for h in range(self.n_head - 1, -1, -1):
-            add_rows_backwards(dxn, wv, dv, E, h * hd, h * hd + hd)
+            add_rows_backwards(dxn, wv, dv, E, h * hd, h * hd + hd, h == self.n_head - 1)  # the first: from 0.0
             if t > 0:
-                add_rows_backwards(dxn, wk, dk, E, h * hd, h * hd + hd)
-                add_rows_backwards(dxn, wq, dq, E, h * hd, h * hd + hd)
+                add_rows_backwards(dxn, wk, dk, E, h * hd, h * hd + hd, False)
+                add_rows_backwards(dxn, wq, dq, E, h * hd, h * hd + hd, False)
             else:
                 for r in range(h * hd + hd - 1, h * hd - 1, -1):
-                    add_rows_backwards(dxn, wk, dk, E, r, r + 1)
-                    add_rows_backwards(dxn, wq, dq, E, r, r + 1)
+                    add_rows_backwards(dxn, wk, dk, E, r, r + 1, False)
+                    add_rows_backwards(dxn, wq, dq, E, r, r + 1, False)
 
     cdef void weights_backward(self, Py_ssize_t n) noexcept nogil:
         """The linear layers' weight gradients over the document's n positions, from the

@@ -1,7 +1,6 @@
 """The vector kernels of the graph's forward (dot_rows) and backward (axpy; a linear layer's
-rows: outer_add and axpy_rows) passes, the fused pass's sum of scaled rows (axpy_rows) and
-transpose, the check that a step's gradients are finite, and the choice between their two
-builds.
+rows: outer_add and axpy_rows) passes, the fused pass's transpose, the check that a step's
+gradients are finite, and the choice between their two builds.
 
 Exactness allows SIMD only across independent sums: each lane is one element's own
 chain of IEEE operations, in microgpt's order, so a lane computes the very bits the scalar
@@ -139,7 +138,7 @@ cdef extern from *:
     #endif
 
     /* --- axpy_rows: y += a sum of scaled rows, in a given order (its body and the why:
-       axpy_rows.h, shared with the fused pass, which inlines it: fused_kernels.h). */
+       axpy_rows.h; the fused pass inlines its own variant, fused_kernels.h). */
     #include "axpy_rows.h"
 
     #if CYMG_X86

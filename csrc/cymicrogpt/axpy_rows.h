@@ -1,17 +1,14 @@
-/* axpy_rows's body, shared by its two homes: _kernels.pyx (the graph engine's backward, a
-   call through a pointer to its SSE2 or AVX2 build) and fused_kernels.h (the fused pass,
-   inlined into each of its two builds).
+/* axpy_rows's body, for _kernels.pyx (the graph engine's backward, a call through a pointer
+   to its SSE2 or AVX2 build).  The fused pass has its own variant of it, inlined into each
+   of its two builds (fused_kernels.h: also from 0.0, in blocks of 8, two sums at once).
 
    For i = 0, 1, ..., count - 1 in turn, y[j] += m[i * stride + j] * c[i * cstep] (j < n):
    count axpys, one per row of m, each element of y a chain of additions in row order;
    negative strides walk the rows backwards.  Where count axpys load and store y at every
    row, this keeps y in registers across all the rows, four vectors at a time (then one
    vector, then one element).  Lanes are elements of y, independent sums: every build
-   computes the same bits.  It is every "sum of scaled rows": a linear layer's input
-   gradient (rows of W, the last first), its forward on transposed weights (rows of W^T:
-   each output's dot product, from 0.0, in lanes), a weight row's gradient over the
-   positions (rows of the inputs, the last first), the attention's sums over a head's
-   elements or over positions. */
+   computes the same bits.  The graph engine's linear groups add a run of a layer's rows
+   (the last first) into their input's gradient with it. */
 #ifndef CYMICROGPT_AXPY_ROWS_H
 #define CYMICROGPT_AXPY_ROWS_H
 

@@ -1,30 +1,125 @@
-/* axpy_rows for the fused training pass (_fused.pyx), inlined into it.
+/* The sums of scaled rows of the fused training pass (_fused.pyx), inlined into it.
 
    setup.py compiles _fused.pyx twice on x86-64, as it does _adam.pyx: cymicrogpt._fused
    (baseline: SSE2, which every x86-64 has) and cymicrogpt._fused_avx2 (-mavx2);
    engines/fused.py picks one at run time, as _kernels picks its own build.  So here the
-   kernel chooses its vectors when compiled (__AVX2__: 4 doubles, __SSE2__: 2, otherwise
-   plain C) and is static inline: the pass calls it hundreds of times per document on
-   short rows (a head of 4, a row of 16), where a call through _kernels' pointer cost as
-   much as the work.  The body is axpy_rows.h's, shared with _kernels.  Never an FMA:
-   -mavx2 does not enable FMA, and the build has -ffp-contract=off. */
+   kernels choose their vectors when compiled (__AVX2__: 4 doubles, __SSE2__: 2, otherwise
+   plain C) and are static inline: the pass calls them hundreds of times per document on
+   short rows (a head of 4, a row of 16), where a call through a pointer cost as much as
+   the work.  Never an FMA: -mavx2 does not enable FMA, and the build has -ffp-contract=off.
+
+   cymg_fused_axpy_rows is axpy_rows.h's sum (the graph engine's, through _kernels), with
+   what the pass needs beside it: a destination that starts from 0.0 instead of being
+   loaded (the pass's sums start from 0.0: no memset, no loads), and blocks of 8 vectors
+   where the rows are that long (one broadcast of c[i] serves 8).  cymg_fused_axpy_rows2
+   does two such sums over the same rows at once (two weight rows' gradients over the same
+   inputs: each row of m loaded once for both).  Lanes are elements of y, independent
+   sums, each a chain of additions in row order: every build computes the same bits. */
 #ifndef CYMICROGPT_FUSED_KERNELS_H
 #define CYMICROGPT_FUSED_KERNELS_H
 
-#include "axpy_rows.h"
+#include <stddef.h>
 #if defined(__AVX2__) || defined(__SSE2__)
 #include <immintrin.h>
 #endif
 
-static inline void cymg_fused_axpy_rows(double *y, ptrdiff_t n, const double *m, ptrdiff_t stride,
-                                        const double *c, ptrdiff_t cstep, ptrdiff_t count) {
 #if defined(__AVX2__)
-    CYMG_AXPY_ROWS_VECTORS(__m256d, _mm256, 4)
+#define CYMG_LANES 4
+typedef __m256d cymg_vec;
+#define cymg_load _mm256_loadu_pd
+#define cymg_store _mm256_storeu_pd
+#define cymg_add _mm256_add_pd
+#define cymg_mul _mm256_mul_pd
+#define cymg_set1 _mm256_set1_pd
+#define cymg_zero _mm256_setzero_pd
 #elif defined(__SSE2__)
-    CYMG_AXPY_ROWS_VECTORS(__m128d, _mm, 2)
-#else
-    cymg_axpy_rows_from(0, y, n, m, stride, c, cstep, count);
+#define CYMG_LANES 2
+typedef __m128d cymg_vec;
+#define cymg_load _mm_loadu_pd
+#define cymg_store _mm_storeu_pd
+#define cymg_add _mm_add_pd
+#define cymg_mul _mm_mul_pd
+#define cymg_set1 _mm_set1_pd
+#define cymg_zero _mm_setzero_pd
 #endif
+
+#define CYMG_INLINE static inline __attribute__((always_inline))
+
+/* Element j of y (and of y1 when two) over the rows, in plain C: the tail past the vectors. */
+CYMG_INLINE void cymg_fused_rows_scalar(const int two, double *y, double *y1, const double *m, ptrdiff_t stride,
+                                        const double *c, const double *c1, ptrdiff_t cstep, ptrdiff_t count,
+                                        const int from_zero) {
+    double a = from_zero ? 0.0 : *y, b = (two && !from_zero) ? *y1 : 0.0;
+    for (ptrdiff_t i = 0; i < count; i++, m += stride) {
+        a = a + *m * c[i * cstep];
+        if (two) b = b + *m * c1[i * cstep];
+    }
+    *y = a;
+    if (two) *y1 = b;
+}
+
+#ifdef CYMG_LANES
+/* y[0 : K vectors] (+)= sum over i of m[i * stride : + K vectors] * c[i * cstep], and the
+   same into y1 with c1 where two: the K (or 2K) sums held in registers across the rows.
+   K, two and from_zero are constants where it is inlined: the loops over k unroll. */
+CYMG_INLINE void cymg_fused_rows_block(const int K, const int two, double *y, double *y1, const double *m, ptrdiff_t stride,
+                                       const double *c, const double *c1, ptrdiff_t cstep, ptrdiff_t count,
+                                       const int from_zero) {
+    cymg_vec a[8], b[8];
+    for (int k = 0; k < K; k++) {
+        a[k] = from_zero ? cymg_zero() : cymg_load(y + k * CYMG_LANES);
+        if (two) b[k] = from_zero ? cymg_zero() : cymg_load(y1 + k * CYMG_LANES);
+    }
+    for (ptrdiff_t i = 0; i < count; i++, m += stride) {
+        cymg_vec ci = cymg_set1(c[i * cstep]), di = two ? cymg_set1(c1[i * cstep]) : ci;
+        for (int k = 0; k < K; k++) {
+            cymg_vec row = cymg_load(m + k * CYMG_LANES);
+            a[k] = cymg_add(a[k], cymg_mul(row, ci));
+            if (two) b[k] = cymg_add(b[k], cymg_mul(row, di));
+        }
+    }
+    for (int k = 0; k < K; k++) {
+        cymg_store(y + k * CYMG_LANES, a[k]);
+        if (two) cymg_store(y1 + k * CYMG_LANES, b[k]);
+    }
+}
+#endif
+
+/* The sums over n elements: blocks of 8 vectors (one sum only: two take 2 x 4), then 4,
+   then 1, then the elements left one at a time. */
+CYMG_INLINE void cymg_fused_rows(const int two, double *y, double *y1, ptrdiff_t n, const double *m,
+                                 ptrdiff_t stride, const double *c, const double *c1, ptrdiff_t cstep,
+                                 ptrdiff_t count, const int from_zero) {
+    ptrdiff_t j = 0;
+#ifdef CYMG_LANES
+    if (!two)
+        for (; j + 8 * CYMG_LANES <= n; j += 8 * CYMG_LANES)
+            cymg_fused_rows_block(8, 0, y + j, y1, m + j, stride, c, c1, cstep, count, from_zero);
+    for (; j + 4 * CYMG_LANES <= n; j += 4 * CYMG_LANES)
+        cymg_fused_rows_block(4, two, y + j, y1 + j, m + j, stride, c, c1, cstep, count, from_zero);
+    for (; j + CYMG_LANES <= n; j += CYMG_LANES)
+        cymg_fused_rows_block(1, two, y + j, y1 + j, m + j, stride, c, c1, cstep, count, from_zero);
+#endif
+    for (; j < n; j++)
+        cymg_fused_rows_scalar(two, y + j, y1 + j, m + j, stride, c, c1, cstep, count, from_zero);
+}
+
+/* For i = 0, 1, ..., count - 1 in turn, y[j] += m[i * stride + j] * c[i * cstep] (j < n),
+   y starting from its contents, or from 0.0 where from_zero; negative strides walk the
+   rows backwards.  y overlaps neither m nor c. */
+CYMG_INLINE void cymg_fused_axpy_rows(double *y, ptrdiff_t n, const double *m, ptrdiff_t stride,
+                                        const double *c, ptrdiff_t cstep, ptrdiff_t count, int from_zero) {
+    if (from_zero)
+        cymg_fused_rows(0, y, y, n, m, stride, c, c, cstep, count, 1);  /* (y1, c1 unused) */
+    else
+        cymg_fused_rows(0, y, y, n, m, stride, c, c, cstep, count, 0);
+}
+
+/* The same sum twice over the same rows m: into y with c and into y1 with c1 (each
+   adding to its contents).  None of y, y1 overlaps m, c, c1 or the other. */
+CYMG_INLINE void cymg_fused_axpy_rows2(double *y, double *y1, ptrdiff_t n, const double *m, ptrdiff_t stride,
+                                         const double *c, const double *c1, ptrdiff_t cstep, ptrdiff_t count) {
+    cymg_fused_rows(1, y, y1, n, m, stride, c, c1, cstep, count, 0);
 }
 
 #endif

@@ -1,8 +1,6 @@
 """Type stub for the fused training pass: graph-free loops in microgpt's order (csrc/cymicrogpt/_fused.pyx)."""
 from typing import Sequence
 
-import numpy as np
-
 from ._arena import Arena
 
 class FusedGPT:
@@ -19,4 +17,4 @@ class FusedGPT:
     def __init__(self, arena: Arena, n_weights: int, n_layer: int, n_embd: int, n_head: int, vocab: int,
                  block: int, hidden: int, offsets: Sequence[int], layer_offsets: Sequence[Sequence[int]],
                  rmsnorm_eps: float) -> None: ...
-    def forward_backward(self, tokens: np.ndarray) -> float: ...
+    def forward_backward(self, tokens: Sequence[int]) -> float: ...

@@ -15,8 +15,6 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Optional, Sequence
 
-import numpy as np
-
 from .. import _fused, _kernels
 from .._fused import FusedGPT
 from ..config import LAYER_MATRIX_NAMES, RMSNORM_EPS, GPTConfig
@@ -47,7 +45,7 @@ class FusedEngine(GraphEngine):
         if config is not self._config:
             self._loops = self._make_loops(config)
             self._config = config
-        return self._loops.forward_backward(np.asarray(tokens, dtype=np.intp))
+        return self._loops.forward_backward(tokens)
 
     def _make_loops(self, config: GPTConfig) -> FusedGPT:
         """The loops for `config` over this engine's weights (n_head is not in the layout)."""
