@@ -162,6 +162,15 @@ def test_first_error_wins_and_negative_v_hat_is_refused(shortcut):
     pair.assert_step_refused(ValueError, "parameter 9.*complex", 0, 10)
 
 
+def test_optimizer_moments_are_read_only_and_set_moments_writes_them():
+    optimizer = VectorAdam(lambda: (np.zeros(4), np.zeros(4)), 4, 0.01)
+    for moment in (optimizer.m, optimizer.v):
+        with pytest.raises(ValueError, match="read-only"):
+            moment[0] = -1.0
+    optimizer.set_moments([1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0])
+    assert optimizer.m.tolist() == [1.0, 2.0, 3.0, 4.0] and optimizer.v.tolist() == [5.0, 6.0, 7.0, 8.0]
+
+
 @SHORTCUT
 def test_negative_v_that_the_update_lifts_is_no_error(shortcut):
     pair = Pair(4, shortcut, seed=7)
@@ -645,6 +654,38 @@ def test_optimizer_over_an_arena_steps_its_weights_and_follows_its_growth():
         assert (bits(engine.weight_array) == bits(twin_params)).all() and not engine.grad_array.any()
         assert (bits(optimizer.m) == bits(twin.m)).all() and (bits(optimizer.v) == bits(twin.v)).all()
     assert len(capacities) > 1  # the arena did move
+
+
+@BUILDS
+@SHORTCUT
+def test_a_negative_v_set_after_steps_is_refused(kernels, shortcut):
+    """Between its own steps the state knows that no v is negative and does not read v to
+    check (VectorAdam's moments are private): one written by set_moments after steps is
+    still refused, in the AVX2 passes' groups or in the last n % 4."""
+    for where in (517, 1001):
+        pair = Pair(1002, shortcut, seed=8, kernels=kernels)
+        for step in range(3):
+            pair.set_gradients([pair.rng.gauss(0.0, 0.01) for _ in range(1002)])
+            pair.step(step, 10)
+        pair.assert_identical("after three steps")
+        m, v = pair.fast.moments()
+        v[where] = -1e-3  # 0.99 * v + 0.01 * g**2 stays negative for |g| < 0.3
+        pair.fast.set_moments(m, v)
+        pair.set_gradients([0.01] * 1002)
+        pair.assert_step_refused(ValueError, f"parameter {where} .*complex", 3, 10)
+
+
+@BUILDS
+def test_a_state_with_shared_moments_checks_v_every_step(kernels):
+    """Without private_moments the caller may write m and v between steps: a negative v
+    written directly is refused."""
+    m, v = np.zeros(9), np.zeros(9)
+    state = kernels.AdamState(m, v, 0.01, beta1=0.85, beta2=0.99, eps=1e-8, shortcut=True, schedule=adam_scalars)
+    params, grads = np.zeros(9), np.full(9, 0.1)
+    state.step_on(params, grads, 0, 10)
+    v[3] = -1.0
+    with pytest.raises(ValueError, match="parameter 3 .*complex"):
+        state.step_on(params, grads, 1, 10)
 
 
 def test_bound_state_rejects_bad_arrays_cleanly():

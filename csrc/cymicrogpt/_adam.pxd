@@ -48,5 +48,6 @@ cdef Py_ssize_t adam_kernel(double* params,  # IN/OUT (n,)
                             Py_ssize_t n,  # IN
                             const AdamScalars* s,  # IN
                             bint shortcut,  # IN: may the proven x*x / sqrt replace pow?
+                            bint v_nonnegative,  # IN: is no v[i] negative? (then v is not checked)
                             int* status,  # OUT: the failing element's PowStatus
                             ) noexcept nogil

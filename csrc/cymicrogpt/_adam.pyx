@@ -180,8 +180,9 @@ cdef extern from "adam_shortcut.h":
     const bint HAVE_AVX2_PASSES "CYMG_AVX2"
     Py_ssize_t unproven_indices "cymg_unproven_indices"(
         const uint8_t* masks, Py_ssize_t groups, int32_t* pending, Py_ssize_t count) noexcept nogil
-    bint avx2_nothing_can_raise "cymg_avx2_nothing_can_raise"(
-        const double* grads, const double* v, Py_ssize_t n) noexcept nogil
+    bint avx2_gradients_square_finitely "cymg_avx2_gradients_square_finitely"(
+        const double* grads, Py_ssize_t n) noexcept nogil
+    bint avx2_no_sign_bit "cymg_avx2_no_sign_bit"(const double* v, Py_ssize_t n) noexcept nogil
     void avx2_prove_squares "cymg_avx2_prove_squares"(
         const double* x, double* out, uint8_t* masks, Py_ssize_t n) noexcept nogil
     void avx2_prove_roots "cymg_avx2_prove_roots"(
@@ -562,16 +563,20 @@ cdef void update_in_passes(double* params, double* grads, double* m, double* v, 
         grads[i] = 0.0
 
 
-cdef inline bint nothing_can_raise(const double* grads, const double* v, Py_ssize_t n) noexcept nogil:
-    """No finite gradient beyond OVERFLOW_FREE_MAX (whose square could overflow), no negative v:
-    with scalars_keep_signs, no element of the step can raise.  The AVX2 build tries a
-    quicker, stricter test first (no infinite gradient, no -0.0 in v either)."""
+cdef inline bint nothing_can_raise(const double* grads, const double* v, Py_ssize_t n,
+                                   bint v_nonnegative) noexcept nogil:
+    """No finite gradient beyond OVERFLOW_FREE_MAX (whose square could overflow), no negative v
+    (not read where the caller knows: v_nonnegative): with scalars_keep_signs, no element of
+    the step can raise.  The AVX2 build tries quicker, stricter tests first (no infinite
+    gradient, no -0.0 in v either)."""
     cdef Py_ssize_t i, done = n - n % 4
     cdef uint64_t found = 0  # an integer OR: reordered freely, so the loop vectorises
-    if not (HAVE_AVX2_PASSES and avx2_nothing_can_raise(grads, v, n)):
+    if not (HAVE_AVX2_PASSES and avx2_gradients_square_finitely(grads, n)
+            and (v_nonnegative or avx2_no_sign_bit(v, n))):
         done = 0
     for i in range(done, n):
-        found |= (v[i] < 0.0) | ((fabs(grads[i]) > OVERFLOW_FREE_MAX) & (fabs(grads[i]) < INFINITY))
+        found |= ((v[i] < 0.0) & (not v_nonnegative)) | ((fabs(grads[i]) > OVERFLOW_FREE_MAX)
+                                                        & (fabs(grads[i]) < INFINITY))
     return found == 0
 
 
@@ -609,14 +614,16 @@ cdef inline void settle_squares(const double* grads, const double* v, double* sq
 
 
 cdef Py_ssize_t adam_kernel(double* params, double* grads, double* m, double* v, double* squares,
-                            Py_ssize_t n, const AdamScalars* s, bint shortcut, int* status) noexcept nogil:
+                            Py_ssize_t n, const AdamScalars* s, bint shortcut, bint v_nonnegative,
+                            int* status) noexcept nogil:
     """The step over all parameters, or nothing: the index of the first parameter whose
-    update Python would raise on (status says why), else -1 after updating them all."""
+    update Python would raise on (status says why), else -1 after updating them all.
+    v_nonnegative: the caller knows that no v[i] is negative (it is not read to check)."""
     cdef Py_ssize_t i, start, libm_calls = 0
     cdef AdamElement unused
     if n == 0:
         return -1
-    if HAVE_AVX2_PASSES and shortcut and scalars_keep_signs(s) and nothing_can_raise(grads, v, n):
+    if HAVE_AVX2_PASSES and shortcut and scalars_keep_signs(s) and nothing_can_raise(grads, v, n, v_nonnegative):
         squares_ahead_step(params, grads, m, v, n, s)
         return -1
     # Every g**2 first, into the scratch: no state is written yet.
@@ -667,12 +674,12 @@ cdef int check_step_arrays(double[::1] params, double[::1] grads, double[::1] m,
 
 
 cdef int run_step(double* params, double* grads, double* m, double* v, double* squares, Py_ssize_t n,
-                  const AdamScalars* s, bint shortcut) except -1:
+                  const AdamScalars* s, bint shortcut, bint v_nonnegative=False) except -1:
     """adam_kernel without the GIL, then Python's exception where the kernel refused."""
     cdef Py_ssize_t failed
     cdef int status = 0
     with nogil:
-        failed = adam_kernel(params, grads, m, v, squares, n, s, shortcut, &status)
+        failed = adam_kernel(params, grads, m, v, squares, n, s, shortcut, v_nonnegative, &status)
     if failed < 0:
         return 0
     where = f"parameter {failed} (gradient {grads[failed]!r}, v {v[failed]!r})"
@@ -771,18 +778,25 @@ cdef class AdamState:
     m, v: the moments (float64, contiguous; kept, not copied).  lr: the base learning rate.
     schedule: schedule.adam_scalars.  arena (optional): the weights and their gradients are
     its first len(m) nodes, read afresh each step (a growing arena moves them); without
-    it, `step_on` takes them."""
+    it, `step_on` takes them.
+
+    private_moments: the caller writes m and v only before a step, and then calls
+    moments_changed (VectorAdam hands out read-only views).  The state then knows when no
+    v is negative, and skips that check (a read of v: ~0.3 us of a default step): after
+    moments_changed found none, and after every step that did not raise with
+    bias_correction2 > 0 (a step refuses a negative v_hat, so each new v is >= 0 or nan)."""
     cdef double[::1] m, v, squares
     cdef AdamScalars constants  # beta1, beta2, eps and 1 - beta; the step's three fields per step
     cdef object lr
     cdef double lr_value
     cdef bint lr_is_float, shortcut
+    cdef bint private_moments, v_nonnegative  # v_nonnegative: no v[i] < 0 (known only with private moments)
     cdef object schedule
     cdef Arena arena
     cdef Py_ssize_t size
 
     def __init__(self, double[::1] m not None, double[::1] v not None, lr, *, double beta1, double beta2,
-                 double eps, bint shortcut, schedule, Arena arena=None):
+                 double eps, bint shortcut, schedule, Arena arena=None, bint private_moments=False):
         self.size = m.shape[0]
         if v.shape[0] != self.size:
             raise ValueError(f"AdamState: m has {self.size} elements, v {v.shape[0]}")
@@ -798,6 +812,16 @@ cdef class AdamState:
         self.lr, self.lr_is_float = lr, type(lr) is float
         self.lr_value = lr if self.lr_is_float else 0.0
         self.shortcut, self.schedule, self.arena = shortcut, schedule, arena
+        self.private_moments = private_moments
+        self.moments_changed()
+
+    def moments_changed(self) -> None:
+        """m or v were written from outside: check v's signs afresh (private moments only)."""
+        self.v_nonnegative = self.private_moments and not (self.size and any_negative(&self.v[0], self.size))
+
+    cdef inline void stepped(self, const AdamScalars* s) noexcept:
+        """A step changed m and v without raising: each new v_hat is >= 0 or nan."""
+        self.v_nonnegative = self.private_moments and s.bias_correction2 > 0.0
 
     def scalars(self, step_index, num_steps) -> tuple:
         """(lr_t, bias_correction1, bias_correction2) as the step uses them."""
@@ -819,7 +843,9 @@ cdef class AdamState:
         self.fill_scalars(step_index, num_steps, &s)
         if self.size:
             params, grads = self.arena.data[:self.size], self.arena.grad[:self.size]
-            run_step(&params[0], &grads[0], &self.m[0], &self.v[0], &self.squares[0], self.size, &s, self.shortcut)
+            run_step(&params[0], &grads[0], &self.m[0], &self.v[0], &self.squares[0], self.size, &s, self.shortcut,
+                     self.v_nonnegative)
+            self.stepped(&s)
 
     def step_on(self, double[::1] params, double[::1] grads, step_index, num_steps) -> None:
         """One step on these weights and gradients (as step)."""
@@ -827,7 +853,9 @@ cdef class AdamState:
         check_step_arrays(params, grads, self.m, self.v, self.squares)
         self.fill_scalars(step_index, num_steps, &s)
         if self.size:
-            run_step(&params[0], &grads[0], &self.m[0], &self.v[0], &self.squares[0], self.size, &s, self.shortcut)
+            run_step(&params[0], &grads[0], &self.m[0], &self.v[0], &self.squares[0], self.size, &s, self.shortcut,
+                     self.v_nonnegative)
+            self.stepped(&s)
 
 
 def cpu_has_avx2_fma() -> bool:

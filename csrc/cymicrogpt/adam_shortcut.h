@@ -12,7 +12,7 @@
    cymg4_residual_of_root) instead of the scalar pass's eight or nine operations (Dekker's
    product, Veltkamp's split); both are exact where a proof reads them, so they are the
    same doubles.  That matters for speed: the update pass is bound by its multiplications
-   as much as by the divider (benchmarks/RESULTS.md, "Adam at 9 us").
+   as much as by the divider (benchmarks/RESULTS.md, "Adam at 9.2 us").
 
    Which elements the proof settles is noted without a branch, one byte per group of four
    (its bit k set where lane k is proven); the caller turns the bytes into the indices left
@@ -143,30 +143,37 @@ static inline __m256d cymg4_root_is_proven(__m256d v, __m256d s) {
     return _mm256_or_pd(_mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_EQ_OQ), proven);
 }
 
-/* nothing_can_raise's quick test, for i < n - n % 4 (n a multiple of 8 there or not):
-   1 when no |grads[i]| exceeds CYMG_OVERFLOW_FREE_MAX (nan ignored, inf counted) and no
-   v[i] has its sign bit set; 0 leaves the answer to the exact test.  Three operations per
-   four elements instead of its ten: a running maximum (vmaxpd returns its second operand
-   where the first is nan) and a running OR, two of each to hide their latency. */
-static int cymg_avx2_nothing_can_raise(const double* grads, const double* v, Py_ssize_t n) {
+/* nothing_can_raise's quick tests, for i < n - n % 4 (n a multiple of 8 there or not);
+   0 leaves the answer to the exact test.  Two operations per four elements instead of its
+   ten: a running maximum (vmaxpd returns its second operand where the first is nan) or a
+   running OR, two of them to hide their latency.  The gradients': 1 when no |grads[i]|
+   exceeds CYMG_OVERFLOW_FREE_MAX (nan ignored, inf counted). */
+static int cymg_avx2_gradients_square_finitely(const double* grads, Py_ssize_t n) {
     __m256d largest0 = _mm256_setzero_pd(), largest1 = _mm256_setzero_pd();
-    __m256d signs0 = _mm256_setzero_pd(), signs1 = _mm256_setzero_pd();
     double lanes[4];
     Py_ssize_t i = 0;
     for (; i + 8 <= n; i += 8) {
         largest0 = _mm256_max_pd(cymg4_abs(_mm256_loadu_pd(grads + i)), largest0);
         largest1 = _mm256_max_pd(cymg4_abs(_mm256_loadu_pd(grads + i + 4)), largest1);
+    }
+    if (i + 4 <= n)
+        largest0 = _mm256_max_pd(cymg4_abs(_mm256_loadu_pd(grads + i)), largest0);
+    _mm256_storeu_pd(lanes, _mm256_max_pd(largest0, largest1));
+    return lanes[0] <= CYMG_OVERFLOW_FREE_MAX && lanes[1] <= CYMG_OVERFLOW_FREE_MAX
+           && lanes[2] <= CYMG_OVERFLOW_FREE_MAX && lanes[3] <= CYMG_OVERFLOW_FREE_MAX;
+}
+
+/* The second moments': 1 when no v[i] has its sign bit set (-0.0 counted). */
+static int cymg_avx2_no_sign_bit(const double* v, Py_ssize_t n) {
+    __m256d signs0 = _mm256_setzero_pd(), signs1 = _mm256_setzero_pd();
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
         signs0 = _mm256_or_pd(signs0, _mm256_loadu_pd(v + i));
         signs1 = _mm256_or_pd(signs1, _mm256_loadu_pd(v + i + 4));
     }
-    if (i + 4 <= n) {
-        largest0 = _mm256_max_pd(cymg4_abs(_mm256_loadu_pd(grads + i)), largest0);
+    if (i + 4 <= n)
         signs0 = _mm256_or_pd(signs0, _mm256_loadu_pd(v + i));
-    }
-    _mm256_storeu_pd(lanes, _mm256_max_pd(largest0, largest1));
-    return _mm256_movemask_pd(_mm256_or_pd(signs0, signs1)) == 0 && lanes[0] <= CYMG_OVERFLOW_FREE_MAX
-           && lanes[1] <= CYMG_OVERFLOW_FREE_MAX && lanes[2] <= CYMG_OVERFLOW_FREE_MAX
-           && lanes[3] <= CYMG_OVERFLOW_FREE_MAX;
+    return _mm256_movemask_pd(_mm256_or_pd(signs0, signs1)) == 0;
 }
 
 /* prove_squares: out[i] = |x[i]|^2 for i < n - n % 4 (n <= BLOCK); masks[i / 4] notes
@@ -414,7 +421,8 @@ static Py_ssize_t cymg_avx2_settle_squares(const double* grads, const double* v,
 #else  /* the baseline build: no AVX2 passes (never called: CYMG_AVX2 is 0) */
 #define CYMG_AVX2 0
 #define cymg_unproven_indices(masks, groups, pending, count) (count)
-#define cymg_avx2_nothing_can_raise(grads, v, n) 0
+#define cymg_avx2_gradients_square_finitely(grads, n) 0
+#define cymg_avx2_no_sign_bit(v, n) 0
 #define cymg_avx2_prove_squares(x, out, masks, n) ((void)0)
 #define cymg_avx2_prove_roots(x, out, masks, n) ((void)0)
 #define cymg_avx2_settle_roots(params, m, v, pending, count, bias_correction1, bias_correction2, lr_t, eps) (count)

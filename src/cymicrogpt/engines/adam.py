@@ -91,9 +91,17 @@ def adam_kernels(no_avx2: str = os.environ.get("CYMICROGPT_NO_AVX2", "")) -> Mod
 ADAM_KERNELS = adam_kernels()
 
 
+def read_only(array: np.ndarray) -> np.ndarray:
+    """A view of `array` that cannot be written through."""
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
 class VectorAdam:
-    """microgpt's Adam over arrays: the moments here, each step one call into the compiled
-    kernel (`_adam.AdamState`, bound once).  `weights` gives the weights and gradients: an
+    """microgpt's Adam over arrays: the moments here (`m` and `v`, read-only views: write
+    them with set_moments), each step one call into the compiled kernel (`_adam.AdamState`,
+    bound once, which then need not check v's signs each step).  `weights` gives the weights and gradients: an
     Arena (the compiled engines': they are its first `size` nodes, and `step` is then the
     compiled method itself, no Python in between) or a function returning live
     (params, grads) arrays."""
@@ -106,11 +114,12 @@ class VectorAdam:
         self.eps = eps
         self.shortcut = shortcut  # may the kernel skip libm pow where its result is proven
         self.kernels = kernels  # the build of cymicrogpt._adam to run (the same bits either way)
-        self.m = np.zeros(size)  # first moment buffer
-        self.v = np.zeros(size)  # second moment buffer
+        self._m = np.zeros(size)  # first moment buffer
+        self._v = np.zeros(size)  # second moment buffer
+        self.m, self.v = read_only(self._m), read_only(self._v)  # written by steps and set_moments only
         arena = weights if isinstance(weights, Arena) else None
-        self._state = kernels.AdamState(self.m, self.v, lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps,
-                                        shortcut=shortcut, schedule=adam_scalars, arena=arena)
+        self._state = kernels.AdamState(self._m, self._v, lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps,
+                                        shortcut=shortcut, schedule=adam_scalars, arena=arena, private_moments=True)
         if arena is not None:
             self.step = self._state.step  # type: ignore[method-assign]
         else:
@@ -126,5 +135,6 @@ class VectorAdam:
         return self.m.copy(), self.v.copy()
 
     def set_moments(self, m, v) -> None:
-        self.m[:] = m
-        self.v[:] = v
+        self._m[:] = m
+        self._v[:] = v
+        self._state.moments_changed()  # the state trusts v's signs between steps only
