@@ -42,10 +42,9 @@
 #define CYMG_SQUARE_ALLOWANCE (CYMG_MARGIN * 0x1p-52)
 #define CYMG_ROOT_ALLOWANCE (CYMG_MARGIN * 0x1p-51)
 
-#if defined(__AVX2__) && !defined(__FMA__)
-#error "adam_shortcut.h: the AVX2 passes need FMA as well (setup.py builds _adam_avx2 with -mavx2 -mfma)"
-#endif
-#if defined(__AVX2__)
+/* The AVX2 passes need FMA as well (setup.py builds _adam_avx2 with -mavx2 -mfma); a build
+   with AVX2 alone (say CFLAGS=-mavx2) keeps the scalar passes. */
+#if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define CYMG_AVX2 1
 
