@@ -28,6 +28,8 @@ def engines(config: GPTConfig, vocab: int, seed: int = 1):
     (GPTConfig(n_layer=2, n_embd=12, block_size=3, n_head=4), [5, 0, 1, 2, 3, 4, 5]),  # head_dim 3, truncated
     (GPTConfig(n_layer=1, n_embd=6, block_size=4, n_head=1), [5, 5]),  # one position, target = input
     (GPTConfig(n_layer=2, n_embd=8, block_size=8, n_head=2), [5, 4, 4, 4, 4, 4, 4, 4, 5]),  # one target throughout
+    (GPTConfig(n_layer=1, n_embd=40, block_size=6, n_head=5), [5, 1, 2, 3, 4, 0, 5]),  # 4 heads side by side, then 1
+    (GPTConfig(n_layer=1, n_embd=32, block_size=9, n_head=8), [5, 1, 2, 3, 4, 0, 1, 2, 3, 5]),  # 2 x 4 heads
 ])
 def test_two_passes_add_up_as_the_references_do(config, tokens):
     """Gradients are added to what is there, in microgpt's order: two passes without

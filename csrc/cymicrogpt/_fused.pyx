@@ -70,6 +70,12 @@ cdef extern from "fused_kernels.h" nogil:
     void axpy_rows2 "cymg_fused_axpy_rows2"(double* y, double* y1, Py_ssize_t n, const double* m, Py_ssize_t stride,
                                             const double* c, const double* c1, Py_ssize_t cstep,
                                             Py_ssize_t count) noexcept
+    # P such sums side by side (the attention's heads): sum p into y + p * ystep (n elements),
+    # over the rows m + p * mstep scaled by c[p * cstep_p + i * cstep]
+    void axpy_rows_heads "cymg_fused_axpy_rows_heads"(Py_ssize_t P, double* y, Py_ssize_t ystep, Py_ssize_t n,
+                                                      const double* m, Py_ssize_t mstep, Py_ssize_t stride,
+                                                      const double* c, Py_ssize_t cstep_p, Py_ssize_t cstep,
+                                                      Py_ssize_t count, bint from_zero) noexcept
 
 
 # Slots of the weight matrices.  Anonymous enums: their members are plain ints, which
@@ -238,7 +244,7 @@ cdef class FusedGPT:
     cdef double[::1] dk, dv  # (L, T, E): keys and values, summed over the positions that read them
     cdef double[::1] gh  # (L, T, F): of h1 (fc1's output)
     cdef double[::1] glogit  # (T, V)
-    cdef double[::1] logits, dxn, scratch  # (V,), (max(E, F),), (2, lanes)
+    cdef double[::1] logits, dxn, scratch  # (V,), (max(E, F),), (H, lanes)
     cdef Py_ssize_t[::1] tokens  # (block + 1,): the pass's document, copied from the caller's sequence
 
     def __init__(self, Arena arena, int n_weights, int n_layer, int n_embd, int n_head, int vocab, int block,
@@ -291,7 +297,7 @@ cdef class FusedGPT:
         self.gx, self.gmid, self.gheads, self.gq = z((L + 1) * T * E), z(L * T * E), z(L * T * E), z(L * T * E)
         self.dk, self.dv = z(L * T * E), z(L * T * E)
         self.gh, self.glogit = z(L * T * F), z(T * V)
-        self.scratch = z(2 * self.lanes)
+        self.scratch = z(H * self.lanes)
         self.capacity = T
 
     def forward_backward(self, tokens):
@@ -346,13 +352,12 @@ cdef class FusedGPT:
         cdef Py_ssize_t t, u, l, h, j, lt, a, lanes
         cdef const double* w = &self.arena.data[0]
         cdef const double* wt = &self.wt[0]
-        cdef const double* qh
         cdef double* x
         cdef double* xo
         cdef double* ev
         cdef double* aw
         cdef double* out
-        cdef double* scores = &self.scratch[0]  # (lanes,)
+        cdef double* scores  # (lanes,) of a head, in scratch
         cdef double* logits = &self.logits[0]
         cdef double inv, loss_sum = 0.0, eps = self.rmsnorm_eps
         for t in range(n):
@@ -372,21 +377,23 @@ cdef class FusedGPT:
                 for j in range(E):
                     self.kT[(l * E + j) * Tl + t] = self.k[lt * E + j]
                     self.vT[(l * E + j) * Tl + t] = self.v[lt * E + j]
+                # every head's scores (t+1,): q . k_u (j ascending, from 0.0; the positions u in lanes)
+                axpy_rows_heads(H, &self.scratch[0], Tl, lanes, &self.kT[l * E * Tl], hd * Tl, Tl, &self.q[lt * E], hd,
+                                1, hd, True)
                 for h in range(H):
                     a = lt * H + h
                     ev = &self.att_e[a * T]
                     aw = &self.att_w[a * T]
-                    qh = &self.q[lt * E + h * hd]
-                    # scores (t+1,): q . k_u (j ascending, from 0.0; the positions u in lanes), * (head_dim**0.5)**-1
-                    axpy_rows(scores, lanes, &self.kT[(l * E + h * hd) * Tl], Tl, qh, 1, hd, True)
+                    scores = &self.scratch[h * Tl]  # * (head_dim**0.5)**-1
                     for u in range(t + 1):
                         scores[u] = scores[u] * self.att_scale
                     inv = softmax_forward(scores, ev, &self.att_total[a], t + 1)
                     self.att_inv[a] = inv
                     for u in range(t + 1):
                         aw[u] = ev[u] * inv
-                    out = &self.heads[lt * E + h * hd]  # (hd,): sum over u ascending of weight_u * v_u, from 0
-                    axpy_rows(out, hd, &self.v[l * T * E + h * hd], E, aw, 1, t + 1, True)
+                # each head's output (hd,): sum over u ascending of weight_u * v_u, from 0
+                axpy_rows_heads(H, &self.heads[lt * E], hd, hd, &self.v[l * T * E], hd, E, &self.att_w[lt * H * T], T,
+                                1, t + 1, True)
                 out = &self.x_mid[lt * E]
                 matvec(wt + self.layer_off[l, WO], &self.heads[lt * E], out, E, E)
                 for j in range(E):
@@ -426,7 +433,7 @@ cdef class FusedGPT:
         cdef double* dxn = &self.dxn[0]
         cdef double* dh
         cdef double* dlogit
-        cdef double* da = &self.scratch[0]  # (lanes,) per attention head
+        cdef double* da  # (lanes,) of a head, in scratch
         cdef double* dscore
         cdef double* dk
         cdef double* dv
@@ -466,31 +473,32 @@ cdef class FusedGPT:
                 dheads = &self.gheads[lt * E]
                 linear_backward(w + self.layer_off[l, WO], dmid, dheads, E, E)
                 dq = &self.gq[lt * E]
+                # every head's weights' gradients (t+1,): v_u . dheads (j descending, from 0.0; u in lanes)
+                axpy_rows_heads(H, &self.scratch[0], Tl, lanes, &self.vT[(l * E + hd - 1) * Tl], hd * Tl, -Tl,
+                                dheads + hd - 1, hd, -1, hd, True)
                 for h in range(H):
                     a = lt * H + h
                     ev = &self.att_e[a * T]
                     dscore = &self.att_ds[a * T]
-                    # the weights' gradients (t+1,): v_u . dheads (j descending, from 0.0; u in lanes)
-                    axpy_rows(da, lanes, &self.vT[(l * E + h * hd + hd - 1) * Tl], -Tl, dheads + h * hd + hd - 1, -1, hd,
-                              True)
+                    da = &self.scratch[h * Tl]
                     local = -1.0 * pow(self.att_total[a], -2.0)
                     dtotal = 0.0
                     for u in range(t, -1, -1):  # one total**-1 node per weight, the last first
                         dtotal = dtotal + local * (ev[u] * da[u])
                     for u in range(t + 1):  # exp, then + (-max), then * scale: the dot's gradient
                         dscore[u] = self.att_scale * (ev[u] * (self.att_inv[a] * da[u] + dtotal))
-                    # q's gradient: the keys scaled by their scores' gradients, the last first
-                    axpy_rows(dq + h * hd, hd, &self.k[(l * T + t) * E + h * hd], -E, dscore + t, -1, t + 1, True)
+                # q's gradient, each head's: the keys scaled by their scores' gradients, the last first
+                axpy_rows_heads(H, dq, hd, hd, &self.k[(l * T + t) * E], hd, -E, &self.att_ds[lt * H * T + t], T, -1,
+                                t + 1, True)
                 # k and v of position t: every position t' >= t read them, and each added its
                 # part (v: weight * dheads, k: score gradient * q), the last position first
                 dk = &self.dk[lt * E]
                 dv = &self.dv[lt * E]
-                for h in range(H):  # (the heads' slices make up dk and dv: each from 0.0)
-                    last = ((l * T + n - 1) * H + h) * T + t  # position n-1's head h, over u = t
-                    axpy_rows(dv + h * hd, hd, &self.gheads[(l * T + n - 1) * E + h * hd], -E, &self.att_w[last],
-                              -H * T, n - t, True)
-                    axpy_rows(dk + h * hd, hd, &self.q[(l * T + n - 1) * E + h * hd], -E, &self.att_ds[last],
-                              -H * T, n - t, True)
+                last = (l * T + n - 1) * H * T + t  # position n-1's head 0, over u = t (its heads T apart)
+                axpy_rows_heads(H, dv, hd, hd, &self.gheads[(l * T + n - 1) * E], hd, -E, &self.att_w[last], T, -H * T,
+                                n - t, True)
+                axpy_rows_heads(H, dk, hd, hd, &self.q[(l * T + n - 1) * E], hd, -E, &self.att_ds[last], T, -H * T,
+                                n - t, True)
                 self.qkv_backward(l, t, dq, dk, dv, dxn)
                 dx = &self.gx[lt * E]
                 for j in range(E):  # the residual's contribution first

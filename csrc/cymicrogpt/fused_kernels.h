@@ -70,6 +70,7 @@ CYMG_INLINE void cymg_fused_rows_block(const int K, const int two, double *y, do
         a[k] = from_zero ? cymg_zero() : cymg_load(y + k * CYMG_LANES);
         if (two) b[k] = from_zero ? cymg_zero() : cymg_load(y1 + k * CYMG_LANES);
     }
+#pragma GCC unroll 2
     for (ptrdiff_t i = 0; i < count; i++, m += stride) {
         cymg_vec ci = cymg_set1(c[i * cstep]), di = two ? cymg_set1(c1[i * cstep]) : ci;
         for (int k = 0; k < K; k++) {
@@ -82,6 +83,22 @@ CYMG_INLINE void cymg_fused_rows_block(const int K, const int two, double *y, do
         cymg_store(y + k * CYMG_LANES, a[k]);
         if (two) cymg_store(y1 + k * CYMG_LANES, b[k]);
     }
+}
+#endif
+
+#ifdef CYMG_LANES
+/* Four sums side by side, one vector each: sum q (q < 4) adds into y + q * ystep the rows
+   m + q * mstep scaled by c[q * cstep_q + i * cstep] (the attention's heads, each its own
+   sum: their chains interleaved, one loop over the rows for four). */
+CYMG_INLINE void cymg_fused_rows_block4(double *y, ptrdiff_t ystep, const double *m, ptrdiff_t mstep,
+                                        ptrdiff_t stride, const double *c, ptrdiff_t cstep_q, ptrdiff_t cstep,
+                                        ptrdiff_t count, const int from_zero) {
+    cymg_vec a[4];
+    for (int q = 0; q < 4; q++) a[q] = from_zero ? cymg_zero() : cymg_load(y + q * ystep);
+    for (ptrdiff_t i = 0; i < count; i++, m += stride, c += cstep)
+        for (int q = 0; q < 4; q++)
+            a[q] = cymg_add(a[q], cymg_mul(cymg_load(m + q * mstep), cymg_set1(c[q * cstep_q])));
+    for (int q = 0; q < 4; q++) cymg_store(y + q * ystep, a[q]);
 }
 #endif
 
@@ -113,6 +130,30 @@ CYMG_INLINE void cymg_fused_axpy_rows(double *y, ptrdiff_t n, const double *m, p
         cymg_fused_rows(0, y, y, n, m, stride, c, c, cstep, count, 1);  /* (y1, c1 unused) */
     else
         cymg_fused_rows(0, y, y, n, m, stride, c, c, cstep, count, 0);
+}
+
+/* P sums of n elements side by side, sum p: for i = 0 .. count-1 in turn,
+   y[p * ystep + j] += m[p * mstep + i * stride + j] * c[p * cstep_p + i * cstep], y from
+   0.0 where from_zero: one call for all of the attention's heads (p), four at a time
+   where the rows hold whole vectors.  No y overlaps an m, a c or another y. */
+CYMG_INLINE void cymg_fused_axpy_rows_heads(ptrdiff_t P, double *y, ptrdiff_t ystep, ptrdiff_t n, const double *m,
+                                            ptrdiff_t mstep, ptrdiff_t stride, const double *c, ptrdiff_t cstep_p,
+                                            ptrdiff_t cstep, ptrdiff_t count, int from_zero) {
+    ptrdiff_t p = 0;
+#ifdef CYMG_LANES
+    if (n % CYMG_LANES == 0)
+        for (; p + 4 <= P; p += 4)
+            for (ptrdiff_t j = 0; j < n; j += CYMG_LANES) {
+                if (from_zero)
+                    cymg_fused_rows_block4(y + p * ystep + j, ystep, m + p * mstep + j, mstep, stride,
+                                           c + p * cstep_p, cstep_p, cstep, count, 1);
+                else
+                    cymg_fused_rows_block4(y + p * ystep + j, ystep, m + p * mstep + j, mstep, stride,
+                                           c + p * cstep_p, cstep_p, cstep, count, 0);
+            }
+#endif
+    for (; p < P; p++)
+        cymg_fused_axpy_rows(y + p * ystep, n, m + p * mstep, stride, c + p * cstep_p, cstep, count, from_zero);
 }
 
 /* The same sum twice over the same rows m: into y with c and into y1 with c1 (each
