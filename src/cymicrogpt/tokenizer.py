@@ -25,7 +25,9 @@ class Tokenizer:
     def encode(self, doc: str) -> list[int]:
         """[BOS, ids of doc's characters..., BOS]."""
         try:
-            return [self.bos] + [self._ids[ch] for ch in doc] + [self.bos]
+            # (once per training step: map builds no comprehension frame; a missing character
+            # still raises KeyError)
+            return [self.bos, *map(self._ids.__getitem__, doc), self.bos]
         except KeyError as exc:
             raise ValueError(f"character {exc.args[0]!r} is not in the vocabulary") from None
 
