@@ -688,6 +688,26 @@ def test_a_state_with_shared_moments_checks_v_every_step(kernels):
         state.step_on(params, grads, 1, 10)
 
 
+@BUILDS
+def test_the_read_only_moments_cannot_be_made_writeable(kernels):
+    """numpy lets a plain view's WRITEABLE flag be set back on (its base is writeable), and
+    the state trusts v's signs between its steps: a negative v written that way was stepped
+    on without a check (the AVX2 build stored a finite, wrong weight instead of refusing).
+    Neither the flag nor the view's base may write the moments."""
+    params, grads = np.zeros(8), np.full(8, 0.01)
+    optimizer = VectorAdam(lambda: (params, grads), 8, 0.01, kernels=kernels)
+    optimizer.step(0, 10)
+    for moment in (optimizer.m, optimizer.v):
+        with pytest.raises(ValueError):
+            moment.flags.writeable = True
+        with pytest.raises(ValueError, match="read-only"):
+            np.asarray(moment.base)[5] = -1e-3
+    before = params.copy()
+    grads[:] = 0.01
+    optimizer.step(1, 10)  # still steps, from moments nobody could write
+    assert (params != before).all() and (optimizer.v >= 0.0).all()
+
+
 def test_bound_state_rejects_bad_arrays_cleanly():
     with pytest.raises(ValueError, match="m has 3 elements, v 2"):
         adam.ADAM_KERNELS.AdamState(np.zeros(3), np.zeros(2), 0.01, beta1=0.85, beta2=0.99, eps=1e-8, shortcut=True,

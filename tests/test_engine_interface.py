@@ -83,3 +83,21 @@ def test_training_pass_and_sampling_use_only_the_interface(backend, tiny_config,
     sample_one(recorder, tiny_config, tokenizer, random.Random(1), 0.5)
     assert recorder.used <= set(interface_methods(Engine)), recorder.used - set(interface_methods(Engine))
     assert {"row", "linear", "attention", "nll", "mean", "backward", "begin_sequence", "probs"} <= recorder.used
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_set_moments_of_the_wrong_length_changes_nothing(backend, tiny_config, tiny_docs):
+    """Both buffers are checked before either is written: a v of the wrong length used to
+    leave the new m behind it (numpy engines), or was taken and failed, or was cut short,
+    only at a later step (the reference engine)."""
+    engine, _ = fresh_engine(backend, tiny_config, tiny_docs)
+    optimizer = engine.make_optimizer(0.01)
+    size = len(engine.weights())
+    before = [list(buffer) for buffer in optimizer.moments()]
+    for m, v in (([1.0] * size, [1.0] * (size - 1)), ([1.0] * size, [1.0] * (size + 1)),
+                 ([1.0] * (size - 1), [1.0] * size)):
+        with pytest.raises(ValueError, match=f"set_moments: .* {size} weights"):
+            optimizer.set_moments(m, v)
+        assert [list(buffer) for buffer in optimizer.moments()] == before
+    optimizer.set_moments([0.5] * size, [0.25] * size)
+    assert [list(buffer) for buffer in optimizer.moments()] == [[0.5] * size, [0.25] * size]

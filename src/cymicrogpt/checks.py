@@ -24,6 +24,13 @@ def check_count(name: str, value, maximum: int = COUNT_MAX) -> int:
     return value
 
 
+def check_moment_lengths(m, v, size: int) -> None:
+    """An optimizer's set_moments arguments: one value per weight in each of m and v
+    (ValueError before either buffer is written)."""
+    for name, values in (("m", m), ("v", v)):
+        if len(values) != size:
+            raise ValueError(f"set_moments: {name} has {len(values)} values, the optimizer has {size} weights")
+
 def check_real(name: str, value) -> float:
     """A finite real number as a float; ValueError (TypeError for non-numbers) otherwise."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

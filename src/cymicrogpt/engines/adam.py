@@ -42,6 +42,7 @@ import numpy as np
 
 from .. import _adam
 from .._arena import Arena
+from ..checks import check_moment_lengths
 from ..config import ADAM_BETA1, ADAM_BETA2, ADAM_EPS
 from ..schedule import adam_scalars
 
@@ -92,10 +93,10 @@ ADAM_KERNELS = adam_kernels()
 
 
 def read_only(array: np.ndarray) -> np.ndarray:
-    """A view of `array` that cannot be written through."""
-    view = array.view()
-    view.flags.writeable = False
-    return view
+    """A view of `array` that cannot be written through, nor made writeable: its base is a
+    read-only memoryview (a plain view's WRITEABLE flag can be set back on, and its base is
+    `array` itself)."""
+    return np.asarray(memoryview(array).toreadonly())
 
 
 class VectorAdam:
@@ -135,6 +136,8 @@ class VectorAdam:
         return self.m.copy(), self.v.copy()
 
     def set_moments(self, m, v) -> None:
-        self._m[:] = m
-        self._v[:] = v
+        check_moment_lengths(m, v, len(self._m))
+        new_m, new_v = np.empty_like(self._m), np.empty_like(self._v)
+        new_m[:], new_v[:] = m, v  # what cannot be converted raises here, before either buffer changes
+        self._m[:], self._v[:] = new_m, new_v
         self._state.moments_changed()  # the state trusts v's signs between steps only

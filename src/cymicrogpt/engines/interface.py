@@ -52,7 +52,8 @@ class Optimizer(Protocol):
         """Copies of the first and second moment buffers (m, v), flat, state-dict order."""
 
     def set_moments(self, m: Sequence[float], v: Sequence[float]) -> None:
-        """Replace both moment buffers (a resumed run), flat, state-dict order."""
+        """Replace both moment buffers (a resumed run), flat, state-dict order; ValueError,
+        changing neither, where either holds another number of values than there are weights."""
 
 
 @runtime_checkable

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from ..checks import check_moment_lengths
 from ..config import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, RMSNORM_EPS
 from ..model import forward_backward
 from ..schedule import adam_scalars
@@ -242,4 +243,5 @@ class ReferenceAdam:
         return list(self.m), list(self.v)
 
     def set_moments(self, m: Sequence[float], v: Sequence[float]) -> None:
+        check_moment_lengths(m, v, len(self.params))
         self.m, self.v = [float(x) for x in m], [float(x) for x in v]
