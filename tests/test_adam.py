@@ -15,6 +15,7 @@ import platform
 import random
 import subprocess
 import sys
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -686,6 +687,41 @@ def test_a_state_with_shared_moments_checks_v_every_step(kernels):
     v[3] = -1.0
     with pytest.raises(ValueError, match="parameter 3 .*complex"):
         state.step_on(params, grads, 1, 10)
+
+
+@BUILDS
+def test_moments_set_by_another_thread_during_a_step_are_checked_at_the_next(kernels):
+    """The kernel runs without the GIL, so another thread can write v and call
+    moments_changed while it runs; the step that ends after it must not then declare v
+    free of negatives (it did: the next step took the unchecked pass over v[0] = -1 and
+    stored a weight of -19000 instead of refusing).  Large enough that the step outlasts
+    the writer (~1 ms of its ~3-30 ms); a writer that runs before the step instead is
+    refused by that step."""
+    size = 2**20
+    for _ in range(3):
+        m, v = np.zeros(size), np.zeros(size)
+        state = kernels.AdamState(m, v, 0.01, beta1=0.85, beta2=0.99, eps=1e-8, shortcut=True,
+                                  schedule=adam_scalars, private_moments=True)
+        params, grads = np.zeros(size), np.full(size, 0.01)
+        go = threading.Event()
+
+        def write_a_negative_v(go, v, state):
+            go.wait()
+            v[0] = -1.0  # mostly after the step has passed element 0 (it then stays)
+            state.moments_changed()
+
+        writer = threading.Thread(target=write_a_negative_v, args=(go, v, state))
+        writer.start()
+        go.set()
+        try:
+            state.step_on(params, grads, 0, 10)
+        except ValueError:
+            pass  # the writer ran first: this step saw v[0] = -1
+        writer.join()
+        assert v[0] < 0.0
+        grads[:] = 0.01
+        with pytest.raises(ValueError, match="parameter 0 .*complex"):
+            state.step_on(params, grads, 1, 10)
 
 
 @BUILDS

@@ -784,13 +784,16 @@ cdef class AdamState:
     moments_changed (VectorAdam hands out read-only views).  The state then knows when no
     v is negative, and skips that check (a read of v: ~0.3 us of a default step): after
     moments_changed found none, and after every step that did not raise with
-    bias_correction2 > 0 (a step refuses a negative v_hat, so each new v is >= 0 or nan)."""
+    bias_correction2 > 0 (a step refuses a negative v_hat, so each new v is >= 0 or nan),
+    unless moments_changed was called while that step ran (the kernel runs without the GIL:
+    another thread may write the moments meanwhile; the next step then checks)."""
     cdef double[::1] m, v, squares
     cdef AdamScalars constants  # beta1, beta2, eps and 1 - beta; the step's three fields per step
     cdef object lr
     cdef double lr_value
     cdef bint lr_is_float, shortcut
     cdef bint private_moments, v_nonnegative  # v_nonnegative: no v[i] < 0 (known only with private moments)
+    cdef Py_ssize_t writes  # calls of moments_changed: a step that saw them change knows nothing of v
     cdef object schedule
     cdef Arena arena
     cdef Py_ssize_t size
@@ -817,11 +820,13 @@ cdef class AdamState:
 
     def moments_changed(self) -> None:
         """m or v were written from outside: check v's signs afresh (private moments only)."""
+        self.writes += 1
         self.v_nonnegative = self.private_moments and not (self.size and any_negative(&self.v[0], self.size))
 
-    cdef inline void stepped(self, const AdamScalars* s) noexcept:
-        """A step changed m and v without raising: each new v_hat is >= 0 or nan."""
-        self.v_nonnegative = self.private_moments and s.bias_correction2 > 0.0
+    cdef inline void stepped(self, const AdamScalars* s, Py_ssize_t writes_before) noexcept:
+        """A step changed m and v without raising: each new v_hat is >= 0 or nan, unless
+        moments were written while it ran (then what moments_changed found may be stale)."""
+        self.v_nonnegative = self.private_moments and s.bias_correction2 > 0.0 and self.writes == writes_before
 
     def scalars(self, step_index, num_steps) -> tuple:
         """(lr_t, bias_correction1, bias_correction2) as the step uses them."""
@@ -838,24 +843,28 @@ cdef class AdamState:
         """One step on the arena's weights (see adam_step for what it raises)."""
         cdef AdamScalars s = self.constants
         cdef double[::1] params, grads  # held: the memory lives while the kernel runs
+        cdef Py_ssize_t writes
         if self.arena is None:
             raise TypeError("AdamState.step: bound to no arena (use step_on)")
         self.fill_scalars(step_index, num_steps, &s)
         if self.size:
             params, grads = self.arena.data[:self.size], self.arena.grad[:self.size]
+            writes = self.writes
             run_step(&params[0], &grads[0], &self.m[0], &self.v[0], &self.squares[0], self.size, &s, self.shortcut,
                      self.v_nonnegative)
-            self.stepped(&s)
+            self.stepped(&s, writes)
 
     def step_on(self, double[::1] params, double[::1] grads, step_index, num_steps) -> None:
         """One step on these weights and gradients (as step)."""
         cdef AdamScalars s = self.constants
+        cdef Py_ssize_t writes
         check_step_arrays(params, grads, self.m, self.v, self.squares)
         self.fill_scalars(step_index, num_steps, &s)
         if self.size:
+            writes = self.writes
             run_step(&params[0], &grads[0], &self.m[0], &self.v[0], &self.squares[0], self.size, &s, self.shortcut,
                      self.v_nonnegative)
-            self.stepped(&s)
+            self.stepped(&s, writes)
 
 
 def cpu_has_avx2_fma() -> bool:
