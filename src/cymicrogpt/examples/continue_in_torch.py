@@ -47,7 +47,6 @@ except ImportError as exc:  # no torch: torch_model's one line says how to insta
     sys.exit(f"{PROG}: error: {exc}")
 
 import torch.distributed as dist
-import torch.distributed.nn  # before any process group exists: see leave_the_group
 from torch.nn.parallel import DistributedDataParallel
 
 from cymicrogpt.checkpoint import CheckpointError
@@ -57,6 +56,9 @@ from cymicrogpt.params import state_dict_layout
 from cymicrogpt.schedule import adam_scalars
 from cymicrogpt.state_dict import to_state_dict
 from cymicrogpt.training import Run
+
+if dist.is_available():  # (a torch built without it runs the one-process path only)
+    import torch.distributed.nn  # before any process group exists: see leave_the_group
 
 EXIT_FAILURE, EXIT_USAGE = 1, 2
 
