@@ -31,6 +31,7 @@ def check_moment_lengths(m, v, size: int) -> None:
         if len(values) != size:
             raise ValueError(f"set_moments: {name} has {len(values)} values, the optimizer has {size} weights")
 
+
 def check_real(name: str, value) -> float:
     """A finite real number as a float; ValueError (TypeError for non-numbers) otherwise."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
