@@ -83,7 +83,7 @@ extensions = [
     Extension(
         f"cymicrogpt.{pyx.stem}",
         [str(pyx)],
-        include_dirs=["csrc/cymicrogpt"],  # hand-written C headers (adam_shortcut.h, axpy_rows.h, fused_kernels.h)
+        include_dirs=["csrc/cymicrogpt"],  # hand-written C headers (adam_shortcut.h, axpy_rows.h)
         libraries=LIBRARIES,
         extra_compile_args=COMPILE_ARGS,
         extra_link_args=LINK_ARGS,
@@ -105,7 +105,7 @@ def builds_for_x86_64() -> bool:
 # cymicrogpt._adam_avx2 and cymicrogpt._fused_avx2, the very same sources (copied to build/,
 # renamed) compiled with the flags below, which engines/adam.py and engines/fused.py pick at
 # run time where the CPU and OS support them; there csrc/cymicrogpt/adam_shortcut.h adds
-# Adam's AVX2 passes, and fused_kernels.h its four-lane kernels.  The results are the same
+# Adam's AVX2 passes, and axpy_rows.h the pass's four-lane sums.  The results are the same
 # bits: AVX2 only runs each IEEE operation on four lanes instead of two, in the same order
 # per element (-ffp-contract=off forbids contracting a*b+c into an FMA); the libm calls are
 # the same functions.  Adam's build also has FMA (-mfma), for the two explicit, proven-exact

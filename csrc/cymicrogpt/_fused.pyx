@@ -34,7 +34,7 @@ Nothing of this depends on the values, only on the shape (the target token decid
 one lm_head order above).
 
 Speed without reassociating any sum: the vector loops run across independent sums,
-mostly in axpy_rows (fused_kernels.h, inlined: this module is built twice on x86-64, SSE2
+mostly in axpy_rows (axpy_rows.h, inlined: this module is built twice on x86-64, SSE2
 and AVX2, the same bits; engines/fused.py picks one), a sum of scaled rows that keeps its
 destination in registers (each element a lane, adding the rows in the order given):
     - the forward's matrix-vector products run on a transposed copy of the weights, made at
@@ -60,7 +60,14 @@ from cymicrogpt._arena cimport Arena
 from cymicrogpt._kernels cimport transpose  # called ~10 times a pass: through _kernels' pointer
 
 
-cdef extern from "fused_kernels.h" nogil:
+cdef extern from * nogil:
+    """
+    /* axpy_rows.h's sums in this build's widest vectors (AVX2 or SSE2: setup.py), inlined */
+    #define CYMG_ROWS(name) cymg_fused_##name
+    #define CYMG_ROWS_LANES CYMG_ROWS_COMPILED_LANES
+    #define CYMG_ROWS_TARGET
+    #include "axpy_rows.h"
+    """
     # for i = 0 .. count-1 in turn: y[j] += m[i * stride + j] * c[i * cstep] for j < n, y from
     # 0.0 where from_zero (a negative stride walks rows backwards; y overlaps neither m nor c)
     void axpy_rows "cymg_fused_axpy_rows"(double* y, Py_ssize_t n, const double* m, Py_ssize_t stride,

@@ -137,24 +137,26 @@ cdef extern from *:
     }
     #endif
 
-    /* --- axpy_rows: y += a sum of scaled rows, in a given order (its body and the why:
-       axpy_rows.h; the fused pass inlines its own variant, fused_kernels.h). */
+    /* --- axpy_rows: y += a sum of scaled rows, in a given order, from y's contents (its body
+       and the why: axpy_rows.h, a template: here a baseline copy, SSE2 on x86-64 and plain C
+       elsewhere, and an AVX2 copy; the fused pass inlines its own build's copy). */
+    #define CYMG_ROWS(name) cymg_baseline_##name
+    #define CYMG_ROWS_LANES CYMG_ROWS_COMPILED_LANES
+    #define CYMG_ROWS_TARGET
     #include "axpy_rows.h"
-
-    #if CYMG_X86
     static void cymg_axpy_rows_baseline(double *y, Py_ssize_t n, const double *m, Py_ssize_t stride,
                                         const double *c, Py_ssize_t cstep, Py_ssize_t count) {
-        CYMG_AXPY_ROWS_VECTORS(__m128d, _mm, 2)
+        cymg_baseline_axpy_rows(y, n, m, stride, c, cstep, count, 0);
     }
+    #if CYMG_X86
+    #define CYMG_ROWS(name) cymg_avx2_##name
+    #define CYMG_ROWS_LANES 4
+    #define CYMG_ROWS_TARGET __attribute__((target("avx2")))
+    #include "axpy_rows.h"
     __attribute__((target("avx2")))
     static void cymg_axpy_rows_avx2(double *y, Py_ssize_t n, const double *m, Py_ssize_t stride,
                                     const double *c, Py_ssize_t cstep, Py_ssize_t count) {
-        CYMG_AXPY_ROWS_VECTORS(__m256d, _mm256, 4)
-    }
-    #else
-    static void cymg_axpy_rows_baseline(double *y, Py_ssize_t n, const double *m, Py_ssize_t stride,
-                                        const double *c, Py_ssize_t cstep, Py_ssize_t count) {
-        cymg_axpy_rows_from(0, y, n, m, stride, c, cstep, count);
+        cymg_avx2_axpy_rows(y, n, m, stride, c, cstep, count, 0);
     }
     #endif
 
