@@ -305,6 +305,28 @@ def test_progress_in_a_log_is_short() -> None:
     assert "steps/s" in lines[0] and "ETA" in lines[0]
 
 
+class CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+@pytest.mark.parametrize("is_tty", [False, True])
+def test_progress_flushes_only_what_it_wrote(is_tty: bool) -> None:
+    # update() runs after every step (a few microseconds each on the compiled backends):
+    # a flush per step, with nothing to flush, cost ~0.2 us of them
+    stream = CountingStream()
+    progress = Progress(1000, stream=stream, is_tty=is_tty, clock=lambda: 0.0)  # a terminal: no time passes
+    for step in range(1, 1001):
+        progress.update(step, 2.5)
+    lines_written = stream.getvalue().count("\r" if is_tty else "\n")
+    assert stream.flushes == lines_written == (2 if is_tty else 20)  # a terminal: the first and the last
+
+
 def test_progress_on_a_terminal_redraws_one_line() -> None:
     stream = io.StringIO()
     progress = Progress(30, stream=stream, start=10, is_tty=True, clock=FakeClock())

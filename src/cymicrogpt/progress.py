@@ -51,6 +51,9 @@ class Progress:
         return text
 
     def update(self, step: int, loss: float) -> None:
+        # Called after every step, which can take a few microseconds: between the lines it
+        # writes, it does nothing costlier than a comparison (a log) or a clock reading (a
+        # terminal), and it flushes only what it wrote.
         last = step >= self.total
         if self.is_tty:
             now = self.clock()
@@ -62,6 +65,8 @@ class Progress:
             self._width, self._open = len(text), True
         elif last or step % self.every == 0:
             self.stream.write(self.line(step, loss) + "\n")
+        else:
+            return
         self.stream.flush()
 
     def close(self) -> None:
