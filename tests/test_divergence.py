@@ -138,19 +138,45 @@ def test_nonfinite_gradients_stop_before_the_update(tiny_docs) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-def test_engines_find_every_nonfinite_gradient(tiny_docs, backend: str, bad: float) -> None:
-    """gradients_are_finite() on a step's gradients, then with one of them (first, middle,
-    last) made nan or infinite; the largest finite doubles are still finite."""
+def test_optimizers_refuse_every_nonfinite_gradient(tiny_docs, backend: str, bad: float) -> None:
+    """optimizer.step on a step's gradients with one of them (first, middle, last) made nan
+    or infinite refuses it (FloatingPointError, naming it) and changes nothing; the
+    largest finite doubles are finite (their squares overflow: OverflowError, also
+    atomic), the smallest pass.  Training stops on the refusal (the test above)."""
     run = start_run(list(tiny_docs), config=CONFIG, steps=2, backend=backend, seed=5)
     run.forward_backward()
-    engine, grads = run.engine, run.engine.gradients()
-    assert engine.gradients_are_finite()
+    grads = run.engine.gradients()
+    before = snapshot(run)
     for index in (0, len(grads) // 2, len(grads) - 1):
-        for value in (bad, 1.7976931348623157e308, -5e-324):
+        for value, error in ((bad, FloatingPointError), (1.7976931348623157e308, OverflowError),
+                             (-5e-324, None)):
             changed = list(grads)
             changed[index] = value
             set_gradients(run, changed)
-            assert engine.gradients_are_finite() == math.isfinite(value), (index, value)
+            if error is None:
+                run.optimizer.step(0, 2)  # the smallest subnormal is finite: an ordinary step
+                run.engine.set_weights(before["weights"])
+                run.optimizer.set_moments(before["m"], before["v"])
+                continue
+            with pytest.raises(error) as raised:
+                run.optimizer.step(0, 2)
+            if error is FloatingPointError:
+                assert f"the gradient of parameter {index} is {value!r}" in str(raised.value)
+            assert snapshot(run) == before, (index, value)
+            assert list(map(repr, run.engine.gradients())) == list(map(repr, changed)), (index, value)  # nan: by repr
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_nonfinite_gradient_is_refused_before_an_overflowing_one(tiny_docs, backend: str) -> None:
+    """Both at once: the non-finite gradient is what the step reports, as when training
+    checked the gradients before Adam (the AVX2 build's quick test fails on either)."""
+    run = start_run(list(tiny_docs), config=CONFIG, steps=2, backend=backend, seed=5)
+    loss = run.forward_backward()
+    grads = run.engine.gradients()
+    grads[1], grads[-2] = 1e155, math.nan
+    set_gradients(run, grads)
+    with pytest.raises(mg.DivergenceError, match="but some gradients are not finite"):
+        run.finish_step(loss)
 
 
 def set_gradients(run, grads: list[float]) -> None:

@@ -22,6 +22,7 @@ cdef enum PowStatus:
     POW_DOMAIN = -2  # Python raises ValueError (libm set an errno other than ERANGE)
     POW_COMPLEX = -3  # negative base ** 0.5: Python returns a complex number
     ADAM_ZERO_DIVISION = -4  # the update divides by v_hat**0.5 + eps == 0
+    ADAM_NOT_FINITE = -5  # a gradient is nan or infinite, and the step was asked to refuse it
 
 
 cdef struct AdamElement:
@@ -49,5 +50,6 @@ cdef Py_ssize_t adam_kernel(double* params,  # IN/OUT (n,)
                             const AdamScalars* s,  # IN
                             bint shortcut,  # IN: may the proven x*x / sqrt replace pow?
                             bint v_nonnegative,  # IN: is no v[i] negative? (then v is not checked)
+                            bint refuse_non_finite,  # IN: refuse a nan or infinite gradient (ADAM_NOT_FINITE)
                             int* status,  # OUT: the failing element's PowStatus
                             ) noexcept nogil

@@ -163,6 +163,7 @@ from libc.string cimport memcpy
 import numpy as np
 
 from cymicrogpt._arena cimport Arena
+from cymicrogpt._kernels cimport all_finite
 
 cdef extern from "adam_shortcut.h":
     # The shortcut's ranges and margin (1-4 above), and its AVX2 passes: the twins of
@@ -564,20 +565,32 @@ cdef void update_in_passes(double* params, double* grads, double* m, double* v, 
 
 
 cdef inline bint nothing_can_raise(const double* grads, const double* v, Py_ssize_t n,
-                                   bint v_nonnegative) noexcept nogil:
+                                   bint v_nonnegative, bint refuse_non_finite) noexcept nogil:
     """No finite gradient beyond OVERFLOW_FREE_MAX (whose square could overflow), no negative v
-    (not read where the caller knows: v_nonnegative): with scalars_keep_signs, no element of
-    the step can raise.  The AVX2 build tries quicker, stricter tests first (no infinite
-    gradient, no -0.0 in v either)."""
+    (not read where the caller knows: v_nonnegative), and where the step refuses them no
+    nan or infinite gradient: with scalars_keep_signs, no element of the step can raise.
+    The AVX2 build tries quicker, stricter tests first (no nan or infinite gradient, no -0.0
+    in v either)."""
     cdef Py_ssize_t i, done = n - n % 4
     cdef uint64_t found = 0  # an integer OR: reordered freely, so the loop vectorises
+    cdef bint beyond  # |g| > OVERFLOW_FREE_MAX, inf or nan
     if not (HAVE_AVX2_PASSES and avx2_gradients_square_finitely(grads, n)
             and (v_nonnegative or avx2_no_sign_bit(v, n))):
         done = 0
     for i in range(done, n):
-        found |= ((v[i] < 0.0) & (not v_nonnegative)) | ((fabs(grads[i]) > OVERFLOW_FREE_MAX)
-                                                        & (fabs(grads[i]) < INFINITY))
+        beyond = not (fabs(grads[i]) <= OVERFLOW_FREE_MAX)
+        found |= ((v[i] < 0.0) & (not v_nonnegative)) | (beyond & (refuse_non_finite | (fabs(grads[i]) < INFINITY)))
     return found == 0
+
+
+cdef inline Py_ssize_t first_non_finite(const double* x, Py_ssize_t n) noexcept nogil:
+    """The index of the first nan or infinite x[i], or -1 (one vector pass when there is none)."""
+    cdef Py_ssize_t i
+    if not all_finite(x, n):
+        for i in range(n):
+            if isnan(x[i]) or isinf(x[i]):
+                return i
+    return -1
 
 
 cdef void squares_ahead_step(double* params, double* grads, double* m, double* v,  # IN/OUT (n,)
@@ -615,17 +628,26 @@ cdef inline void settle_squares(const double* grads, const double* v, double* sq
 
 cdef Py_ssize_t adam_kernel(double* params, double* grads, double* m, double* v, double* squares,
                             Py_ssize_t n, const AdamScalars* s, bint shortcut, bint v_nonnegative,
-                            int* status) noexcept nogil:
+                            bint refuse_non_finite, int* status) noexcept nogil:
     """The step over all parameters, or nothing: the index of the first parameter whose
     update Python would raise on (status says why), else -1 after updating them all.
-    v_nonnegative: the caller knows that no v[i] is negative (it is not read to check)."""
+    v_nonnegative: the caller knows that no v[i] is negative (it is not read to check).
+    refuse_non_finite: the first nan or infinite gradient is refused (ADAM_NOT_FINITE)
+    before anything else is looked at: training's divergence check, read here from the
+    pass over the gradients the step makes anyway."""
     cdef Py_ssize_t i, start, libm_calls = 0
     cdef AdamElement unused
     if n == 0:
         return -1
-    if HAVE_AVX2_PASSES and shortcut and scalars_keep_signs(s) and nothing_can_raise(grads, v, n, v_nonnegative):
+    if HAVE_AVX2_PASSES and shortcut and scalars_keep_signs(s) and nothing_can_raise(grads, v, n, v_nonnegative,
+                                                                                    refuse_non_finite):
         squares_ahead_step(params, grads, m, v, n, s)
         return -1
+    if refuse_non_finite:
+        i = first_non_finite(grads, n)
+        if i >= 0:
+            status[0] = ADAM_NOT_FINITE
+            return i
     # Every g**2 first, into the scratch: no state is written yet.
     if (power_kernel(grads, n, True, shortcut, squares, &libm_calls, status) >= 0
             or any_negative(v, n) or not scalars_keep_signs(s)):
@@ -674,12 +696,12 @@ cdef int check_step_arrays(double[::1] params, double[::1] grads, double[::1] m,
 
 
 cdef int run_step(double* params, double* grads, double* m, double* v, double* squares, Py_ssize_t n,
-                  const AdamScalars* s, bint shortcut, bint v_nonnegative=False) except -1:
+                  const AdamScalars* s, bint shortcut, bint v_nonnegative=False, bint refuse_non_finite=False) except -1:
     """adam_kernel without the GIL, then Python's exception where the kernel refused."""
     cdef Py_ssize_t failed
     cdef int status = 0
     with nogil:
-        failed = adam_kernel(params, grads, m, v, squares, n, s, shortcut, v_nonnegative, &status)
+        failed = adam_kernel(params, grads, m, v, squares, n, s, shortcut, v_nonnegative, refuse_non_finite, &status)
     if failed < 0:
         return 0
     where = f"parameter {failed} (gradient {grads[failed]!r}, v {v[failed]!r})"
@@ -687,6 +709,8 @@ cdef int run_step(double* params, double* grads, double* m, double* v, double* s
         raise OverflowError(f"Adam: the square of the gradient of {where} overflows; nothing was updated")
     if status == ADAM_ZERO_DIVISION:
         raise ZeroDivisionError(f"Adam: division by zero at {where}; nothing was updated")
+    if status == ADAM_NOT_FINITE:
+        raise FloatingPointError(f"Adam: the gradient of parameter {failed} is {grads[failed]!r}; nothing was updated")
     if status == POW_COMPLEX:
         raise ValueError(f"Adam: negative v_hat at {where} (Python's ** 0.5 would give a complex "
                          "number); nothing was updated")
@@ -696,7 +720,7 @@ cdef int run_step(double* params, double* grads, double* m, double* v, double* s
 def adam_step(double[::1] params, double[::1] grads, double[::1] m, double[::1] v,
               double[::1] squares, *, double beta1, double beta2, double eps,
               double one_minus_beta1, double one_minus_beta2, double bias_correction1,
-              double bias_correction2, double lr_t, bint shortcut) -> None:
+              double bias_correction2, double lr_t, bint shortcut, bint refuse_non_finite=False) -> None:
     """microgpt's Adam step in place: params, m, v updated, grads zeroed; bit-identical to
     the per-parameter Python loop given the same scalars, computed in Python (AdamScalars).
     `squares` is scratch space of the same length (overwritten).
@@ -704,14 +728,17 @@ def adam_step(double[::1] params, double[::1] grads, double[::1] m, double[::1] 
     Raises where that loop would (OverflowError when a finite gradient's square overflows,
     ZeroDivisionError) and ValueError where it would make a complex number (negative
     v_hat), in every case before changing anything.  `shortcut` allows the proven
-    x*x / sqrt shortcut for pow (only where libm's pow has the documented bound)."""
+    x*x / sqrt shortcut for pow (only where libm's pow has the documented bound).
+    `refuse_non_finite`: FloatingPointError, changing nothing, where a gradient is nan or
+    infinite (microgpt's loop would write nan into the weights; training refuses it)."""
     cdef AdamScalars s = AdamScalars(
         beta1=beta1, beta2=beta2, eps=eps, one_minus_beta1=one_minus_beta1,
         one_minus_beta2=one_minus_beta2, bias_correction1=bias_correction1,
         bias_correction2=bias_correction2, lr_t=lr_t)
     check_step_arrays(params, grads, m, v, squares)
     if params.shape[0]:
-        run_step(&params[0], &grads[0], &m[0], &v[0], &squares[0], params.shape[0], &s, shortcut)
+        run_step(&params[0], &grads[0], &m[0], &v[0], &squares[0], params.shape[0], &s, shortcut, False,
+                 refuse_non_finite)
 
 
 # --- the schedule's scalars in C -------------------------------------------------------------
@@ -786,12 +813,16 @@ cdef class AdamState:
     moments_changed found none, and after every step that did not raise with
     bias_correction2 > 0 (a step refuses a negative v_hat, so each new v is >= 0 or nan),
     unless moments_changed was called while that step ran (the kernel runs without the GIL:
-    another thread may write the moments meanwhile; the next step then checks)."""
+    another thread may write the moments meanwhile; the next step then checks).
+
+    refuse_non_finite: a step refuses (FloatingPointError, changing nothing) a nan or
+    infinite gradient, as training must (VectorAdam asks for it): the step reads every
+    gradient anyway, so the check costs training no pass of its own."""
     cdef double[::1] m, v, squares
     cdef AdamScalars constants  # beta1, beta2, eps and 1 - beta; the step's three fields per step
     cdef object lr
     cdef double lr_value
-    cdef bint lr_is_float, shortcut
+    cdef bint lr_is_float, shortcut, refuse_non_finite
     cdef bint private_moments, v_nonnegative  # v_nonnegative: no v[i] < 0 (known only with private moments)
     cdef Py_ssize_t writes  # calls of moments_changed: a step that saw them change knows nothing of v
     cdef object schedule
@@ -799,7 +830,8 @@ cdef class AdamState:
     cdef Py_ssize_t size
 
     def __init__(self, double[::1] m not None, double[::1] v not None, lr, *, double beta1, double beta2,
-                 double eps, bint shortcut, schedule, Arena arena=None, bint private_moments=False):
+                 double eps, bint shortcut, schedule, Arena arena=None, bint private_moments=False,
+                 bint refuse_non_finite=False):
         self.size = m.shape[0]
         if v.shape[0] != self.size:
             raise ValueError(f"AdamState: m has {self.size} elements, v {v.shape[0]}")
@@ -816,6 +848,7 @@ cdef class AdamState:
         self.lr_value = lr if self.lr_is_float else 0.0
         self.shortcut, self.schedule, self.arena = shortcut, schedule, arena
         self.private_moments = private_moments
+        self.refuse_non_finite = refuse_non_finite
         self.moments_changed()
 
     def moments_changed(self) -> None:
@@ -851,7 +884,7 @@ cdef class AdamState:
             params, grads = self.arena.data[:self.size], self.arena.grad[:self.size]
             writes = self.writes
             run_step(&params[0], &grads[0], &self.m[0], &self.v[0], &self.squares[0], self.size, &s, self.shortcut,
-                     self.v_nonnegative)
+                     self.v_nonnegative, self.refuse_non_finite)
             self.stepped(&s, writes)
 
     def step_on(self, double[::1] params, double[::1] grads, step_index, num_steps) -> None:
@@ -863,7 +896,7 @@ cdef class AdamState:
         if self.size:
             writes = self.writes
             run_step(&params[0], &grads[0], &self.m[0], &self.v[0], &self.squares[0], self.size, &s, self.shortcut,
-                     self.v_nonnegative)
+                     self.v_nonnegative, self.refuse_non_finite)
             self.stepped(&s, writes)
 
 

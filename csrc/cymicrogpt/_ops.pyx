@@ -38,7 +38,7 @@ import numpy as np
 
 from cymicrogpt.config import RMSNORM_EPS
 
-from cymicrogpt._kernels cimport all_finite, dot_rows
+from cymicrogpt._kernels cimport dot_rows
 from cymicrogpt._arena cimport (Arena, MAX_INDEX, LEAF, UNARY, ADD, SUM, DOT, SUM_LIST, DOT_LIST, GROUP_FIELDS,
                                 add_node, add_edge, cells, find_linear_groups, group_fits, pause_gc, resized,
                                 resume_gc)
@@ -425,10 +425,6 @@ cdef class GraphOps:
 
     def node_grads(self):
         return self.arena.node_grads()
-
-    def weight_grads_are_finite(self):
-        """Is the gradient of every weight (the fixed nodes) finite?"""
-        return all_finite(&self.arena.grad[0], self.arena.n_fixed)
 
     @property
     def num_nodes(self):

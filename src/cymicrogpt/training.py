@@ -84,19 +84,19 @@ class Training:
             raise self._diverged(f"its loss cannot be computed ({exc})") from exc
         if not math.isfinite(loss):
             raise self._diverged(f"its loss is {loss!r}")
-        # A NaN or infinite gradient would turn weights into NaN in the Adam step even
-        # when the loss is finite.
-        if not self.engine.gradients_are_finite():
-            raise self._diverged(f"its loss is {loss!r} but some gradients are not finite")
         return loss
 
     def finish_step(self, loss_value: float) -> None:
         """Apply Adam with the gradients the step's backward left, and record the loss.
 
-        An update that overflows (Python's float ``**`` raises OverflowError for a
-        gradient above ~1.3e154) raises DivergenceError; the optimizers change nothing then."""
+        A NaN or infinite gradient (which would turn weights into NaN even when the loss is
+        finite: the optimizers refuse it, FloatingPointError, reading the gradients they read
+        anyway) and an update that overflows (Python's float ``**`` raises OverflowError for
+        a gradient above ~1.3e154) raise DivergenceError; the optimizers change nothing then."""
         try:
             self.optimizer.step(self.step, self.num_steps)  # self.step: this step's 0-based index
+        except FloatingPointError as exc:
+            raise self._diverged(f"its loss is {loss_value!r} but some gradients are not finite") from exc
         except OverflowError as exc:
             raise self._diverged(f"its Adam update overflows ({exc})") from exc
         self.losses.append(loss_value)

@@ -120,7 +120,8 @@ class VectorAdam:
         self.m, self.v = read_only(self._m), read_only(self._v)  # written by steps and set_moments only
         arena = weights if isinstance(weights, Arena) else None
         self._state = kernels.AdamState(self._m, self._v, lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps,
-                                        shortcut=shortcut, schedule=adam_scalars, arena=arena, private_moments=True)
+                                        shortcut=shortcut, schedule=adam_scalars, arena=arena, private_moments=True,
+                                        refuse_non_finite=True)  # the Optimizer interface's rule
         if arena is not None:
             self.step = self._state.step  # type: ignore[method-assign]
         else:
@@ -128,7 +129,8 @@ class VectorAdam:
 
     def step(self, step_index: int, num_steps: int) -> None:
         """One Adam step in place (grads zeroed); raises, changing nothing, where microgpt's
-        loop would raise (OverflowError when a gradient's square overflows)."""
+        loop would raise (OverflowError when a gradient's square overflows) and where a
+        gradient is nan or infinite (FloatingPointError)."""
         params, grads = self.arrays()
         self._state.step_on(params, grads, step_index, num_steps)
 

@@ -75,7 +75,6 @@ class GraphEngine:
         self.add, self.linear, self.relu, self.rmsnorm = ops.add, ops.linear, ops.relu, ops.rmsnorm
         self.attention, self.nll, self.mean = ops.attention, ops.nll, ops.mean
         self.begin_sequence, self.backward, self.probs = ops.begin_sequence, ops.backward, ops.probs
-        self.gradients_are_finite = ops.weight_grads_are_finite
         # (config, number of tokens) -> the step's program, or False: not replayable
         self.programs: dict[tuple[GPTConfig, int], Union[StepProgram, bool]] = {}
         self._traced = _TracedEngine(ops)

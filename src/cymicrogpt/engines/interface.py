@@ -43,6 +43,8 @@ class Optimizer(Protocol):
 
     def step(self, step_index: int, num_steps: int) -> None:
         """Apply one update with the gradients the last backward left, then zero them.
+        FloatingPointError, changing nothing, where a gradient is nan or infinite (training
+        stops there: microgpt's loop would write nan into the weights).
 
         `step_index` is the 0-based index of the step being finished, `num_steps` the run's
         length: they give the step's learning rate and bias corrections (schedule.py).
@@ -78,9 +80,6 @@ class Engine(Protocol):
 
     def zero_grad(self) -> None:
         """Set every weight's gradient to 0."""
-
-    def gradients_are_finite(self) -> bool:
-        """Is every weight's gradient finite?  (Training checks it before each Adam step.)"""
 
     # --- graph ops: microgpt's functions, one call per vector expression -----------------
     def add(self, a: Vector, b: Vector) -> Vector:

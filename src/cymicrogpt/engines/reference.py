@@ -138,9 +138,6 @@ class ReferenceEngine:
         for p in self.params:
             p.grad = 0
 
-    def gradients_are_finite(self) -> bool:
-        return all(math.isfinite(p.grad) for p in self.params)
-
     # --- graph ops (microgpt's functions) ---------------------------------------------
     def add(self, a, b):
         return [ai + bi for ai, bi in zip(a, b)]
@@ -220,7 +217,12 @@ class ReferenceAdam:
     def step(self, step_index: int, num_steps: int) -> None:
         """One update, all or nothing: microgpt's expressions, in its order, computed for
         every parameter first and committed after, so a step that raises (``g**2`` raises
-        OverflowError for |g| above ~1.3e154) changes no weight, moment or gradient."""
+        OverflowError for |g| above ~1.3e154) changes no weight, moment or gradient.
+        A nan or infinite gradient is refused first (FloatingPointError), as the Optimizer
+        interface asks: microgpt's loop would write nan into the weights."""
+        for i, p in enumerate(self.params):
+            if not math.isfinite(p.grad):
+                raise FloatingPointError(f"Adam: the gradient of parameter {i} is {p.grad!r}; nothing was updated")
         beta1, beta2, eps_adam = self.beta1, self.beta2, self.eps
         m, v = self.m, self.v
         # lr_t and the bias corrections: microgpt's expressions, once per step (schedule.py)
