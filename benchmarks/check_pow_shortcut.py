@@ -1,4 +1,4 @@
-"""Check the Adam kernel's pow shortcut against libm pow, then time the Adam step.
+"""Check the pow shortcuts (Adam's, the fused pass's) against libm pow, then time the Adam step.
 
 The compiled Adam step (csrc/cymicrogpt/_adam.pyx) replaces Python's g**2 and
 v_hat**0.5 by g*g and sqrt(v_hat) where it proves that libm pow returns exactly that
@@ -20,6 +20,16 @@ to libm pow.  glibc on x86_64 has two builds of pow (with FMA, and SSE2 without)
 by the CPU: GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX2,-FMA makes it take the SSE2 one (the
 kernel's own build choice does not depend on it).
 
+The fused training pass's shortcut (csrc/cymicrogpt/pow_shortcut.h: x ** -1.0, -2.0,
+-0.5, -1.5 for x > 0) gets the same check, through `power_array` of the build the pass
+runs (engines.fused.fused_module): per exponent, random doubles in its range and over the
+whole positive range (subnormal to DBL_MAX), the inputs the pass sees (softmax totals in
+[1, 64] for -1 and -2, rmsnorm's mean + eps in [1e-5, 1e6] for -0.5 and -1.5, log-uniform),
+and constructed ones: x whose exact result lies within 2^-12 ULP of a midpoint or of the
+margin t (either side; found among random x by an 80-bit long double estimate, then
+measured exactly with 60-digit decimals), x next to powers of two and to the range's ends,
+and the special values (0, inf, nan, negative, subnormal, 1.0), which must go to libm.
+
 Then it times one Adam step on the default model's 4,192 parameters with real gradients
 (step 100 of a names.txt run), as training calls it (optimizer.step, bound to the
 engine's arena): each build of the kernel (baseline, AVX2) with plain pow and with the
@@ -29,11 +39,13 @@ repeats; and counts the step's libm pow calls.
 Optionally (--in-run STEPS) it times optimizer.step where the training step calls it, in
 real runs of each compiled backend: median and percentiles over steps 2..STEPS.
 
-    python benchmarks/check_pow_shortcut.py [--millions 100] [--data PATH] [--repeats 3000] [--in-run 1000]
+    python benchmarks/check_pow_shortcut.py [--millions 100] [--powers all|adam|fused] [--data PATH]
+                                            [--repeats 3000] [--in-run 1000]
 """
 from __future__ import annotations
 
 import argparse
+import decimal
 import math
 import os
 import platform
@@ -49,6 +61,7 @@ import cymicrogpt as mg
 from cymicrogpt import _adam
 from cymicrogpt._adam import SHORTCUT_MARGIN, SHORTCUT_ROOT_RANGE
 from cymicrogpt.engines.adam import ADAM_KERNELS, POW_SHORTCUT_REASON, VectorAdam, adam_kernels
+from cymicrogpt.engines.fused import fused_module
 from cymicrogpt.schedule import adam_scalars
 from cymicrogpt.training import start_run
 
@@ -176,13 +189,14 @@ def constructed_inputs(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray
 
 # --- the exactness check -------------------------------------------------------------------
 class Tally:
-    def __init__(self) -> None:
+    def __init__(self, power_array: Callable[..., int] = ADAM_KERNELS.power_array) -> None:
+        self.power_array = power_array  # a build's power_array: Adam's, or the fused pass's
         self.inputs = self.mismatches = self.libm_calls = 0
 
     def check(self, bases: np.ndarray, exponent: float) -> None:
         fast, plain = np.empty_like(bases), np.empty_like(bases)
-        self.libm_calls += ADAM_KERNELS.power_array(bases, exponent, fast, shortcut=True)
-        ADAM_KERNELS.power_array(bases, exponent, plain, shortcut=False)
+        self.libm_calls += self.power_array(bases, exponent, fast, shortcut=True)
+        self.power_array(bases, exponent, plain, shortcut=False)
         self.mismatches += int(np.count_nonzero(fast.view(np.uint64) != plain.view(np.uint64)))
         self.inputs += bases.size
 
@@ -218,6 +232,103 @@ def check_exactness(millions: int, seed: int) -> bool:
         tally = Tally()
         tally.check(bases, exponent)
         print(tally.line(label))
+        total += tally.mismatches
+    return total == 0
+
+
+# --- the fused pass's powers --------------------------------------------------------------------
+FUSED_EXPONENTS = (-1.0, -2.0, -0.5, -1.5)
+
+
+def log_uniform(rng: np.random.Generator, size: int, low: float, high: float) -> np.ndarray:
+    return np.exp(rng.uniform(math.log(low), math.log(high), size))
+
+
+def exact_power(x: float, exponent: float) -> decimal.Decimal:
+    """x ** exponent to 60 digits (about 2^-199 relative: exact for telling ULPs apart)."""
+    with decimal.localcontext() as context:
+        context.prec = 60
+        d = decimal.Decimal(x)  # exact
+        return {-1.0: 1 / d, -2.0: 1 / (d * d), -0.5: 1 / d.sqrt(), -1.5: 1 / (d * d.sqrt())}[exponent]
+
+
+def ulps_from_nearest(x: float, exponent: float) -> float:
+    """(X - c) / ulp(c), X = x ** exponent exactly and c the double nearest to it."""
+    exact = exact_power(x, exponent)
+    nearest = float(exact)  # correctly rounded
+    with decimal.localcontext() as context:
+        context.prec = 60
+        return float((exact - decimal.Decimal(nearest)) / decimal.Decimal(math.ulp(nearest)))
+
+
+def estimated_ulps(x: np.ndarray, exponent: float) -> np.ndarray:
+    """ulps_from_nearest, estimated in long double (80-bit on x86: to about 2^-10 ULP)."""
+    wide = x.astype(np.longdouble)
+    power = {-1.0: 1 / wide, -2.0: 1 / (wide * wide), -0.5: 1 / np.sqrt(wide),
+             -1.5: 1 / (wide * np.sqrt(wide))}[exponent]
+    nearest = power.astype(np.float64)
+    return ((power - nearest) / np.spacing(nearest)).astype(np.float64)
+
+
+def fused_near(rng: np.random.Generator, exponent: float, target: float, count: int, draws: int,
+               width: float = 2.0**-12) -> list[float]:
+    """Up to `count` x in the shortcut's range whose exact x ** exponent lies within `width`
+    ULP of `target` ULPs from the nearest double (0.5: a midpoint; the margin t), either
+    side, among `draws` random x: a long double estimate picks the candidates, 60-digit
+    decimals keep those that truly are that close."""
+    low, high = fused_module().POW_SHORTCUT_RANGES[exponent]
+    x = log_uniform(rng, draws, low, high)
+    candidates = x[np.abs(np.abs(estimated_ulps(x, exponent)) - target) < 2.0**-8]
+    found = [float(v) for v in candidates if abs(abs(ulps_from_nearest(float(v), exponent)) - target) < width]
+    return found[:count]
+
+
+def fused_edges(exponent: float) -> list[float]:
+    """x next to powers of two (results next to powers of two), at and next to the range's
+    ends, and special values (0, inf, nan, negative, subnormal, 1.0: all to libm but 1.0)."""
+    low, high = fused_module().POW_SHORTCUT_RANGES[exponent]
+    edges = [math.ldexp(1.0 + k * 2.0**-52, e) for e in range(-130, 131, 2) for k in range(-4, 5)]
+    for bound in (low, high):
+        edges += [bound, math.nextafter(bound, 0.0), math.nextafter(bound, math.inf)]
+    edges += [0.0, -0.0, math.inf, -math.inf, math.nan, -1.0, -2.0, 5e-324, 2.0**-1030, 2.0**-1022,
+              1.0, math.nextafter(1.0, 0.0), math.nextafter(1.0, 2.0), sys.float_info.max]
+    return edges
+
+
+def fused_constructed(rng: np.random.Generator, exponent: float, count: int, draws: int) -> np.ndarray:
+    margin = fused_module().POW_SHORTCUT_MARGIN
+    near = [fused_near(rng, exponent, target, count, draws) for target in (0.5, margin)]
+    return np.array(near[0] + near[1] + fused_edges(exponent))
+
+
+def check_fused_exactness(millions: int, seed: int) -> bool:
+    rng = np.random.default_rng(seed)
+    module = fused_module()
+    per_kind = millions * 1_000_000 // (3 * len(FUSED_EXPONENTS))
+    print(f"\nThe fused pass's shortcut ({module.__name__}):")
+    print("| inputs | count | mismatches | sent to libm pow |\n|---|---:|---:|---:|")
+    total = 0
+    for exponent in FUSED_EXPONENTS:
+        low, high = module.POW_SHORTCUT_RANGES[exponent]
+        seen = (1.0, 64.0) if exponent in (-1.0, -2.0) else (1e-5, 1e6)
+        fields = (1023 + math.frexp(low)[1] - 1, 1023 + math.frexp(high)[1] - 2)  # biased exponents in range
+        kinds = {
+            f"x ** {exponent}, random doubles {low:g}..{high:g} (the shortcut's range)":
+                lambda n, fields=fields: np.abs(random_doubles(rng, n, *fields)),
+            f"x ** {exponent}, random doubles 2^-1074..DBL_MAX": lambda n: np.abs(random_doubles(rng, n, 0, 2046)),
+            f"x ** {exponent}, the pass's inputs, log-uniform in [{seen[0]:g}, {seen[1]:g}]":
+                lambda n, seen=seen: log_uniform(rng, n, *seen),
+        }
+        for label, make in kinds.items():
+            tally = Tally(module.power_array)
+            for start in range(0, per_kind, CHUNK):
+                tally.check(make(min(CHUNK, per_kind - start)), exponent)
+            print(tally.line(label), flush=True)
+            total += tally.mismatches
+        tally = Tally(module.power_array)
+        tally.check(fused_constructed(rng, exponent, 2000, 4_000_000), exponent)
+        print(tally.line(f"x ** {exponent}, constructed (near midpoint/margin, 2^k, range ends, specials)"),
+              flush=True)
         total += tally.mismatches
     return total == 0
 
@@ -310,13 +421,16 @@ def machine() -> str:
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     return (f"{platform.machine()} {cpu}, {os.cpu_count()} cores, load average {load}; "
             f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
-            f"NumPy {np.__version__}; {POW_SHORTCUT_REASON}; kernel {ADAM_KERNELS.__name__}; "
+            f"NumPy {np.__version__}; {POW_SHORTCUT_REASON}; "
+            f"kernels {ADAM_KERNELS.__name__}, {fused_module().__name__}; "
             f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--millions", type=int, default=100, help="random inputs, in millions (0: skip the check)")
+    parser.add_argument("--powers", choices=("all", "adam", "fused"), default="all",
+                        help="whose shortcut to check: the Adam kernel's, the fused pass's, or both")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="names.txt, for real gradients")
     parser.add_argument("--repeats", type=int, default=3000, help="timed Adam steps per implementation (0: skip)")
@@ -328,7 +442,11 @@ def main() -> int:
     exact = True
     if args.millions:
         begin = time.perf_counter()
-        exact = check_exactness(args.millions, args.seed)
+        exact = True
+        if args.powers in ("all", "adam"):
+            exact = check_exactness(args.millions, args.seed)
+        if args.powers in ("all", "fused"):
+            exact = check_fused_exactness(args.millions, args.seed) and exact
         print(f"shortcut == libm pow on every input: {exact} ({time.perf_counter() - begin:.0f} s)")
     if (args.repeats or args.in_run) and not args.data.is_file():
         print(f"no names.txt at {args.data}: pass --data PATH to time the Adam step", file=sys.stderr)

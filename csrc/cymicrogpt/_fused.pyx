@@ -7,8 +7,10 @@ does every floating-point operation microgpt's graph does, in microgpt's order:
 
 * Forward: each `sum(...)` accumulated left to right from 0.0; rmsnorm's mean as
   `sum * len(x)**-1`, the attention scale as `* (head_dim**0.5)**-1`, `/ total` as
-  `* total**-1`; every `**` through libm pow, as Python's float `**` is (no sqrt, no x*x).
-  The build adds -ffp-contract=off: no FMA.
+  `* total**-1`; every `**` through libm pow, as Python's float `**` is (no sqrt, no x*x),
+  or, where the caller allows it (`pow_shortcut`), through pow_shortcut.h, which computes
+  x ** -1, -2, -0.5 and -1.5 without pow where it proves the result is pow's, bit for bit.
+  The build adds -ffp-contract=off: no FMA but the shortcut's explicit, proven-exact ones.
 * Backward: microgpt's Value.backward visits the nodes in reverse depth-first post-order
   from the loss, and each node's gradient is the sum, from 0, of `local_grad * parent.grad`
   over its parents in that order.  Each node's gradient here is that very sum, in that
@@ -52,6 +54,7 @@ destination in registers (each element a lane, adding the rows in the order give
       score gradients and weights, the last first.
 """
 from libc.math cimport exp, log, pow
+from libc.stdint cimport uint64_t
 from libc.string cimport memset
 
 import numpy as np
@@ -83,6 +86,28 @@ cdef extern from * nogil:
                                                       const double* m, Py_ssize_t mstep, Py_ssize_t stride,
                                                       const double* c, Py_ssize_t cstep_p, Py_ssize_t cstep,
                                                       Py_ssize_t count, bint from_zero) noexcept
+
+
+cdef extern from "pow_shortcut.h" nogil:
+    # x ** -1.0, -2.0, -0.5, -1.5 (which: MINUS_ONE ...) as libm pow gives them: proven
+    # without pow where `shortcut` and the header's argument settles it, else libm pow
+    enum:
+        MINUS_ONE "CYMG_MINUS_ONE"
+        MINUS_TWO "CYMG_MINUS_TWO"
+        MINUS_HALF "CYMG_MINUS_HALF"
+        MINUS_THREE_HALVES "CYMG_MINUS_THREE_HALVES"
+    const double MINUS_ONE_MIN "CYMG_MINUS_ONE_MIN"
+    const double MINUS_ONE_MAX "CYMG_MINUS_ONE_MAX"
+    const double MINUS_TWO_MIN "CYMG_MINUS_TWO_MIN"
+    const double MINUS_TWO_MAX "CYMG_MINUS_TWO_MAX"
+    const double MINUS_HALF_MIN "CYMG_MINUS_HALF_MIN"
+    const double MINUS_HALF_MAX "CYMG_MINUS_HALF_MAX"
+    const double MINUS_THREE_HALVES_MIN "CYMG_MINUS_THREE_HALVES_MIN"
+    const double MINUS_THREE_HALVES_MAX "CYMG_MINUS_THREE_HALVES_MAX"
+    const double MARGIN "CYMG_MARGIN"
+    const double TAIL_ALLOWANCE "CYMG_TAIL_ALLOWANCE"
+    double power "cymg_power"(double x, int which, bint shortcut) noexcept
+    bint proven_power "cymg_proven_power"(double x, int which, double* out) noexcept
 
 
 # Slots of the weight matrices.  Anonymous enums: their members are plain ints, which
@@ -160,13 +185,14 @@ cdef inline void rmsnorm(const double* x,  # IN (n,)
                          double* y,  # OUT (n,): x * scale
                          double* shifted,  # OUT: mean(x**2) + eps
                          double* scale,  # OUT: shifted ** -0.5
-                         Py_ssize_t n, double inv_n, double eps) noexcept nogil:
+                         Py_ssize_t n, double inv_n, double eps,
+                         bint shortcut) noexcept nogil:  # IN: may pow_shortcut.h replace libm pow
     cdef Py_ssize_t i
     cdef double ss = 0.0
     for i in range(n):
         ss = ss + x[i] * x[i]
     shifted[0] = ss * inv_n + eps  # sum / len(x) is sum * len(x)**-1
-    scale[0] = pow(shifted[0], -0.5)
+    scale[0] = power(shifted[0], MINUS_HALF, shortcut)
     for i in range(n):
         y[i] = x[i] * scale[0]
 
@@ -175,13 +201,13 @@ cdef inline void rmsnorm_backward(const double* x,  # IN (n,): the input
                                   double shifted, double scale,  # IN: from the forward
                                   const double* dy,  # IN (n,): the output's gradient
                                   double* dx,  # IN/OUT (n,): its earlier contributions; adds the rest
-                                  Py_ssize_t n, double inv_n) noexcept nogil:
+                                  Py_ssize_t n, double inv_n, bint shortcut) noexcept nogil:
     cdef Py_ssize_t i
     cdef double dscale = 0.0, dsum
     for i in range(n - 1, -1, -1):  # the outputs x_i * scale, last first
         dscale = dscale + x[i] * dy[i]
     # ** -0.5 (local grad -0.5 * shifted**-1.5), + eps (1), * len(x)**-1: the sum's gradient
-    dsum = inv_n * ((-0.5 * pow(shifted, -1.5)) * dscale)
+    dsum = inv_n * ((-0.5 * power(shifted, MINUS_THREE_HALVES, shortcut)) * dscale)
     for i in range(n):
         dx[i] = dx[i] + scale * dy[i]
         dx[i] = dx[i] + x[i] * dsum  # x_i * x_i: x_i is both children
@@ -191,7 +217,7 @@ cdef inline void rmsnorm_backward(const double* x,  # IN (n,): the input
 cdef inline double softmax_forward(const double* logits,  # IN (count,)
                                    double* e,  # OUT (count,): exp(logit - max)
                                    double* total,  # OUT: sum(e) from 0
-                                   Py_ssize_t count) noexcept nogil:
+                                   Py_ssize_t count, bint shortcut) noexcept nogil:
     """Returns total**-1.  Python's max() keeps the first of equal (or NaN) values."""
     cdef Py_ssize_t i
     cdef double max_val = logits[0], acc = 0.0
@@ -202,7 +228,7 @@ cdef inline double softmax_forward(const double* logits,  # IN (count,)
         e[i] = exp(logits[i] + (-max_val))
         acc = acc + e[i]
     total[0] = acc
-    return pow(acc, -1.0)
+    return power(acc, MINUS_ONE, shortcut)
 
 
 cdef int check_inside(const Py_ssize_t[::1] starts, tuple sizes, Py_ssize_t n_weights) except -1:
@@ -221,13 +247,16 @@ cdef class FusedGPT:
 
     offsets: where wte, wpe, lm_head start among the weights (slots WTE, WPE, LM_HEAD);
     layer_offsets: (n_layer, 6), where each block's matrices start (slots WQ ... FC2);
-    hidden: the MLP's width F; rmsnorm_eps: config.RMSNORM_EPS.
+    hidden: the MLP's width F; rmsnorm_eps: config.RMSNORM_EPS; pow_shortcut: may
+    pow_shortcut.h settle x ** -1, -2, -0.5, -1.5 without libm pow (only where libm's pow
+    is glibc's >= 2.28: cymicrogpt.engines.adam.POW_SHORTCUT decides; the same bits).
     """
     cdef Arena arena  # weights: arena.data[0:n_weights], their gradients: arena.grad[0:n_weights]
     cdef readonly Py_ssize_t n_layer, n_embd, n_head, head_dim, vocab, block, hidden, n_weights
     cdef readonly Py_ssize_t capacity  # positions the buffers hold
     cdef Py_ssize_t lanes  # capacity rounded up to a multiple of LANES
     cdef readonly double rmsnorm_eps
+    cdef readonly bint pow_shortcut  # may pow_shortcut.h replace libm pow (the same bits where it may)
     cdef double inv_embd, att_scale  # len(x)**-1 in rmsnorm; (head_dim**0.5)**-1
     cdef Py_ssize_t[::1] off  # (N_MODEL_MATRICES,): off[WTE] ... off[LM_HEAD]
     cdef Py_ssize_t[:, ::1] layer_off  # (L, N_LAYER_MATRICES): layer_off[l, WQ] ... layer_off[l, FC2]
@@ -255,7 +284,7 @@ cdef class FusedGPT:
     cdef Py_ssize_t[::1] tokens  # (block + 1,): the pass's document, copied from the caller's sequence
 
     def __init__(self, Arena arena, int n_weights, int n_layer, int n_embd, int n_head, int vocab, int block,
-                 int hidden, offsets, layer_offsets, double rmsnorm_eps):
+                 int hidden, offsets, layer_offsets, double rmsnorm_eps, *, bint pow_shortcut=False):
         if min(n_layer, n_embd, n_head, vocab, block, hidden) <= 0:  # before `%`: cdivision has no zero check
             raise ValueError("n_layer, n_embd, n_head, vocab, block and hidden must be positive")
         if n_embd % n_head:
@@ -267,6 +296,7 @@ cdef class FusedGPT:
         self.n_layer, self.n_embd, self.n_head = n_layer, n_embd, n_head
         self.head_dim, self.vocab, self.block, self.hidden = n_embd // n_head, vocab, block, hidden
         self.rmsnorm_eps = rmsnorm_eps
+        self.pow_shortcut = pow_shortcut
         # Python's int ** negative int and int ** float are float pow, as here
         self.inv_embd = pow(<double>n_embd, -1.0)
         self.att_scale = pow(pow(<double>self.head_dim, 0.5), -1.0)
@@ -372,12 +402,12 @@ cdef class FusedGPT:
             x = &self.emb[t * E]
             for j in range(E):  # (E,) token + position embedding
                 x[j] = w[self.off[WTE] + tokens[t] * E + j] + w[self.off[WPE] + t * E + j]
-            rmsnorm(x, &self.x_in[t * E], &self.d0[t], &self.s0[t], E, self.inv_embd, eps)
+            rmsnorm(x, &self.x_in[t * E], &self.d0[t], &self.s0[t], E, self.inv_embd, eps, self.pow_shortcut)
             for l in range(L):
                 lt = l * T + t
                 x = &self.x_in[lt * E]
                 # attention block: rmsnorm, q k v, causal softmax over positions <= t
-                rmsnorm(x, &self.xn1[lt * E], &self.d1[lt], &self.s1[lt], E, self.inv_embd, eps)
+                rmsnorm(x, &self.xn1[lt * E], &self.d1[lt], &self.s1[lt], E, self.inv_embd, eps, self.pow_shortcut)
                 matvec(wt + self.layer_off[l, WQ], &self.xn1[lt * E], &self.q[lt * E], E, E)
                 matvec(wt + self.layer_off[l, WK], &self.xn1[lt * E], &self.k[lt * E], E, E)
                 matvec(wt + self.layer_off[l, WV], &self.xn1[lt * E], &self.v[lt * E], E, E)
@@ -394,7 +424,7 @@ cdef class FusedGPT:
                     scores = &self.scratch[h * Tl]  # * (head_dim**0.5)**-1
                     for u in range(t + 1):
                         scores[u] = scores[u] * self.att_scale
-                    inv = softmax_forward(scores, ev, &self.att_total[a], t + 1)
+                    inv = softmax_forward(scores, ev, &self.att_total[a], t + 1, self.pow_shortcut)
                     self.att_inv[a] = inv
                     for u in range(t + 1):
                         aw[u] = ev[u] * inv
@@ -406,7 +436,7 @@ cdef class FusedGPT:
                 for j in range(E):
                     out[j] = out[j] + x[j]
                 # MLP block
-                rmsnorm(out, &self.xn2[lt * E], &self.d2[lt], &self.s2[lt], E, self.inv_embd, eps)
+                rmsnorm(out, &self.xn2[lt * E], &self.d2[lt], &self.s2[lt], E, self.inv_embd, eps, self.pow_shortcut)
                 x = &self.h1[lt * F]
                 matvec(wt + self.layer_off[l, FC1], &self.xn2[lt * E], x, F, E)
                 for j in range(F):  # max(0, x): NaN gives 0 too
@@ -417,7 +447,7 @@ cdef class FusedGPT:
                     xo[j] = xo[j] + out[j]
             # lm_head, softmax, -log p[target]
             matvec(wt + self.off[LM_HEAD], &self.x_in[(L * T + t) * E], logits, V, E)
-            inv = softmax_forward(logits, &self.lm_e[t * V], &self.lm_total[t], V)
+            inv = softmax_forward(logits, &self.lm_e[t * V], &self.lm_total[t], V, self.pow_shortcut)
             self.lm_inv[t] = inv
             self.lm_p[t] = self.lm_e[t * V + tokens[t + 1]] * inv
             if self.lm_p[t] == 0.0:
@@ -455,7 +485,7 @@ cdef class FusedGPT:
             dlogit = &self.glogit[t * V]
             dp = (1.0 / self.lm_p[t]) * (-1.0 * dloss)
             dinv = ev[tgt] * dp
-            dtotal = (-1.0 * pow(self.lm_total[t], -2.0)) * dinv
+            dtotal = (-1.0 * power(self.lm_total[t], MINUS_TWO, self.pow_shortcut)) * dinv
             for i in range(V):  # logit_i's gradient: exp's local grad (e_i) times e_i's
                 dlogit[i] = ev[i] * dtotal
             dlogit[tgt] = ev[tgt] * (self.lm_inv[t] * dp + dtotal)
@@ -475,7 +505,8 @@ cdef class FusedGPT:
                 dmid = &self.gmid[lt * E]
                 for j in range(E):  # the residual's contribution first
                     dmid[j] = dy[j]
-                rmsnorm_backward(&self.x_mid[lt * E], self.d2[lt], self.s2[lt], dxn, dmid, E, self.inv_embd)
+                rmsnorm_backward(&self.x_mid[lt * E], self.d2[lt], self.s2[lt], dxn, dmid, E, self.inv_embd,
+                                 self.pow_shortcut)
                 # attention block: x_mid = wo heads + x_in
                 dheads = &self.gheads[lt * E]
                 linear_backward(w + self.layer_off[l, WO], dmid, dheads, E, E)
@@ -488,7 +519,7 @@ cdef class FusedGPT:
                     ev = &self.att_e[a * T]
                     dscore = &self.att_ds[a * T]
                     da = &self.scratch[h * Tl]
-                    local = -1.0 * pow(self.att_total[a], -2.0)
+                    local = -1.0 * power(self.att_total[a], MINUS_TWO, self.pow_shortcut)
                     dtotal = 0.0
                     for u in range(t, -1, -1):  # one total**-1 node per weight, the last first
                         dtotal = dtotal + local * (ev[u] * da[u])
@@ -510,10 +541,11 @@ cdef class FusedGPT:
                 dx = &self.gx[lt * E]
                 for j in range(E):  # the residual's contribution first
                     dx[j] = dmid[j]
-                rmsnorm_backward(&self.x_in[lt * E], self.d1[lt], self.s1[lt], dxn, dx, E, self.inv_embd)
+                rmsnorm_backward(&self.x_in[lt * E], self.d1[lt], self.s1[lt], dxn, dx, E, self.inv_embd,
+                                 self.pow_shortcut)
             # the first rmsnorm (no residual around it), then the embeddings
             memset(dxn, 0, E * sizeof(double))
-            rmsnorm_backward(&self.emb[t * E], self.d0[t], self.s0[t], dx, dxn, E, self.inv_embd)
+            rmsnorm_backward(&self.emb[t * E], self.d0[t], self.s0[t], dx, dxn, E, self.inv_embd, self.pow_shortcut)
             axpy(g + self.off[WTE] + tokens[t] * E, dxn, 1.0, E)  # 1 * the sum's gradient
             axpy(g + self.off[WPE] + t * E, dxn, 1.0, E)
         self.weights_backward(n)
@@ -555,3 +587,34 @@ cdef class FusedGPT:
                             E, F, n)
         weight_backward(g + self.off[LM_HEAD], &self.x_in[L * T * E], E, &self.glogit[0], self.vocab,
                         self.vocab, E, n)
+
+
+# --- the pow shortcut, exposed for its checks (tests/test_pow_shortcut.py, benchmarks/check_pow_shortcut.py) ---
+POW_SHORTCUT_MARGIN = MARGIN  # t, in ULPs (pow_shortcut.h, argument 1)
+POW_SHORTCUT_TAIL_ALLOWANCE = TAIL_ALLOWANCE  # fl(t 2^-52)
+# exponent: (which, the x range where the shortcut may settle x ** exponent)
+cdef dict POWERS = {-1.0: (MINUS_ONE, (MINUS_ONE_MIN, MINUS_ONE_MAX)),
+                    -2.0: (MINUS_TWO, (MINUS_TWO_MIN, MINUS_TWO_MAX)),
+                    -0.5: (MINUS_HALF, (MINUS_HALF_MIN, MINUS_HALF_MAX)),
+                    -1.5: (MINUS_THREE_HALVES, (MINUS_THREE_HALVES_MIN, MINUS_THREE_HALVES_MAX))}
+POW_SHORTCUT_RANGES = {exponent: bounds for exponent, (_, bounds) in POWERS.items()}
+
+
+def power_array(const double[::1] base, double exponent, double[::1] out, *, bint shortcut) -> int:
+    """out[i] = libm pow(base[i], exponent) for the fused pass's four exponents (-1.0, -2.0,
+    -0.5, -1.5), as the pass computes it: where `shortcut`, pow_shortcut.h's proof
+    (cymg_proven_power) settles what it can, libm pow the rest; returns how many elements
+    called libm pow.  (Elementwise: out may be base.)"""
+    if exponent not in POWERS:
+        raise ValueError(f"power_array: exponent must be one of {sorted(POWERS)}, got {exponent!r}")
+    if base.shape[0] != out.shape[0]:
+        raise ValueError(f"power_array: base has {base.shape[0]} elements, out has {out.shape[0]}")
+    cdef int which = POWERS[exponent][0]
+    cdef Py_ssize_t i, libm_calls = 0
+    with nogil:
+        for i in range(base.shape[0]):
+            if shortcut and proven_power(base[i], which, &out[i]):
+                continue
+            out[i] = pow(base[i], exponent)
+            libm_calls += 1
+    return libm_calls

@@ -25,6 +25,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "pow_shortcut.h"  /* CYMG_MARGIN, CYMG_SPLITTER, CYMG_EXPONENT_BITS: shared with the fused pass */
+
 /* |x| range where x*x is proven (2): its square lies in [2^-64, 2^64], where the margin holds. */
 #define CYMG_SQUARE_MIN 0x1p-32
 #define CYMG_SQUARE_MAX 0x1p32
@@ -33,12 +35,9 @@
 #define CYMG_ROOT_MAX 0x1p128
 /* No finite |g| at most this has a square that overflows (2^1022 < DBL_MAX). */
 #define CYMG_OVERFLOW_FREE_MAX 0x1p511
-#define CYMG_SPLITTER 134217729.0  /* 2^27 + 1: Veltkamp's split into 26 + 27 bits */
-#define CYMG_EXPONENT_BITS 0x7FF0000000000000ULL
 /* The margin t, in ULPs, for results in [2^-64, 2^64) (1): a square's residual may be
    t * 2^e * 2^-52 for a result in [2^e, 2^(e+1)), a root's residual twice that times s
    (3).  Both products by a power of two are exact. */
-#define CYMG_MARGIN 0.4868
 #define CYMG_SQUARE_ALLOWANCE (CYMG_MARGIN * 0x1p-52)
 #define CYMG_ROOT_ALLOWANCE (CYMG_MARGIN * 0x1p-51)
 

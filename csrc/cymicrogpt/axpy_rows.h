@@ -14,7 +14,7 @@
      the last first, into its input's gradient): axpy_rows from y's contents, through a
      pointer to its SSE2 or its AVX2 copy (a target attribute), picked at run time;
    - _fused.pyx (the fused training pass; setup.py compiles it twice on x86-64, SSE2 and
-     -mavx2, and engines/fused.py picks one): all three forms, in this build's widest
+     -mavx2 -mfma, and engines/fused.py picks one): all three forms, in this build's widest
      vectors, inlined (always_inline): the pass calls them hundreds of times per document on
      short rows (a head of 4, a row of 16), where a call through a pointer cost as much as
      the work.

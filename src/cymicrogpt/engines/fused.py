@@ -6,26 +6,32 @@ nodes), so everything but the training pass is the graph engine's: sampling (val
 graphs), the optimizer, gradients, checkpoints.  Both passes give the same bits; the
 fused one builds no graph and searches no order, which makes it several times faster.
 
-On x86-64 the loops are built twice (setup.py), SSE2 and AVX2, the same bits; the AVX2
-build runs where the graph engine's kernels run theirs (the CPU has AVX2 and
-CYMICROGPT_NO_AVX2 is unset; `_kernels.use_avx2` switches both for new loops).
+On x86-64 the loops are built twice (setup.py), SSE2 and AVX2 with FMA, the same bits;
+the AVX2 build runs where the graph engine's kernels run theirs (the CPU has AVX2 and
+CYMICROGPT_NO_AVX2 is unset; `_kernels.use_avx2` switches both for new loops) and the CPU
+has FMA as well.
+
+The pass's x ** -1, -2, -0.5 and -1.5 skip libm pow where csrc/cymicrogpt/pow_shortcut.h
+proves pow's result, under the Adam kernel's rule (engines.adam.POW_SHORTCUT: glibc >= 2.28
+on x86_64 or aarch64; CYMICROGPT_PLAIN_POW=1 turns it off): the same bits either way.
 """
 from __future__ import annotations
 
 from types import ModuleType
 from typing import Optional, Sequence
 
-from .. import _fused, _kernels
+from .. import _adam, _fused, _kernels
 from .._fused import FusedGPT
 from ..config import LAYER_MATRIX_NAMES, RMSNORM_EPS, GPTConfig
 from ..params import MatrixSlot, layer_name
+from .adam import POW_SHORTCUT
 from .compiled import GraphEngine
 
 
 def fused_module() -> ModuleType:
-    """The compiled loops to run: their AVX2 build where the kernels run theirs, else the
-    baseline build."""
-    if _kernels.uses_avx2():
+    """The compiled loops to run: their AVX2 build (which has FMA too) where the kernels run
+    theirs and the CPU has FMA, else the baseline build."""
+    if _kernels.uses_avx2() and _adam.cpu_has_avx2_fma():
         try:
             from .. import _fused_avx2
         except ImportError:  # not built: not x86-64, or a debug build
@@ -56,4 +62,4 @@ class FusedEngine(GraphEngine):
         hidden = slots[layer_name(0, "mlp_fc1")].rows  # the MLP's width
         return fused_module().FusedGPT(self.ops.arena, self.num_params, config.n_layer, config.n_embd,
                                        config.n_head, slots["wte"].rows, config.block_size, hidden, offsets,
-                                       layer_offsets, RMSNORM_EPS)
+                                       layer_offsets, RMSNORM_EPS, pow_shortcut=POW_SHORTCUT)
