@@ -856,10 +856,15 @@ cdef class AdamState:
         self.writes += 1
         self.v_nonnegative = self.private_moments and not (self.size and any_negative(&self.v[0], self.size))
 
-    cdef inline void stepped(self, const AdamScalars* s, Py_ssize_t writes_before) noexcept:
-        """A step changed m and v without raising: each new v_hat is >= 0 or nan, unless
-        moments were written while it ran (then what moments_changed found may be stale)."""
+    cdef int step_weights(self, double* params, double* grads, const AdamScalars* s) except -1:
+        """One step of the state's moments on these weights and gradients (self.size of each,
+        alive until it returns).  A step that did not raise leaves each new v_hat >= 0 or nan,
+        unless moments were written while it ran (then what moments_changed found may be stale)."""
+        cdef Py_ssize_t writes_before = self.writes
+        run_step(params, grads, &self.m[0], &self.v[0], &self.squares[0], self.size, s, self.shortcut,
+                 self.v_nonnegative, self.refuse_non_finite)
         self.v_nonnegative = self.private_moments and s.bias_correction2 > 0.0 and self.writes == writes_before
+        return 0
 
     def scalars(self, step_index, num_steps) -> tuple:
         """(lr_t, bias_correction1, bias_correction2) as the step uses them."""
@@ -876,28 +881,20 @@ cdef class AdamState:
         """One step on the arena's weights (see adam_step for what it raises)."""
         cdef AdamScalars s = self.constants
         cdef double[::1] params, grads  # held: the memory lives while the kernel runs
-        cdef Py_ssize_t writes
         if self.arena is None:
             raise TypeError("AdamState.step: bound to no arena (use step_on)")
         self.fill_scalars(step_index, num_steps, &s)
         if self.size:
             params, grads = self.arena.data[:self.size], self.arena.grad[:self.size]
-            writes = self.writes
-            run_step(&params[0], &grads[0], &self.m[0], &self.v[0], &self.squares[0], self.size, &s, self.shortcut,
-                     self.v_nonnegative, self.refuse_non_finite)
-            self.stepped(&s, writes)
+            self.step_weights(&params[0], &grads[0], &s)
 
     def step_on(self, double[::1] params, double[::1] grads, step_index, num_steps) -> None:
         """One step on these weights and gradients (as step)."""
         cdef AdamScalars s = self.constants
-        cdef Py_ssize_t writes
         check_step_arrays(params, grads, self.m, self.v, self.squares)
         self.fill_scalars(step_index, num_steps, &s)
         if self.size:
-            writes = self.writes
-            run_step(&params[0], &grads[0], &self.m[0], &self.v[0], &self.squares[0], self.size, &s, self.shortcut,
-                     self.v_nonnegative, self.refuse_non_finite)
-            self.stepped(&s, writes)
+            self.step_weights(&params[0], &grads[0], &s)
 
 
 def cpu_has_avx2_fma() -> bool:
