@@ -45,6 +45,7 @@ from .._arena import Arena
 from ..checks import check_moment_lengths
 from ..config import ADAM_BETA1, ADAM_BETA2, ADAM_EPS
 from ..schedule import adam_scalars
+from .builds import pick_build
 
 FIRST_DOCUMENTED_GLIBC = (2, 28)  # glibc's pow from ARM's optimized-routines, with its error analysis
 GENERIC_POW_MACHINES = ("x86_64", "amd64", "aarch64", "arm64")  # use glibc's dbl-64 e_pow.c
@@ -80,13 +81,7 @@ POW_SHORTCUT, POW_SHORTCUT_REASON = pow_shortcut_allowed(
 def adam_kernels(no_avx2: str = os.environ.get("CYMICROGPT_NO_AVX2", "")) -> ModuleType:
     """The compiled Adam module to run: its AVX2 build where there is one and the CPU runs
     it (AVX2 and FMA; same source, same bits, several times as fast), else the baseline build."""
-    if no_avx2 != "1" and _adam.cpu_has_avx2_fma():
-        try:
-            from .. import _adam_avx2
-        except ImportError:  # not built: not x86-64, or a debug build
-            return _adam
-        return _adam_avx2
-    return _adam
+    return pick_build(_adam, no_avx2 != "1" and _adam.cpu_has_avx2_fma())
 
 
 ADAM_KERNELS = adam_kernels()

@@ -25,19 +25,14 @@ from .._fused import FusedGPT
 from ..config import LAYER_MATRIX_NAMES, RMSNORM_EPS, GPTConfig
 from ..params import MatrixSlot, layer_name
 from .adam import POW_SHORTCUT
+from .builds import pick_build
 from .compiled import GraphEngine
 
 
 def fused_module() -> ModuleType:
     """The compiled loops to run: their AVX2 build (which has FMA too) where the kernels run
     theirs and the CPU has FMA, else the baseline build."""
-    if _kernels.uses_avx2() and _adam.cpu_has_avx2_fma():
-        try:
-            from .. import _fused_avx2
-        except ImportError:  # not built: not x86-64, or a debug build
-            return _fused
-        return _fused_avx2
-    return _fused
+    return pick_build(_fused, _kernels.uses_avx2() and _adam.cpu_has_avx2_fma())
 
 
 class FusedEngine(GraphEngine):
