@@ -50,7 +50,8 @@
    2^-1000 X, folded into eta.  sqrt and / are correctly rounded (IEEE 754).
    R. x ** -1 (2^-63 <= x <= 2^63).  q = fl(1/x) = (1/x)(1 + delta0).  r = 1 - q x is a
       double: with x = M 2^a, q = N 2^b (M, N 53-bit integers), 1 and q x are multiples of
-      g = 2^(a+b) <= 1, and |r| = x |1/x - q| <= x 2^(b-1) = M g / 2 < 2^52 g.  The FMA
+      g = 2^(a+b) <= 1 (q x <= 2 and M N >= 2^104), and |r| = x |1/x - q| <= x 2^(b-1) =
+      M g / 2 < 2^52 g.  The FMA
       fl(1 - q x) is r; so is Dekker's (1 - P) - (q x - P), P = fl(q x): 1 - P is exact by
       Sterbenz (P in [1/2, 2]), q x - P exact (Dekker), and the last difference is r
       rounded once (cymg_one_minus_product rounds 1 - a b once, either way).  X = q / (1 - r),
@@ -69,7 +70,7 @@
       by 5.02 eps^2), rho' = fl(a - fl(pi x)) errs from rho by at most
       5.02 eps^2 + 1.01 eps^2 + 4.02 eps^2 <= 10.1 eps^2.  X = p (1 - rho)^-1/2 =
       p (1 + rho/2 + R2), |R2| <= 3/8 rho^2 (1 - |rho|)^-5/2 <= 6.2 eps^2; H = p,
-      L = 0.5 fl(p rho') (halving exact): |H + L - X| <= p (5.05 + 2.01 + 6.2) eps^2
+      L = 0.5 fl(p rho') (halving exact): |H + L - X| <= p (5.05 + 2.02 + 6.2) eps^2
       <= 13.5 eps^2 X (X >= 0.99 p).  |L| <= 2.02 eps p.
    T. x ** -1.5 (2^-42 <= x <= 2^42) = x^-1/2 x^-1: (p, L3) from H and (q, L1) from R,
       |p + L3 - x^-1/2| <= 13.5 eps^2 x^-1/2, |q + L1 - 1/x| <= 2.02 eps^2 / x, |L3| <= 2.02 eps p,
@@ -78,7 +79,7 @@
       the roundings of p L1, L3 q, their sum and the last sum err by at most
       (1.01 + 2.02 + 3.04 + 4.05) eps^2 p q, L3 L1 (left out) is below 2.04 eps^2 p q, and
       the factors' own errors add 15.6 eps^2: |H + L - X| <= 28 eps^2 X.
-   Every eta is below 28 eps^2 < 2^-101.  Outside the ranges, for nan, inf, zero, negative
+   Every eta is below 28 eps^2 < 2^-101, and every |L| below 5 eps |H|.  Outside the ranges, for nan, inf, zero, negative
    and subnormal x, for a power of two c, and where the tail exceeds the margin (about
    2 (0.5 - t) = 2.6% of the inputs in range), libm pow decides.  One more case is exact
    without pow: x == 1.0, where CPython's float ** returns 1.0 before calling pow (and C99's
