@@ -83,7 +83,7 @@ extensions = [
     Extension(
         f"cymicrogpt.{pyx.stem}",
         [str(pyx)],
-        include_dirs=["csrc/cymicrogpt"],  # hand-written C headers (adam_shortcut.h, axpy_rows.h, pow_shortcut.h)
+        include_dirs=["csrc/cymicrogpt"],  # hand-written C headers (adam_shortcut.h, axpy_rows.h, pow_shortcut.h, ...)
         libraries=LIBRARIES,
         extra_compile_args=COMPILE_ARGS,
         extra_link_args=LINK_ARGS,
@@ -108,9 +108,10 @@ def builds_for_x86_64() -> bool:
 # Adam's AVX2 passes, and axpy_rows.h the pass's four-lane sums.  The results are the same
 # bits: AVX2 only runs each IEEE operation on four lanes instead of two, in the same order
 # per element (-ffp-contract=off forbids contracting a*b+c into an FMA); the libm calls are
-# the same functions.  Both builds also have FMA (-mfma), for explicit, proven-exact FMAs only:
-# adam_shortcut.h's two residuals and pow_shortcut.h's product errors (their headers say why
-# they give the baseline's very doubles); engines pick these builds where the CPU has FMA too.
+# the same functions.  Both builds also have FMA (-mfma), for explicit FMAs only: the proven-exact
+# ones of adam_shortcut.h's two residuals and pow_shortcut.h's product errors (their headers say
+# why they give the baseline's very doubles), and those of exp_shortcut.h's double-double exp,
+# whose error bound counts them; engines pick these builds where the CPU has FMA too.
 AVX2_TWINS = {"_adam": ["-mavx2", "-mfma"], "_fused": ["-mavx2", "-mfma"]}
 if builds_for_x86_64() and not DEBUG:
     generated = Path("build/generated/cymicrogpt")

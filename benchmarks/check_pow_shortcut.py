@@ -189,20 +189,30 @@ def constructed_inputs(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray
 
 # --- the exactness check -------------------------------------------------------------------
 class Tally:
-    def __init__(self, power_array: Callable[..., int] = ADAM_KERNELS.power_array) -> None:
-        self.power_array = power_array  # a build's power_array: Adam's, or the fused pass's
+    """Counts of a shortcut checked against plain libm: `compute(inputs, out, shortcut)` fills
+    out and returns its libm calls (the shortcut off: plain libm for every input)."""
+
+    def __init__(self, compute: Callable[[np.ndarray, np.ndarray, bool], int]) -> None:
+        self.compute = compute
         self.inputs = self.mismatches = self.libm_calls = 0
 
-    def check(self, bases: np.ndarray, exponent: float) -> None:
-        fast, plain = np.empty_like(bases), np.empty_like(bases)
-        self.libm_calls += self.power_array(bases, exponent, fast, shortcut=True)
-        self.power_array(bases, exponent, plain, shortcut=False)
+    def check(self, inputs: np.ndarray) -> None:
+        fast, plain = np.empty_like(inputs), np.empty_like(inputs)
+        self.libm_calls += self.compute(inputs, fast, True)
+        self.compute(inputs, plain, False)
         self.mismatches += int(np.count_nonzero(fast.view(np.uint64) != plain.view(np.uint64)))
-        self.inputs += bases.size
+        self.inputs += inputs.size
 
     def line(self, label: str) -> str:
         return (f"| {label} | {self.inputs:,} | {self.mismatches} | "
                 f"{self.libm_calls / max(self.inputs, 1):.2%} |")
+
+
+def powers(exponent: float, power_array: Callable[..., int] = ADAM_KERNELS.power_array
+           ) -> Callable[[np.ndarray, np.ndarray, bool], int]:
+    """bases ** exponent through a build's power_array (Adam's, or the fused pass's), as a
+    Tally computes."""
+    return lambda bases, out, shortcut: power_array(bases, exponent, out, shortcut=shortcut)
 
 
 def check_exactness(millions: int, seed: int) -> bool:
@@ -220,17 +230,16 @@ def check_exactness(millions: int, seed: int) -> bool:
     print("| inputs | count | mismatches | sent to libm pow |\n|---|---:|---:|---:|")
     total = 0
     for label, make in kinds.items():
-        tally = Tally()
-        exponent = 2.0 if label.startswith("g") else 0.5
+        tally = Tally(powers(2.0 if label.startswith("g") else 0.5))
         for start in range(0, per_kind, CHUNK):
-            tally.check(make(min(CHUNK, per_kind - start)), exponent)
+            tally.check(make(min(CHUNK, per_kind - start)))
         print(tally.line(label), flush=True)
         total += tally.mismatches
     squares, roots = constructed_inputs(rng)
     for label, bases, exponent in (("g**2, constructed (near midpoint/margin/2^k)", squares, 2.0),
                                    ("v**0.5, constructed (near midpoint/margin/2^k)", roots, 0.5)):
-        tally = Tally()
-        tally.check(bases, exponent)
+        tally = Tally(powers(exponent))
+        tally.check(bases)
         print(tally.line(label))
         total += tally.mismatches
     return total == 0
@@ -320,13 +329,13 @@ def check_fused_exactness(millions: int, seed: int) -> bool:
                 lambda n, seen=seen: log_uniform(rng, n, *seen),
         }
         for label, make in kinds.items():
-            tally = Tally(module.power_array)
+            tally = Tally(powers(exponent, module.power_array))
             for start in range(0, per_kind, CHUNK):
-                tally.check(make(min(CHUNK, per_kind - start)), exponent)
+                tally.check(make(min(CHUNK, per_kind - start)))
             print(tally.line(label), flush=True)
             total += tally.mismatches
-        tally = Tally(module.power_array)
-        tally.check(fused_constructed(rng, exponent, 2000, 4_000_000), exponent)
+        tally = Tally(powers(exponent, module.power_array))
+        tally.check(fused_constructed(rng, exponent, 2000, 4_000_000))
         print(tally.line(f"x ** {exponent}, constructed (near midpoint/margin, 2^k, range ends, specials)"),
               flush=True)
         total += tally.mismatches
@@ -415,14 +424,15 @@ def time_adam_in_runs(data: Path, steps: int) -> None:
               f"{quantiles[-1] * 1e6:.1f} us |")
 
 
-def machine() -> str:
+def machine(shortcut: str = f"{POW_SHORTCUT_REASON}; kernels {ADAM_KERNELS.__name__}, {fused_module().__name__}"
+            ) -> str:
+    """The machine, its load and libraries, and `shortcut`: where it runs and which build."""
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     return (f"{platform.machine()} {cpu}, {os.cpu_count()} cores, load average {load}; "
             f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
-            f"NumPy {np.__version__}; {POW_SHORTCUT_REASON}; "
-            f"kernels {ADAM_KERNELS.__name__}, {fused_module().__name__}; "
+            f"NumPy {np.__version__}; {shortcut}; "
             f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}")
 
 

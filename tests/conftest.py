@@ -10,11 +10,14 @@ their golden values hold only for it.
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import os
 import signal
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Callable, Mapping
 
 import pytest
@@ -23,6 +26,7 @@ from cymicrogpt.config import GPTConfig
 from cymicrogpt.data import NAMES_SHA256, DataError, default_dataset, sha256_of
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 NAMES_ENV = "CYMICROGPT_NAMES"
 
 # A suite started in the background by a shell without job control (`pytest ... &` in a
@@ -35,6 +39,26 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 # and keep it so (as they should), and the hang-up tests would see no stop.
 if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+def benchmark_script(name: str) -> ModuleType:
+    """benchmarks/<name>.py as a module (the check scripts' input constructors, for the tests)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def avx2_build(name: str) -> ModuleType:
+    """cymicrogpt.<name>, an AVX2 build (with FMA), where it is built and this CPU runs it, else skip."""
+    from cymicrogpt import _adam
+
+    if not _adam.cpu_has_avx2_fma():
+        pytest.skip("this CPU (or OS) does not run AVX2 and FMA code")
+    try:
+        return importlib.import_module(f"cymicrogpt.{name}")
+    except ImportError:
+        pytest.skip("the AVX2 build is not here (not x86-64, or a debug build)")
+
 
 TINY_DOCS = ["emma", "olivia", "ava", "isabella", "sophia", "mia", "zoe", "liam", "noah", "eli"]
 

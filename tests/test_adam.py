@@ -8,7 +8,6 @@ against the Python loop and against the other.
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import platform
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import avx2_build, benchmark_script
 
 from cymicrogpt import _adam
 from cymicrogpt._adam import adam_step, power_array
@@ -359,11 +359,7 @@ def test_shortcut_equals_libm_pow_on_millions_of_inputs(tunables):
 
 def check_script():
     """benchmarks/check_pow_shortcut.py as a module (its input constructors)."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "check_pow_shortcut.py"
-    spec = importlib.util.spec_from_file_location("check_pow_shortcut", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("check_pow_shortcut")
 
 
 def kernel_builds():
@@ -569,15 +565,7 @@ def test_environment_switch_forces_plain_pow():
 # --- the AVX2 build (setup.py compiles _adam.pyx a second time with -mavx2 -mfma on x86-64) ----
 def avx2_kernels():
     """cymicrogpt._adam_avx2 where it is built and this CPU runs it, else skip."""
-    from cymicrogpt import _adam
-
-    if not _adam.cpu_has_avx2_fma():
-        pytest.skip("this CPU (or OS) does not run AVX2 and FMA code")
-    try:
-        from cymicrogpt import _adam_avx2
-    except ImportError:
-        pytest.skip("the AVX2 build is not here (not x86-64, or a debug build)")
-    return _adam_avx2
+    return avx2_build("_adam_avx2")
 
 
 @SHORTCUT

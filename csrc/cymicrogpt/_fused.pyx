@@ -52,15 +52,25 @@ destination in registers (each element a lane, adding the rows in the order give
       positions u in lanes, on keys and values also kept transposed; a key's or value's
       gradient is added when its own position is reached, from every later position's kept
       score gradients and weights, the last first.
+
+The exp shortcut: the softmax's exps (libm exp, as Python's math.exp) are computed four at
+a time in the AVX2 build, each proven to be the double libm exp returns, libm exp called
+for the few not proven (exp_shortcut.h: the argument and the code).  It runs where
+`exp_shortcut` is passed (engines/fused.py: where glibc documents exp's error bound) and
+the build has it (EXP_SHORTCUT_BUILT: the AVX2 build, -mavx2 -mfma); the same bits either
+way.  A group of four costs about what one libm call does, so the attention's heads, each
+over only t+1 positions, go through it side by side (`packed`: H (t+1) arguments, full
+groups); each softmax's sum still adds its own exps from 0.0 in index order.
 """
 from libc.math cimport exp, log, pow
 from libc.stdint cimport uint64_t
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 import numpy as np
 
 from cymicrogpt._arena cimport Arena
 from cymicrogpt._kernels cimport transpose  # called ~10 times a pass: through _kernels' pointer
+from cymicrogpt.exp2_table import exp2_table
 
 
 cdef extern from * nogil:
@@ -108,6 +118,63 @@ cdef extern from "pow_shortcut.h" nogil:
     const double TAIL_ALLOWANCE "CYMG_TAIL_ALLOWANCE"
     double power "cymg_power"(double x, int which, bint shortcut) noexcept
     bint proven_power "cymg_proven_power"(double x, int which, double* out) noexcept
+
+
+cdef extern from "exp_shortcut.h" nogil:
+    # out[i] = exp(x[i] + shift), i < n, as libm exp returns it; returns the libm calls.  The
+    # AVX2 build proves most of them (table: exp2_table(EXP_TABLE_BITS)'s his, then its los),
+    # reading x and writing out in whole groups of LANES: both must extend to n rounded up to
+    # a multiple of LANES (what lies past n is read, and overwritten, unused); the baseline
+    # build calls libm exp for each.
+    Py_ssize_t exp_shifted "cymg_exp_shifted"(const double* x, double shift, double* out, Py_ssize_t n,
+                                              const double* table) noexcept
+    const bint HAVE_EXP_SHORTCUT "CYMG_EXP_AVX2"
+    const int TABLE_BITS "CYMG_EXP_TABLE_BITS"
+    enum: TABLE_SIZE "CYMG_EXP_N"
+    const double C_EXP_LOWEST "CYMG_EXP_LOWEST"
+    const double C_EXP_MARGIN "CYMG_EXP_MARGIN"
+    const double C_EXP_INV_LN2_N "CYMG_EXP_INV_LN2_N"
+    const double C_EXP_LN2_N_HI "CYMG_EXP_LN2_N_HI"
+    const double C_EXP_LN2_N_LO "CYMG_EXP_LN2_N_LO"
+
+
+EXP_SHORTCUT_BUILT = HAVE_EXP_SHORTCUT  # does this build prove exps (else libm exp throughout)?
+EXP_TABLE_BITS = TABLE_BITS
+# the shortcut's constants (exp_shortcut.h; tests/test_exp_shortcut.py checks them)
+EXP_SHORTCUT_CONSTANTS = {"lowest": C_EXP_LOWEST, "margin": C_EXP_MARGIN, "inv_ln2_n": C_EXP_INV_LN2_N,
+                          "ln2_n_hi": C_EXP_LN2_N_HI, "ln2_n_lo": C_EXP_LN2_N_LO}
+cdef double EXP2_TABLE[2 * TABLE_SIZE]  # 2^(j/N) as hi (first N) + lo (next N); filled where it is used
+if HAVE_EXP_SHORTCUT:
+    for _j, _part in enumerate([part for half in exp2_table(TABLE_BITS) for part in half]):
+        EXP2_TABLE[_j] = _part
+
+
+def exp_shortcut_table() -> list:
+    """The table the shortcut reads, as filled (zeros in a build without the shortcut)."""
+    return [EXP2_TABLE[i] for i in range(2 * TABLE_SIZE)]
+
+
+def exp_array(const double[::1] x, double[::1] out, *, bint shortcut) -> int:
+    """out[i] = exp(x[i]) as libm exp returns it, through the softmax's own loop (the
+    shortcut where `shortcut` and this build has it, else libm exp for each); returns how
+    many elements called libm exp."""
+    cdef Py_ssize_t n = x.shape[0], i, calls = n
+    if out.shape[0] != n:
+        raise ValueError(f"exp_array: x has {n} elements, out has {out.shape[0]}")
+    if n == 0:
+        return 0
+    if &x[0] < &out[0] + n and &out[0] < &x[0] + n:
+        raise ValueError("exp_array: x and out must not share memory")
+    cdef double[::1] padded = np.zeros(n + LANES)  # exp_shifted's whole groups, in place
+    padded[:n] = x
+    with nogil:
+        if shortcut:
+            calls = exp_shifted(&padded[0], -0.0, &padded[0], n, EXP2_TABLE)  # x + -0.0 is x, for every x
+        else:
+            for i in range(n):
+                padded[i] = exp(x[i])
+        memcpy(&out[0], &padded[0], n * sizeof(double))
+    return calls
 
 
 # Slots of the weight matrices.  Anonymous enums: their members are plain ints, which
@@ -214,21 +281,51 @@ cdef inline void rmsnorm_backward(const double* x,  # IN (n,): the input
         dx[i] = dx[i] + x[i] * dsum
 
 
-cdef inline double softmax_forward(const double* logits,  # IN (count,)
-                                   double* e,  # OUT (count,): exp(logit - max)
-                                   double* total,  # OUT: sum(e) from 0
-                                   Py_ssize_t count, bint shortcut) noexcept nogil:
-    """Returns total**-1.  Python's max() keeps the first of equal (or NaN) values."""
+cdef inline double max_of(const double* x, Py_ssize_t count) noexcept nogil:
+    """Python's max(): keeps the first of equal (or NaN) values."""
     cdef Py_ssize_t i
-    cdef double max_val = logits[0], acc = 0.0
+    cdef double max_val = x[0]
     for i in range(1, count):
-        if logits[i] > max_val:
-            max_val = logits[i]
+        if x[i] > max_val:
+            max_val = x[i]
+    return max_val
+
+
+cdef inline double softmax_total(const double* exps,  # IN (count,)
+                                 double* e,  # OUT (count,): the exps, where the softmax keeps them (may be exps)
+                                 double* total,  # OUT: sum(exps) from 0, in index order
+                                 Py_ssize_t count, bint pow_shortcut) noexcept nogil:
+    """Returns total**-1 (power: libm pow's, or proven).  (Copying as it sums: each exp is
+    read once, as a double, which the store buffer serves whatever wrote it.)"""
+    cdef Py_ssize_t i
+    cdef double acc = 0.0
+    if e == exps:
+        for i in range(count):
+            acc = acc + exps[i]
+    else:
+        for i in range(count):
+            e[i] = exps[i]
+            acc = acc + exps[i]
+    total[0] = acc
+    return power(acc, MINUS_ONE, pow_shortcut)
+
+
+cdef inline double softmax_forward(const double* logits,  # IN (count,), and to count rounded up to LANES
+                                   double* e,  # OUT (count,): exp(logit - max), and to count rounded up (unused)
+                                   double* total,  # OUT: sum(e) from 0
+                                   Py_ssize_t count, bint exp_shortcut, bint pow_shortcut) noexcept nogil:
+    """Returns total**-1.  The exps: logit + (-max), rounded, then exp (libm's, or proven:
+    exp_shifted, whose whole groups need the rounded-up lengths)."""
+    cdef Py_ssize_t i
+    cdef double max_val = max_of(logits, count), acc = 0.0
+    if exp_shortcut:
+        exp_shifted(logits, -max_val, e, count, EXP2_TABLE)
+        return softmax_total(e, e, total, count, pow_shortcut)
     for i in range(count):
         e[i] = exp(logits[i] + (-max_val))
         acc = acc + e[i]
     total[0] = acc
-    return power(acc, MINUS_ONE, shortcut)
+    return power(acc, MINUS_ONE, pow_shortcut)
 
 
 cdef int check_inside(const Py_ssize_t[::1] starts, tuple sizes, Py_ssize_t n_weights) except -1:
@@ -249,7 +346,9 @@ cdef class FusedGPT:
     layer_offsets: (n_layer, 6), where each block's matrices start (slots WQ ... FC2);
     hidden: the MLP's width F; rmsnorm_eps: config.RMSNORM_EPS; pow_shortcut: may
     pow_shortcut.h settle x ** -1, -2, -0.5, -1.5 without libm pow (only where libm's pow
-    is glibc's >= 2.28: cymicrogpt.engines.adam.POW_SHORTCUT decides; the same bits).
+    is glibc's >= 2.28: cymicrogpt.engines.adam.POW_SHORTCUT decides; the same bits);
+    exp_shortcut: may the softmax prove its exps instead of calling libm exp (where this
+    build has the shortcut: the attribute says whether it runs).
     """
     cdef Arena arena  # weights: arena.data[0:n_weights], their gradients: arena.grad[0:n_weights]
     cdef readonly Py_ssize_t n_layer, n_embd, n_head, head_dim, vocab, block, hidden, n_weights
@@ -257,6 +356,7 @@ cdef class FusedGPT:
     cdef Py_ssize_t lanes  # capacity rounded up to a multiple of LANES
     cdef readonly double rmsnorm_eps
     cdef readonly bint pow_shortcut  # may pow_shortcut.h replace libm pow (the same bits where it may)
+    cdef readonly bint exp_shortcut  # the softmax's exps through exp_shifted (this build proves them)
     cdef double inv_embd, att_scale  # len(x)**-1 in rmsnorm; (head_dim**0.5)**-1
     cdef Py_ssize_t[::1] off  # (N_MODEL_MATRICES,): off[WTE] ... off[LM_HEAD]
     cdef Py_ssize_t[:, ::1] layer_off  # (L, N_LAYER_MATRICES): layer_off[l, WQ] ... layer_off[l, FC2]
@@ -270,7 +370,7 @@ cdef class FusedGPT:
     cdef double[::1] kT, vT  # (L, E, lanes): keys and values transposed, positions side by side
     cdef double[::1] att_e, att_w  # (L, T, H, T): exps and weights of position t over u <= t
     cdef double[::1] att_total, att_inv  # (L, T, H)
-    cdef double[::1] lm_e  # (T, V): exps of the logits
+    cdef double[::1] lm_e  # (T, V) + LANES: exps of the logits (exp_shifted stores whole groups)
     cdef double[::1] lm_total, lm_inv, lm_p  # (T,)
     # Gradients, of every position: a linear layer's output gradients are kept for its
     # weights' gradient (weight_backward), added once the positions are done
@@ -281,10 +381,12 @@ cdef class FusedGPT:
     cdef double[::1] gh  # (L, T, F): of h1 (fc1's output)
     cdef double[::1] glogit  # (T, V)
     cdef double[::1] logits, dxn, scratch  # (V,), (max(E, F),), (H, lanes)
+    cdef double[::1] packed  # (H * T + LANES,): the heads' softmax arguments side by side (exp shortcut)
     cdef Py_ssize_t[::1] tokens  # (block + 1,): the pass's document, copied from the caller's sequence
 
     def __init__(self, Arena arena, int n_weights, int n_layer, int n_embd, int n_head, int vocab, int block,
-                 int hidden, offsets, layer_offsets, double rmsnorm_eps, *, bint pow_shortcut=False):
+                 int hidden, offsets, layer_offsets, double rmsnorm_eps, *, bint pow_shortcut=False,
+                 bint exp_shortcut=False):
         if min(n_layer, n_embd, n_head, vocab, block, hidden) <= 0:  # before `%`: cdivision has no zero check
             raise ValueError("n_layer, n_embd, n_head, vocab, block and hidden must be positive")
         if n_embd % n_head:
@@ -297,6 +399,7 @@ cdef class FusedGPT:
         self.head_dim, self.vocab, self.block, self.hidden = n_embd // n_head, vocab, block, hidden
         self.rmsnorm_eps = rmsnorm_eps
         self.pow_shortcut = pow_shortcut
+        self.exp_shortcut = exp_shortcut and HAVE_EXP_SHORTCUT
         # Python's int ** negative int and int ** float are float pow, as here
         self.inv_embd = pow(<double>n_embd, -1.0)
         self.att_scale = pow(pow(<double>self.head_dim, 0.5), -1.0)
@@ -310,7 +413,7 @@ cdef class FusedGPT:
             check_inside(self.layer_off[l], (E * E, E * E, E * E, E * E, F * E, E * F), n_weights)
         z = np.zeros
         self.wt = z(n_weights)
-        self.logits, self.dxn = z(vocab), z(max(E, F))
+        self.logits, self.dxn = z(vocab + LANES), z(max(E, F))  # logits: read in whole groups (exp_shifted)
         self.tokens = z(block + 1, dtype=np.intp)
         self.capacity = 0
         self.reserve(1)
@@ -330,11 +433,12 @@ cdef class FusedGPT:
         self.kT, self.vT = z(L * E * self.lanes), z(L * E * self.lanes)
         self.att_e, self.att_w, self.att_ds = z(L * T * H * T), z(L * T * H * T), z(L * T * H * T)
         self.att_total, self.att_inv = z(L * T * H), z(L * T * H)
-        self.lm_e, self.lm_total, self.lm_inv, self.lm_p = z(T * V), z(T), z(T), z(T)
+        self.lm_e, self.lm_total, self.lm_inv, self.lm_p = z(T * V + LANES), z(T), z(T), z(T)
         self.gx, self.gmid, self.gheads, self.gq = z((L + 1) * T * E), z(L * T * E), z(L * T * E), z(L * T * E)
         self.dk, self.dv = z(L * T * E), z(L * T * E)
         self.gh, self.glogit = z(L * T * F), z(T * V)
         self.scratch = z(H * self.lanes)
+        self.packed = z(H * T + LANES)
         self.capacity = T
 
     def forward_backward(self, tokens):
@@ -396,7 +500,8 @@ cdef class FusedGPT:
         cdef double* out
         cdef double* scores  # (lanes,) of a head, in scratch
         cdef double* logits = &self.logits[0]
-        cdef double inv, loss_sum = 0.0, eps = self.rmsnorm_eps
+        cdef double* packed = &self.packed[0]
+        cdef double inv, max_val, loss_sum = 0.0, eps = self.rmsnorm_eps
         for t in range(n):
             lanes = (t + LANES) // LANES * LANES  # positions 0 .. t, rounded up: the lanes past t go unused
             x = &self.emb[t * E]
@@ -417,14 +522,26 @@ cdef class FusedGPT:
                 # every head's scores (t+1,): q . k_u (j ascending, from 0.0; the positions u in lanes)
                 axpy_rows_heads(H, &self.scratch[0], Tl, lanes, &self.kT[l * E * Tl], hd * Tl, Tl, &self.q[lt * E], hd,
                                 1, hd, True)
+                for h in range(H):  # * (head_dim**0.5)**-1
+                    scores = &self.scratch[h * Tl]
+                    for u in range(t + 1):
+                        scores[u] = scores[u] * self.att_scale
+                if self.exp_shortcut:  # every head's exps in one pass, side by side: fuller groups of lanes
+                    for h in range(H):
+                        scores = &self.scratch[h * Tl]
+                        max_val = max_of(scores, t + 1)
+                        for u in range(t + 1):
+                            packed[h * (t + 1) + u] = scores[u] + (-max_val)
+                    exp_shifted(packed, -0.0, packed, H * (t + 1), EXP2_TABLE)  # x + -0.0 is x
                 for h in range(H):
                     a = lt * H + h
                     ev = &self.att_e[a * T]
                     aw = &self.att_w[a * T]
-                    scores = &self.scratch[h * Tl]  # * (head_dim**0.5)**-1
-                    for u in range(t + 1):
-                        scores[u] = scores[u] * self.att_scale
-                    inv = softmax_forward(scores, ev, &self.att_total[a], t + 1, self.pow_shortcut)
+                    if self.exp_shortcut:
+                        inv = softmax_total(packed + h * (t + 1), ev, &self.att_total[a], t + 1, self.pow_shortcut)
+                    else:
+                        inv = softmax_forward(&self.scratch[h * Tl], ev, &self.att_total[a], t + 1, False,
+                                              self.pow_shortcut)
                     self.att_inv[a] = inv
                     for u in range(t + 1):
                         aw[u] = ev[u] * inv
@@ -447,7 +564,8 @@ cdef class FusedGPT:
                     xo[j] = xo[j] + out[j]
             # lm_head, softmax, -log p[target]
             matvec(wt + self.off[LM_HEAD], &self.x_in[(L * T + t) * E], logits, V, E)
-            inv = softmax_forward(logits, &self.lm_e[t * V], &self.lm_total[t], V, self.pow_shortcut)
+            inv = softmax_forward(logits, &self.lm_e[t * V], &self.lm_total[t], V, self.exp_shortcut,
+                                  self.pow_shortcut)
             self.lm_inv[t] = inv
             self.lm_p[t] = self.lm_e[t * V + tokens[t + 1]] * inv
             if self.lm_p[t] == 0.0:

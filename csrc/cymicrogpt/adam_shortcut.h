@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "avx2_bits.h"  /* the four-lane helpers, shared with exp_shortcut.h */
 #include "pow_shortcut.h"  /* CYMG_MARGIN, CYMG_SPLITTER, CYMG_EXPONENT_BITS: shared with the fused pass */
 
 /* |x| range where x*x is proven (2): its square lies in [2^-64, 2^64], where the margin holds. */
@@ -46,18 +47,6 @@
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define CYMG_AVX2 1
-
-/* The byte noting a group's proven lanes: bit k set where lane k of `proven` is all ones. */
-static inline uint8_t cymg4_proven_bits(__m256d proven) {
-    return (uint8_t)_mm256_movemask_pd(proven);
-}
-
-/* The bit pattern of a double (a constant one folds at compile time). */
-static inline uint64_t cymg_bits(double x) {
-    uint64_t bits;
-    memcpy(&bits, &x, sizeof bits);
-    return bits;
-}
 
 /* All ones in the lanes where low <= x <= high (0 < low < high; x any double: negative
    ones, nan and inf fall outside): one unsigned comparison of bit patterns,
@@ -95,15 +84,6 @@ static Py_ssize_t cymg_unproven_indices(const uint8_t* masks, Py_ssize_t groups,
         }
     }
     return count;
-}
-
-static inline __m256d cymg4_abs(__m256d x) {
-    return _mm256_andnot_pd(_mm256_set1_pd(-0.0), x);
-}
-
-/* power_of_two_below */
-static inline __m256d cymg4_power_of_two_below(__m256d x) {
-    return _mm256_and_pd(x, _mm256_castsi256_pd(_mm256_set1_epi64x((long long)CYMG_EXPONENT_BITS)));
 }
 
 /* residual_of_square, x*x - p, as one FMA: it rounds the exact x*x - p once, and where

@@ -5,6 +5,13 @@ import numpy as np
 
 from ._arena import Arena
 
+EXP_SHORTCUT_BUILT: bool
+EXP_TABLE_BITS: int
+EXP_SHORTCUT_CONSTANTS: dict[str, float]
+
+def exp_shortcut_table() -> list[float]: ...
+def exp_array(x: np.ndarray, out: np.ndarray, *, shortcut: bool) -> int: ...
+
 class FusedGPT:
     n_layer: int
     n_embd: int
@@ -17,9 +24,10 @@ class FusedGPT:
     capacity: int
     rmsnorm_eps: float
     pow_shortcut: bool
+    exp_shortcut: bool
     def __init__(self, arena: Arena, n_weights: int, n_layer: int, n_embd: int, n_head: int, vocab: int,
                  block: int, hidden: int, offsets: Sequence[int], layer_offsets: Sequence[Sequence[int]],
-                 rmsnorm_eps: float, *, pow_shortcut: bool = False) -> None: ...
+                 rmsnorm_eps: float, *, pow_shortcut: bool = False, exp_shortcut: bool = False) -> None: ...
     def forward_backward(self, tokens: Sequence[int]) -> float: ...
 
 POW_SHORTCUT_MARGIN: float

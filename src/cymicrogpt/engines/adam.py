@@ -48,7 +48,7 @@ from ..schedule import adam_scalars
 from .builds import pick_build
 
 FIRST_DOCUMENTED_GLIBC = (2, 28)  # glibc's pow from ARM's optimized-routines, with its error analysis
-GENERIC_POW_MACHINES = ("x86_64", "amd64", "aarch64", "arm64")  # use glibc's dbl-64 e_pow.c
+GENERIC_LIBM_MACHINES = ("x86_64", "amd64", "aarch64", "arm64")  # use glibc's dbl-64 e_pow.c and e_exp.c
 
 
 def glibc_version() -> Optional[str]:
@@ -59,19 +59,30 @@ def glibc_version() -> Optional[str]:
         return None
 
 
-def pow_shortcut_allowed(plain_pow: str, libc: Optional[str], machine: str, is_64bit: bool) -> tuple[bool, str]:
-    """Whether the pow shortcut may run here, and why: (allowed, reason)."""
-    if plain_pow == "1":
-        return False, "plain pow: CYMICROGPT_PLAIN_POW=1"
+def libm_shortcut_allowed(function: str, switch: str, first_glibc: tuple[int, int], source: str, plain: str,
+                          libc: Optional[str], machine: str, is_64bit: bool) -> tuple[bool, str]:
+    """Whether a shortcut that proves libm `function`'s results may run here, and why:
+    (allowed, reason).  It may where the environment variable `switch` is not "1" and the C
+    library is glibc >= `first_glibc` on a 64-bit x86_64 or aarch64, whose `function` is
+    the generic one in `source`, with the error analysis the proof reads."""
+    if plain == "1":
+        return False, f"plain {function}: {switch}=1"
     match = re.fullmatch(r"glibc (\d+)\.(\d+)(\..*)?", libc or "")
     if match is None:
-        return False, f"plain pow: the C library ({libc or 'not glibc'}) documents no pow error bound"
+        return False, f"plain {function}: the C library ({libc or 'not glibc'}) documents no {function} error bound"
     version = (int(match.group(1)), int(match.group(2)))
-    if version < FIRST_DOCUMENTED_GLIBC:
-        return False, f"plain pow: {libc} predates glibc 2.28's pow"
-    if machine.lower() not in GENERIC_POW_MACHINES or not is_64bit:
-        return False, f"plain pow: {libc} on {machine} ({'64' if is_64bit else '32'}-bit) may use another pow"
-    return True, f"pow shortcut: {libc} on {machine}, pow's error analysed (e_pow.c)"
+    if version < first_glibc:
+        return False, f"plain {function}: {libc} predates glibc {first_glibc[0]}.{first_glibc[1]}'s {function}"
+    if machine.lower() not in GENERIC_LIBM_MACHINES or not is_64bit:
+        return False, (f"plain {function}: {libc} on {machine} ({'64' if is_64bit else '32'}-bit) "
+                       f"may use another {function}")
+    return True, f"{function} shortcut: {libc} on {machine}, {function}'s error analysed ({source})"
+
+
+def pow_shortcut_allowed(plain_pow: str, libc: Optional[str], machine: str, is_64bit: bool) -> tuple[bool, str]:
+    """Whether the pow shortcut may run here, and why: (allowed, reason)."""
+    return libm_shortcut_allowed("pow", "CYMICROGPT_PLAIN_POW", FIRST_DOCUMENTED_GLIBC, "e_pow.c", plain_pow, libc,
+                                 machine, is_64bit)
 
 
 POW_SHORTCUT, POW_SHORTCUT_REASON = pow_shortcut_allowed(

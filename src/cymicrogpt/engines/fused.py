@@ -14,9 +14,21 @@ has FMA as well.
 The pass's x ** -1, -2, -0.5 and -1.5 skip libm pow where csrc/cymicrogpt/pow_shortcut.h
 proves pow's result, under the Adam kernel's rule (engines.adam.POW_SHORTCUT: glibc >= 2.28
 on x86_64 or aarch64; CYMICROGPT_PLAIN_POW=1 turns it off): the same bits either way.
+
+The exp shortcut.  The softmax's exps are libm exp, as microgpt's math.exp is (~330 calls
+a step on the default model).  Where glibc documents exp's error (0.511 ULP at worst: its
+e_exp.c, ARM's optimized-routines, from glibc 2.29 on; x86_64 and aarch64 use that
+generic exp), the AVX2 build proves per argument which double exp returns and calls it
+only for the ~2% it cannot prove (csrc/cymicrogpt/exp_shortcut.h has the argument).
+glibc 2.28's exp (IBM's, fast path below |x| = 1.04) documents no such bound, so it keeps
+plain exp, as do other C libraries and the baseline build.  ``CYMICROGPT_PLAIN_EXP=1``
+turns the shortcut off; results are the same bits either way.
 """
 from __future__ import annotations
 
+import os
+import platform
+import sys
 from types import ModuleType
 from typing import Optional, Sequence
 
@@ -24,9 +36,21 @@ from .. import _adam, _fused, _kernels
 from .._fused import FusedGPT
 from ..config import LAYER_MATRIX_NAMES, RMSNORM_EPS, GPTConfig
 from ..params import MatrixSlot, layer_name
-from .adam import POW_SHORTCUT
+from .adam import POW_SHORTCUT, glibc_version, libm_shortcut_allowed
 from .builds import pick_build
 from .compiled import GraphEngine
+
+FIRST_DOCUMENTED_EXP_GLIBC = (2, 29)  # glibc's exp from ARM's optimized-routines, with its error analysis
+
+
+def exp_shortcut_allowed(plain_exp: str, libc: Optional[str], machine: str, is_64bit: bool) -> tuple[bool, str]:
+    """Whether the exp shortcut may run here, and why: (allowed, reason)."""
+    return libm_shortcut_allowed("exp", "CYMICROGPT_PLAIN_EXP", FIRST_DOCUMENTED_EXP_GLIBC, "e_exp.c", plain_exp,
+                                 libc, machine, is_64bit)
+
+
+EXP_SHORTCUT, EXP_SHORTCUT_REASON = exp_shortcut_allowed(
+    os.environ.get("CYMICROGPT_PLAIN_EXP", ""), glibc_version(), platform.machine(), sys.maxsize > 2**32)
 
 
 def fused_module() -> ModuleType:
@@ -44,12 +68,13 @@ class FusedEngine(GraphEngine):
 
     def forward_backward(self, config: GPTConfig, tokens: Sequence[int]) -> float:
         if config is not self._config:
-            self._loops = self._make_loops(config)
+            self._loops = self.make_loops(config, EXP_SHORTCUT)
             self._config = config
         return self._loops.forward_backward(tokens)
 
-    def _make_loops(self, config: GPTConfig) -> FusedGPT:
-        """The loops for `config` over this engine's weights (n_head is not in the layout)."""
+    def make_loops(self, config: GPTConfig, exp_shortcut: bool) -> FusedGPT:
+        """The loops for `config` over this engine's weights (n_head is not in the layout),
+        with the exp shortcut where `exp_shortcut` (and the build has it)."""
         slots = {slot.name: slot for slot in self.layout}
         offsets = [slots[name].offset for name in ("wte", "wpe", "lm_head")]  # slots WTE, WPE, LM_HEAD
         layer_offsets = [[slots[layer_name(li, part)].offset for part in LAYER_MATRIX_NAMES]  # slots WQ ... FC2
@@ -57,4 +82,5 @@ class FusedEngine(GraphEngine):
         hidden = slots[layer_name(0, "mlp_fc1")].rows  # the MLP's width
         return fused_module().FusedGPT(self.ops.arena, self.num_params, config.n_layer, config.n_embd,
                                        config.n_head, slots["wte"].rows, config.block_size, hidden, offsets,
-                                       layer_offsets, RMSNORM_EPS, pow_shortcut=POW_SHORTCUT)
+                                       layer_offsets, RMSNORM_EPS, pow_shortcut=POW_SHORTCUT,
+                                       exp_shortcut=exp_shortcut)
