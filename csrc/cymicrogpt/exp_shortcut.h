@@ -24,18 +24,18 @@
    |x| < 2^-54 it returns 1.0 + x, correctly rounded there; such lanes give y = 1.0 or a
    residual near 1/2 ULP below, never proven.)
 
-   1. Reduction.  INV_LN2_N = RN(N/ln2); k = the integer nearest x * INV_LN2_N (one FMA,
-      x * INV_LN2_N + 1.5 * 2^52, rounds it to an integer, ties to even, as the doubles in
-      [2^52, 2^53) are the integers; subtracting 1.5 * 2^52 again is exact); |k| <= 94548,
-      as |x N/ln2| < 94548.47 and |x INV_LN2_N - x N/ln2| < 2^-36.  Write
-      k = 128 m + j, 0 <= j < 128 (the low bits of z + 1.5 * 2^52, whose own low 7 bits
-      are 0).  ln2/N = LN2_N_HI + LN2_N_LO + c3: LN2_N_HI = round(ln2 2^36) 2^-43 (36
+   1. Reduction.  INV_LN2_N = RN(N/ln2); k = the integer nearest x * INV_LN2_N: one FMA,
+      sh = RN(x * INV_LN2_N + 1.5 * 2^52), rounds it to an integer, ties to even, as the
+      doubles in [2^52, 2^53) are the integers; sh - 1.5 * 2^52 is exact; |k| <= 94548, as
+      |x N/ln2| < 94548.47 and |x INV_LN2_N - x N/ln2| < 2^-36.  Write k = 128 m + j,
+      0 <= j < 128 (the low bits of sh's bit pattern, bits(1.5 * 2^52) + k, whose own low
+      7 bits are 0).  ln2/N = LN2_N_HI + LN2_N_LO + c3: LN2_N_HI = round(ln2 2^36) 2^-43 (36
       significant bits), LN2_N_LO = RN(ln2/N - LN2_N_HI), |LN2_N_LO| < 2^-46,
       |c3| < 2^-100 (tests/test_exp_shortcut.py recomputes all three from ln 2).
       a = x - k LN2_N_HI is computed exactly: k LN2_N_HI is a multiple of 2^-43 below
       2^52 of them; where |x| >= 2^-9 both x and it are multiples of 2^-61, and the exact
-      difference, |a| < 2^-8.5, is fewer than 2^53 of them; where |x| < 2^-9, |z| < 0.37,
-      k = 0 and a = x.  b = RN(-k LN2_N_LO), |b| <= beta = 2^-29.61.  The exact
+      difference, |a| < 2^-8.5, is fewer than 2^53 of them; where |x| < 2^-9,
+      |x INV_LN2_N| < 0.37, k = 0 and a = x.  b = RN(-k LN2_N_LO), |b| <= beta = 2^-29.61.  The exact
       r = x - k ln2/N = a + b + delta, |delta| <= 94548 (u |LN2_N_LO| + |c3|) < 2^-81.98,
       and |a| <= rho = (ln2/N)(1/2 + 2^-36) + 94548 (|LN2_N_LO| + |c3|) < 0.0027077.
    2. exp(a) - 1 = a + a^2/2 + a^3 Q(a) + R, Q(a) = 1/3! + a/4! + a^2/5! + a^3/6!,
