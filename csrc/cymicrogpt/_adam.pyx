@@ -39,9 +39,11 @@ The pow shortcut
 ----------------
 `x*x` and `sqrt(v)` are correctly rounded (IEEE 754).  libm `pow` is not.  The shortcut
 runs only on glibc >= 2.28 on x86_64 and aarch64 (cymicrogpt.engines.adam decides, at run
-time), whose pow is ARM's optimized-routines code, sysdeps/ieee754/dbl-64/e_pow.c (musl's
-is the same); x86_64 builds it twice, with FMA and without (SSE2), and picks one by the
-CPU.  Its error analysis, in that file's header comment:
+time).  From glibc 2.29 on, pow is ARM's optimized-routines code, sysdeps/ieee754/dbl-64/
+e_pow.c (musl's is the same; glibc commit 424c4f60ed, "Add new pow implementation", is
+first in glibc-2.29); x86_64 builds it twice, with FMA and without (SSE2), and picks one
+by the CPU.  (glibc 2.28's pow is IBM's: see "glibc 2.28" after argument 1.)  Its error
+analysis, in that file's header comment:
 
     Worst-case error: 0.54 ULP (~= ulperr_exp + 1024*Ln2*relerr_log*2^53)
     relerr_log: 1.3 * 2^-68 (Relative error of log, 1.5 * 2^-68 without fma)
@@ -94,6 +96,14 @@ E(0) = 0.51103, E(20) = 0.51167, E(64) = 0.51306; E(1023) = 0.5435 is the source
    fl(0.4868) u (u a power of two: exact), within (t + 2^-54) u.  A power of two
    p = 2^e has a neighbour below at u/2 only, so an exact value just above it could
    round (within E ULP) to that neighbour: powers of two always go to libm pow.
+
+   glibc 2.28.  Its pow (IBM's, the same file name in 2.28) returns x*x for y = 2 and
+   1.0/x for y = -1 (correctly rounded: what the shortcuts return where they settle),
+   and for every other finite y and x > 0 computes exp(y log x) from a log and an exp of
+   relative errors 1.0e-21 and 8.8e-22, which its comment turns into a relative error of
+   7.1e-19 and "The worst-case ULP error is 0.5064": E = 0.5064 < E(0) for every result,
+   so argument 1, and every shortcut that rests on it (this one, and the fused pass's in
+   pow_shortcut.h), hold there with the same margin (t + 2^-50 + 0.5064 < 0.9933).
 
 2. Square (g**2, x = |g|, Python squares |g|).  p = x*x (rounded) and the residual
    r = x^2 - p, which is exactly representable: x = M 2^(k-52) with integer M < 2^53,
