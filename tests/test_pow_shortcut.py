@@ -108,6 +108,21 @@ def test_shortcut_gives_pythons_bits(module, exponent):
 
 @BUILDS
 @pytest.mark.parametrize("exponent", EXPONENTS)
+def test_power_array_in_place(module, exponent):
+    """out may be base (power_array's docstring): in place, the bits of a separate out, also
+    for the x the shortcut estimates and then leaves to libm (4.0: a power of two result; the
+    near-midpoint ones), whose estimate must not replace the x pow is called with."""
+    base = np.concatenate([[4.0, 3.0, 1.0], inputs(exponent)])
+    separate = np.empty_like(base)
+    module.power_array(base, exponent, separate, shortcut=True)
+    in_place = base.copy()
+    module.power_array(in_place, exponent, in_place, shortcut=True)
+    assert (bits(in_place) == bits(separate)).all()
+    assert in_place[0] == 4.0 ** exponent
+
+
+@BUILDS
+@pytest.mark.parametrize("exponent", EXPONENTS)
 def test_what_the_proof_leaves_goes_to_libm(module, exponent):
     """nan, inf, zero, negative, subnormal x, x just outside the range and x whose result is
     a power of two call libm pow; x == 1.0 gives 1.0 without it, as CPython's ** does."""

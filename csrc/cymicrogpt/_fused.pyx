@@ -729,10 +729,12 @@ def power_array(const double[::1] base, double exponent, double[::1] out, *, bin
         raise ValueError(f"power_array: base has {base.shape[0]} elements, out has {out.shape[0]}")
     cdef int which = POWERS[exponent][0]
     cdef Py_ssize_t i, libm_calls = 0
+    cdef double settled  # not out[i]: proven_power writes its estimate even where it leaves x to pow
     with nogil:
         for i in range(base.shape[0]):
-            if shortcut and proven_power(base[i], which, &out[i]):
-                continue
-            out[i] = pow(base[i], exponent)
-            libm_calls += 1
+            if shortcut and proven_power(base[i], which, &settled):
+                out[i] = settled
+            else:
+                out[i] = pow(base[i], exponent)
+                libm_calls += 1
     return libm_calls
