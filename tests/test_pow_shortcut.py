@@ -20,9 +20,10 @@ import pytest
 from test_adam import check_script  # benchmarks/check_pow_shortcut.py as a module
 
 from cymicrogpt import _adam, _fused
+from cymicrogpt._ops import GraphOps
 from cymicrogpt.config import GPTConfig
-from cymicrogpt.engines import adam, fused, make_engine
-from cymicrogpt.params import init_weights, state_dict_layout
+from cymicrogpt.engines import adam, compiled, fused, make_engine
+from cymicrogpt.params import MatrixSlot, init_weights, state_dict_layout
 
 EXPONENTS = (-1.0, -2.0, -0.5, -1.5)
 
@@ -176,3 +177,78 @@ def test_both_builds_leave_the_same_inputs_to_libm(exponent):
     base = inputs(exponent)
     calls = {module.power_array(base, exponent, np.empty_like(base), shortcut=True) for module in fused_builds()}
     assert len(calls) == 1
+
+
+# --- the graph engine's powers (GraphOps, backend "cython": the baseline build's shortcut) ---
+def graph_ops(weights: list[float], *, eps: float = 1e-5, shortcut: bool = True) -> GraphOps:
+    return GraphOps([MatrixSlot("w", 1, len(weights), 0)], weights, rmsnorm_eps=eps, pow_shortcut=shortcut)
+
+
+def settled(x: float, exponent: float) -> bool:
+    """Does pow_shortcut.h settle x ** exponent without libm pow?"""
+    return _fused.power_array(np.array([x]), exponent, np.empty(1), shortcut=True) == 0
+
+
+@pytest.mark.parametrize("exponent", (-0.5, -1.5))
+@pytest.mark.parametrize("shortcut", (True, False))
+def test_graph_rmsnorm_gives_pythons_bits(exponent, shortcut):
+    """rmsnorm's scale (ms + eps) ** -0.5 and its local gradient -0.5 * (ms + eps) ** -1.5
+    in the graph are Python's, for ms + eps = s near a midpoint or the margin of
+    s ** exponent (which the shortcut leaves to libm pow) and for random s (which it
+    settles): x = [1.0] and eps = s - 1 (exact: s in [1, 2]) make the graph's shifted node s."""
+    script = check_script()
+    rng = np.random.default_rng(19)
+    def in_one_to_two(xs: list[float]) -> list[float]:
+        """Each x of [2^e, 2^(e+1)) with e even, scaled by 4^(-e/2) into [1, 2): x ** exponent
+        scaled by a power of two, exactly, so just as near a midpoint (or the margin)."""
+        return [math.ldexp(m, 1) for m, e in map(math.frexp, xs) if e % 2]  # m 2^e, m in [0.5, 1)
+
+    midpoints, margins = (in_one_to_two(script.fused_near(rng, exponent, target, 200, 200_000))
+                          for target in (0.5, _fused.POW_SHORTCUT_MARGIN))
+    assert len(midpoints) >= 20 and len(margins) >= 20
+    assert not any(settled(s, exponent) for s in midpoints)
+    randoms = [float(s) for s in rng.uniform(1.0, 2.0, 200)]
+    assert sum(settled(s, exponent) for s in randoms) > 150  # the shortcut's own path, mostly
+    for s in midpoints + margins + randoms:
+        ops = graph_ops([1.0], eps=s - 1.0, shortcut=shortcut)
+        out = ops.rmsnorm(ops.row("w", 0))
+        ops.backward(out)
+        shifted, scale = 3, 4  # nodes after the weight: sum of squares, mean, + eps, ** -0.5, output
+        values, grads = ops.node_values(), ops.node_grads()
+        assert values[shifted] == s
+        assert bits(values[scale]) == bits(s ** -0.5), s
+        assert bits(grads[shifted]) == bits(-0.5 * s ** -1.5), s  # its local gradient, times 1.0
+
+
+@pytest.mark.parametrize("exponent", (-1.0, -2.0))
+@pytest.mark.parametrize("shortcut", (True, False))
+def test_graph_softmax_gives_pythons_bits(exponent, shortcut):
+    """softmax's total ** -1 (the value of each probability's inverse node: nll's, and
+    probs()' for sampling) and its local gradient -1 * total ** -2 in the graph are
+    Python's, for totals the shortcut leaves to libm pow and totals it settles: logits
+    [0, L] make total = 1 + exp(L)."""
+    rng = np.random.default_rng(20)
+    logits = [float(v) for v in rng.uniform(-30.0, 0.0, 20_000)]
+    declined = [L for L in logits if not settled(1.0 + math.exp(L), exponent)][:60]
+    assert len(declined) >= 30
+    for L in declined + logits[:100]:
+        total = 1.0 + math.exp(L)
+        ops = graph_ops([0.0, L], shortcut=shortcut)
+        row = ops.row("w", 0)
+        assert bits(ops.probs(row, 1.0)[0]) == bits(total ** -1), L  # 1.0 * total ** -1
+        ops.begin_sequence()
+        ops.backward(ops.nll(ops.row("w", 0), 1))
+        total_node, inverse = 6, 7  # after the 2 weights: 2 shifted logits, 2 exps, total, total ** -1
+        values, grads = ops.node_values(), ops.node_grads()
+        assert values[total_node] == total
+        assert bits(values[inverse]) == bits(total ** -1), L
+        assert grads[total_node] == (-1.0 * total ** -2) * grads[inverse], L
+
+
+def test_compiled_engine_follows_the_adam_kernels_rule(monkeypatch):
+    """Backend "cython" builds its GraphOps with engines.adam.POW_SHORTCUT."""
+    config = GPTConfig(n_layer=1, n_embd=8, block_size=6, n_head=2)
+    layout = state_dict_layout(config, 6)
+    for allowed in (True, False):
+        monkeypatch.setattr(compiled, "POW_SHORTCUT", allowed)
+        assert make_engine("cython", layout, init_weights(random.Random(3), layout)).ops.pow_shortcut is allowed

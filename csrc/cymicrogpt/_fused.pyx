@@ -70,6 +70,10 @@ import numpy as np
 
 from cymicrogpt._arena cimport Arena
 from cymicrogpt._kernels cimport transpose  # called ~10 times a pass: through _kernels' pointer
+from cymicrogpt.pow_shortcut cimport (MINUS_ONE, MINUS_TWO, MINUS_HALF, MINUS_THREE_HALVES, MINUS_ONE_MIN,
+                                      MINUS_ONE_MAX, MINUS_TWO_MIN, MINUS_TWO_MAX, MINUS_HALF_MIN, MINUS_HALF_MAX,
+                                      MINUS_THREE_HALVES_MIN, MINUS_THREE_HALVES_MAX, MARGIN, TAIL_ALLOWANCE,
+                                      power, proven_power)  # pow_shortcut.h
 from cymicrogpt.exp2_table import exp2_table
 
 
@@ -96,28 +100,6 @@ cdef extern from * nogil:
                                                       const double* m, Py_ssize_t mstep, Py_ssize_t stride,
                                                       const double* c, Py_ssize_t cstep_p, Py_ssize_t cstep,
                                                       Py_ssize_t count, bint from_zero) noexcept
-
-
-cdef extern from "pow_shortcut.h" nogil:
-    # x ** -1.0, -2.0, -0.5, -1.5 (which: MINUS_ONE ...) as libm pow gives them: proven
-    # without pow where `shortcut` and the header's argument settles it, else libm pow
-    enum:
-        MINUS_ONE "CYMG_MINUS_ONE"
-        MINUS_TWO "CYMG_MINUS_TWO"
-        MINUS_HALF "CYMG_MINUS_HALF"
-        MINUS_THREE_HALVES "CYMG_MINUS_THREE_HALVES"
-    const double MINUS_ONE_MIN "CYMG_MINUS_ONE_MIN"
-    const double MINUS_ONE_MAX "CYMG_MINUS_ONE_MAX"
-    const double MINUS_TWO_MIN "CYMG_MINUS_TWO_MIN"
-    const double MINUS_TWO_MAX "CYMG_MINUS_TWO_MAX"
-    const double MINUS_HALF_MIN "CYMG_MINUS_HALF_MIN"
-    const double MINUS_HALF_MAX "CYMG_MINUS_HALF_MAX"
-    const double MINUS_THREE_HALVES_MIN "CYMG_MINUS_THREE_HALVES_MIN"
-    const double MINUS_THREE_HALVES_MAX "CYMG_MINUS_THREE_HALVES_MAX"
-    const double MARGIN "CYMG_MARGIN"
-    const double TAIL_ALLOWANCE "CYMG_TAIL_ALLOWANCE"
-    double power "cymg_power"(double x, int which, bint shortcut) noexcept
-    bint proven_power "cymg_proven_power"(double x, int which, double* out) noexcept
 
 
 cdef extern from "exp_shortcut.h" nogil:

@@ -12,8 +12,13 @@ that gives exactly the same gradients.  Three choices keep that true:
 * Operations with a Python constant (x / c is x * c**-1, x - m is x + (-m)) become one
   UNARY node whose local gradient is the constant microgpt multiplies by.  The constant's
   own leaf node in microgpt receives a gradient nobody reads, so it is left out.
-* Every `**` goes through libm `pow`, as Python's float `**` does; no `sqrt`, no `x*x`.
-  The build adds -ffp-contract=off so the C compiler never fuses a*b+c into one FMA.
+* Every `**` goes through libm `pow`, as Python's float `**` does; no `sqrt`, no `x*x`;
+  or, where the GraphOps may (`pow_shortcut`: engines.adam.POW_SHORTCUT), the variable
+  powers (softmax's total ** -1 and its local gradient's total ** -2, rmsnorm's
+  (ms + eps) ** -0.5 and its gradient's ** -1.5) through pow_shortcut.h, which proves
+  pow's result where it can (the same bits) and calls pow elsewhere.  The build adds
+  -ffp-contract=off so the C compiler never fuses a*b+c into one FMA (nor has -mfma: the
+  header takes its exact products from Dekker's two-product here).
 Where microgpt's Python raises (math.log(0.0), a float `**` that overflows), the op
 raises the same exception type; each op's docstring says which can and why.
 
@@ -42,6 +47,7 @@ from cymicrogpt._kernels cimport dot_rows
 from cymicrogpt._arena cimport (Arena, MAX_INDEX, LEAF, UNARY, ADD, SUM, DOT, SUM_LIST, DOT_LIST, GROUP_FIELDS,
                                 add_node, add_edge, cells, find_linear_groups, group_fits, pause_gc, resized,
                                 resume_gc)
+from cymicrogpt.pow_shortcut cimport MINUS_HALF, MINUS_ONE, MINUS_THREE_HALVES, MINUS_TWO, power  # pow_shortcut.h
 
 # Templates may hold up to this many bytes per node of the arena's capacity (the arena
 # itself takes ~60; a template ~4 a node of its graph plus its key, ~1 a node): enough for
@@ -78,7 +84,8 @@ cdef inline Py_ssize_t softmax_size(Py_ssize_t count, bint one) noexcept nogil:
     return 2 * count + 1 + 2 * (1 if one else count)
 
 
-cdef int32_t softmax_nodes(Arena ar, int32_t src, int32_t count, int32_t only) noexcept nogil:
+cdef int32_t softmax_nodes(Arena ar, int32_t src, int32_t count, int32_t only,
+                           bint shortcut) noexcept nogil:  # IN: may pow_shortcut.h replace libm pow
     """Softmax over nodes src..src+count-1; returns the index of the first prob node.
 
     Probability i is node prob_start + 2*i (each follows its own total**-1 node).  With
@@ -107,10 +114,10 @@ cdef int32_t softmax_nodes(Arena ar, int32_t src, int32_t count, int32_t only) n
     for i in range(count):
         total = total + ar.data[exp_start + i]
     total_node = add_node(ar, SUM, exp_start, 0, count, total, 0.0)
-    inv_total = pow(total, -1.0)
+    inv_total = power(total, MINUS_ONE, shortcut)
     # the local gradient of total**-1, -1 * total**-2: one pow call serves every
     # probability's node (pow is a function of its arguments: the same bits each time)
-    local_grad = -1.0 * pow(total, -2.0)
+    local_grad = -1.0 * power(total, MINUS_TWO, shortcut)
     prob_start = -1
     for i in range(count):
         if only >= 0 and i != only:
@@ -162,7 +169,7 @@ cdef inline Py_ssize_t rmsnorm_size(int32_t n) noexcept nogil:
     return n + 4
 
 
-cdef int32_t build_rmsnorm(Arena ar, int32_t x, int32_t n, double eps) noexcept nogil:
+cdef int32_t build_rmsnorm(Arena ar, int32_t x, int32_t n, double eps, bint shortcut) noexcept nogil:
     """x * (mean(x**2) + eps) ** -0.5: (n,), through microgpt's four scalar nodes."""
     cdef int32_t i, sum_sq, ms, shifted, scale, start
     # len(x)**-1 is an int raised to a negative int: Python computes it with float pow
@@ -174,7 +181,8 @@ cdef int32_t build_rmsnorm(Arena ar, int32_t x, int32_t n, double eps) noexcept 
     v = ar.data[ms]
     shifted = add_node(ar, UNARY, ms, 0, 0, v + eps, 1.0)  # + eps
     v = ar.data[shifted]
-    scale = add_node(ar, UNARY, shifted, 0, 0, pow(v, -0.5), -0.5 * pow(v, -1.5))  # ** -0.5
+    scale = add_node(ar, UNARY, shifted, 0, 0, power(v, MINUS_HALF, shortcut),
+                     -0.5 * power(v, MINUS_THREE_HALVES, shortcut))  # ** -0.5
     v = ar.data[scale]
     start = <int32_t>ar.n_nodes
     for i in range(n):  # out: (n,), xi * scale
@@ -188,7 +196,7 @@ cdef inline Py_ssize_t attention_size(int32_t n, int32_t n_head, Py_ssize_t T) n
 
 cdef int32_t build_attention(Arena ar, int32_t q, int32_t n, int32_t n_head, Py_ssize_t T,
                              int32_t[::1] at,  # IN: key starts [0, T), value starts [T, 2T); scratch [2T, 2T + n_head)
-                             ) noexcept nogil:
+                             bint shortcut) noexcept nogil:
     """Causal multi-head attention of q (n,) over T keys and values (each (n,)): (n,)."""
     cdef int32_t hd = n // n_head
     # head_dim**0.5 is a float pow; "/ s" on a Value is "* s**-1"
@@ -204,7 +212,7 @@ cdef int32_t build_attention(Arena ar, int32_t q, int32_t n, int32_t n_head, Py_
         scaled_start = <int32_t>ar.n_nodes
         for t in range(T):  # / head_dim**0.5: (T,)
             add_node(ar, UNARY, logit_start + t, 0, 0, ar.data[logit_start + t] * inv_sqrt, inv_sqrt)
-        at[2 * T + h] = softmax_nodes(ar, scaled_start, <int32_t>T, -1)  # weights: (T,), stride 2
+        at[2 * T + h] = softmax_nodes(ar, scaled_start, <int32_t>T, -1, shortcut)  # weights: (T,), stride 2
     start = <int32_t>ar.n_nodes
     for h in range(n_head):  # head_out[j] = sum_t weights[t] * v_h[t][j]: (n,)
         hs = h * hd
@@ -223,11 +231,11 @@ cdef inline Py_ssize_t nll_size(int32_t count) noexcept nogil:
     return softmax_size(count, True) + 2
 
 
-cdef int32_t build_nll(Arena ar, int32_t logits, int32_t count, int32_t target) noexcept nogil:
+cdef int32_t build_nll(Arena ar, int32_t logits, int32_t count, int32_t target, bint shortcut) noexcept nogil:
     """-log(softmax(logits)[target]): the loss node, or -1 when the probability is 0.0
     (microgpt's math.log raises there; the nodes built stay, unused).  The probability
     node is the loss node's child's child."""
-    cdef int32_t prob = softmax_nodes(ar, logits, count, target), lg
+    cdef int32_t prob = softmax_nodes(ar, logits, count, target, shortcut), lg
     cdef double p = ar.data[prob]
     if p == 0.0:
         return -1
@@ -299,7 +307,9 @@ cdef class GraphOps:
     `layout` is a list of weight matrices, objects with `name`, `rows`, `cols` and
     `offset` attributes (params.MatrixSlot), over the flat `weights` in state-dict order;
     the weights become the arena's fixed leaf nodes.  `rmsnorm_eps` is rmsnorm's epsilon
-    (config.RMSNORM_EPS, microgpt's 1e-5).
+    (config.RMSNORM_EPS, microgpt's 1e-5).  `pow_shortcut`: may pow_shortcut.h settle the
+    graph's x ** -1, -2, -0.5, -1.5 without libm pow (only where libm's pow is glibc's
+    analysed one: engines.adam.POW_SHORTCUT); the same bits either way.
     """
 
     def __cinit__(self):
@@ -309,7 +319,7 @@ cdef class GraphOps:
         self.log, self.prob_nodes = cells(<int32_t>0, 256), cells(<int32_t>0, 16)
         self.scratch = cells(<int32_t>0, 0)
 
-    def __init__(self, layout, weights, double rmsnorm_eps=RMSNORM_EPS):
+    def __init__(self, layout, weights, double rmsnorm_eps=RMSNORM_EPS, *, bint pow_shortcut=False):
         if not rmsnorm_eps > 0.0 or rmsnorm_eps == float("inf"):
             raise ValueError(f"rmsnorm_eps must be positive and finite, got {rmsnorm_eps!r}")
         array = np.asarray(weights, dtype=np.float64)
@@ -319,6 +329,7 @@ cdef class GraphOps:
         cdef Py_ssize_t count = values.shape[0], i
         cdef Mat m
         self.rmsnorm_eps = rmsnorm_eps
+        self.pow_shortcut = pow_shortcut
         self.reserve(count, 0, 0)
         for i in range(count):
             add_node(self.arena, LEAF, 0, 0, 0, values[i], 0.0)
@@ -521,7 +532,7 @@ cdef class GraphOps:
         self.check(x)
         log_op(self, OP_RMSNORM)
         log_operand(self, x.start, x.size)
-        fill(out, self, build_rmsnorm(self.arena, x.start, x.size, self.rmsnorm_eps), x.size)
+        fill(out, self, build_rmsnorm(self.arena, x.start, x.size, self.rmsnorm_eps, self.pow_shortcut), x.size)
         if self.trace is not None:
             self.note_op([OP_RMSNORM, x.size])
             self.note_operand(x)
@@ -562,7 +573,7 @@ cdef class GraphOps:
         log_operand(self, q.start, n)
         for t in range(2 * T):  # keys, then values (all of size n)
             log_operand(self, at[t], n)
-        fill(out, self, build_attention(self.arena, q.start, n, n_head, T, at), n)
+        fill(out, self, build_attention(self.arena, q.start, n, n_head, T, at, self.pow_shortcut), n)
         if self.trace is not None:
             self.note_op([OP_ATTENTION, n, n_head, T], 2 * T + n_head)
             self.note_operand(q)
@@ -592,7 +603,7 @@ cdef class GraphOps:
             raise IndexError(f"target {target} out of range for {logits.size} logits")
         log_op(self, OP_NLL)  # not the target: see OrderTemplate
         log_operand(self, logits.start, logits.size)
-        cdef int32_t loss = build_nll(ar, logits.start, logits.size, <int32_t>target)
+        cdef int32_t loss = build_nll(ar, logits.start, logits.size, <int32_t>target, self.pow_shortcut)
         if loss < 0:
             raise ValueError("math domain error: log of probability 0.0")
         add_prob_node(self, ar.a[ar.a[loss]])  # its first child depends on the target: see OrderTemplate
@@ -659,7 +670,7 @@ cdef class GraphOps:
         src = <int32_t>ar.n_nodes
         for i in range(count):
             add_node(ar, LEAF, 0, 0, 0, ar.data[logits.start + i] * inv_t, 0.0)
-        prob = softmax_nodes(ar, src, count, -1)
+        prob = softmax_nodes(ar, src, count, -1, self.pow_shortcut)
         ar.recording = was_recording
         if self.trace is not None:  # not a training step
             self.stop_trace()
@@ -773,7 +784,7 @@ cdef class GraphOps:
         # template itself.
         self.start_sequence(True)
         self.reserve(program.nodes, program.edges, 0)
-        if not run_program(ar, program.code, program.tokens, scratch, self.rmsnorm_eps):
+        if not run_program(ar, program.code, program.tokens, scratch, self.rmsnorm_eps, self.pow_shortcut):
             return None
         if ar.n_nodes - ar.n_fixed != program.nodes or ar.n_edges != program.edges:
             raise RuntimeError("a replayed step built another graph than the one recorded")
@@ -1003,7 +1014,7 @@ cdef inline int32_t operand(const int32_t[::1] code, Py_ssize_t k, const int32_t
 
 
 cdef bint run_program(Arena ar, const int32_t[::1] code, const int32_t[::1] tokens,
-                      int32_t[::1] scratch, double rmsnorm_eps) noexcept nogil:
+                      int32_t[::1] scratch, double rmsnorm_eps, bint shortcut) noexcept nogil:
     """Build a recorded step's graph with these tokens, op by op, as the ops did when it
     was recorded.  Each op is its code, its integer arguments, then its operands as
     (base, slot) pairs:
@@ -1028,17 +1039,17 @@ cdef bint run_program(Arena ar, const int32_t[::1] code, const int32_t[::1] toke
             k += 4
         elif op == OP_RMSNORM:
             size = code[k + 1]
-            build_rmsnorm(ar, operand(code, k + 2, tokens, size), size, rmsnorm_eps)
+            build_rmsnorm(ar, operand(code, k + 2, tokens, size), size, rmsnorm_eps, shortcut)
             k += 4
         elif op == OP_ATTENTION:
             n, T = code[k + 1], code[k + 3]
             for t in range(2 * T):
                 scratch[t] = operand(code, k + 6 + 2 * t, tokens, n)
-            build_attention(ar, operand(code, k + 4, tokens, n), n, code[k + 2], T, scratch)
+            build_attention(ar, operand(code, k + 4, tokens, n), n, code[k + 2], T, scratch, shortcut)
             k += 6 + 4 * T
         elif op == OP_NLL:
             size = code[k + 1]
-            if build_nll(ar, operand(code, k + 2, tokens, size), size, operand(code, k + 4, tokens, 1)) < 0:
+            if build_nll(ar, operand(code, k + 2, tokens, size), size, operand(code, k + 4, tokens, 1), shortcut) < 0:
                 return False
             k += 6
         else:  # OP_MEAN

@@ -1,13 +1,15 @@
-/* The pow shortcut's shared constants, and the fused pass's shortcut for x ** -1.0,
-   x ** -2.0, x ** -0.5 and x ** -1.5 (x > 0): the result computed without libm pow where
-   it is proven to be the double pow returns, else libm pow.
+/* The pow shortcut's shared constants, and the shortcut for x ** -1.0, x ** -2.0,
+   x ** -0.5 and x ** -1.5 (x > 0) of the fused pass and the graph engine: the result
+   computed without libm pow where it is proven to be the double pow returns, else libm pow.
 
    The fused training pass (_fused.pyx) calls pow about 110 times a step on the default
    model: softmax's total ** -1 and, in the backward, total ** -2 (five softmaxes a
    position), rmsnorm's (mean + eps) ** -0.5 and its backward's ** -1.5 (three a position).
-   Both builds of the module use this header: the AVX2 build (setup.py: -mavx2 -mfma)
-   takes each exact product error from one FMA, the baseline build (SSE2) from Dekker's
-   two-product; both are the same doubles (below), so both decide alike.  The caller
+   The graph engine's ops (_ops.pyx) compute the same powers, as node values and local
+   gradients.  Every build uses this header (through pow_shortcut.pxd): the fused pass's
+   AVX2 build (setup.py: -mavx2 -mfma) takes each exact product error from one FMA, its
+   baseline build (SSE2) and _ops (built once, without FMA) from Dekker's two-product;
+   both are the same doubles (below), so all decide alike.  The caller
    decides where the shortcut may run (cymicrogpt.engines.adam.POW_SHORTCUT: glibc >= 2.28
    on x86_64 or aarch64, and not CYMICROGPT_PLAIN_POW=1) and passes `shortcut`.
 

@@ -11,6 +11,10 @@ StepProgram, _ops.pyx), and every later step of that length is the program repla
 with its own tokens.  The model reads a step's tokens only to pick embedding rows and
 targets, and the trace hands them over as `TokenSlot`s, which can do nothing but index:
 a model that computed with a token would fail the trace, never replay a wrong program.
+
+The graph's x ** -1, -2, -0.5 and -1.5 (softmax, rmsnorm) skip libm pow where
+csrc/cymicrogpt/pow_shortcut.h proves pow's result, under the Adam kernel's rule
+(engines.adam.POW_SHORTCUT; CYMICROGPT_PLAIN_POW=1 turns it off): the same bits either way.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import numpy as np
 from .._ops import GraphOps, StepProgram
 from ..config import GPTConfig
 from ..model import forward_backward
-from .adam import VectorAdam
+from .adam import POW_SHORTCUT, VectorAdam
 from ..params import MatrixSlot
 
 
@@ -67,7 +71,7 @@ class _TracedEngine:
 
 class GraphEngine:
     def __init__(self, layout: list[MatrixSlot], weights: Sequence[float]) -> None:
-        self.ops = ops = GraphOps(layout, weights)
+        self.ops = ops = GraphOps(layout, weights, pow_shortcut=POW_SHORTCUT)
         self.num_params = len(weights)
         # The model's operations are the compiled ones themselves, bound here rather than
         # wrapped: a wrapper would add a Python call to each of ~100 op calls a step.
