@@ -179,9 +179,19 @@ def test_both_builds_leave_the_same_inputs_to_libm(exponent):
     assert len(calls) == 1
 
 
-# --- the graph engine's powers (GraphOps, backend "cython": the baseline build's shortcut) ---
-def graph_ops(weights: list[float], *, eps: float = 1e-5, shortcut: bool = True) -> GraphOps:
-    return GraphOps([MatrixSlot("w", 1, len(weights), 0)], weights, rmsnorm_eps=eps, pow_shortcut=shortcut)
+# --- the graph engine's powers (GraphOps, backend "cython") ---------------------------------
+# How GraphOps computes them: libm pow, the shortcut with Dekker's products, with FMAs (its
+# copy of pow_shortcut.h compiled for FMA, run where the CPU has it)
+GRAPH_MODES = pytest.mark.parametrize("mode", [
+    "plain", "dekker",
+    pytest.param("fma", marks=pytest.mark.skipif(not _adam.cpu_has_avx2_fma(), reason="the CPU has no FMA"))])
+
+
+def graph_ops(weights: list[float], mode: str, *, eps: float = 1e-5) -> GraphOps:
+    ops = GraphOps([MatrixSlot("w", 1, len(weights), 0)], weights, rmsnorm_eps=eps, pow_shortcut=mode != "plain",
+                   pow_fma=mode == "fma")
+    assert ops.pow_fma is (mode == "fma")
+    return ops
 
 
 def settled(x: float, exponent: float) -> bool:
@@ -190,8 +200,8 @@ def settled(x: float, exponent: float) -> bool:
 
 
 @pytest.mark.parametrize("exponent", (-0.5, -1.5))
-@pytest.mark.parametrize("shortcut", (True, False))
-def test_graph_rmsnorm_gives_pythons_bits(exponent, shortcut):
+@GRAPH_MODES
+def test_graph_rmsnorm_gives_pythons_bits(exponent, mode):
     """rmsnorm's scale (ms + eps) ** -0.5 and its local gradient -0.5 * (ms + eps) ** -1.5
     in the graph are Python's, for ms + eps = s near a midpoint or the margin of
     s ** exponent (which the shortcut leaves to libm pow) and for random s (which it
@@ -210,7 +220,7 @@ def test_graph_rmsnorm_gives_pythons_bits(exponent, shortcut):
     randoms = [float(s) for s in rng.uniform(1.0, 2.0, 200)]
     assert sum(settled(s, exponent) for s in randoms) > 150  # the shortcut's own path, mostly
     for s in midpoints + margins + randoms:
-        ops = graph_ops([1.0], eps=s - 1.0, shortcut=shortcut)
+        ops = graph_ops([1.0], mode, eps=s - 1.0)
         out = ops.rmsnorm(ops.row("w", 0))
         ops.backward(out)
         shifted, scale = 3, 4  # nodes after the weight: sum of squares, mean, + eps, ** -0.5, output
@@ -221,8 +231,8 @@ def test_graph_rmsnorm_gives_pythons_bits(exponent, shortcut):
 
 
 @pytest.mark.parametrize("exponent", (-1.0, -2.0))
-@pytest.mark.parametrize("shortcut", (True, False))
-def test_graph_softmax_gives_pythons_bits(exponent, shortcut):
+@GRAPH_MODES
+def test_graph_softmax_gives_pythons_bits(exponent, mode):
     """softmax's total ** -1 (the value of each probability's inverse node: nll's, and
     probs()' for sampling) and its local gradient -1 * total ** -2 in the graph are
     Python's, for totals the shortcut leaves to libm pow and totals it settles: logits
@@ -233,7 +243,7 @@ def test_graph_softmax_gives_pythons_bits(exponent, shortcut):
     assert len(declined) >= 30
     for L in declined + logits[:100]:
         total = 1.0 + math.exp(L)
-        ops = graph_ops([0.0, L], shortcut=shortcut)
+        ops = graph_ops([0.0, L], mode)
         row = ops.row("w", 0)
         assert bits(ops.probs(row, 1.0)[0]) == bits(total ** -1), L  # 1.0 * total ** -1
         ops.begin_sequence()
@@ -246,9 +256,14 @@ def test_graph_softmax_gives_pythons_bits(exponent, shortcut):
 
 
 def test_compiled_engine_follows_the_adam_kernels_rule(monkeypatch):
-    """Backend "cython" builds its GraphOps with engines.adam.POW_SHORTCUT."""
+    """Backend "cython" builds its GraphOps with engines.adam.POW_SHORTCUT, and with FMA
+    products where the fused loops run their AVX2 build (builds.avx2_fma_in_use)."""
     config = GPTConfig(n_layer=1, n_embd=8, block_size=6, n_head=2)
     layout = state_dict_layout(config, 6)
-    for allowed in (True, False):
+    for allowed, fma in ((True, True), (True, False), (False, True)):
         monkeypatch.setattr(compiled, "POW_SHORTCUT", allowed)
-        assert make_engine("cython", layout, init_weights(random.Random(3), layout)).ops.pow_shortcut is allowed
+        monkeypatch.setattr(compiled, "avx2_fma_in_use", lambda fma=fma: fma)
+        ops = make_engine("cython", layout, init_weights(random.Random(3), layout)).ops
+        assert ops.pow_shortcut is allowed
+        assert ops.pow_fma is (allowed and fma and _adam.cpu_has_avx2_fma())
+    assert GraphOps(layout, init_weights(random.Random(3), layout)).pow_fma is False  # by default

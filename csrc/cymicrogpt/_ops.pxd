@@ -35,6 +35,8 @@ cdef class GraphOps:
     cdef readonly int64_t id  # unique among all GraphOps of the process
     cdef readonly double rmsnorm_eps
     cdef readonly bint pow_shortcut  # may pow_shortcut.h replace libm pow (the same bits where it may)
+    cdef readonly bint pow_fma  # does it, with FMA products (the CPU has FMA and the caller allows it)
+    cdef int pow_mode  # the two as one: see graph_power
     cdef int64_t weights_graph  # graph id of the fixed nodes (Vec rows of the matrices)
     cdef int64_t graph  # graph id of the current sequence; a fresh one per begin_sequence
     cdef int32_t[::1] scratch  # index lists handed to the attention loops

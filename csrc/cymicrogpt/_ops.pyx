@@ -17,8 +17,9 @@ that gives exactly the same gradients.  Three choices keep that true:
   powers (softmax's total ** -1 and its local gradient's total ** -2, rmsnorm's
   (ms + eps) ** -0.5 and its gradient's ** -1.5) through pow_shortcut.h, which proves
   pow's result where it can (the same bits) and calls pow elsewhere.  The build adds
-  -ffp-contract=off so the C compiler never fuses a*b+c into one FMA (nor has -mfma: the
-  header takes its exact products from Dekker's two-product here).
+  -ffp-contract=off so the C compiler never fuses a*b+c into one FMA, and no -mfma: the
+  header's exact products are Dekker's two-product, or FMAs in its copy compiled for FMA
+  (a target attribute), which GraphOps calls where the CPU has FMA (`pow_fma`).
 Where microgpt's Python raises (math.log(0.0), a float `**` that overflows), the op
 raises the same exception type; each op's docstring says which can and why.
 
@@ -48,6 +49,39 @@ from cymicrogpt._arena cimport (Arena, MAX_INDEX, LEAF, UNARY, ADD, SUM, DOT, SU
                                 add_node, add_edge, cells, find_linear_groups, group_fits, pause_gc, resized,
                                 resume_gc)
 from cymicrogpt.pow_shortcut cimport MINUS_HALF, MINUS_ONE, MINUS_THREE_HALVES, MINUS_TWO, power  # pow_shortcut.h
+
+
+cdef extern from * nogil:
+    """
+    /* pow_shortcut.h once more, with its exact products from FMA instructions: _ops is built
+       without -mfma, so on x86-64 this copy is compiled for FMA (a target attribute) and
+       called only where the CPU has FMA; elsewhere it is the default copy. */
+    #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(__FMA__)
+    #define CYMG_POW(name) cymg_fma_##name
+    #define CYMG_POW_FMA 1
+    #define CYMG_POW_TARGET __attribute__((target("fma")))
+    #include "pow_shortcut.h"
+    static int cymg_fma_runs(void) { __builtin_cpu_init(); return __builtin_cpu_supports("fma"); }
+    #else
+    #define cymg_fma_power cymg_power
+    static int cymg_fma_runs(void) { return 0; }
+    #endif
+    """
+    double fma_power "cymg_fma_power"(double x, int which, bint shortcut) noexcept
+    bint fma_runs "cymg_fma_runs"() noexcept
+
+
+cdef enum:  # how the graph computes x ** -1, -2, -0.5, -1.5 (GraphOps.pow_mode)
+    PLAIN_POW  # libm pow
+    SHORTCUT  # pow_shortcut.h, exact products from Dekker's two-product
+    SHORTCUT_FMA  # pow_shortcut.h, exact products from FMA instructions (the same doubles)
+
+
+cdef inline double graph_power(double x, int which, int mode) noexcept nogil:
+    """x ** -1, -2, -0.5 or -1.5 (which: MINUS_ONE ...) as libm pow gives it, computed as `mode` says."""
+    if mode == SHORTCUT_FMA:
+        return fma_power(x, which, True)
+    return power(x, which, mode == SHORTCUT)
 
 # Templates may hold up to this many bytes per node of the arena's capacity (the arena
 # itself takes ~60; a template ~4 a node of its graph plus its key, ~1 a node): enough for
@@ -85,7 +119,7 @@ cdef inline Py_ssize_t softmax_size(Py_ssize_t count, bint one) noexcept nogil:
 
 
 cdef int32_t softmax_nodes(Arena ar, int32_t src, int32_t count, int32_t only,
-                           bint shortcut) noexcept nogil:  # IN: may pow_shortcut.h replace libm pow
+                           int pow_mode) noexcept nogil:  # IN: how to compute the powers (graph_power)
     """Softmax over nodes src..src+count-1; returns the index of the first prob node.
 
     Probability i is node prob_start + 2*i (each follows its own total**-1 node).  With
@@ -114,10 +148,10 @@ cdef int32_t softmax_nodes(Arena ar, int32_t src, int32_t count, int32_t only,
     for i in range(count):
         total = total + ar.data[exp_start + i]
     total_node = add_node(ar, SUM, exp_start, 0, count, total, 0.0)
-    inv_total = power(total, MINUS_ONE, shortcut)
+    inv_total = graph_power(total, MINUS_ONE, pow_mode)
     # the local gradient of total**-1, -1 * total**-2: one pow call serves every
     # probability's node (pow is a function of its arguments: the same bits each time)
-    local_grad = -1.0 * power(total, MINUS_TWO, shortcut)
+    local_grad = -1.0 * graph_power(total, MINUS_TWO, pow_mode)
     prob_start = -1
     for i in range(count):
         if only >= 0 and i != only:
@@ -169,7 +203,7 @@ cdef inline Py_ssize_t rmsnorm_size(int32_t n) noexcept nogil:
     return n + 4
 
 
-cdef int32_t build_rmsnorm(Arena ar, int32_t x, int32_t n, double eps, bint shortcut) noexcept nogil:
+cdef int32_t build_rmsnorm(Arena ar, int32_t x, int32_t n, double eps, int pow_mode) noexcept nogil:
     """x * (mean(x**2) + eps) ** -0.5: (n,), through microgpt's four scalar nodes."""
     cdef int32_t i, sum_sq, ms, shifted, scale, start
     # len(x)**-1 is an int raised to a negative int: Python computes it with float pow
@@ -181,8 +215,8 @@ cdef int32_t build_rmsnorm(Arena ar, int32_t x, int32_t n, double eps, bint shor
     v = ar.data[ms]
     shifted = add_node(ar, UNARY, ms, 0, 0, v + eps, 1.0)  # + eps
     v = ar.data[shifted]
-    scale = add_node(ar, UNARY, shifted, 0, 0, power(v, MINUS_HALF, shortcut),
-                     -0.5 * power(v, MINUS_THREE_HALVES, shortcut))  # ** -0.5
+    scale = add_node(ar, UNARY, shifted, 0, 0, graph_power(v, MINUS_HALF, pow_mode),
+                     -0.5 * graph_power(v, MINUS_THREE_HALVES, pow_mode))  # ** -0.5
     v = ar.data[scale]
     start = <int32_t>ar.n_nodes
     for i in range(n):  # out: (n,), xi * scale
@@ -196,7 +230,7 @@ cdef inline Py_ssize_t attention_size(int32_t n, int32_t n_head, Py_ssize_t T) n
 
 cdef int32_t build_attention(Arena ar, int32_t q, int32_t n, int32_t n_head, Py_ssize_t T,
                              int32_t[::1] at,  # IN: key starts [0, T), value starts [T, 2T); scratch [2T, 2T + n_head)
-                             bint shortcut) noexcept nogil:
+                             int pow_mode) noexcept nogil:
     """Causal multi-head attention of q (n,) over T keys and values (each (n,)): (n,)."""
     cdef int32_t hd = n // n_head
     # head_dim**0.5 is a float pow; "/ s" on a Value is "* s**-1"
@@ -212,7 +246,7 @@ cdef int32_t build_attention(Arena ar, int32_t q, int32_t n, int32_t n_head, Py_
         scaled_start = <int32_t>ar.n_nodes
         for t in range(T):  # / head_dim**0.5: (T,)
             add_node(ar, UNARY, logit_start + t, 0, 0, ar.data[logit_start + t] * inv_sqrt, inv_sqrt)
-        at[2 * T + h] = softmax_nodes(ar, scaled_start, <int32_t>T, -1, shortcut)  # weights: (T,), stride 2
+        at[2 * T + h] = softmax_nodes(ar, scaled_start, <int32_t>T, -1, pow_mode)  # weights: (T,), stride 2
     start = <int32_t>ar.n_nodes
     for h in range(n_head):  # head_out[j] = sum_t weights[t] * v_h[t][j]: (n,)
         hs = h * hd
@@ -231,11 +265,11 @@ cdef inline Py_ssize_t nll_size(int32_t count) noexcept nogil:
     return softmax_size(count, True) + 2
 
 
-cdef int32_t build_nll(Arena ar, int32_t logits, int32_t count, int32_t target, bint shortcut) noexcept nogil:
+cdef int32_t build_nll(Arena ar, int32_t logits, int32_t count, int32_t target, int pow_mode) noexcept nogil:
     """-log(softmax(logits)[target]): the loss node, or -1 when the probability is 0.0
     (microgpt's math.log raises there; the nodes built stay, unused).  The probability
     node is the loss node's child's child."""
-    cdef int32_t prob = softmax_nodes(ar, logits, count, target, shortcut), lg
+    cdef int32_t prob = softmax_nodes(ar, logits, count, target, pow_mode), lg
     cdef double p = ar.data[prob]
     if p == 0.0:
         return -1
@@ -309,7 +343,9 @@ cdef class GraphOps:
     the weights become the arena's fixed leaf nodes.  `rmsnorm_eps` is rmsnorm's epsilon
     (config.RMSNORM_EPS, microgpt's 1e-5).  `pow_shortcut`: may pow_shortcut.h settle the
     graph's x ** -1, -2, -0.5, -1.5 without libm pow (only where libm's pow is glibc's
-    analysed one: engines.adam.POW_SHORTCUT); the same bits either way.
+    analysed one: engines.adam.POW_SHORTCUT); the same bits either way.  `pow_fma`: may it take
+    its exact products from FMA instructions (where the CPU has FMA: pow_fma says whether it
+    does) rather than Dekker's two-product; the same bits, fewer instructions.
     """
 
     def __cinit__(self):
@@ -319,7 +355,8 @@ cdef class GraphOps:
         self.log, self.prob_nodes = cells(<int32_t>0, 256), cells(<int32_t>0, 16)
         self.scratch = cells(<int32_t>0, 0)
 
-    def __init__(self, layout, weights, double rmsnorm_eps=RMSNORM_EPS, *, bint pow_shortcut=False):
+    def __init__(self, layout, weights, double rmsnorm_eps=RMSNORM_EPS, *, bint pow_shortcut=False,
+                 bint pow_fma=False):
         if not rmsnorm_eps > 0.0 or rmsnorm_eps == float("inf"):
             raise ValueError(f"rmsnorm_eps must be positive and finite, got {rmsnorm_eps!r}")
         array = np.asarray(weights, dtype=np.float64)
@@ -330,6 +367,8 @@ cdef class GraphOps:
         cdef Mat m
         self.rmsnorm_eps = rmsnorm_eps
         self.pow_shortcut = pow_shortcut
+        self.pow_fma = pow_shortcut and pow_fma and fma_runs()
+        self.pow_mode = SHORTCUT_FMA if self.pow_fma else SHORTCUT if pow_shortcut else PLAIN_POW
         self.reserve(count, 0, 0)
         for i in range(count):
             add_node(self.arena, LEAF, 0, 0, 0, values[i], 0.0)
@@ -532,7 +571,7 @@ cdef class GraphOps:
         self.check(x)
         log_op(self, OP_RMSNORM)
         log_operand(self, x.start, x.size)
-        fill(out, self, build_rmsnorm(self.arena, x.start, x.size, self.rmsnorm_eps, self.pow_shortcut), x.size)
+        fill(out, self, build_rmsnorm(self.arena, x.start, x.size, self.rmsnorm_eps, self.pow_mode), x.size)
         if self.trace is not None:
             self.note_op([OP_RMSNORM, x.size])
             self.note_operand(x)
@@ -573,7 +612,7 @@ cdef class GraphOps:
         log_operand(self, q.start, n)
         for t in range(2 * T):  # keys, then values (all of size n)
             log_operand(self, at[t], n)
-        fill(out, self, build_attention(self.arena, q.start, n, n_head, T, at, self.pow_shortcut), n)
+        fill(out, self, build_attention(self.arena, q.start, n, n_head, T, at, self.pow_mode), n)
         if self.trace is not None:
             self.note_op([OP_ATTENTION, n, n_head, T], 2 * T + n_head)
             self.note_operand(q)
@@ -603,7 +642,7 @@ cdef class GraphOps:
             raise IndexError(f"target {target} out of range for {logits.size} logits")
         log_op(self, OP_NLL)  # not the target: see OrderTemplate
         log_operand(self, logits.start, logits.size)
-        cdef int32_t loss = build_nll(ar, logits.start, logits.size, <int32_t>target, self.pow_shortcut)
+        cdef int32_t loss = build_nll(ar, logits.start, logits.size, <int32_t>target, self.pow_mode)
         if loss < 0:
             raise ValueError("math domain error: log of probability 0.0")
         add_prob_node(self, ar.a[ar.a[loss]])  # its first child depends on the target: see OrderTemplate
@@ -670,7 +709,7 @@ cdef class GraphOps:
         src = <int32_t>ar.n_nodes
         for i in range(count):
             add_node(ar, LEAF, 0, 0, 0, ar.data[logits.start + i] * inv_t, 0.0)
-        prob = softmax_nodes(ar, src, count, -1, self.pow_shortcut)
+        prob = softmax_nodes(ar, src, count, -1, self.pow_mode)
         ar.recording = was_recording
         if self.trace is not None:  # not a training step
             self.stop_trace()
@@ -784,7 +823,7 @@ cdef class GraphOps:
         # template itself.
         self.start_sequence(True)
         self.reserve(program.nodes, program.edges, 0)
-        if not run_program(ar, program.code, program.tokens, scratch, self.rmsnorm_eps, self.pow_shortcut):
+        if not run_program(ar, program.code, program.tokens, scratch, self.rmsnorm_eps, self.pow_mode):
             return None
         if ar.n_nodes - ar.n_fixed != program.nodes or ar.n_edges != program.edges:
             raise RuntimeError("a replayed step built another graph than the one recorded")
@@ -1014,7 +1053,7 @@ cdef inline int32_t operand(const int32_t[::1] code, Py_ssize_t k, const int32_t
 
 
 cdef bint run_program(Arena ar, const int32_t[::1] code, const int32_t[::1] tokens,
-                      int32_t[::1] scratch, double rmsnorm_eps, bint shortcut) noexcept nogil:
+                      int32_t[::1] scratch, double rmsnorm_eps, int pow_mode) noexcept nogil:
     """Build a recorded step's graph with these tokens, op by op, as the ops did when it
     was recorded.  Each op is its code, its integer arguments, then its operands as
     (base, slot) pairs:
@@ -1039,17 +1078,18 @@ cdef bint run_program(Arena ar, const int32_t[::1] code, const int32_t[::1] toke
             k += 4
         elif op == OP_RMSNORM:
             size = code[k + 1]
-            build_rmsnorm(ar, operand(code, k + 2, tokens, size), size, rmsnorm_eps, shortcut)
+            build_rmsnorm(ar, operand(code, k + 2, tokens, size), size, rmsnorm_eps, pow_mode)
             k += 4
         elif op == OP_ATTENTION:
             n, T = code[k + 1], code[k + 3]
             for t in range(2 * T):
                 scratch[t] = operand(code, k + 6 + 2 * t, tokens, n)
-            build_attention(ar, operand(code, k + 4, tokens, n), n, code[k + 2], T, scratch, shortcut)
+            build_attention(ar, operand(code, k + 4, tokens, n), n, code[k + 2], T, scratch, pow_mode)
             k += 6 + 4 * T
         elif op == OP_NLL:
             size = code[k + 1]
-            if build_nll(ar, operand(code, k + 2, tokens, size), size, operand(code, k + 4, tokens, 1), shortcut) < 0:
+            if build_nll(ar, operand(code, k + 2, tokens, size), size, operand(code, k + 4, tokens, 1),
+                         pow_mode) < 0:
                 return False
             k += 6
         else:  # OP_MEAN

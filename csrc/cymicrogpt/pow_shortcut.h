@@ -8,7 +8,8 @@
    The graph engine's ops (_ops.pyx) compute the same powers, as node values and local
    gradients.  Every build uses this header (through pow_shortcut.pxd): the fused pass's
    AVX2 build (setup.py: -mavx2 -mfma) takes each exact product error from one FMA, its
-   baseline build (SSE2) and _ops (built once, without FMA) from Dekker's two-product;
+   baseline build (SSE2) from Dekker's two-product; _ops, built once without FMA, has both
+   copies (the template below: Dekker's, and one compiled for FMA, for CPUs with FMA);
    both are the same doubles (below), so all decide alike.  The caller
    decides where the shortcut may run (cymicrogpt.engines.adam.POW_SHORTCUT: glibc >= 2.28
    on x86_64 or aarch64, and not CYMICROGPT_PLAIN_POW=1) and passes `shortcut`.
@@ -128,11 +129,50 @@ static inline double cymg_power_of_two_below(double x) {
     return x;
 }
 
+/* S: *out = c = fl(high + low); 1 where c is proven to be pow's result */
+static inline int cymg_settle_power(double high, double low, double* out) {
+    double c = high + low;
+    double tail = low - (c - high);
+    double binade = cymg_power_of_two_below(c);
+    *out = c;
+    return (c != binade) & (fabs(tail) <= binade * CYMG_TAIL_ALLOWANCE);
+}
+
+#endif  /* CYMICROGPT_POW_SHORTCUT_H */
+
+/* The shortcut itself, a template (as axpy_rows.h): one copy of the functions below per
+   #include.  Before an #include a module may define
+     CYMG_POW(name)   this copy's name for `name` (default cymg_##name: the module's own copy,
+                      which pow_shortcut.pxd declares);
+     CYMG_POW_FMA     1: the exact products from FMA instructions, 0: from Dekker's two-product
+                      (default: 1 where the build's flags have FMA, __FMA__, else 0);
+     CYMG_POW_TARGET  this copy's function attributes (default none), e.g.
+                      __attribute__((target("fma"))) for an FMA copy in a build without -mfma
+                      (_ops.pyx: called only where the CPU has FMA);
+   the header #undefs the three again.  Either way the products are the same doubles (R).
+   The default copy is made once per module, however often the header is included (also by
+   adam_shortcut.h and avx2_bits.h, for the constants above). */
+#if defined(CYMG_POW) || !defined(CYMICROGPT_POW_SHORTCUT_DEFAULT_COPY)
+#ifndef CYMG_POW
+#define CYMICROGPT_POW_SHORTCUT_DEFAULT_COPY
+#define CYMG_POW(name) cymg_##name
+#endif
+#ifndef CYMG_POW_FMA
+#if defined(__FMA__)
+#define CYMG_POW_FMA 1
+#else
+#define CYMG_POW_FMA 0
+#endif
+#endif
+#ifndef CYMG_POW_TARGET
+#define CYMG_POW_TARGET
+#endif
+
 /* a b - p exactly, for p = fl(a b) (no overflow; exponents of a and b summing to -970 or
    more): one FMA, or Dekker's two-product with Veltkamp's splits (every operation exact;
    the build forbids contracting them into FMAs) */
-static inline double cymg_product_error(double a, double b, double p) {
-#if defined(__FMA__)
+CYMG_POW_TARGET static inline double CYMG_POW(product_error)(double a, double b, double p) {
+#if CYMG_POW_FMA
     return __builtin_fma(a, b, -p);
 #else
     double sa = CYMG_SPLITTER * a, sb = CYMG_SPLITTER * b;
@@ -144,92 +184,88 @@ static inline double cymg_product_error(double a, double b, double p) {
 
 /* fl(1 - a b), the exact value rounded once, for a b in [1/2, 2] (R): the same double in
    both builds */
-static inline double cymg_one_minus_product(double a, double b) {
-#if defined(__FMA__)
+CYMG_POW_TARGET static inline double CYMG_POW(one_minus_product)(double a, double b) {
+#if CYMG_POW_FMA
     return __builtin_fma(-a, b, 1.0);
 #else
     double p = a * b;
-    return (1.0 - p) - cymg_product_error(a, b, p);
+    return (1.0 - p) - CYMG_POW(product_error)(a, b, p);
 #endif
 }
 
-/* S: *out = c = fl(high + low); 1 where c is proven to be pow's result */
-static inline int cymg_settle_power(double high, double low, double* out) {
-    double c = high + low;
-    double tail = low - (c - high);
-    double binade = cymg_power_of_two_below(c);
-    *out = c;
-    return (c != binade) & (fabs(tail) <= binade * CYMG_TAIL_ALLOWANCE);
-}
-
 /* R's (q, L) ~ 1/x */
-static inline double cymg_reciprocal_parts(double x, double* low) {
+CYMG_POW_TARGET static inline double CYMG_POW(reciprocal_parts)(double x, double* low) {
     double q = 1.0 / x;
-    *low = q * cymg_one_minus_product(q, x);
+    *low = q * CYMG_POW(one_minus_product)(q, x);
     return q;
 }
 
 /* H's (p, L) ~ x^-1/2 */
-static inline double cymg_inverse_root_parts(double x, double* low) {
+CYMG_POW_TARGET static inline double CYMG_POW(inverse_root_parts)(double x, double* low) {
     double p = 1.0 / sqrt(x);
     double square = p * p;
-    double rho = cymg_one_minus_product(square, x) - cymg_product_error(p, p, square) * x;
+    double rho = CYMG_POW(one_minus_product)(square, x) - CYMG_POW(product_error)(p, p, square) * x;
     *low = 0.5 * (p * rho);
     return p;
 }
 
 /* Q's (p, L) ~ x^-2 */
-static inline double cymg_inverse_square_parts(double x, double* low) {
+CYMG_POW_TARGET static inline double CYMG_POW(inverse_square_parts)(double x, double* low) {
     double s = x * x;
     double p = 1.0 / s;
-    *low = p * (cymg_one_minus_product(p, s) - p * cymg_product_error(x, x, s));
+    *low = p * (CYMG_POW(one_minus_product)(p, s) - p * CYMG_POW(product_error)(x, x, s));
     return p;
 }
 
 /* T's (m, L) ~ x^-3/2 */
-static inline double cymg_inverse_root3_parts(double x, double* low) {
+CYMG_POW_TARGET static inline double CYMG_POW(inverse_root3_parts)(double x, double* low) {
     double root_low, reciprocal_low;
-    double p = cymg_inverse_root_parts(x, &root_low);
-    double q = cymg_reciprocal_parts(x, &reciprocal_low);
+    double p = CYMG_POW(inverse_root_parts)(x, &root_low);
+    double q = CYMG_POW(reciprocal_parts)(x, &reciprocal_low);
     double m = p * q;
-    *low = cymg_product_error(p, q, m) + (p * reciprocal_low + root_low * q);
+    *low = CYMG_POW(product_error)(p, q, m) + (p * reciprocal_low + root_low * q);
     return m;
 }
 
 /* 1 and *out = x ** cymg_exponent(which) where that is proven to be libm pow's result (for
-   x == 1.0: Python's), else 0 (*out then undefined). */
-static inline int cymg_proven_power(double x, int which, double* out) {
+   x == 1.0: Python's), else 0 (*out then undefined).  (cymg_proven_power in the default copy) */
+CYMG_POW_TARGET static inline int CYMG_POW(proven_power)(double x, int which, double* out) {
     double high, low;
     switch (which) {
     case CYMG_MINUS_ONE:
         if (!(x >= CYMG_MINUS_ONE_MIN && x <= CYMG_MINUS_ONE_MAX))  /* nan fails too */
             return 0;
-        high = cymg_reciprocal_parts(x, &low);
+        high = CYMG_POW(reciprocal_parts)(x, &low);
         break;
     case CYMG_MINUS_TWO:
         if (!(x >= CYMG_MINUS_TWO_MIN && x <= CYMG_MINUS_TWO_MAX))
             return 0;
-        high = cymg_inverse_square_parts(x, &low);
+        high = CYMG_POW(inverse_square_parts)(x, &low);
         break;
     case CYMG_MINUS_HALF:
         if (!(x >= CYMG_MINUS_HALF_MIN && x <= CYMG_MINUS_HALF_MAX))
             return 0;
-        high = cymg_inverse_root_parts(x, &low);
+        high = CYMG_POW(inverse_root_parts)(x, &low);
         break;
     default:
         if (!(x >= CYMG_MINUS_THREE_HALVES_MIN && x <= CYMG_MINUS_THREE_HALVES_MAX))
             return 0;
-        high = cymg_inverse_root3_parts(x, &low);
+        high = CYMG_POW(inverse_root3_parts)(x, &low);
     }
     return cymg_settle_power(high, low, out) | (x == 1.0);  /* for x == 1.0 every path gives c = 1.0 */
 }
 
-/* x ** cymg_exponent(which) as libm pow gives it: proven where `shortcut`, else pow */
-static inline double cymg_power(double x, int which, int shortcut) {
+/* x ** cymg_exponent(which) as libm pow gives it: proven where `shortcut`, else pow
+   (cymg_power in the default copy) */
+CYMG_POW_TARGET static inline double CYMG_POW(power)(double x, int which, int shortcut) {
     double out;
-    if (shortcut && cymg_proven_power(x, which, &out))
+    if (shortcut && CYMG_POW(proven_power)(x, which, &out))
         return out;
     return pow(x, cymg_exponent(which));
 }
 
-#endif
+
+#undef CYMG_POW
+#undef CYMG_POW_FMA
+#undef CYMG_POW_TARGET
+#endif  /* a copy */

@@ -14,7 +14,9 @@ a model that computed with a token would fail the trace, never replay a wrong pr
 
 The graph's x ** -1, -2, -0.5 and -1.5 (softmax, rmsnorm) skip libm pow where
 csrc/cymicrogpt/pow_shortcut.h proves pow's result, under the Adam kernel's rule
-(engines.adam.POW_SHORTCUT; CYMICROGPT_PLAIN_POW=1 turns it off): the same bits either way.
+(engines.adam.POW_SHORTCUT; CYMICROGPT_PLAIN_POW=1 turns it off), its exact products FMAs
+where the fused loops would run their AVX2 build (builds.avx2_fma_in_use), else Dekker's: the
+same bits either way.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from .._ops import GraphOps, StepProgram
 from ..config import GPTConfig
 from ..model import forward_backward
 from .adam import POW_SHORTCUT, VectorAdam
+from .builds import avx2_fma_in_use
 from ..params import MatrixSlot
 
 
@@ -71,7 +74,7 @@ class _TracedEngine:
 
 class GraphEngine:
     def __init__(self, layout: list[MatrixSlot], weights: Sequence[float]) -> None:
-        self.ops = ops = GraphOps(layout, weights, pow_shortcut=POW_SHORTCUT)
+        self.ops = ops = GraphOps(layout, weights, pow_shortcut=POW_SHORTCUT, pow_fma=avx2_fma_in_use())
         self.num_params = len(weights)
         # The model's operations are the compiled ones themselves, bound here rather than
         # wrapped: a wrapper would add a Python call to each of ~100 op calls a step.

@@ -32,12 +32,12 @@ import sys
 from types import ModuleType
 from typing import Optional, Sequence
 
-from .. import _adam, _fused, _kernels
+from .. import _fused
 from .._fused import FusedGPT
 from ..config import LAYER_MATRIX_NAMES, RMSNORM_EPS, GPTConfig
 from ..params import MatrixSlot, layer_name
 from .adam import POW_SHORTCUT, glibc_version, libm_shortcut_allowed
-from .builds import pick_build
+from .builds import avx2_fma_in_use, pick_build
 from .compiled import GraphEngine
 
 FIRST_DOCUMENTED_EXP_GLIBC = (2, 29)  # glibc's exp from ARM's optimized-routines, with its error analysis
@@ -56,7 +56,7 @@ EXP_SHORTCUT, EXP_SHORTCUT_REASON = exp_shortcut_allowed(
 def fused_module() -> ModuleType:
     """The compiled loops to run: their AVX2 build (which has FMA too) where the kernels run
     theirs and the CPU has FMA, else the baseline build."""
-    return pick_build(_fused, _kernels.uses_avx2() and _adam.cpu_has_avx2_fma())
+    return pick_build(_fused, avx2_fma_in_use())
 
 
 class FusedEngine(GraphEngine):
