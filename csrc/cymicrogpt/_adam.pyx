@@ -168,7 +168,6 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow
 from libc.errno cimport ERANGE, errno
 from libc.math cimport INFINITY, NAN, fabs, floor, isinf, isnan, pow, sqrt
 from libc.stdint cimport int32_t, uint8_t, uint64_t
-from libc.string cimport memcpy
 
 import numpy as np
 
@@ -184,11 +183,12 @@ cdef extern from "adam_shortcut.h":
     const double ROOT_MAX "CYMG_ROOT_MAX"
     const double OVERFLOW_FREE_MAX "CYMG_OVERFLOW_FREE_MAX"
     const double SPLITTER "CYMG_SPLITTER"
-    const uint64_t EXPONENT_BITS "CYMG_EXPONENT_BITS"
     const double MARGIN "CYMG_MARGIN"
     const double SQUARE_ALLOWANCE "CYMG_SQUARE_ALLOWANCE"
     const double ROOT_ALLOWANCE "CYMG_ROOT_ALLOWANCE"
     const bint HAVE_AVX2_PASSES "CYMG_AVX2"
+    # 2^e for a positive normal double 2^e <= x < 2^(e+1) (pow_shortcut.h: the one copy)
+    double power_of_two_below "cymg_power_of_two_below"(double x) noexcept nogil
     Py_ssize_t unproven_indices "cymg_unproven_indices"(
         const uint8_t* masks, Py_ssize_t groups, int32_t* pending, Py_ssize_t count) noexcept nogil
     bint avx2_gradients_square_finitely "cymg_avx2_gradients_square_finitely"(
@@ -254,15 +254,6 @@ cdef enum:
 
 
 # --- the pow shortcut's proofs (branch-free, so that their loops vectorise) ---------------
-cdef inline double power_of_two_below(double x) noexcept nogil:
-    """2^e for a positive normal double 2^e <= x < 2^(e+1): x with its fraction bits cleared."""
-    cdef uint64_t bits
-    memcpy(&bits, &x, sizeof(double))
-    bits &= EXPONENT_BITS
-    memcpy(&x, &bits, sizeof(double))
-    return x
-
-
 cdef inline void split_26(double x, double* hi, double* lo) noexcept nogil:
     """x = hi + lo exactly, hi with 26 significant bits, lo in 26 bits (Veltkamp's split)."""
     cdef double split = SPLITTER * x
