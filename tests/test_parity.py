@@ -9,9 +9,15 @@ compared with each compiled backend (the pure-Python reference is the slow part)
 from __future__ import annotations
 
 import functools
+import json
+import os
+import platform
+import subprocess
+import sys
 from typing import NamedTuple
 
 import pytest
+from conftest import FIXTURES
 
 import cymicrogpt as mg
 from cymicrogpt.config import GPTConfig
@@ -139,3 +145,37 @@ def test_compiled_backend_reproduces_the_full_seed_run(backend, names_path, gold
     run = mg.train(mg.load_docs(names_path), steps=gold["num_steps"], backend=backend, seed=42)
     assert run.losses == gold["losses"]
     assert run.sample(len(gold["samples"]), temperature=0.5) == gold["samples"]
+
+
+# glibc's build of exp, log and pow without FMA (x86_64: the tunable hides AVX2 and FMA from
+# glibc's choice); the CPUs that lack FMA get it by default
+PLAIN_LIBM = "glibc.cpu.hwcaps=-AVX2,-FMA"
+PLAIN_LIBM_TWIN = "seed_default_1000steps.libm-without-fma.json"
+FULL_RUN_CHILD = """
+import json, math, sys
+import cymicrogpt as mg
+names, fingerprint = sys.argv[1], json.loads(sys.argv[2])
+runs = {}
+for backend in sys.argv[3:]:
+    run = mg.train(mg.load_docs(names), steps=1000, backend=backend, seed=42)
+    runs[backend] = [run.losses, run.sample(20, temperature=0.5)]
+print(json.dumps({"fingerprint": [getattr(math, name)(*args) for name, args, _ in fingerprint], "runs": runs}))
+"""
+
+
+@pytest.mark.skipif(not (sys.platform == "linux" and platform.machine() == "x86_64" and platform.libc_ver()[0] == "glibc"),
+                    reason="glibc on x86_64 only: the tunable that picks its libm build")
+def test_compiled_backends_reproduce_the_full_seed_run_under_the_other_libm(names_path):
+    """Under glibc's build of exp, log and pow without FMA, microgpt.py's own losses differ
+    from step 11 on (tests/fixtures/ holds its run recorded both ways); every compiled
+    backend, with the pow and exp shortcuts it uses on this CPU, follows that libm too."""
+    twin = json.loads((FIXTURES / PLAIN_LIBM_TWIN).read_text())
+    child = subprocess.run([sys.executable, "-c", FULL_RUN_CHILD, str(names_path), json.dumps(twin["libm_fingerprint"]),
+                            *COMPILED], env=dict(os.environ, GLIBC_TUNABLES=PLAIN_LIBM), capture_output=True, text=True,
+                           check=False)
+    assert child.returncode == 0, child.stderr
+    found = json.loads(child.stdout)
+    if found["fingerprint"] != [result for _, _, result in twin["libm_fingerprint"]]:
+        pytest.skip(f"GLIBC_TUNABLES={PLAIN_LIBM} did not select the libm {PLAIN_LIBM_TWIN} was recorded with")
+    for backend in COMPILED:
+        assert found["runs"][backend] == [twin["losses"], twin["samples"]], backend
