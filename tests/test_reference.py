@@ -1,8 +1,10 @@
 """The pure-Python reference reproduces microgpt.py exactly.
 
 The golden files in tests/fixtures/ were produced by running the seed's microgpt.py
-unchanged (seed 42, names.txt, default config) -- copied from ../shared/golden/; their
-"about" field says so.  Losses are compared with float ==.
+unchanged (seed 42, names.txt, default config) with tests/fixtures/record.py, once with each
+of glibc's builds of exp, log and pow (the FMA runs equal ../shared/golden/'s files); their
+"about" field says so, and the `golden` fixture picks the one this machine's libm
+reproduces.  Losses are compared with float ==.
 """
 import math
 import random
