@@ -327,6 +327,20 @@ def test_progress_flushes_only_what_it_wrote(is_tty: bool) -> None:
     assert stream.flushes == lines_written == (2 if is_tty else 20)  # a terminal: the first and the last
 
 
+@pytest.mark.parametrize("total, start", [(1000, 0), (37, 0), (30, 10), (5, 0), (1, 0)])
+def test_a_log_updated_only_at_its_due_steps_prints_the_same_lines(total: int, start: int) -> None:
+    # the CLI calls update() only where next_due (or its clock) says, not after every step
+    every_step, due_steps = io.StringIO(), io.StringIO()
+    progress = Progress(total, stream=every_step, start=start, is_tty=False, clock=lambda: 1.0)
+    for step in range(start + 1, total + 1):
+        progress.update(step, 2.5)
+    progress, step = Progress(total, stream=due_steps, start=start, is_tty=False, clock=lambda: 1.0), start
+    while step < total:
+        step = progress.next_due(step)
+        progress.update(step, 2.5)
+    assert due_steps.getvalue() == every_step.getvalue() != ""
+
+
 def test_progress_on_a_terminal_redraws_one_line() -> None:
     stream = io.StringIO()
     progress = Progress(30, stream=stream, start=10, is_tty=True, clock=FakeClock())

@@ -59,6 +59,7 @@ from .files import check_output, write_atomically
 from .interrupts import StopRequest, signal_name, stop_if_interrupted_at_start_up, stop_on_signals
 from .ladder import IMPLEMENTATIONS
 from .output import Console, print_error
+from .pacing import ClockPacer, next_multiple
 from .progress import Progress
 from .sampling import SamplingError, check_temperature
 from .tokenizer import Tokenizer
@@ -512,6 +513,10 @@ class HeldOut:
     def due(self, run: Run) -> bool:
         return run.step == run.num_steps or (self.every is not None and run.step % self.every == 0)
 
+    def next_due(self, step: int, num_steps: int) -> int:
+        """The first step after `step` at which ``due`` holds."""
+        return num_steps if self.every is None else min(num_steps, next_multiple(step, self.every))
+
     def line(self, run: Run) -> str:
         return f"step {run.step:4d} / {run.num_steps:4d} | eval loss {run.evaluate(self.docs):.4f}"
 
@@ -522,17 +527,26 @@ def train_with_progress(run: Run, save: Optional[Checkpointing], save_every: Opt
     after stdout closed when there is nothing to save, or to a divergence (returned);
     with `held_out`, print its loss line when due."""
     progress = Progress(run.num_steps, stream=out, start=run.step)
+    pacer = ClockPacer()  # the terminal's redraws and the pipe's polls are up to the clock
+    due = run.step + 1  # the next step at which anything but a stop signal is due (see pacing.py)
 
     def on_step(run: Run) -> None:
-        progress.update(run.step, run.losses[-1])
+        nonlocal due
+        if run.step < due and stop.signum is None:  # most steps: nothing to do
+            return
+        step = run.step
+        progress.update(step, run.losses[-1])
         out.notice_closed_pipe()
-        if save_every and run.step % save_every == 0 and run.step < run.num_steps:
+        if save_every and step % save_every == 0 and step < run.num_steps:
             save.periodic(run)
         if held_out is not None and held_out.due(run) and not stop.requested and out.lost is None:
             progress.close()  # a terminal's progress line ends; the next update starts a new one
             out.print(held_out.line(run))
         if stop.requested or (out.lost is not None and save is None):
             raise _StopTraining
+        due = min(pacer.next_step(step), progress.next_due(step),
+                  next_multiple(step, save_every) if save_every else run.num_steps,
+                  held_out.next_due(step, run.num_steps) if held_out is not None else run.num_steps)
 
     try:
         if stop.requested:  # before the first step

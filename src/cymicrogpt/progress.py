@@ -11,6 +11,8 @@ import sys
 import time
 from typing import Callable, Optional, TextIO
 
+from .pacing import next_multiple
+
 REDRAW_INTERVAL_S = 0.1  # terminal: the fastest the line is redrawn
 LOG_LINES = 20  # not a terminal: about this many lines per run
 
@@ -26,7 +28,8 @@ def format_duration(seconds: float) -> str:
 
 
 class Progress:
-    """Call ``update(step, loss)`` after each step (steps counted from 1) and ``close()`` at the end."""
+    """Call ``update(step, loss)`` after each step (steps counted from 1), or only at the
+    steps where it may draw (see ``next_due``), and ``close()`` at the end."""
 
     def __init__(self, total: int, stream: Optional[TextIO] = None, start: int = 0,
                  is_tty: Optional[bool] = None, clock: Callable[[], float] = time.perf_counter) -> None:
@@ -50,10 +53,16 @@ class Progress:
             text += f" | {rate:.1f} steps/s | ETA {format_duration((self.total - step) / rate)}"
         return text
 
+    def next_due(self, step: int) -> int:
+        """The next step after `step` at which ``update`` prints whatever the clock says:
+        the next line of a log, or the last step.  A terminal's other lines are up to the
+        clock: update() must also be called at the steps a ``pacing.ClockPacer`` gives."""
+        return self.total if self.is_tty else min(self.total, next_multiple(step, self.every))
+
     def update(self, step: int, loss: float) -> None:
-        # Called after every step, which can take a few microseconds: between the lines it
-        # writes, it does nothing costlier than a comparison (a log) or a clock reading (a
-        # terminal), and it flushes only what it wrote.
+        # Called after every step or at the steps next_due and a ClockPacer give: between
+        # the lines it writes, it does nothing costlier than a comparison (a log) or a clock
+        # reading (a terminal), and it flushes only what it wrote.
         last = step >= self.total
         if self.is_tty:
             now = self.clock()

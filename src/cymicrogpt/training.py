@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+from math import isfinite
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
 
 from .checks import check_count, check_docs, check_lr, check_seed
@@ -60,6 +61,7 @@ class Training:
         self.lr = lr
         self.step = step  # steps completed, which is also the 0-based index of the next step
         self.losses: list[float] = [] if losses is None else losses
+        self._training_pass: Optional[Callable[[list[int]], float]] = None  # engine.training_pass(config)
 
     def train_step(self, tokens: list[int]) -> float:
         """One training step on a tokenised document: forward and backward on a fresh graph,
@@ -67,23 +69,22 @@ class Training:
 
         Raises ``DivergenceError`` at a step that has no finite loss, gradient or update,
         leaving everything as it was before that step (weights, moments, step, losses;
-        gradients zeroed)."""
-        loss = self._checked_forward_backward(tokens)
-        self.finish_step(loss)
-        return loss
+        gradients zeroed).
 
-    def _checked_forward_backward(self, tokens: list[int]) -> float:
-        """The step's forward and backward, or DivergenceError before the optimizer sees a bad step.
-
-        microgpt itself stops with math.log(0.0)'s ValueError; the engines raise what
-        Python's float arithmetic raises (ValueError, OverflowError, ZeroDivisionError)
-        and otherwise return NaN or infinite values: all of it is divergence here."""
+        The forward and backward: microgpt itself stops with math.log(0.0)'s ValueError; the
+        engines raise what Python's float arithmetic raises (ValueError, OverflowError,
+        ZeroDivisionError) and otherwise return NaN or infinite values: all of it is
+        divergence here, raised before the optimizer sees the step."""
+        training_pass = self._training_pass
+        if training_pass is None:  # bound on the first step: the engine and config are the run's for good
+            training_pass = self._training_pass = self.engine.training_pass(self.config)
         try:
-            loss = self.engine.forward_backward(self.config, tokens)
+            loss = training_pass(tokens)
         except (ValueError, OverflowError, ZeroDivisionError) as exc:
             raise self._diverged(f"its loss cannot be computed ({exc})") from exc
-        if not math.isfinite(loss):
+        if not isfinite(loss):
             raise self._diverged(f"its loss is {loss!r}")
+        self.finish_step(loss)
         return loss
 
     def finish_step(self, loss_value: float) -> None:
@@ -146,8 +147,10 @@ class Run(Training):
         CLI does) before saving.
         """
         until = self.num_steps if until is None else min(until, self.num_steps)
+        docs, encode, train_step = self.docs, self.tokenizer.encode, self.train_step  # looked up once, not per step
         while self.step < until:
-            self.train_step(self._tokens())  # encoded outside the step's checks: a bad document is not divergence
+            # self._tokens(), inline; encoded outside the step's checks: a bad document is not divergence
+            train_step(encode(docs[self.step % len(docs)]))
             if on_step is not None:
                 on_step(self)
 

@@ -21,7 +21,8 @@ same bits either way.
 from __future__ import annotations
 
 import operator
-from typing import Sequence, Union
+from functools import partial
+from typing import Callable, Sequence, Union
 
 import numpy as np
 
@@ -98,6 +99,9 @@ class GraphEngine:
         elif program is None:
             return self._trace(key, config, tokens)
         return forward_backward(self, config, tokens)  # what the replay cannot do, the model raises on
+
+    def training_pass(self, config: GPTConfig) -> Callable[[Sequence[int]], float]:
+        return partial(self.forward_backward, config)
 
     def _trace(self, key: tuple[GPTConfig, int], config: GPTConfig, tokens: Sequence[int]) -> float:
         try:

@@ -30,7 +30,7 @@ import os
 import platform
 import sys
 from types import ModuleType
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from .. import _fused
 from .._fused import FusedGPT
@@ -67,10 +67,14 @@ class FusedEngine(GraphEngine):
         self._loops: Optional[FusedGPT] = None
 
     def forward_backward(self, config: GPTConfig, tokens: Sequence[int]) -> float:
+        return self.training_pass(config)(tokens)
+
+    def training_pass(self, config: GPTConfig) -> Callable[[Sequence[int]], float]:
+        """The loops' forward_backward (made for `config` on its first pass)."""
         if config is not self._config:
             self._loops = self.make_loops(config, EXP_SHORTCUT)
             self._config = config
-        return self._loops.forward_backward(tokens)
+        return self._loops.forward_backward
 
     def make_loops(self, config: GPTConfig, exp_shortcut: bool) -> FusedGPT:
         """The loops for `config` over this engine's weights (n_head is not in the layout),

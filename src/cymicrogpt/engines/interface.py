@@ -24,7 +24,7 @@ the same parameter names, and that a training pass and sampling use nothing else
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, Sequence, TypeAlias, Union, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, TypeAlias, Union, runtime_checkable
 
 if TYPE_CHECKING:  # the reference engine runs without NumPy: no import at run time
     import numpy as np
@@ -113,6 +113,10 @@ class Engine(Protocol):
         gradients accumulated.  The compiled engine replays a recorded pass instead of
         running the model again where it can (engines/compiled.py), the fused engine runs
         graph-free loops (engines/fused.py): the same result."""
+
+    def training_pass(self, config: "GPTConfig") -> Callable[[Sequence[int]], float]:
+        """``forward_backward`` with `config` bound, for a run's every step: the fused
+        engine's is its compiled loops' own method, no Python between the step and them."""
 
     # --- sequences and sampling ----------------------------------------------------------
     def begin_sequence(self, record: bool = True) -> None:

@@ -18,6 +18,7 @@ This module imports neither NumPy nor the compiled extension.  Its public name i
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Sequence
 
 from ..checks import check_moment_lengths
@@ -190,6 +191,9 @@ class ReferenceEngine:
 
     def forward_backward(self, config, tokens) -> float:
         return forward_backward(self, config, tokens)
+
+    def training_pass(self, config):
+        return partial(forward_backward, self, config)
 
     # --- inference ----------------------------------------------------------------------
     def begin_sequence(self, record: bool = True) -> None:
