@@ -24,7 +24,7 @@ from conftest import avx2_build, benchmark_script
 
 from cymicrogpt import _adam
 from cymicrogpt._adam import adam_step, power_array
-from cymicrogpt.config import ADAM_EPS, GPTConfig
+from cymicrogpt.config import ADAM_BETA2, ADAM_EPS, GPTConfig
 from cymicrogpt.engines import adam, make_engine
 from cymicrogpt.engines.adam import VectorAdam, pow_shortcut_allowed
 from cymicrogpt.params import init_weights, state_dict_layout
@@ -450,6 +450,54 @@ def test_steps_whose_bias_corrections_are_one_match_reference_adam(kernels, shor
         pair.set_gradients([safe_gradient(pair.rng) for _ in range(size)])
         pair.step(step + offset, 10_000)
         pair.assert_identical(f"after step {step + offset}")
+
+
+def decayed_v_near_midpoints(rng: random.Random, count: int, tries: int = 20_000) -> list[float]:
+    """`count` v whose update with a zero gradient, fl(beta2 * v), lies in [2^-968, 2^-128)
+    next to the square of a midpoint between two doubles, where libm's root (Python's ** 0.5)
+    may differ from sqrt's (once in about 500 such v with glibc 2.36): first those where it
+    does, found among `tries` of them."""
+    differing, others = [], []
+    for _ in range(tries):
+        root = 2.0 ** rng.uniform(-480, -65)
+        target = float((Fraction(root) + Fraction(math.ulp(root)) / 2) ** 2)
+        v = target / ADAM_BETA2
+        for _ in range(4):  # fl(beta2 * v) moves by about an ULP per ULP of v
+            if ADAM_BETA2 * v == target:
+                (differing if target**0.5 != math.sqrt(target) else others).append(v)
+                break
+            v = math.nextafter(v, math.inf if ADAM_BETA2 * v < target else 0.0)
+    return (differing + others)[:count]
+
+
+@SHORTCUT
+@BUILDS
+@pytest.mark.parametrize("eps", [ADAM_EPS, 1e-300], ids=["eps", "tiny-eps"])
+def test_moments_decayed_below_the_proofs_range_match_reference_adam(kernels, shortcut, eps):
+    """Parameters whose gradient has stayed 0 for thousands of steps: v decayed below the root
+    proof's 2^-128, to the AVX2 build's settling range (down to 2^-968) and past it, some
+    next to a midpoint's square, m down to a few subnormal units (0.85 * 3 units rounds back
+    to 3).  With eps, the step's outcome no longer depends on the root's last bit (argument
+    5 settles it without libm); with a tiny eps it does (libm decides): the same bits as the
+    Python loop either way."""
+    size = 1031
+    pair = Pair(size, shortcut, seed=7, kernels=kernels, eps=eps)
+    edges = [2.0**-968, math.nextafter(2.0**-968, 0.0), 2.0**-967 * 1.5, 2.0**-128, math.nextafter(2.0**-128, 0.0),
+             1e-300, 5e-324, 0.0]
+    near = iter(decayed_v_near_midpoints(pair.rng, size // 3 + 1))
+    v = [edges[i % len(edges)] if i % 11 == 0 else next(near) if i % 3 == 1 else 2.0 ** pair.rng.uniform(-1000, -100)
+         for i in range(size)]
+    m = [pair.rng.choice([3e-323, -1.5e-323, 5e-324, 0.0]) if i % 3 == 0
+         else pair.rng.gauss(0.0, 10.0) * math.sqrt(v[i]) for i in range(size)]  # steps of about 0.1
+    pair.reference.set_moments(m, v)
+    pair.fast.set_moments(m, v)
+    pair.set_gradients([0.0 if i % 20 else safe_gradient(pair.rng) for i in range(size)])
+    pair.step(5000, 20_000)  # the first step: v next to the midpoints' squares
+    pair.assert_identical("after the first step")
+    for step in range(2):
+        pair.set_gradients([0.0 if i % 4 else safe_gradient(pair.rng) for i in range(size)])
+        pair.step(step + 5001, 20_000)
+        pair.assert_identical(f"after step {step + 1}")
 
 
 @BUILDS

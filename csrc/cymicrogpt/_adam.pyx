@@ -115,6 +115,11 @@ E(0) = 0.51103, E(20) = 0.51167, E(64) = 0.51306; E(1023) = 0.5435 is the source
    cannot reassociate them); the AVX2 build's twin is one explicit FMA, fl(x*x - p), the
    exact value rounded once: r itself, since r is representable.  The exact square is p + r: if
    |r| <= 2^e * fl(t 2^-52), then |r| <= (t + 2^-54) u and pow(x, 2.0) == p.
+   The passes read the range on p: 2^-64 <= p <= 2^64 with p not a power of two selects
+   the same x as 2^-32 <= x <= 2^32 does, since fl(x*x) is monotonic in x and the ends'
+   squares, 2^-64 and 2^64, are exact powers of two (below 2^-32 p is at most 2^-64, above
+   2^32 at least 2^64).  So the AVX2 passes square g itself (g*g and the FMA's residual are
+   the same for -g), with no absolute value taken.
 
 3. Root (v_hat**0.5, 2^-128 <= v <= 2^128).  s = sqrt(v) (rounded), 2^e < s < 2^(e+1)
    with e in [-64, 63], and rho = v - s^2, exactly representable: s^2 is a multiple of
@@ -156,6 +161,13 @@ E(0) = 0.51103, E(20) = 0.51167, E(64) = 0.51306; E(1023) = 0.5435 is the source
    called (adam_shortcut.h: cymg_avx2_settle_squares, cymg_avx2_settle_roots, four
    elements at a time; the side of p' is the sign of residual_of_square or
    residual_of_root, and p' is p's bit pattern plus or minus one).
+   For roots this holds below 3's range as well, for 2^-968 <= v < 2^-128 (s in [2^-484,
+   2^-64)): there E(e) <= E(484) = 0.511 + 485 c < 0.527 < 1, and rho is still exact (3's
+   grid, 2^(2e-104) >= 2^-1072, lies on the subnormal one or above, and |rho| < 2^(2e-51)),
+   so cymg_avx2_settle_roots takes those elements too: where a gradient stays 0, v decays by
+   beta2 a step, below 2^-128 some 7,500 steps later, and the step lr_t * m_hat / (s + eps),
+   s far below eps, then hardly ever depends on the root's last bit (a 100,000-step run
+   spent a fifth of its time in libm pow for them).
 
 The shortcut is only correct where libm's pow carries that analysis; the caller decides
 where (cymicrogpt.engines.adam detects glibc >= 2.28 at run time) and passes `shortcut`.
@@ -179,6 +191,8 @@ cdef extern from "adam_shortcut.h":
     # prove_squares, prove_roots and update_block, defined where the build has AVX2.
     const double SQUARE_MIN "CYMG_SQUARE_MIN"
     const double SQUARE_MAX "CYMG_SQUARE_MAX"
+    const double SQUARE_RESULT_MIN "CYMG_SQUARE_RESULT_MIN"  # SQUARE_MIN**2 and SQUARE_MAX**2, exact
+    const double SQUARE_RESULT_MAX "CYMG_SQUARE_RESULT_MAX"
     const double ROOT_MIN "CYMG_ROOT_MIN"
     const double ROOT_MAX "CYMG_ROOT_MAX"
     const double OVERFLOW_FREE_MAX "CYMG_OVERFLOW_FREE_MAX"
@@ -280,7 +294,7 @@ cdef inline bint square_is_proven(double x, double p) noexcept nogil:
     """Is p = fl(x*x) what Python's x ** 2.0 gives, for x = |g| (argument 2, or x == 0)?
     `&`, not `and`: every test runs (nan fails the comparisons), nothing branches."""
     cdef double binade = power_of_two_below(p)
-    return (x == 0.0) | ((x >= SQUARE_MIN) & (x <= SQUARE_MAX) & (p != binade)
+    return (x == 0.0) | ((p >= SQUARE_RESULT_MIN) & (p <= SQUARE_RESULT_MAX) & (p != binade)
                          & (fabs(residual_of_square(x, p)) <= binade * SQUARE_ALLOWANCE))
 
 

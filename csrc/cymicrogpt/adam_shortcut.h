@@ -28,12 +28,19 @@
 #include "avx2_bits.h"  /* the four-lane helpers, shared with exp_shortcut.h */
 #include "pow_shortcut.h"  /* CYMG_MARGIN, CYMG_SPLITTER, CYMG_EXPONENT_BITS: shared with the fused pass */
 
-/* |x| range where x*x is proven (2): its square lies in [2^-64, 2^64], where the margin holds. */
+/* |x| range where x*x is proven (2): its square lies in [2^-64, 2^64], where the margin holds.
+   The passes test the square p = fl(x*x) against the squares of the ends (exact: 2^-64 and 2^64),
+   which selects the same elements once powers of two are left out (2). */
 #define CYMG_SQUARE_MIN 0x1p-32
 #define CYMG_SQUARE_MAX 0x1p32
+#define CYMG_SQUARE_RESULT_MIN (CYMG_SQUARE_MIN * CYMG_SQUARE_MIN)
+#define CYMG_SQUARE_RESULT_MAX (CYMG_SQUARE_MAX * CYMG_SQUARE_MAX)
 /* v range where sqrt(v) is proven (3): its root lies in [2^-64, 2^64]. */
 #define CYMG_ROOT_MIN 0x1p-128
 #define CYMG_ROOT_MAX 0x1p128
+/* The lowest v whose root argument 5 settles (its root lies in [2^-484, 2^-64) below CYMG_ROOT_MIN:
+   pow is still within E(484) < 0.53 ULP there, and the residual exact) */
+#define CYMG_ROOT_SETTLE_MIN 0x1p-968
 /* No finite |g| at most this has a square that overflows (2^1022 < DBL_MAX). */
 #define CYMG_OVERFLOW_FREE_MAX 0x1p511
 /* The margin t, in ULPs, for results in [2^-64, 2^64) (1): a square's residual may be
@@ -100,14 +107,15 @@ static inline __m256d cymg4_residual_of_root(__m256d v, __m256d s) {
     return _mm256_fnmadd_pd(s, s, v);
 }
 
-/* square_is_proven, for a = |g| and p = a*a: all ones in the lanes where p is proven */
-static inline __m256d cymg4_square_is_proven(__m256d a, __m256d p) {
+/* square_is_proven, for a gradient g and p = g*g (the same as |g|*|g|; so is the residual, g*g - p,
+   and the range is read on p: no absolute value taken): all ones in the lanes where p is proven */
+static inline __m256d cymg4_square_is_proven(__m256d g, __m256d p) {
     __m256d binade = cymg4_power_of_two_below(p);
-    __m256d close = _mm256_cmp_pd(cymg4_abs(cymg4_residual_of_square(a, p)),
+    __m256d close = _mm256_cmp_pd(cymg4_abs(cymg4_residual_of_square(g, p)),
                                   _mm256_mul_pd(binade, _mm256_set1_pd(CYMG_SQUARE_ALLOWANCE)), _CMP_LE_OQ);
-    __m256d proven = _mm256_and_pd(cymg4_inside(a, CYMG_SQUARE_MIN, CYMG_SQUARE_MAX),
+    __m256d proven = _mm256_and_pd(cymg4_inside(p, CYMG_SQUARE_RESULT_MIN, CYMG_SQUARE_RESULT_MAX),
                                    _mm256_and_pd(_mm256_cmp_pd(p, binade, _CMP_NEQ_UQ), close));
-    return _mm256_or_pd(_mm256_cmp_pd(a, _mm256_setzero_pd(), _CMP_EQ_OQ), proven);
+    return _mm256_or_pd(_mm256_cmp_pd(g, _mm256_setzero_pd(), _CMP_EQ_OQ), proven);
 }
 
 /* root_is_proven, for s = sqrt(v) */
@@ -122,15 +130,34 @@ static inline __m256d cymg4_root_is_proven(__m256d v, __m256d s) {
 }
 
 /* nothing_can_raise's quick tests, for i < n - n % 4 (n a multiple of 8 there or not);
-   0 leaves the answer to the exact test.  Three operations per four elements instead of
-   its ten (an absolute value, a comparison that is true for nan, a running OR), or two (a
-   running OR), two accumulators to hide their latency.  The gradients': 1 when every
-   |grads[i]| is at most CYMG_OVERFLOW_FREE_MAX (nan and inf fail: the step may be asked to
-   refuse them, and the exact test tells). */
+   0 leaves the answer to the exact test (its ten operations per element).  Both first read
+   the OR of the elements' bit patterns: one operation per four elements, two accumulators
+   to hide its latency. */
+static inline __m256d cymg4_or_of_bits(const double* x, Py_ssize_t n) {
+    __m256d bits0 = _mm256_setzero_pd(), bits1 = _mm256_setzero_pd();
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        bits0 = _mm256_or_pd(bits0, _mm256_loadu_pd(x + i));
+        bits1 = _mm256_or_pd(bits1, _mm256_loadu_pd(x + i + 4));
+    }
+    if (i + 4 <= n)
+        bits0 = _mm256_or_pd(bits0, _mm256_loadu_pd(x + i));
+    return _mm256_or_pd(bits0, bits1);
+}
+
+/* The gradients': 1 when every |grads[i]| is at most CYMG_OVERFLOW_FREE_MAX (nan and inf fail:
+   the step may be asked to refuse them, and the exact test tells).  First, whether every
+   |grads[i]| is below 2: the top bit of the exponent field (bit 62) clear in all of them, so
+   in their OR (nan and inf have it set); gradients rarely reach 2 (8 steps of a 20,000-step
+   default run).  Else three operations per four elements: an absolute value, a comparison
+   that is true for nan, a running OR. */
 static int cymg_avx2_gradients_square_finitely(const double* grads, Py_ssize_t n) {
     const __m256d limit = _mm256_set1_pd(CYMG_OVERFLOW_FREE_MAX);
     __m256d beyond0 = _mm256_setzero_pd(), beyond1 = _mm256_setzero_pd();
     Py_ssize_t i = 0;
+    if (_mm256_testz_si256(_mm256_castpd_si256(cymg4_or_of_bits(grads, n)),
+                           _mm256_set1_epi64x((long long)(UINT64_C(1) << 62))))
+        return 1;
     for (; i + 8 <= n; i += 8) {  /* not (|g| <= limit), unordered: all ones for nan too */
         beyond0 = _mm256_or_pd(_mm256_cmp_pd(cymg4_abs(_mm256_loadu_pd(grads + i)), limit, _CMP_NLE_UQ), beyond0);
         beyond1 = _mm256_or_pd(_mm256_cmp_pd(cymg4_abs(_mm256_loadu_pd(grads + i + 4)), limit, _CMP_NLE_UQ), beyond1);
@@ -142,15 +169,7 @@ static int cymg_avx2_gradients_square_finitely(const double* grads, Py_ssize_t n
 
 /* The second moments': 1 when no v[i] has its sign bit set (-0.0 counted). */
 static int cymg_avx2_no_sign_bit(const double* v, Py_ssize_t n) {
-    __m256d signs0 = _mm256_setzero_pd(), signs1 = _mm256_setzero_pd();
-    Py_ssize_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        signs0 = _mm256_or_pd(signs0, _mm256_loadu_pd(v + i));
-        signs1 = _mm256_or_pd(signs1, _mm256_loadu_pd(v + i + 4));
-    }
-    if (i + 4 <= n)
-        signs0 = _mm256_or_pd(signs0, _mm256_loadu_pd(v + i));
-    return _mm256_movemask_pd(_mm256_or_pd(signs0, signs1)) == 0;
+    return _mm256_movemask_pd(cymg4_or_of_bits(v, n)) == 0;
 }
 
 /* prove_squares: out[i] = |x[i]|^2 for i < n - n % 4 (n <= BLOCK); masks[i / 4] notes
@@ -158,10 +177,10 @@ static int cymg_avx2_no_sign_bit(const double* v, Py_ssize_t n) {
 static void cymg_avx2_prove_squares(const double* x, double* out, uint8_t* masks, Py_ssize_t n) {
     Py_ssize_t i;
     for (i = 0; i + 4 <= n; i += 4) {
-        __m256d a = cymg4_abs(_mm256_loadu_pd(x + i));
-        __m256d p = _mm256_mul_pd(a, a);
+        __m256d g = _mm256_loadu_pd(x + i);
+        __m256d p = _mm256_mul_pd(g, g);
         _mm256_storeu_pd(out + i, p);
-        masks[i / 4] = cymg4_proven_bits(cymg4_square_is_proven(a, p));
+        masks[i / 4] = cymg4_proven_bits(cymg4_square_is_proven(g, p));
     }
 }
 
@@ -230,10 +249,10 @@ static inline __attribute__((always_inline)) void cymg_avx2_update_pass(
         if (i + 8 < n4)
             CYMG_STAGE_A(i + 8);
         if (i < next_n4) {
-            __m256d a = cymg4_abs(_mm256_loadu_pd(next_grads + i));
-            __m256d p = _mm256_mul_pd(a, a);
+            __m256d g = _mm256_loadu_pd(next_grads + i);
+            __m256d p = _mm256_mul_pd(g, g);
             _mm256_storeu_pd(next_squares + i, p);
-            square_masks[i / 4] = cymg4_proven_bits(cymg4_square_is_proven(a, p));
+            square_masks[i / 4] = cymg4_proven_bits(cymg4_square_is_proven(g, p));
         }
         __m256d proven = cymg4_root_is_proven(v_hat, s);
         __m256d param = _mm256_loadu_pd(params + i);
@@ -341,14 +360,18 @@ struct cymg_root_data {
 };
 
 /* The new param - lr_t * m_hat / (v_hat ** 0.5 + eps), where it is the same for both roots
-   pow may give */
+   pow may give.  Its range reaches below the proof's, to CYMG_ROOT_SETTLE_MIN: there the
+   moments of a parameter whose gradient has stayed 0 decay (v by beta2 a step, below 2^-128
+   after about 7,500 steps), and the step's outcome rarely depends on the root's last bit.
+   A bias correction of 1.0 is not divided by (as in the update pass). */
 static inline int cymg4_root_decision(const int32_t* index, const void* data, __m256d* value) {
     const struct cymg_root_data* d = (const struct cymg_root_data*)data;
-    __m256d v_hat = _mm256_div_pd(cymg4_gather(d->v, index), _mm256_set1_pd(d->bias_correction2));
-    __m256d m_hat = _mm256_div_pd(cymg4_gather(d->m, index), _mm256_set1_pd(d->bias_correction1));
+    __m256d v = cymg4_gather(d->v, index), m = cymg4_gather(d->m, index);
+    __m256d v_hat = d->bias_correction2 != 1.0 ? _mm256_div_pd(v, _mm256_set1_pd(d->bias_correction2)) : v;
+    __m256d m_hat = d->bias_correction1 != 1.0 ? _mm256_div_pd(m, _mm256_set1_pd(d->bias_correction1)) : m;
     __m256d param = cymg4_gather(d->params, index);
     __m256d root = _mm256_sqrt_pd(v_hat);
-    __m256d usable = _mm256_and_pd(cymg4_inside(v_hat, CYMG_ROOT_MIN, CYMG_ROOT_MAX),
+    __m256d usable = _mm256_and_pd(cymg4_inside(v_hat, CYMG_ROOT_SETTLE_MIN, CYMG_ROOT_MAX),
                                    _mm256_cmp_pd(root, cymg4_power_of_two_below(root), _CMP_NEQ_UQ));
     __m256d other = cymg4_neighbour(root, _mm256_cmp_pd(cymg4_residual_of_root(v_hat, root), _mm256_setzero_pd(),
                                                         _CMP_GT_OQ));
