@@ -43,7 +43,8 @@ destination in registers (each element a lane, adding the rows in the order give
       the start of each pass: y = sum over j ascending of W^T[j] * x[j], from 0.0, is each
       output's dot product in microgpt's order, with the outputs side by side;
     - a linear layer's input gradient is the sum of its weight rows scaled by the output
-      gradients, in the search's row order;
+      gradients, in the search's row order; q, k and v's common input gets one such sum over
+      the rows of all three matrices (axpy_rows_listed: their order listed once per shape);
     - a weight's gradient gets one contribution per position, the last position first, and
       nothing else touches it: so the backward keeps each position's output gradients and
       adds all of them to each weight row at the end, the positions in descending order,
@@ -100,6 +101,73 @@ cdef extern from * nogil:
                                                       const double* m, Py_ssize_t mstep, Py_ssize_t stride,
                                                       const double* c, Py_ssize_t cstep_p, Py_ssize_t cstep,
                                                       Py_ssize_t count, bint from_zero) noexcept
+    # the sum over listed rows: for i = 0 .. count-1 in turn, y[j] += m[at[2 i] + j] * c[at[2 i + 1]]
+    void axpy_rows_listed "cymg_fused_axpy_rows_listed"(double* y, Py_ssize_t n, const double* m,
+                                                        const Py_ssize_t* at, const double* c, Py_ssize_t count,
+                                                        bint from_zero) noexcept
+
+
+cdef extern from * nogil:
+    """
+    /* Elementwise loops: each element its own IEEE operations, as in the scalar loop, so gcc
+       may run them on vectors (-O3), the lanes independent; `restrict` (no operand overlaps
+       another) lets it do so without checking for overlap first.  -ffp-contract=off keeps
+       every a * b + c two roundings. */
+    static inline void cymg_fused_add(double *restrict y, const double *restrict a, const double *restrict b,
+                                      Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+    }
+    static inline void cymg_fused_add_into(double *restrict y, const double *restrict x, Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; i++) y[i] = y[i] + x[i];
+    }
+    static inline void cymg_fused_shift(double *restrict y, const double *restrict x, double a, Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; i++) y[i] = x[i] + a;
+    }
+    static inline void cymg_fused_scale(double *restrict y, const double *restrict x, double a, Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; i++) y[i] = x[i] * a;
+    }
+    static inline void cymg_fused_scale_into(double *restrict y, double a, Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; i++) y[i] = y[i] * a;
+    }
+    /* max(0, x): NaN gives 0 too */
+    static inline void cymg_fused_relu(double *restrict y, const double *restrict x, Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : 0.0;
+    }
+    /* relu's backward: its local gradient (1.0 where the input was > 0, else 0.0) times dy */
+    static inline void cymg_fused_relu_backward(double *restrict dy, const double *restrict x, Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; i++) dy[i] = (x[i] > 0 ? 1.0 : 0.0) * dy[i];
+    }
+    /* rmsnorm's input gradient, after its earlier contributions `first` (0.0 where NULL): the
+       normalised output's, then the two of x_i * x_i (x_i is both children) */
+    static inline void cymg_fused_rmsnorm_input_backward(double *restrict dx, const double *restrict first,
+                                                         const double *restrict x, const double *restrict dy,
+                                                         double scale, double dsum, Py_ssize_t n) {
+        if (first)
+            for (Py_ssize_t i = 0; i < n; i++) dx[i] = ((first[i] + scale * dy[i]) + x[i] * dsum) + x[i] * dsum;
+        else
+            for (Py_ssize_t i = 0; i < n; i++) dx[i] = ((0.0 + scale * dy[i]) + x[i] * dsum) + x[i] * dsum;
+    }
+    /* an attention score's gradient: through exp (its local grad e_u), e_u's two uses (its
+       weight e_u * inv and the total), + (-max) and * scale */
+    static inline void cymg_fused_score_backward(double *restrict dscore, const double *restrict e,
+                                                 const double *restrict dweight, double inv, double dtotal,
+                                                 double scale, Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; i++) dscore[i] = scale * (e[i] * (inv * dweight[i] + dtotal));
+    }
+    """
+    void each_add "cymg_fused_add"(double* y, const double* a, const double* b, Py_ssize_t n) noexcept  # y = a + b
+    void each_add_into "cymg_fused_add_into"(double* y, const double* x, Py_ssize_t n) noexcept  # y = y + x
+    void each_shift "cymg_fused_shift"(double* y, const double* x, double a, Py_ssize_t n) noexcept  # y = x + a
+    void each_scale "cymg_fused_scale"(double* y, const double* x, double a, Py_ssize_t n) noexcept  # y = x * a
+    void each_scale_into "cymg_fused_scale_into"(double* y, double a, Py_ssize_t n) noexcept  # y = y * a
+    void each_relu "cymg_fused_relu"(double* y, const double* x, Py_ssize_t n) noexcept  # y = max(0, x)
+    void each_relu_backward "cymg_fused_relu_backward"(double* dy, const double* x, Py_ssize_t n) noexcept
+    void rmsnorm_input_backward "cymg_fused_rmsnorm_input_backward"(double* dx, const double* first,
+                                                                    const double* x, const double* dy, double scale,
+                                                                    double dsum, Py_ssize_t n) noexcept
+    void score_backward "cymg_fused_score_backward"(double* dscore, const double* e, const double* dweight,
+                                                    double inv, double dtotal, double scale,
+                                                    Py_ssize_t n) noexcept
 
 
 cdef extern from "exp_shortcut.h" nogil:
@@ -240,16 +308,18 @@ cdef inline void rmsnorm(const double* x,  # IN (n,)
     cdef double ss = 0.0
     for i in range(n):
         ss = ss + x[i] * x[i]
-    shifted[0] = ss * inv_n + eps  # sum / len(x) is sum * len(x)**-1
-    scale[0] = power(shifted[0], MINUS_HALF, shortcut)
-    for i in range(n):
-        y[i] = x[i] * scale[0]
+    ss = ss * inv_n + eps  # sum / len(x) is sum * len(x)**-1
+    shifted[0] = ss
+    ss = power(ss, MINUS_HALF, shortcut)
+    scale[0] = ss
+    each_scale(y, x, ss, n)
 
 
 cdef inline void rmsnorm_backward(const double* x,  # IN (n,): the input
                                   double shifted, double scale,  # IN: from the forward
                                   const double* dy,  # IN (n,): the output's gradient
-                                  double* dx,  # IN/OUT (n,): its earlier contributions; adds the rest
+                                  const double* first,  # IN (n,): the input's earlier contributions (NULL: none)
+                                  double* dx,  # OUT (n,): the input's gradient, from 0.0: first + the rest
                                   Py_ssize_t n, double inv_n, bint shortcut) noexcept nogil:
     cdef Py_ssize_t i
     cdef double dscale = 0.0, dsum
@@ -257,10 +327,7 @@ cdef inline void rmsnorm_backward(const double* x,  # IN (n,): the input
         dscale = dscale + x[i] * dy[i]
     # ** -0.5 (local grad -0.5 * shifted**-1.5), + eps (1), * len(x)**-1: the sum's gradient
     dsum = inv_n * ((-0.5 * power(shifted, MINUS_THREE_HALVES, shortcut)) * dscale)
-    for i in range(n):
-        dx[i] = dx[i] + scale * dy[i]
-        dx[i] = dx[i] + x[i] * dsum  # x_i * x_i: x_i is both children
-        dx[i] = dx[i] + x[i] * dsum
+    rmsnorm_input_backward(dx, first, x, dy, scale, dsum, n)
 
 
 cdef inline double max_of(const double* x, Py_ssize_t count) noexcept nogil:
@@ -320,6 +387,26 @@ cdef int check_inside(const Py_ssize_t[::1] starts, tuple sizes, Py_ssize_t n_we
     return 0
 
 
+cdef list qkv_input_rows(const Py_ssize_t[::1] offsets, Py_ssize_t E, Py_ssize_t hd, bint first):
+    """The rows of one block's wq, wk and wv (at offsets[WQ], [WK], [WV]) whose sum is the
+    gradient of their input (rmsnorm(x)) at one position, in the order the search adds them:
+    last head first; per head the v rows, then the k rows, then the q rows, each descending;
+    at position 0 (`first`) the k and q rows interleaved (k_r, q_r, descending).  Flat pairs
+    (the row's offset, its coefficient's index in q, k, v's gradients side by side, E each)."""
+    cdef Py_ssize_t h, m, r
+    pairs = []
+    for h in range(E // hd - 1, -1, -1):
+        rows = range(h * hd + hd - 1, h * hd - 1, -1)
+        order = [(WV, r) for r in rows]
+        if first:
+            order += [(m, r) for r in rows for m in (WK, WQ)]
+        else:
+            order += [(WK, r) for r in rows] + [(WQ, r) for r in rows]
+        for m, r in order:
+            pairs += [offsets[m] + r * E, m * E + r]
+    return pairs
+
+
 cdef class FusedGPT:
     """The training pass over the weights of an Arena (its first nodes: values and
     gradients), with activation buffers for the longest document seen so far.
@@ -357,9 +444,15 @@ cdef class FusedGPT:
     # Gradients, of every position: a linear layer's output gradients are kept for its
     # weights' gradient (weight_backward), added once the positions are done
     cdef double[::1] gx  # (L + 1, T, E): of x_in
-    cdef double[::1] gmid, gheads, gq  # (L, T, E): of x_mid (wo's output), of the heads (its input), of q
+    cdef double[::1] gmid, gheads  # (L, T, E): of x_mid (wo's output), of the heads (its input)
     cdef double[::1] att_ds  # (L, T, H, T): of the scores of position t over u <= t
-    cdef double[::1] dk, dv  # (L, T, E): keys and values, summed over the positions that read them
+    # (L, T, 3E): of q, k and v side by side (slots WQ, WK, WV), the keys' and values' summed
+    # over the positions that read them
+    cdef double[::1] gqkv
+    # (L, 2, 6E): the rows of wq, wk and wv whose sum is the gradient of their input at a
+    # position > 0 ([l, 0]) and at position 0 ([l, 1]), in the search's order, as
+    # axpy_rows_listed's pairs (the row's offset among the weights, its index in gqkv's 3E)
+    cdef Py_ssize_t[:, :, ::1] qkv_rows
     cdef double[::1] gh  # (L, T, F): of h1 (fc1's output)
     cdef double[::1] glogit  # (T, V)
     cdef double[::1] logits, dxn, scratch  # (V,), (max(E, F),), (H, lanes)
@@ -397,6 +490,8 @@ cdef class FusedGPT:
         self.wt = z(n_weights)
         self.logits, self.dxn = z(vocab + LANES), z(max(E, F))  # logits: read in whole groups (exp_shifted)
         self.tokens = z(block + 1, dtype=np.intp)
+        self.qkv_rows = np.array([[qkv_input_rows(self.layer_off[l], E, self.head_dim, first) for first in (False, True)]
+                                  for l in range(n_layer)], dtype=np.intp)
         self.capacity = 0
         self.reserve(1)
 
@@ -416,8 +511,8 @@ cdef class FusedGPT:
         self.att_e, self.att_w, self.att_ds = z(L * T * H * T), z(L * T * H * T), z(L * T * H * T)
         self.att_total, self.att_inv = z(L * T * H), z(L * T * H)
         self.lm_e, self.lm_total, self.lm_inv, self.lm_p = z(T * V + LANES), z(T), z(T), z(T)
-        self.gx, self.gmid, self.gheads, self.gq = z((L + 1) * T * E), z(L * T * E), z(L * T * E), z(L * T * E)
-        self.dk, self.dv = z(L * T * E), z(L * T * E)
+        self.gx, self.gmid, self.gheads = z((L + 1) * T * E), z(L * T * E), z(L * T * E)
+        self.gqkv = z(L * T * 3 * E)
         self.gh, self.glogit = z(L * T * F), z(T * V)
         self.scratch = z(H * self.lanes)
         self.packed = z(H * T + LANES)
@@ -481,14 +576,15 @@ cdef class FusedGPT:
         cdef double* aw
         cdef double* out
         cdef double* scores  # (lanes,) of a head, in scratch
+        cdef double* kt
+        cdef double* vt
         cdef double* logits = &self.logits[0]
         cdef double* packed = &self.packed[0]
         cdef double inv, max_val, loss_sum = 0.0, eps = self.rmsnorm_eps
         for t in range(n):
             lanes = (t + LANES) // LANES * LANES  # positions 0 .. t, rounded up: the lanes past t go unused
-            x = &self.emb[t * E]
-            for j in range(E):  # (E,) token + position embedding
-                x[j] = w[self.off[WTE] + tokens[t] * E + j] + w[self.off[WPE] + t * E + j]
+            x = &self.emb[t * E]  # (E,) token + position embedding
+            each_add(x, w + self.off[WTE] + tokens[t] * E, w + self.off[WPE] + t * E, E)
             rmsnorm(x, &self.x_in[t * E], &self.d0[t], &self.s0[t], E, self.inv_embd, eps, self.pow_shortcut)
             for l in range(L):
                 lt = l * T + t
@@ -498,22 +594,21 @@ cdef class FusedGPT:
                 matvec(wt + self.layer_off[l, WQ], &self.xn1[lt * E], &self.q[lt * E], E, E)
                 matvec(wt + self.layer_off[l, WK], &self.xn1[lt * E], &self.k[lt * E], E, E)
                 matvec(wt + self.layer_off[l, WV], &self.xn1[lt * E], &self.v[lt * E], E, E)
+                kt = &self.kT[l * E * Tl + t]  # column t of the keys, and of the values
+                vt = &self.vT[l * E * Tl + t]
                 for j in range(E):
-                    self.kT[(l * E + j) * Tl + t] = self.k[lt * E + j]
-                    self.vT[(l * E + j) * Tl + t] = self.v[lt * E + j]
+                    kt[j * Tl] = self.k[lt * E + j]
+                    vt[j * Tl] = self.v[lt * E + j]
                 # every head's scores (t+1,): q . k_u (j ascending, from 0.0; the positions u in lanes)
                 axpy_rows_heads(H, &self.scratch[0], Tl, lanes, &self.kT[l * E * Tl], hd * Tl, Tl, &self.q[lt * E], hd,
                                 1, hd, True)
-                for h in range(H):  # * (head_dim**0.5)**-1
-                    scores = &self.scratch[h * Tl]
-                    for u in range(t + 1):
-                        scores[u] = scores[u] * self.att_scale
+                for h in range(H):  # * (head_dim**0.5)**-1 (the lanes past t too: unused)
+                    each_scale_into(&self.scratch[h * Tl], self.att_scale, lanes)
                 if self.exp_shortcut:  # every head's exps in one pass, side by side: fuller groups of lanes
                     for h in range(H):
                         scores = &self.scratch[h * Tl]
                         max_val = max_of(scores, t + 1)
-                        for u in range(t + 1):
-                            packed[h * (t + 1) + u] = scores[u] + (-max_val)
+                        each_shift(packed + h * (t + 1), scores, -max_val, t + 1)
                     exp_shifted(packed, -0.0, packed, H * (t + 1), EXP2_TABLE)  # x + -0.0 is x
                 for h in range(H):
                     a = lt * H + h
@@ -525,25 +620,21 @@ cdef class FusedGPT:
                         inv = softmax_forward(&self.scratch[h * Tl], ev, &self.att_total[a], t + 1, False,
                                               self.pow_shortcut)
                     self.att_inv[a] = inv
-                    for u in range(t + 1):
-                        aw[u] = ev[u] * inv
+                    each_scale(aw, ev, inv, t + 1)
                 # each head's output (hd,): sum over u ascending of weight_u * v_u, from 0
                 axpy_rows_heads(H, &self.heads[lt * E], hd, hd, &self.v[l * T * E], hd, E, &self.att_w[lt * H * T], T,
                                 1, t + 1, True)
                 out = &self.x_mid[lt * E]
                 matvec(wt + self.layer_off[l, WO], &self.heads[lt * E], out, E, E)
-                for j in range(E):
-                    out[j] = out[j] + x[j]
+                each_add_into(out, x, E)
                 # MLP block
                 rmsnorm(out, &self.xn2[lt * E], &self.d2[lt], &self.s2[lt], E, self.inv_embd, eps, self.pow_shortcut)
                 x = &self.h1[lt * F]
                 matvec(wt + self.layer_off[l, FC1], &self.xn2[lt * E], x, F, E)
-                for j in range(F):  # max(0, x): NaN gives 0 too
-                    self.relu_out[lt * F + j] = x[j] if x[j] > 0 else 0.0
+                each_relu(&self.relu_out[lt * F], x, F)
                 xo = &self.x_in[((l + 1) * T + t) * E]
                 matvec(wt + self.layer_off[l, FC2], &self.relu_out[lt * F], xo, E, F)
-                for j in range(E):
-                    xo[j] = xo[j] + out[j]
+                each_add_into(xo, out, E)
             # lm_head, softmax, -log p[target]
             matvec(wt + self.off[LM_HEAD], &self.x_in[(L * T + t) * E], logits, V, E)
             inv = softmax_forward(logits, &self.lm_e[t * V], &self.lm_total[t], V, self.exp_shortcut,
@@ -586,8 +677,7 @@ cdef class FusedGPT:
             dp = (1.0 / self.lm_p[t]) * (-1.0 * dloss)
             dinv = ev[tgt] * dp
             dtotal = (-1.0 * power(self.lm_total[t], MINUS_TWO, self.pow_shortcut)) * dinv
-            for i in range(V):  # logit_i's gradient: exp's local grad (e_i) times e_i's
-                dlogit[i] = ev[i] * dtotal
+            each_scale(dlogit, ev, dtotal, V)  # logit_i's gradient: exp's local grad (e_i) times e_i's
             dlogit[tgt] = ev[tgt] * (self.lm_inv[t] * dp + dtotal)
             dx = &self.gx[(L * T + t) * E]  # lm_head's rows descending, the target's last
             add_rows_backwards(dx, w + lm, dlogit, E, tgt + 1, V, True)
@@ -599,18 +689,15 @@ cdef class FusedGPT:
                 dy = &self.gx[((l + 1) * T + t) * E]
                 dh = &self.gh[lt * F]
                 linear_backward(w + self.layer_off[l, FC2], dy, dh, E, F)
-                for j in range(F):
-                    dh[j] = (1.0 if self.h1[lt * F + j] > 0 else 0.0) * dh[j]
+                each_relu_backward(dh, &self.h1[lt * F], F)
                 linear_backward(w + self.layer_off[l, FC1], dh, dxn, F, E)
-                dmid = &self.gmid[lt * E]
-                for j in range(E):  # the residual's contribution first
-                    dmid[j] = dy[j]
-                rmsnorm_backward(&self.x_mid[lt * E], self.d2[lt], self.s2[lt], dxn, dmid, E, self.inv_embd,
+                dmid = &self.gmid[lt * E]  # the residual's contribution first
+                rmsnorm_backward(&self.x_mid[lt * E], self.d2[lt], self.s2[lt], dxn, dy, dmid, E, self.inv_embd,
                                  self.pow_shortcut)
                 # attention block: x_mid = wo heads + x_in
                 dheads = &self.gheads[lt * E]
                 linear_backward(w + self.layer_off[l, WO], dmid, dheads, E, E)
-                dq = &self.gq[lt * E]
+                dq = &self.gqkv[lt * 3 * E + WQ * E]
                 # every head's weights' gradients (t+1,): v_u . dheads (j descending, from 0.0; u in lanes)
                 axpy_rows_heads(H, &self.scratch[0], Tl, lanes, &self.vT[(l * E + hd - 1) * Tl], hd * Tl, -Tl,
                                 dheads + hd - 1, hd, -1, hd, True)
@@ -623,64 +710,41 @@ cdef class FusedGPT:
                     dtotal = 0.0
                     for u in range(t, -1, -1):  # one total**-1 node per weight, the last first
                         dtotal = dtotal + local * (ev[u] * da[u])
-                    for u in range(t + 1):  # exp, then + (-max), then * scale: the dot's gradient
-                        dscore[u] = self.att_scale * (ev[u] * (self.att_inv[a] * da[u] + dtotal))
+                    score_backward(dscore, ev, da, self.att_inv[a], dtotal, self.att_scale, t + 1)
                 # q's gradient, each head's: the keys scaled by their scores' gradients, the last first
                 axpy_rows_heads(H, dq, hd, hd, &self.k[(l * T + t) * E], hd, -E, &self.att_ds[lt * H * T + t], T, -1,
                                 t + 1, True)
                 # k and v of position t: every position t' >= t read them, and each added its
                 # part (v: weight * dheads, k: score gradient * q), the last position first
-                dk = &self.dk[lt * E]
-                dv = &self.dv[lt * E]
+                dk = &self.gqkv[lt * 3 * E + WK * E]
+                dv = &self.gqkv[lt * 3 * E + WV * E]
                 last = (l * T + n - 1) * H * T + t  # position n-1's head 0, over u = t (its heads T apart)
                 axpy_rows_heads(H, dv, hd, hd, &self.gheads[(l * T + n - 1) * E], hd, -E, &self.att_w[last], T, -H * T,
                                 n - t, True)
                 axpy_rows_heads(H, dk, hd, hd, &self.q[(l * T + n - 1) * E], hd, -E, &self.att_ds[last], T, -H * T,
                                 n - t, True)
-                self.qkv_backward(l, t, dq, dk, dv, dxn)
-                dx = &self.gx[lt * E]
-                for j in range(E):  # the residual's contribution first
-                    dx[j] = dmid[j]
-                rmsnorm_backward(&self.x_in[lt * E], self.d1[lt], self.s1[lt], dxn, dx, E, self.inv_embd,
+                # the input's gradient: one sum over the rows of wq, wk and wv, in the search's order
+                axpy_rows_listed(dxn, E, w, &self.qkv_rows[l, 1 if t == 0 else 0, 0], dq, 3 * E, True)
+                dx = &self.gx[lt * E]  # the residual's contribution first
+                rmsnorm_backward(&self.x_in[lt * E], self.d1[lt], self.s1[lt], dxn, dmid, dx, E, self.inv_embd,
                                  self.pow_shortcut)
             # the first rmsnorm (no residual around it), then the embeddings
-            memset(dxn, 0, E * sizeof(double))
-            rmsnorm_backward(&self.emb[t * E], self.d0[t], self.s0[t], dx, dxn, E, self.inv_embd, self.pow_shortcut)
+            rmsnorm_backward(&self.emb[t * E], self.d0[t], self.s0[t], dx, NULL, dxn, E, self.inv_embd,
+                             self.pow_shortcut)
             axpy(g + self.off[WTE] + tokens[t] * E, dxn, 1.0, E)  # 1 * the sum's gradient
             axpy(g + self.off[WPE] + t * E, dxn, 1.0, E)
         self.weights_backward(n)
 
-    cdef void qkv_backward(self, Py_ssize_t l, Py_ssize_t t, const double* dq, const double* dk,
-                           const double* dv, double* dxn) noexcept nogil:
-        """dxn = the gradient of the rmsnorm(x) that q, k and v of position t read, summed in
-        the search's order: last head first; per head the v rows, then the k rows, then the
-        q rows, each descending; at position 0 the k and q rows interleaved (k_r, q_r,
-        descending).  (Their weights' gradients come in weights_backward.)"""
-        cdef Py_ssize_t E = self.n_embd, hd = self.head_dim, h, r
-        cdef const double* w = &self.arena.data[0]
-        cdef const double* wq = w + self.layer_off[l, WQ]
-        cdef const double* wk = w + self.layer_off[l, WK]
-        cdef const double* wv = w + self.layer_off[l, WV]
-        for h in range(self.n_head - 1, -1, -1):
-            add_rows_backwards(dxn, wv, dv, E, h * hd, h * hd + hd, h == self.n_head - 1)  # the first: from 0.0
-            if t > 0:
-                add_rows_backwards(dxn, wk, dk, E, h * hd, h * hd + hd, False)
-                add_rows_backwards(dxn, wq, dq, E, h * hd, h * hd + hd, False)
-            else:
-                for r in range(h * hd + hd - 1, h * hd - 1, -1):
-                    add_rows_backwards(dxn, wk, dk, E, r, r + 1, False)
-                    add_rows_backwards(dxn, wq, dq, E, r, r + 1, False)
-
     cdef void weights_backward(self, Py_ssize_t n) noexcept nogil:
         """The linear layers' weight gradients over the document's n positions, from the
         inputs and output gradients the pass kept (positions descending in each weight)."""
-        cdef Py_ssize_t L = self.n_layer, E = self.n_embd, F = self.hidden, T = self.capacity, l, base
+        cdef Py_ssize_t L = self.n_layer, E = self.n_embd, F = self.hidden, T = self.capacity, l, m, base
         cdef double* g = &self.arena.grad[0]
         for l in range(L):
             base = l * T * E
-            weight_backward(g + self.layer_off[l, WQ], &self.xn1[base], E, &self.gq[base], E, E, E, n)
-            weight_backward(g + self.layer_off[l, WK], &self.xn1[base], E, &self.dk[base], E, E, E, n)
-            weight_backward(g + self.layer_off[l, WV], &self.xn1[base], E, &self.dv[base], E, E, E, n)
+            for m in range(WQ, WV + 1):
+                weight_backward(g + self.layer_off[l, m], &self.xn1[base], E, &self.gqkv[3 * base + m * E], 3 * E,
+                                E, E, n)
             weight_backward(g + self.layer_off[l, WO], &self.heads[base], E, &self.gmid[base], E, E, E, n)
             weight_backward(g + self.layer_off[l, FC1], &self.xn2[base], E, &self.gh[l * T * F], F, F, E, n)
             weight_backward(g + self.layer_off[l, FC2], &self.relu_out[l * T * F], F, &self.gx[base + T * E], E,
