@@ -13,7 +13,7 @@ import pytest
 import cymicrogpt.cli as cli
 from cymicrogpt.data import DataError
 from cymicrogpt.progress import Progress, format_duration
-from cymicrogpt.training import Run
+from cymicrogpt.training import Run, Training
 from command import TINY, assert_one_error_line, run_command, samples_of
 
 
@@ -130,6 +130,32 @@ def test_interrupt_without_save(capsys, tiny_data_file: Path, monkeypatch) -> No
     code, _, err = run_cli(capsys, "train", "--data", tiny_data_file, "--steps", 10, *TINY)
     assert code == 130
     assert "nothing saved" in err and "--save" in err
+
+
+def test_a_signal_between_due_steps_stops_at_the_next_one(capsys, tmp_path: Path, tiny_data_file: Path,
+                                                          monkeypatch) -> None:
+    # The CLI trains from one due step to the next (pacing.py): a signal that arrives in
+    # between is seen at the next one (a progress line every 20 steps here, or sooner by
+    # the clock), and that run resumes to the uninterrupted one's very losses.
+    common = ["--data", tiny_data_file, "--steps", 400, *TINY, "--backend", "fused", "--samples", 2]
+    assert run_cli(capsys, "train", *common, "--save", tmp_path / "full.npz")[0] == 0
+    train_step = Training.train_step
+
+    def interrupted_after_123(self, tokens):
+        loss = train_step(self, tokens)
+        if self.step == 123:
+            signal.raise_signal(signal.SIGINT)
+        return loss
+
+    part = tmp_path / "part.npz"
+    with monkeypatch.context() as patch:
+        patch.setattr(Training, "train_step", interrupted_after_123)
+        code, _, err = run_cli(capsys, "train", *common, "--save", part)
+    stopped = Run.load(part).step
+    assert code == 130 and f"interrupted by SIGINT at step {stopped} / 400" in err
+    assert 123 <= stopped <= 140
+    assert run_cli(capsys, "train", "--resume", part, "--save", tmp_path / "end.npz")[0] == 0
+    assert Run.load(tmp_path / "end.npz").losses == Run.load(tmp_path / "full.npz").losses
 
 
 def test_resume_accepts_matching_options(capsys, tmp_path: Path, tiny_data_file: Path) -> None:

@@ -523,17 +523,15 @@ class HeldOut:
 
 def train_with_progress(run: Run, save: Optional[Checkpointing], save_every: Optional[int], stop: StopRequest,
                         out: Console, held_out: Optional[HeldOut] = None) -> Optional[DivergenceError]:
-    """Train to the end, to the first step boundary after a stop signal, to the first one
-    after stdout closed when there is nothing to save, or to a divergence (returned);
-    with `held_out`, print its loss line when due."""
+    """Train to the end, to a step boundary soon after a stop signal (the next due step:
+    within about pacing.CLOCK_INTERVAL_S), to the first due step after stdout closed when
+    there is nothing to save, or to a divergence (returned); with `held_out`, print its
+    loss line when due."""
     progress = Progress(run.num_steps, stream=out, start=run.step)
-    pacer = ClockPacer()  # the terminal's redraws and the pipe's polls are up to the clock
-    due = run.step + 1  # the next step at which anything but a stop signal is due (see pacing.py)
+    pacer = ClockPacer()  # the terminal's redraws, the pipe's polls and stop signals are up to the clock
 
-    def on_step(run: Run) -> None:
-        nonlocal due
-        if run.step < due and stop.signum is None:  # most steps: nothing to do
-            return
+    def after_steps(run: Run) -> int:
+        """What is due at run.step; the next step at which anything is (see pacing.py)."""
         step = run.step
         progress.update(step, run.losses[-1])
         out.notice_closed_pipe()
@@ -544,14 +542,17 @@ def train_with_progress(run: Run, save: Optional[Checkpointing], save_every: Opt
             out.print(held_out.line(run))
         if stop.requested or (out.lost is not None and save is None):
             raise _StopTraining
-        due = min(pacer.next_step(step), progress.next_due(step),
-                  next_multiple(step, save_every) if save_every else run.num_steps,
-                  held_out.next_due(step, run.num_steps) if held_out is not None else run.num_steps)
+        return min(pacer.next_step(step), progress.next_due(step),
+                   next_multiple(step, save_every) if save_every else run.num_steps,
+                   held_out.next_due(step, run.num_steps) if held_out is not None else run.num_steps)
 
     try:
         if stop.requested:  # before the first step
             raise _StopTraining
-        run.train(on_step=on_step)
+        due = run.step + 1
+        while run.step < run.num_steps:
+            run.train(until=due)  # the steps up to the next due one, with no Python between them
+            due = after_steps(run)
     except _StopTraining:
         pass
     except DivergenceError as exc:  # the run is at its last good state

@@ -129,12 +129,17 @@ class VectorAdam:
         self._state = kernels.AdamState(self._m, self._v, lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps,
                                         shortcut=shortcut, schedule=adam_scalars, arena=arena, private_moments=True,
                                         refuse_non_finite=True)  # the Optimizer interface's rule
+        # `step` is an attribute of the instance only, never one shadowing a method of the
+        # class: Python finds a shadowing one ~5x slower, and training asks for it every step.
         if arena is not None:
-            self.step = self._state.step  # type: ignore[method-assign]
+            self.step = self._state.step
         else:
             self.arrays = weights  # returns (params, grads): live views of their storage
+            self.step = self._step_on_arrays
 
-    def step(self, step_index: int, num_steps: int) -> None:
+    step: Callable[[int, int], None]  # (step_index, num_steps): see _step_on_arrays
+
+    def _step_on_arrays(self, step_index: int, num_steps: int) -> None:
         """One Adam step in place (grads zeroed); raises, changing nothing, where microgpt's
         loop would raise (OverflowError when a gradient's square overflows) and where a
         gradient is nan or infinite (FloatingPointError)."""
