@@ -7,13 +7,14 @@ places.  Handles (Vec, Mat) belong to the engine that built them; any other refu
 """
 import math
 import random
+import struct
 
 import pytest
 
 from cymicrogpt.engines import make_engine
 from cymicrogpt.config import GPTConfig
 from cymicrogpt.model import KVCache, forward_backward, gpt
-from cymicrogpt.params import state_dict_layout
+from cymicrogpt.params import MatrixSlot, state_dict_layout
 from cymicrogpt.sampling import sample_one
 from cymicrogpt.training import start_run
 
@@ -182,3 +183,25 @@ def test_the_compiled_rmsnorm_takes_its_epsilon_from_config() -> None:
     for bad in (0.0, -1e-5, math.nan, math.inf):
         with pytest.raises(ValueError, match="rmsnorm_eps"):
             GraphOps(layout, weights, rmsnorm_eps=bad)
+
+
+def test_relu_at_every_kind_of_value_is_microgpts():
+    """relu's value and local gradient, max(0, x) and float(x > 0) (computed without a branch
+    in the compiled engine), at nan, -inf, +-0, subnormals, huge and ordinary values: the
+    values bit for bit, and the gradients through a linear layer into an nll (+inf and 1e300
+    are left out of that graph, whose softmax they would make nan or 0.0)."""
+    xs = [math.nan, -math.inf, -0.0, 0.0, -1.5, 2.5, 5e-324, -5e-324, 3.0]
+    for inputs in (xs, xs + [math.inf, 1e300]):
+        layout = [MatrixSlot("x", 1, len(inputs), 0), MatrixSlot("m", 2, len(inputs), len(inputs))]
+        weights = inputs + [float(i + 1) for i in range(len(inputs))] + [0.0] * len(inputs)
+        ref, compiled = (make_engine(name, layout, weights) for name in ("python", "cython"))
+        compiled.begin_sequence(True)
+        hidden = [ref.relu(ref.row("x", 0)), compiled.relu(compiled.row("x", 0))]
+        values = compiled.ops.node_values()[hidden[1].start:hidden[1].start + len(inputs)]
+        assert [struct.pack("<d", v.data) for v in hidden[0]] == [struct.pack("<d", v) for v in values.tolist()]
+        if math.inf in inputs:
+            continue
+        losses = [engine.backward(engine.nll(engine.linear(h, engine.matrix("m")), 1))
+                  for engine, h in zip((ref, compiled), hidden)]
+        assert losses[0] == losses[1]
+        assert all(map(same_float, ref.gradients(), compiled.gradients()))

@@ -1,4 +1,5 @@
-"""The fused pass's exp shortcut (csrc/cymicrogpt/exp_shortcut.h) against libm exp (math.exp).
+"""The exp shortcut (csrc/cymicrogpt/exp_shortcut.h) of the fused pass and of the graph engine
+against libm exp (math.exp).
 
 Bit-identity is checked on the bit patterns (np.uint64 views), so -0.0 and nan payloads
 count too.  The shortcut's table and constants are recomputed here from exact arithmetic,
@@ -19,13 +20,14 @@ import pytest
 from conftest import avx2_build, benchmark_script
 
 from cymicrogpt import _fused
+from cymicrogpt._ops import GraphOps
 from cymicrogpt.config import GPTConfig
+from cymicrogpt.engines import compiled, make_engine
 from cymicrogpt.engines import fused as fused_engine
-from cymicrogpt.engines import make_engine
 from cymicrogpt.engines.adam import glibc_version
 from cymicrogpt.engines.fused import exp_shortcut_allowed
 from cymicrogpt.exp2_table import exp2_table
-from cymicrogpt.params import init_weights, state_dict_layout
+from cymicrogpt.params import MatrixSlot, init_weights, state_dict_layout
 
 N = 2**_fused.EXP_TABLE_BITS
 
@@ -233,3 +235,77 @@ def test_environment_switch_forces_plain_exp():
                              env={"CYMICROGPT_PLAIN_EXP": value, "PATH": ""})
         assert out.returncode == 0, out.stderr
         assert out.stdout.split() == [expected]
+
+
+# --- in the graph engine (GraphOps, backend "cython") ---------------------------------------
+def graph_ops(weights: list[float], exp_shortcut: bool) -> GraphOps:
+    ops = GraphOps([MatrixSlot("w", 1, len(weights), 0)], weights, exp_shortcut=exp_shortcut)
+    if exp_shortcut and not ops.exp_shortcut:
+        pytest.skip("no exp shortcut in the graph engine here (not gcc on x86-64, or no AVX2 and FMA)")
+    assert ops.exp_shortcut is exp_shortcut
+    return ops
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 4, 5, 7, 27])  # whole groups of 4 and partial ones
+def test_graph_softmax_exps_are_libm_exp(length):
+    """The softmax's exp nodes, with the shortcut, are math.exp's bits, for the inputs of
+    test_shortcut_is_libm_exp in (-745.5, 0] (logits [0, x_1 .. x_{length-1}]: the shifted
+    logits are the x, exactly), and the whole graph, values and gradients, is the plain one's
+    bits: nll (one probability) and probs() (all of them, no graph).  The groups of four also
+    write up to three values past the exps, into the nodes built next: those must end as
+    the plain graph's too."""
+    script = benchmark_script("check_exp_shortcut")
+    rng = np.random.default_rng(100 + length)
+    targets = (0.5, _fused.EXP_SHORTCUT_CONSTANTS["margin"])
+    inputs = np.concatenate([
+        rng.uniform(-745.5, 0.0, 600), rng.uniform(-40.0, 0.0, 600), rng.uniform(-1e-3, 0.0, 200),
+        script.near_fraction_of_an_ulp(rng, -40.0, targets, 400), script.logs_near_fractions(rng, targets, 100),
+        [x for x in script.edge_cases() if -745.5 < x <= 0.0]])
+    rng.shuffle(inputs)
+    width = length - 1 or 1
+    for start in range(0, inputs.size - width + 1, width):
+        logits = [0.0] + inputs[start:start + width].tolist() if length > 1 else [float(inputs[start])]
+        graphs = []
+        for shortcut in (True, False):
+            ops = graph_ops(logits, shortcut)
+            ops.backward(ops.nll(ops.row("w", 0), 0))  # the max: a probability above 0
+            count = ops.num_nodes
+            graphs.append((bits(ops.node_values()[:count]), bits(ops.node_grads()[:count]),
+                           bits(ops.probs(ops.row("w", 0), 1.0))))
+        fast, plain = graphs
+        shifted = fast[0][length:2 * length].view(np.float64)  # after the weights: shifted logits, exps
+        assert np.array_equal(fast[0][2 * length:3 * length], bits([python_exp(x) for x in shifted.tolist()]))
+        for got, want in zip(fast, plain):
+            assert np.array_equal(got, want), logits
+
+
+@pytest.mark.parametrize("shortcut", [True, False], ids=["shortcut", "plain-exp"])
+def test_graph_engine_gives_the_references_bits_with_the_shortcut_on_and_off(shortcut, monkeypatch):
+    """Backend "cython" takes engines.fused.EXP_SHORTCUT where the fused loops would run their
+    AVX2 build (builds.avx2_fma_in_use), and gives the reference's bits either way."""
+    monkeypatch.setattr(fused_engine, "EXP_SHORTCUT", shortcut)
+    config = GPTConfig(n_layer=1, n_embd=8, block_size=9, n_head=2)  # scores of 1 .. 9 positions: every tail
+    layout = state_dict_layout(config, 27)
+    weights = init_weights(__import__("random").Random(3), layout)
+    ref, graph = make_engine("python", layout, weights), make_engine("cython", layout, weights)
+    assert graph.ops.exp_shortcut == (shortcut and compiled.avx2_fma_in_use() and graph_exp_available())
+    for tokens in ([26, 0, 1, 2, 3, 4, 5, 6, 7, 8, 26], [26, 4, 26], [26, 5, 6, 7, 8, 0, 1, 2, 3, 4, 26]):
+        assert graph.forward_backward(config, tokens) == ref.forward_backward(config, tokens)
+        assert graph.gradients() == ref.gradients()
+    assert graph.ops.step_replays_done == 1  # the third document replayed the first's program
+
+
+def graph_exp_available() -> bool:
+    """Does this build's graph engine have the shortcut, and this CPU run it?"""
+    return GraphOps([MatrixSlot("w", 1, 1, 0)], [0.0], exp_shortcut=True).exp_shortcut
+
+
+def test_compiled_engine_follows_the_fused_loops_rule(monkeypatch):
+    config = GPTConfig(n_layer=1, n_embd=8, block_size=6, n_head=2)
+    layout = state_dict_layout(config, 6)
+    weights = init_weights(__import__("random").Random(3), layout)
+    for allowed, fast in ((True, True), (True, False), (False, True)):
+        monkeypatch.setattr(fused_engine, "EXP_SHORTCUT", allowed)
+        monkeypatch.setattr(compiled, "avx2_fma_in_use", lambda fast=fast: fast)
+        assert make_engine("cython", layout, weights).ops.exp_shortcut is (allowed and fast and graph_exp_available())
+    assert GraphOps(layout, weights).exp_shortcut is False  # by default

@@ -8,17 +8,20 @@ compiled engine is held to the reference by test_parity.py).  Also: what a repla
 do (a token it cannot pick, a non-int token) is left to the model, which raises as
 before, and a trace that is not one training step gives no program.
 """
+import math
 import operator
 import random
 
 import numpy as np
 import pytest
 
+from cymicrogpt import _kernels
+from cymicrogpt._ops import GraphOps
 from cymicrogpt.config import GPTConfig
 from cymicrogpt.engines import make_engine
 from cymicrogpt.engines.compiled import TokenSlot
 from cymicrogpt.model import forward_backward, sequence_loss
-from cymicrogpt.params import init_weights, state_dict_layout
+from cymicrogpt.params import MatrixSlot, init_weights, state_dict_layout
 
 VOCAB = 27
 CONFIGS = [
@@ -154,3 +157,42 @@ def test_documents_truncated_alike_share_one_program():
     truncated = [program for (_, length), program in engine.programs.items() if length > config.block_size + 1]
     assert len(truncated) == 26 and all(program is truncated[0] for program in truncated)
     assert engine.ops.step_replays_done == len(docs) - 26  # every length traced once
+
+
+@pytest.mark.parametrize("avx2", [False, True], ids=["baseline", "avx2"])
+def test_replayed_linear_layers_sum_the_models_bits(avx2):
+    """A replayed linear layer sums each row from the matrix transposed (_kernels.sum_rows,
+    lanes across rows) where the model's sums each row (dot_rows): the same doubles, in both
+    builds of the kernels, for shapes that leave every remainder of their loops, and values
+    whose products are -0.0 (a sum from 0.0 is +0.0 there), subnormal, huge or nan.  The
+    same matrix read twice, and two matrices, keep a transpose each."""
+    was = _kernels.uses_avx2()
+    try:
+        _kernels.use_avx2(avx2)
+        rng = np.random.default_rng(7)
+        specials = [-0.0, 0.0, 5e-324, -1e-310, 1e300, math.nan]
+        for rows, cols in [(1, 1), (3, 1), (2, 3), (3, 5), (4, 4), (5, 7), (7, 9), (8, 16), (9, 3), (12, 17), (27, 16),
+                           (33, 2), (64, 16), (16, 64)]:
+            w = rng.standard_normal((rows, cols))
+            w.flat[rng.choice(w.size, min(w.size, 4), replace=False)] = rng.choice(specials, min(w.size, 4))
+            x = np.concatenate([[-0.0], rng.standard_normal(cols - 1)]) if cols > 1 else np.array([-0.0])
+            second = rng.standard_normal((cols, cols))
+            layout = [MatrixSlot("w", rows, cols, 0), MatrixSlot("x", 1, cols, w.size),
+                      MatrixSlot("s", cols, cols, w.size + cols)]
+            ops = GraphOps(layout, np.concatenate([w.ravel(), x, second.ravel()]))
+            ops.start_trace([0])
+            ops.begin_sequence(True)
+            hidden = ops.linear(ops.row("x", 0), ops.matrix("s"))
+            outputs = [ops.linear(ops.row("x", 0), ops.matrix("w")), ops.linear(hidden, ops.matrix("w"))]
+            values = ops.node_values()
+            largest = [int(np.argmax(np.nan_to_num(values[out.start:out.start + rows], nan=-np.inf)))
+                       for out in outputs]  # nll's target: a probability above 0.0 (or nan)
+            ops.backward(ops.mean([ops.nll(out, target) for out, target in zip(outputs, largest)]))
+            program = ops.end_trace()
+            assert program is not None
+            built = ops.node_values().copy()
+            ops.replay(program, [0])
+            assert ops.step_replays_done == 1
+            assert np.array_equal(built.view(np.uint64)[:ops.num_nodes], ops.node_values().view(np.uint64)[:ops.num_nodes])
+    finally:
+        _kernels.use_avx2(was)

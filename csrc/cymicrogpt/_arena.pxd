@@ -101,7 +101,10 @@ cdef class Arena:
     cdef Py_ssize_t n_nodes, node_capacity
     cdef Py_ssize_t n_edges, edge_capacity
     cdef Py_ssize_t n_fixed  # nodes [0, n_fixed) are leaves and survive reset()
-    cdef bint recording  # False: nodes get values but no children (inference, no graph)
+    cdef Py_ssize_t recording  # 0: nodes get values but no children (inference, no graph); else 1.
+                               # Not a bint: an int, which a store to the int32 arrays may alias (C's
+                               # rule), so each add_node would load it again (measured: ~18k more
+                               # instructions a default step, of ~460k)
     cdef object data_array, grad_array  # NumPy views of data and grad, made on first request
 
     cdef int reserve(self, Py_ssize_t nodes, Py_ssize_t edges) except -1

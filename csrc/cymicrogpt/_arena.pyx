@@ -12,7 +12,7 @@ _value.pyx).
 from cython.view cimport array as cells_array
 from libc.stdint cimport int32_t, uint32_t
 
-from cymicrogpt._kernels cimport axpy, axpy_rows, outer_add
+from cymicrogpt._kernels cimport axpy_pair, axpy_rows, outer_add
 
 import numpy as np
 
@@ -192,8 +192,46 @@ cdef class Arena:
                 g -= 1
                 next_end = group_end(groups, g) if g >= 0 else -1
                 continue
-            i -= 1
-            backward_node(kind, a, b, n, edges, data, aux, edge_grad, grad, order[i])
+            i = pass_nodes(kind, a, b, n, edges, data, aux, edge_grad, grad, order, max(next_end, 0), i)
+
+
+# --- node by node ---------------------------------------------------------------------------
+cdef inline Py_ssize_t pass_nodes(const int32_t[::1] kind, const int32_t[::1] a, const int32_t[::1] b,
+                                  const int32_t[::1] n, const int32_t[::1] edges, const double[::1] data,
+                                  const double[::1] aux, const double[::1] edge_grad,
+                                  double[::1] grad,  # IN/OUT
+                                  const int32_t[::1] order, Py_ssize_t low, Py_ssize_t i) noexcept nogil:
+    """The backward of order[low:i], last entry first, node by node (backward_node); returns
+    low.  A run of entries of one of the common kinds (UNARY, ADD, DOT of one pair: most nodes
+    the groups leave) is passed by a loop of its own: the same steps in the same order,
+    without backward_node's switch over every kind at each node (measured: ~7k fewer
+    instructions a default step, of ~470k)."""
+    cdef int32_t v, k
+    while i > low:
+        i -= 1
+        v = order[i]
+        k = kind[v]
+        if k == UNARY:
+            unary_backward(aux, grad, a[v], v, grad[v])
+            while i > low and kind[order[i - 1]] == UNARY:
+                i -= 1
+                v = order[i]
+                unary_backward(aux, grad, a[v], v, grad[v])
+        elif k == DOT and n[v] == 1:
+            mul_backward(grad, data, a[v], b[v], grad[v])
+            while i > low and kind[order[i - 1]] == DOT and n[order[i - 1]] == 1:
+                i -= 1
+                v = order[i]
+                mul_backward(grad, data, a[v], b[v], grad[v])
+        elif k == ADD:
+            add_backward(grad, a[v], b[v], grad[v])
+            while i > low and kind[order[i - 1]] == ADD:
+                i -= 1
+                v = order[i]
+                add_backward(grad, a[v], b[v], grad[v])
+        else:
+            backward_node(kind, a, b, n, edges, data, aux, edge_grad, grad, v)
+    return low
 
 
 # --- the search -------------------------------------------------------------------------------
@@ -329,8 +367,7 @@ cdef inline void backward_node(const int32_t[::1] kind, const int32_t[::1] a_, c
             grad[a + i] += dv
     elif k == DOT:  # (one test of kind per elif: Cython makes the chain a C switch)
         if n == 1:  # a * b: most DOT nodes (softmax, rmsnorm scaling)
-            grad[a] += data[b] * dv
-            grad[b] += data[a] * dv
+            mul_backward(grad, data, a, b, dv)
         else:
             dot_backward(grad, data, a, b, n, dv)
     elif k == SUM_LIST:
@@ -357,6 +394,12 @@ cdef inline void add_backward(double[::1] grad, int32_t a, int32_t b, double dv)
     grad[b] += dv
 
 
+cdef inline void mul_backward(double[::1] grad, const double[::1] data, int32_t a, int32_t b, double dv) noexcept nogil:
+    """DOT node of one pair, a * b: b's value times its gradient dv to a, then a's to b."""
+    grad[a] += data[b] * dv
+    grad[b] += data[a] * dv
+
+
 cdef inline void dot_backward(double[::1] grad,  # IN/OUT
                               const double[::1] data,  # IN
                               Py_ssize_t a, Py_ssize_t b, Py_ssize_t n, double dv) noexcept nogil:
@@ -367,9 +410,8 @@ cdef inline void dot_backward(double[::1] grad,  # IN/OUT
         # Disjoint ranges: every node receives exactly one contribution in all of the
         # loop, so doing all a_i first and then all b_i changes no node's order.  a == b
         # (x . x) too: node i gets its a-contribution before its b-contribution either
-        # way.  Two flat loops, vectorised (axpy: IEEE * and + per element).
-        axpy(&grad[a], &data[b], dv, n)
-        axpy(&grad[b], &data[a], dv, n)
+        # way.  Flat loops, vectorised (axpy_pair: IEEE * and + per element).
+        axpy_pair(&grad[a], &data[b], &grad[b], &data[a], dv, n)
     else:  # shifted overlapping ranges: keep the interleaved order
         for i in range(n):
             grad[a + i] += data[b + i] * dv

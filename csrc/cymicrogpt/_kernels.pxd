@@ -1,7 +1,8 @@
 """The vector kernels of the graph's forward and backward passes: signatures (see _kernels.pyx)."""
 
-# y[i] += x[i] * a for i < n (y and x do not overlap)
-cdef void axpy(double* y, const double* x, double a, Py_ssize_t n) noexcept nogil
+# y[i] += x[i] * a, then u[i] += v[i] * a, for i < n (y and u disjoint or the same range, neither
+# overlapping x or v): a DOT node's backward
+cdef void axpy_pair(double* y, const double* x, double* u, const double* v, double a, Py_ssize_t n) noexcept nogil
 
 # out[r] = sum_j w[r * cols + j] * x[j] for r < rows, each sum left to right from 0.0
 # (out overlaps neither w nor x)
@@ -11,6 +12,11 @@ cdef void dot_rows(const double* w, Py_ssize_t cols, const double* x, double* ou
 # stride walks rows backwards; y overlaps neither m nor c)
 cdef void axpy_rows(double* y, Py_ssize_t n, const double* m, Py_ssize_t stride, const double* c, Py_ssize_t cstep,
                     Py_ssize_t count) noexcept nogil
+
+# the same from 0.0: y[j] = sum over i < count of m[i * stride + j] * c[i * cstep], for j < n, each a
+# chain of additions in i's order from 0.0 (with m a matrix transposed, dot_rows' sums)
+cdef void sum_rows(double* y, Py_ssize_t n, const double* m, Py_ssize_t stride, const double* c, Py_ssize_t cstep,
+                   Py_ssize_t count) noexcept nogil
 
 # wt[j * rows + r] = w[r * cols + j]: wt (cols, rows) is w (rows, cols) transposed (no overlap)
 cdef void transpose(const double* w, Py_ssize_t rows, Py_ssize_t cols, double* wt) noexcept nogil

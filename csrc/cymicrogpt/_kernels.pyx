@@ -1,10 +1,10 @@
-"""The vector kernels of the graph's forward (dot_rows) and backward (axpy; a linear layer's
-rows: outer_add and axpy_rows) passes, the fused pass's transpose, the check that a step's
+"""The vector kernels of the graph's forward (dot_rows; sum_rows over a transposed matrix) and
+backward (axpy_pair; a linear layer's rows: outer_add and axpy_rows) passes, transpose, the check that a step's
 gradients are finite, and the choice between their two builds.
 
 Exactness allows SIMD only across independent sums: each lane is one element's own
 chain of IEEE operations, in microgpt's order, so a lane computes the very bits the scalar
-loop computes.  axpy's lanes are different gradients (each gets one contribution); dot_rows'
+loop computes.  axpy_pair's lanes are different gradients (each gets one contribution); dot_rows'
 lanes are different rows of a matrix-vector product (each row summed left to right from
 0.0, as microgpt's `sum(wi * xi for ...)` from the int 0).  Never an FMA: the build has
 -ffp-contract=off and the kernels use no FMA instruction.
@@ -24,28 +24,40 @@ cdef extern from *:
     #define CYMG_X86 0
     #endif
 
-    /* --- axpy: y[i] += x[i] * a.  Written with intrinsics: the ranges are short (a head,
-       a row: 4 to 64) and a compiler's vectorised loop spends more on alignment and
-       remainder checks than on the work.  One body, LANES doubles per vector V through
-       P's operations. */
-    #define CYMG_AXPY(V, P, LANES)                                                      \\
+    /* --- axpy_pair: y[i] += x[i] * a, then u[i] += v[i] * a, for i < n: both halves of a DOT
+       node's backward in one call.  y and u are disjoint or one range (x . x: each element
+       gets its first contribution, then its second); neither overlaps x or v.  Written with
+       intrinsics: the ranges are short (a head, a row: 4 to 64) and a compiler's vectorised
+       loop spends more on alignment and remainder checks than on the work.  One body,
+       LANES doubles per vector V through P's operations: a block of y, then u's. */
+    #define CYMG_AXPY_PAIR(V, P, LANES)                                                 \\
         Py_ssize_t i = 0;                                                             \\
         V va = P##_set1_pd(a);                                                        \\
-        for (; i + LANES <= n; i += LANES)                                            \\
+        for (; i + LANES <= n; i += LANES) {                                          \\
             P##_storeu_pd(y + i, P##_add_pd(P##_loadu_pd(y + i), P##_mul_pd(P##_loadu_pd(x + i), va))); \\
-        for (; i < n; i++) y[i] += x[i] * a;
+            P##_storeu_pd(u + i, P##_add_pd(P##_loadu_pd(u + i), P##_mul_pd(P##_loadu_pd(v + i), va))); \\
+        }                                                                             \\
+        for (; i < n; i++) {                                                          \\
+            y[i] += x[i] * a;                                                         \\
+            u[i] += v[i] * a;                                                         \\
+        }
 
     #if CYMG_X86
-    static void cymg_axpy_baseline(double *y, const double *x, double a, Py_ssize_t n) {
-        CYMG_AXPY(__m128d, _mm, 2)
+    static void cymg_axpy_pair_baseline(double *y, const double *x, double *u, const double *v, double a,
+                                        Py_ssize_t n) {
+        CYMG_AXPY_PAIR(__m128d, _mm, 2)
     }
     __attribute__((target("avx2")))
-    static void cymg_axpy_avx2(double *y, const double *x, double a, Py_ssize_t n) {
-        CYMG_AXPY(__m256d, _mm256, 4)
+    static void cymg_axpy_pair_avx2(double *y, const double *x, double *u, const double *v, double a, Py_ssize_t n) {
+        CYMG_AXPY_PAIR(__m256d, _mm256, 4)
     }
     #else
-    static void cymg_axpy_baseline(double *y, const double *x, double a, Py_ssize_t n) {
-        for (Py_ssize_t i = 0; i < n; i++) y[i] += x[i] * a;
+    static void cymg_axpy_pair_baseline(double *y, const double *x, double *u, const double *v, double a,
+                                        Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            y[i] += x[i] * a;
+            u[i] += v[i] * a;
+        }
     }
     #endif
 
@@ -148,6 +160,10 @@ cdef extern from *:
                                         const double *c, Py_ssize_t cstep, Py_ssize_t count) {
         cymg_baseline_axpy_rows(y, n, m, stride, c, cstep, count, 0);
     }
+    static void cymg_sum_rows_baseline(double *y, Py_ssize_t n, const double *m, Py_ssize_t stride,
+                                       const double *c, Py_ssize_t cstep, Py_ssize_t count) {
+        cymg_baseline_axpy_rows(y, n, m, stride, c, cstep, count, 1);
+    }
     #if CYMG_X86
     #define CYMG_ROWS(name) cymg_avx2_##name
     #define CYMG_ROWS_LANES 4
@@ -157,6 +173,11 @@ cdef extern from *:
     static void cymg_axpy_rows_avx2(double *y, Py_ssize_t n, const double *m, Py_ssize_t stride,
                                     const double *c, Py_ssize_t cstep, Py_ssize_t count) {
         cymg_avx2_axpy_rows(y, n, m, stride, c, cstep, count, 0);
+    }
+    __attribute__((target("avx2")))
+    static void cymg_sum_rows_avx2(double *y, Py_ssize_t n, const double *m, Py_ssize_t stride,
+                                   const double *c, Py_ssize_t cstep, Py_ssize_t count) {
+        cymg_avx2_axpy_rows(y, n, m, stride, c, cstep, count, 1);
     }
     #endif
 
@@ -255,29 +276,34 @@ cdef extern from *:
     static int cymg_all_finite_avx2(const double *x, Py_ssize_t n) { CYMG_ALL_FINITE }
     #endif
 
-    static void (*cymg_axpy)(double *, const double *, double, Py_ssize_t) = cymg_axpy_baseline;
+    static void (*cymg_axpy_pair)(double *, const double *, double *, const double *, double, Py_ssize_t)
+        = cymg_axpy_pair_baseline;
     static void (*cymg_dot_rows)(const double *, Py_ssize_t, const double *, double *, Py_ssize_t)
         = cymg_dot_rows_baseline;
     static void (*cymg_axpy_rows)(double *, Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t,
                                   Py_ssize_t) = cymg_axpy_rows_baseline;
+    static void (*cymg_sum_rows)(double *, Py_ssize_t, const double *, Py_ssize_t, const double *, Py_ssize_t,
+                                 Py_ssize_t) = cymg_sum_rows_baseline;
     static void (*cymg_transpose)(const double *, Py_ssize_t, Py_ssize_t, double *) = cymg_transpose_baseline;
     static void (*cymg_outer_add)(double *, const double *, const double *, Py_ssize_t, Py_ssize_t)
         = cymg_outer_add_baseline;
     static int (*cymg_all_finite)(const double *, Py_ssize_t) = cymg_all_finite_baseline;
 
     static int cymg_use_avx2(int allowed) {  /* returns whether the AVX2 build is in use */
-        cymg_axpy = cymg_axpy_baseline;
+        cymg_axpy_pair = cymg_axpy_pair_baseline;
         cymg_dot_rows = cymg_dot_rows_baseline;
         cymg_axpy_rows = cymg_axpy_rows_baseline;
+        cymg_sum_rows = cymg_sum_rows_baseline;
         cymg_transpose = cymg_transpose_baseline;
         cymg_outer_add = cymg_outer_add_baseline;
         cymg_all_finite = cymg_all_finite_baseline;
     #if CYMG_X86
         __builtin_cpu_init();  /* libgcc's check includes the OS's saving of the AVX registers */
         if (allowed && __builtin_cpu_supports("avx2")) {
-            cymg_axpy = cymg_axpy_avx2;
+            cymg_axpy_pair = cymg_axpy_pair_avx2;
             cymg_dot_rows = cymg_dot_rows_avx2;
             cymg_axpy_rows = cymg_axpy_rows_avx2;
+            cymg_sum_rows = cymg_sum_rows_avx2;
             cymg_transpose = cymg_transpose_avx2;
             cymg_outer_add = cymg_outer_add_avx2;
             cymg_all_finite = cymg_all_finite_avx2;
@@ -287,11 +313,14 @@ cdef extern from *:
         return 0;
     }
     """
-    void c_axpy "cymg_axpy"(double* y, const double* x, double a, Py_ssize_t n) noexcept nogil
+    void c_axpy_pair "cymg_axpy_pair"(double* y, const double* x, double* u, const double* v, double a,
+                                      Py_ssize_t n) noexcept nogil
     void c_dot_rows "cymg_dot_rows"(const double* w, Py_ssize_t cols, const double* x, double* out,
                                     Py_ssize_t rows) noexcept nogil
     void c_axpy_rows "cymg_axpy_rows"(double* y, Py_ssize_t n, const double* m, Py_ssize_t stride,
                                       const double* c, Py_ssize_t cstep, Py_ssize_t count) noexcept nogil
+    void c_sum_rows "cymg_sum_rows"(double* y, Py_ssize_t n, const double* m, Py_ssize_t stride,
+                                    const double* c, Py_ssize_t cstep, Py_ssize_t count) noexcept nogil
     void c_transpose "cymg_transpose"(const double* w, Py_ssize_t rows, Py_ssize_t cols, double* wt) noexcept nogil
     void c_outer_add "cymg_outer_add"(double* a, const double* x, const double* g, Py_ssize_t rows,
                                       Py_ssize_t cols) noexcept nogil
@@ -299,8 +328,8 @@ cdef extern from *:
     int c_use_avx2 "cymg_use_avx2"(int allowed) noexcept nogil
 
 
-cdef void axpy(double* y, const double* x, double a, Py_ssize_t n) noexcept nogil:
-    c_axpy(y, x, a, n)
+cdef void axpy_pair(double* y, const double* x, double* u, const double* v, double a, Py_ssize_t n) noexcept nogil:
+    c_axpy_pair(y, x, u, v, a, n)
 
 
 cdef void dot_rows(const double* w, Py_ssize_t cols, const double* x, double* out, Py_ssize_t rows) noexcept nogil:
@@ -310,6 +339,11 @@ cdef void dot_rows(const double* w, Py_ssize_t cols, const double* x, double* ou
 cdef void axpy_rows(double* y, Py_ssize_t n, const double* m, Py_ssize_t stride, const double* c, Py_ssize_t cstep,
                     Py_ssize_t count) noexcept nogil:
     c_axpy_rows(y, n, m, stride, c, cstep, count)
+
+
+cdef void sum_rows(double* y, Py_ssize_t n, const double* m, Py_ssize_t stride, const double* c, Py_ssize_t cstep,
+                   Py_ssize_t count) noexcept nogil:
+    c_sum_rows(y, n, m, stride, c, cstep, count)
 
 
 cdef void transpose(const double* w, Py_ssize_t rows, Py_ssize_t cols, double* wt) noexcept nogil:

@@ -29,6 +29,20 @@ cdef class OrderTemplate
 cdef class StepProgram
 
 
+# How a GraphOps computes its libm results, and the constants of its sizes: what the node
+# builders (and a replayed step) read besides the arena.  The constants are pow results
+# of a size alone (pow is a function of its arguments: the same bits each time), computed
+# at a size's first use; a GraphOps' ops hold the GIL, so no other thread writes them.
+cdef struct GraphMath:
+    int pow_mode  # x ** -1, -2, -0.5, -1.5: see graph_power
+    bint exp_shortcut  # the softmax's exps through exp_shortcut.h (see GraphOps.exp_shortcut)
+    double rmsnorm_eps
+    int32_t norm_size  # the size whose len(x) ** -1 is norm_inverse (0: none yet)
+    double norm_inverse
+    int32_t head_dim  # the size whose (head_dim ** 0.5) ** -1 is head_scale (0: none yet)
+    double head_scale
+
+
 cdef class GraphOps:
     cdef readonly Arena arena
     cdef dict matrices  # name -> Mat
@@ -36,10 +50,12 @@ cdef class GraphOps:
     cdef readonly double rmsnorm_eps
     cdef readonly bint pow_shortcut  # may pow_shortcut.h replace libm pow (the same bits where it may)
     cdef readonly bint pow_fma  # does it, with FMA products (the CPU has FMA and the caller allows it)
-    cdef int pow_mode  # the two as one: see graph_power
+    cdef readonly bint exp_shortcut  # may exp_shortcut.h replace libm exp (and does: the CPU has AVX2 and FMA)
+    cdef GraphMath math  # the above as the builders read them, and the constants of the sizes seen
     cdef int64_t weights_graph  # graph id of the fixed nodes (Vec rows of the matrices)
     cdef int64_t graph  # graph id of the current sequence; a fresh one per begin_sequence
     cdef int32_t[::1] scratch  # index lists handed to the attention loops
+    cdef double[::1] transposed  # a replayed step's weight matrices, transposed (see run_program)
     # --- cached orders (see OrderTemplate) ------------------------------------------------
     cdef int32_t[::1] log  # the op log: what built the current graph (see log_op)
     cdef Py_ssize_t n_log
@@ -55,6 +71,7 @@ cdef class GraphOps:
     cdef int32_t trace_token_limit  # every token must be below this to replay it
     cdef int32_t trace_slots  # 1 + the highest token slot read
     cdef Py_ssize_t trace_scratch  # the largest scratch its ops needed
+    cdef list trace_matrices  # the matrices its linear ops read: see transpose_offset
     cdef dict programs_by_code  # a program's code and root (bytes) -> the program
     cdef Py_ssize_t program_bytes  # held by all programs: bounded like templates
     cdef Py_ssize_t step_replays  # steps replayed from a program (for tests and benchmarks)
@@ -78,6 +95,7 @@ cdef class GraphOps:
     cdef void note_target(self, Py_ssize_t target, int32_t slot, int32_t count)
     cdef bint take_slot(self, Py_ssize_t value, int32_t slot, int32_t rows) noexcept
     cdef void stop_trace(self) noexcept
+    cdef int32_t transpose_offset(self, Mat w)
 
 
 # The depth-first order of one graph shape, replayed instead of searched again.
@@ -114,5 +132,7 @@ cdef class StepProgram:
     cdef int32_t n_slots  # tokens read: slots 0 .. n_slots - 1
     cdef int32_t token_limit  # a replayed token must be below it (the rows of what it picks)
     cdef Py_ssize_t scratch  # scratch entries the ops need
+    cdef const int32_t[::1] matrices  # the weight matrices its linear ops read: (start, rows, cols, offset) each
+    cdef Py_ssize_t transposed_size  # their transposes' room (GraphOps.transposed), each at its offset
     cdef int32_t[::1] tokens  # the tokens of the step being replayed
     cdef OrderTemplate template  # the graph's depth-first order (None: search it)

@@ -20,6 +20,11 @@ that gives exactly the same gradients.  Three choices keep that true:
   -ffp-contract=off so the C compiler never fuses a*b+c into one FMA, and no -mfma: the
   header's exact products are Dekker's two-product, or FMAs in its copy compiled for FMA
   (a target attribute), which GraphOps calls where the CPU has FMA (`pow_fma`).
+* Every exp is libm `exp`, as Python's math.exp; or, where the GraphOps may (`exp_shortcut`:
+  engines.fused.EXP_SHORTCUT, glibc's documented exp), the softmax's exps through
+  exp_shortcut.h, the fused pass's proof of libm exp's result four lanes at a time (libm
+  exp for the lanes it leaves), compiled here for AVX2 and FMA (a target pragma) and run
+  where the CPU has both.
 Where microgpt's Python raises (math.log(0.0), a float `**` that overflows), the op
 raises the same exception type; each op's docstring says which can and why.
 
@@ -43,8 +48,9 @@ from libc.string cimport memcpy
 import numpy as np
 
 from cymicrogpt.config import RMSNORM_EPS
+from cymicrogpt.exp2_table import exp2_table
 
-from cymicrogpt._kernels cimport dot_rows
+from cymicrogpt._kernels cimport dot_rows, sum_rows, transpose
 from cymicrogpt._arena cimport (Arena, MAX_INDEX, LEAF, UNARY, ADD, SUM, DOT, SUM_LIST, DOT_LIST, GROUP_FIELDS,
                                 add_node, add_edge, cells, find_linear_groups, group_fits, pause_gc, resized,
                                 resume_gc)
@@ -71,7 +77,91 @@ cdef extern from * nogil:
     bint fma_runs "cymg_fma_runs"() noexcept
 
 
-cdef enum:  # how the graph computes x ** -1, -2, -0.5, -1.5 (GraphOps.pow_mode)
+cdef extern from * nogil:
+    """
+    /* relu: max(0, v) and its local gradient float(v > 0), as microgpt's `v if v > 0 else 0`
+       and `float(v > 0)` give them (nan: 0.0 and 0.0; -0.0: 0.0), without a branch: the sign
+       of a pre-activation is a coin toss, and a mispredicted branch costs more than the node.
+       SSE2's maxsd returns its second operand unless the first is greater, cmpgtsd all ones
+       where it is greater, both exactly the comparison v > 0. */
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    static inline double cymg_relu(double v, double *local_grad) {
+        __m128d x = _mm_set_sd(v), zero = _mm_setzero_pd();
+        *local_grad = _mm_cvtsd_f64(_mm_and_pd(_mm_cmpgt_sd(x, zero), _mm_set_sd(1.0)));
+        return _mm_cvtsd_f64(_mm_max_sd(x, zero));
+    }
+    #else
+    static inline double cymg_relu(double v, double *local_grad) {
+        *local_grad = v > 0 ? 1.0 : 0.0;
+        return v > 0 ? v : 0.0;
+    }
+    #endif
+    """
+    double relu "cymg_relu"(double v, double* local_grad) noexcept
+
+
+cdef extern from * nogil:
+    """
+    /* exp_shortcut.h, the fused pass's proven exps, for the softmax's: _ops is built without
+       -mavx2 -mfma, so on x86-64 gcc the header is compiled for AVX2 and FMA (a target pragma,
+       which also defines the __AVX2__ and __FMA__ its test reads) and called only where the CPU
+       has both.  Elsewhere (another compiler, another CPU) CYMG_GRAPH_EXP is 0: libm exp. */
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__AVX2__)
+    #pragma GCC push_options
+    #pragma GCC target("avx2,fma")
+    #include "exp_shortcut.h"
+    static Py_ssize_t cymg_graph_exp_shifted(const double *x, double shift, double *out, Py_ssize_t n,
+                                             const double *table) {
+        return cymg_exp_shifted(x, shift, out, n, table);
+    }
+    #pragma GCC pop_options
+    #define CYMG_GRAPH_EXP CYMG_EXP_AVX2
+    #define CYMG_GRAPH_EXP_TABLE_BITS CYMG_EXP_TABLE_BITS
+    #else
+    #define CYMG_GRAPH_EXP 0
+    #define CYMG_GRAPH_EXP_TABLE_BITS 0
+    static Py_ssize_t cymg_graph_exp_shifted(const double *x, double shift, double *out, Py_ssize_t n,
+                                             const double *table) {
+        (void)x, (void)shift, (void)out, (void)n, (void)table;
+        return 0;  /* never called: CYMG_GRAPH_EXP is 0 */
+    }
+    #endif
+    static double cymg_graph_exp_table[2 << CYMG_GRAPH_EXP_TABLE_BITS];  /* exp2_table's his, then its los */
+    static int cymg_graph_exp_runs(void) {
+    #if CYMG_GRAPH_EXP
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    #else
+        return 0;
+    #endif
+    }
+    """
+    # out[i] = exp(x[i] + shift), i < n, as libm exp returns it, four lanes at a time (see
+    # exp_shortcut.h's cymg_exp_shifted: x is read, and out written, to n rounded up to a
+    # multiple of 4); only where graph_exp_runs()
+    Py_ssize_t graph_exp_shifted "cymg_graph_exp_shifted"(const double* x, double shift, double* out, Py_ssize_t n,
+                                                         const double* table) noexcept
+    bint graph_exp_runs "cymg_graph_exp_runs"() noexcept
+    const int GRAPH_EXP_TABLE_BITS "CYMG_GRAPH_EXP_TABLE_BITS"
+    double* exp_table "cymg_graph_exp_table"
+
+cdef bint exp_table_filled = False  # exp_table holds exp2_table's entries (filled at the first use)
+
+
+cdef int fill_exp_table() except -1:
+    """exp_table := exp2_table(GRAPH_EXP_TABLE_BITS), its his then its los: once a process,
+    by the first GraphOps with the exp shortcut (~2 ms)."""
+    global exp_table_filled
+    if not exp_table_filled:
+        his, los = exp2_table(GRAPH_EXP_TABLE_BITS)
+        for j, part in enumerate(his + los):
+            exp_table[j] = part
+        exp_table_filled = True
+    return 0
+
+
+cdef enum:  # how the graph computes x ** -1, -2, -0.5, -1.5 (GraphMath.pow_mode)
     PLAIN_POW  # libm pow
     SHORTCUT  # pow_shortcut.h, exact products from Dekker's two-product
     SHORTCUT_FMA  # pow_shortcut.h, exact products from FMA instructions (the same doubles)
@@ -118,13 +208,13 @@ cdef inline Py_ssize_t softmax_size(Py_ssize_t count, bint one) noexcept nogil:
     return 2 * count + 1 + 2 * (1 if one else count)
 
 
-cdef int32_t softmax_nodes(Arena ar, int32_t src, int32_t count, int32_t only,
-                           int pow_mode) noexcept nogil:  # IN: how to compute the powers (graph_power)
+cdef int32_t softmax_nodes(Arena ar, int32_t src, int32_t count, int32_t only, GraphMath* m) noexcept nogil:
     """Softmax over nodes src..src+count-1; returns the index of the first prob node.
 
     Probability i is node prob_start + 2*i (each follows its own total**-1 node).  With
     only >= 0, builds just that one probability (the others would be nodes no loss
-    depends on).  Needs softmax_size(count, only >= 0) nodes reserved.
+    depends on).  Needs softmax_size(count, only >= 0) nodes reserved.  The exps are libm
+    exp's, or exp_shortcut.h's proof of them where m.exp_shortcut (the same doubles).
 
     Nothing here can raise in microgpt either: Python's max() keeps the first element
     unless a later one compares greater, as the loop below does, so every val - max_val
@@ -141,17 +231,26 @@ cdef int32_t softmax_nodes(Arena ar, int32_t src, int32_t count, int32_t only,
     for i in range(count):  # val - max_val  ==  val + (-max_val)
         add_node(ar, UNARY, src + i, 0, 0, ar.data[src + i] + (-max_val), 1.0)
     exp_start = <int32_t>ar.n_nodes
-    for i in range(count):  # .exp(), local grad exp(x)
-        v = exp(ar.data[shifted_start + i])
-        add_node(ar, UNARY, shifted_start + i, 0, 0, v, v)
+    if m.exp_shortcut:
+        # the exps straight into their nodes' values (shift -0.0 adds nothing), in whole groups
+        # of four: the up to three values written past them are the next nodes', which
+        # softmax_size reserves (total, a total**-1, a probability) and add_node overwrites
+        graph_exp_shifted(&ar.data[shifted_start], -0.0, &ar.data[exp_start], count, exp_table)
+        for i in range(count):  # .exp(), local grad exp(x)
+            v = ar.data[exp_start + i]
+            add_node(ar, UNARY, shifted_start + i, 0, 0, v, v)
+    else:
+        for i in range(count):
+            v = exp(ar.data[shifted_start + i])
+            add_node(ar, UNARY, shifted_start + i, 0, 0, v, v)
     total = 0.0  # sum(exps), from 0
     for i in range(count):
         total = total + ar.data[exp_start + i]
     total_node = add_node(ar, SUM, exp_start, 0, count, total, 0.0)
-    inv_total = graph_power(total, MINUS_ONE, pow_mode)
+    inv_total = graph_power(total, MINUS_ONE, m.pow_mode)
     # the local gradient of total**-1, -1 * total**-2: one pow call serves every
     # probability's node (pow is a function of its arguments: the same bits each time)
-    local_grad = -1.0 * graph_power(total, MINUS_TWO, pow_mode)
+    local_grad = -1.0 * graph_power(total, MINUS_TWO, m.pow_mode)
     prob_start = -1
     for i in range(count):
         if only >= 0 and i != only:
@@ -168,6 +267,16 @@ cdef int32_t softmax_nodes(Arena ar, int32_t src, int32_t count, int32_t only,
 
 
 # --- node builders: each op's nodes, in C --------------------------------------------------
+cdef inline double dot_from_zero(const double* a, const double* b, int32_t n) noexcept nogil:
+    """sum(a[j] * b[j] for j < n), left to right from 0.0: dot_rows' sum of one row, inline for
+    the short ones (an attention head's, an rmsnorm's), where a call costs more than the sum."""
+    cdef double acc = 0.0
+    cdef int32_t j
+    for j in range(n):
+        acc = acc + a[j] * b[j]
+    return acc
+
+
 # The ops below (and GraphOps.replay) call these after reserving their room: they build an
 # op's nodes from node indices alone, so a recorded step can be built again without the
 # Python objects (Vec, Mat, lists) of the run that recorded it.  Each returns the index of
@@ -180,22 +289,29 @@ cdef int32_t build_add(Arena ar, int32_t a, int32_t b, int32_t size) noexcept no
     return start
 
 
-cdef int32_t build_linear(Arena ar, int32_t w, int32_t rows, int32_t cols, int32_t x) noexcept nogil:
-    """w @ x, w (rows, cols) from node w: (rows,), row r's children (w[r, j], x[j]) pairwise."""
+cdef int32_t build_linear(Arena ar, int32_t w, int32_t rows, int32_t cols, int32_t x,
+                          const double* transposed) noexcept nogil:  # IN: w's values transposed, or NULL
+    """w @ x, w (rows, cols) from node w: (rows,), row r's children (w[r, j], x[j]) pairwise.
+    Each row's sum runs left to right from 0.0, over w's rows (dot_rows), or, given w's
+    transpose (cols, rows), over its rows, the rows' sums side by side in vector lanes
+    (sum_rows: a load per column where dot_rows transposes w in registers each time)."""
     cdef int32_t r, start = <int32_t>ar.n_nodes
     for r in range(rows):
         add_node(ar, DOT, w + r * cols, x, cols, 0.0, 0.0)
-    dot_rows(&ar.data[w], cols, &ar.data[x], &ar.data[start], rows)
+    if transposed == NULL:
+        dot_rows(&ar.data[w], cols, &ar.data[x], &ar.data[start], rows)
+    else:
+        sum_rows(&ar.data[start], rows, transposed, rows, &ar.data[x], 1, cols)
     return start
 
 
 cdef int32_t build_relu(Arena ar, int32_t x, int32_t size) noexcept nogil:
     """max(0, x): (size,), local gradient float(x > 0)."""
     cdef int32_t i, start = <int32_t>ar.n_nodes
-    cdef double v
+    cdef double v, local_grad
     for i in range(size):
-        v = ar.data[x + i]
-        add_node(ar, UNARY, x + i, 0, 0, v if v > 0 else 0.0, 1.0 if v > 0 else 0.0)
+        v = relu(ar.data[x + i], &local_grad)
+        add_node(ar, UNARY, x + i, 0, 0, v, local_grad)
     return start
 
 
@@ -203,20 +319,36 @@ cdef inline Py_ssize_t rmsnorm_size(int32_t n) noexcept nogil:
     return n + 4
 
 
-cdef int32_t build_rmsnorm(Arena ar, int32_t x, int32_t n, double eps, int pow_mode) noexcept nogil:
+cdef inline double norm_inverse(GraphMath* m, int32_t n) noexcept nogil:
+    """len(x)**-1 for rmsnorm of n elements: an int raised to a negative int, which Python
+    computes with float pow (here once per size: see GraphMath)."""
+    if m.norm_size != n:
+        m.norm_inverse = pow(<double>n, -1.0)
+        m.norm_size = n
+    return m.norm_inverse
+
+
+cdef inline double head_scale(GraphMath* m, int32_t head_dim) noexcept nogil:
+    """(head_dim**0.5)**-1: head_dim**0.5 is a float pow, and "/ s" on a Value is "* s**-1"
+    (here once per size: see GraphMath)."""
+    if m.head_dim != head_dim:
+        m.head_scale = pow(pow(<double>head_dim, 0.5), -1.0)
+        m.head_dim = head_dim
+    return m.head_scale
+
+
+cdef int32_t build_rmsnorm(Arena ar, int32_t x, int32_t n, GraphMath* m) noexcept nogil:
     """x * (mean(x**2) + eps) ** -0.5: (n,), through microgpt's four scalar nodes."""
     cdef int32_t i, sum_sq, ms, shifted, scale, start
-    # len(x)**-1 is an int raised to a negative int: Python computes it with float pow
-    cdef double inv_n = pow(<double>n, -1.0), v
-    sum_sq = add_node(ar, DOT, x, x, n, 0.0, 0.0)  # sum(xi * xi for xi in x)
-    dot_rows(&ar.data[x], n, &ar.data[x], &ar.data[sum_sq], 1)
-    v = ar.data[sum_sq]
+    cdef double inv_n = norm_inverse(m, n), v
+    v = dot_from_zero(&ar.data[x], &ar.data[x], n)
+    sum_sq = add_node(ar, DOT, x, x, n, v, 0.0)  # sum(xi * xi for xi in x)
     ms = add_node(ar, UNARY, sum_sq, 0, 0, v * inv_n, inv_n)  # / len(x)  ==  * len(x)**-1
     v = ar.data[ms]
-    shifted = add_node(ar, UNARY, ms, 0, 0, v + eps, 1.0)  # + eps
+    shifted = add_node(ar, UNARY, ms, 0, 0, v + m.rmsnorm_eps, 1.0)  # + eps
     v = ar.data[shifted]
-    scale = add_node(ar, UNARY, shifted, 0, 0, graph_power(v, MINUS_HALF, pow_mode),
-                     -0.5 * graph_power(v, MINUS_THREE_HALVES, pow_mode))  # ** -0.5
+    scale = add_node(ar, UNARY, shifted, 0, 0, graph_power(v, MINUS_HALF, m.pow_mode),
+                     -0.5 * graph_power(v, MINUS_THREE_HALVES, m.pow_mode))  # ** -0.5
     v = ar.data[scale]
     start = <int32_t>ar.n_nodes
     for i in range(n):  # out: (n,), xi * scale
@@ -230,23 +362,21 @@ cdef inline Py_ssize_t attention_size(int32_t n, int32_t n_head, Py_ssize_t T) n
 
 cdef int32_t build_attention(Arena ar, int32_t q, int32_t n, int32_t n_head, Py_ssize_t T,
                              int32_t[::1] at,  # IN: key starts [0, T), value starts [T, 2T); scratch [2T, 2T + n_head)
-                             int pow_mode) noexcept nogil:
+                             GraphMath* m) noexcept nogil:
     """Causal multi-head attention of q (n,) over T keys and values (each (n,)): (n,)."""
     cdef int32_t hd = n // n_head
-    # head_dim**0.5 is a float pow; "/ s" on a Value is "* s**-1"
-    cdef double inv_sqrt = pow(pow(<double>hd, 0.5), -1.0), acc
-    cdef int32_t h, j, o, hs, logit_start, scaled_start, start, e
+    cdef double inv_sqrt = head_scale(m, hd), acc
+    cdef int32_t h, j, hs, logit_start, scaled_start, start, e
     cdef Py_ssize_t t
     for h in range(n_head):
         hs = h * hd
         logit_start = <int32_t>ar.n_nodes
         for t in range(T):  # q_h . k_h[t]: (T,), children (q[j], k_t[j]) pairwise
-            o = add_node(ar, DOT, q + hs, at[t] + hs, hd, 0.0, 0.0)
-            dot_rows(&ar.data[at[t] + hs], hd, &ar.data[q + hs], &ar.data[o], 1)
+            add_node(ar, DOT, q + hs, at[t] + hs, hd, dot_from_zero(&ar.data[q + hs], &ar.data[at[t] + hs], hd), 0.0)
         scaled_start = <int32_t>ar.n_nodes
         for t in range(T):  # / head_dim**0.5: (T,)
             add_node(ar, UNARY, logit_start + t, 0, 0, ar.data[logit_start + t] * inv_sqrt, inv_sqrt)
-        at[2 * T + h] = softmax_nodes(ar, scaled_start, <int32_t>T, -1, pow_mode)  # weights: (T,), stride 2
+        at[2 * T + h] = softmax_nodes(ar, scaled_start, <int32_t>T, -1, m)  # weights: (T,), stride 2
     start = <int32_t>ar.n_nodes
     for h in range(n_head):  # head_out[j] = sum_t weights[t] * v_h[t][j]: (n,)
         hs = h * hd
@@ -265,11 +395,11 @@ cdef inline Py_ssize_t nll_size(int32_t count) noexcept nogil:
     return softmax_size(count, True) + 2
 
 
-cdef int32_t build_nll(Arena ar, int32_t logits, int32_t count, int32_t target, int pow_mode) noexcept nogil:
+cdef int32_t build_nll(Arena ar, int32_t logits, int32_t count, int32_t target, GraphMath* m) noexcept nogil:
     """-log(softmax(logits)[target]): the loss node, or -1 when the probability is 0.0
     (microgpt's math.log raises there; the nodes built stay, unused).  The probability
     node is the loss node's child's child."""
-    cdef int32_t prob = softmax_nodes(ar, logits, count, target, pow_mode), lg
+    cdef int32_t prob = softmax_nodes(ar, logits, count, target, m), lg
     cdef double p = ar.data[prob]
     if p == 0.0:
         return -1
@@ -345,7 +475,10 @@ cdef class GraphOps:
     graph's x ** -1, -2, -0.5, -1.5 without libm pow (only where libm's pow is glibc's
     analysed one: engines.adam.POW_SHORTCUT); the same bits either way.  `pow_fma`: may it take
     its exact products from FMA instructions (where the CPU has FMA: pow_fma says whether it
-    does) rather than Dekker's two-product; the same bits, fewer instructions.
+    does) rather than Dekker's two-product; the same bits, fewer instructions.  `exp_shortcut`:
+    may exp_shortcut.h settle the softmax's exps without libm exp (only where libm's exp is
+    glibc's analysed one: engines.fused.EXP_SHORTCUT); it does where the CPU has AVX2 and FMA
+    and this build has the shortcut (exp_shortcut says whether it does); the same bits either way.
     """
 
     def __cinit__(self):
@@ -354,9 +487,10 @@ cdef class GraphOps:
         self.programs_by_code = {}
         self.log, self.prob_nodes = cells(<int32_t>0, 256), cells(<int32_t>0, 16)
         self.scratch = cells(<int32_t>0, 0)
+        self.transposed = cells(0.0, 0)
 
     def __init__(self, layout, weights, double rmsnorm_eps=RMSNORM_EPS, *, bint pow_shortcut=False,
-                 bint pow_fma=False):
+                 bint pow_fma=False, bint exp_shortcut=False):
         if not rmsnorm_eps > 0.0 or rmsnorm_eps == float("inf"):
             raise ValueError(f"rmsnorm_eps must be positive and finite, got {rmsnorm_eps!r}")
         array = np.asarray(weights, dtype=np.float64)
@@ -368,7 +502,13 @@ cdef class GraphOps:
         self.rmsnorm_eps = rmsnorm_eps
         self.pow_shortcut = pow_shortcut
         self.pow_fma = pow_shortcut and pow_fma and fma_runs()
-        self.pow_mode = SHORTCUT_FMA if self.pow_fma else SHORTCUT if pow_shortcut else PLAIN_POW
+        self.exp_shortcut = exp_shortcut and graph_exp_runs()
+        if self.exp_shortcut:
+            fill_exp_table()
+        self.math.pow_mode = SHORTCUT_FMA if self.pow_fma else SHORTCUT if pow_shortcut else PLAIN_POW
+        self.math.exp_shortcut = self.exp_shortcut
+        self.math.rmsnorm_eps = rmsnorm_eps
+        self.math.norm_size = self.math.head_dim = 0
         self.reserve(count, 0, 0)
         for i in range(count):
             add_node(self.arena, LEAF, 0, 0, 0, values[i], 0.0)
@@ -541,9 +681,9 @@ cdef class GraphOps:
         log_op(self, OP_LINEAR)
         log_op(self, w.rows)  # its rows are weights: leaves
         log_operand(self, x.start, x.size)
-        fill(out, self, build_linear(ar, w.start, w.rows, w.cols, x.start), w.rows)
+        fill(out, self, build_linear(ar, w.start, w.rows, w.cols, x.start, NULL), w.rows)
         if self.trace is not None:
-            self.note_op([OP_LINEAR, w.rows, w.cols, w.start])
+            self.note_op([OP_LINEAR, w.rows, w.cols, w.start, self.transpose_offset(w)])
             self.note_operand(x)
         return out
 
@@ -571,7 +711,7 @@ cdef class GraphOps:
         self.check(x)
         log_op(self, OP_RMSNORM)
         log_operand(self, x.start, x.size)
-        fill(out, self, build_rmsnorm(self.arena, x.start, x.size, self.rmsnorm_eps, self.pow_mode), x.size)
+        fill(out, self, build_rmsnorm(self.arena, x.start, x.size, &self.math), x.size)
         if self.trace is not None:
             self.note_op([OP_RMSNORM, x.size])
             self.note_operand(x)
@@ -612,7 +752,7 @@ cdef class GraphOps:
         log_operand(self, q.start, n)
         for t in range(2 * T):  # keys, then values (all of size n)
             log_operand(self, at[t], n)
-        fill(out, self, build_attention(self.arena, q.start, n, n_head, T, at, self.pow_mode), n)
+        fill(out, self, build_attention(self.arena, q.start, n, n_head, T, at, &self.math), n)
         if self.trace is not None:
             self.note_op([OP_ATTENTION, n, n_head, T], 2 * T + n_head)
             self.note_operand(q)
@@ -642,7 +782,7 @@ cdef class GraphOps:
             raise IndexError(f"target {target} out of range for {logits.size} logits")
         log_op(self, OP_NLL)  # not the target: see OrderTemplate
         log_operand(self, logits.start, logits.size)
-        cdef int32_t loss = build_nll(ar, logits.start, logits.size, <int32_t>target, self.pow_mode)
+        cdef int32_t loss = build_nll(ar, logits.start, logits.size, <int32_t>target, &self.math)
         if loss < 0:
             raise ValueError("math domain error: log of probability 0.0")
         add_prob_node(self, ar.a[ar.a[loss]])  # its first child depends on the target: see OrderTemplate
@@ -709,7 +849,7 @@ cdef class GraphOps:
         src = <int32_t>ar.n_nodes
         for i in range(count):
             add_node(ar, LEAF, 0, 0, 0, ar.data[logits.start + i] * inv_t, 0.0)
-        prob = softmax_nodes(ar, src, count, -1, self.pow_mode)
+        prob = softmax_nodes(ar, src, count, -1, &self.math)
         ar.recording = was_recording
         if self.trace is not None:  # not a training step
             self.stop_trace()
@@ -725,6 +865,7 @@ cdef class GraphOps:
         self.trace_token_limit = MAX_INDEX
         self.trace_slots = 0
         self.trace_scratch = 0
+        self.trace_matrices = []
 
     def end_trace(self):
         """The StepProgram of the step traced since start_trace, or None when what ran was
@@ -741,7 +882,7 @@ cdef class GraphOps:
         if program is not None:
             self.stop_trace()
             return program
-        cdef Py_ssize_t size = len(key) + sizeof(int32_t) * self.trace_slots
+        cdef Py_ssize_t size = len(key) + sizeof(int32_t) * (self.trace_slots + len(self.trace_matrices))
         if self.program_bytes + size > PROGRAM_BYTES_PER_NODE * self.arena.node_capacity:
             self.stop_trace()
             return None
@@ -753,6 +894,8 @@ cdef class GraphOps:
         program.n_slots, program.token_limit = self.trace_slots, self.trace_token_limit
         program.scratch = self.trace_scratch
         program.tokens = cells(<int32_t>0, self.trace_slots)
+        program.matrices = np.array(self.trace_matrices, dtype=np.int32)
+        program.transposed_size = self.transpose_offset(None)
         program.template = self.templates.get(self.shape_key(self.trace_root))  # the traced backward's
         self.programs_by_code[key] = program
         self.stop_trace()
@@ -760,6 +903,21 @@ cdef class GraphOps:
 
     cdef void stop_trace(self) noexcept:
         self.trace = self.trace_tokens = None
+
+    cdef int32_t transpose_offset(self, Mat w):
+        """Where the traced step's program keeps the transpose of w (see run_program): each
+        matrix its own place, in the order the step first reads them.  With w None, the
+        room they all take."""
+        cdef list records = self.trace_matrices  # (start, rows, cols, offset) of each
+        cdef Py_ssize_t k
+        cdef int32_t end = 0
+        for k in range(0, len(records), 4):
+            if w is not None and (records[k], records[k + 1], records[k + 2]) == (w.start, w.rows, w.cols):
+                return records[k + 3]
+            end = records[k + 3] + records[k + 1] * records[k + 2]
+        if w is not None:
+            records.extend((w.start, w.rows, w.cols, end))
+        return end
 
     cdef void note_op(self, list entries, Py_ssize_t scratch=0):
         """Record an op of the traced step: its code and integer arguments (then its
@@ -818,12 +976,15 @@ cdef class GraphOps:
                 return None
             program.tokens[i] = <int32_t>token
         cdef int32_t[::1] scratch = self.scratch_for(program.scratch)
+        if program.transposed_size > self.transposed.shape[0]:
+            self.transposed = cells(0.0, program.transposed_size)
         cdef Arena ar = self.arena
         # The op log gets only the sequence's start: the program holds its graph's order
         # template itself.
         self.start_sequence(True)
         self.reserve(program.nodes, program.edges, 0)
-        if not run_program(ar, program.code, program.tokens, scratch, self.rmsnorm_eps, self.pow_mode):
+        if not run_program(ar, program.code, program.tokens, scratch, &self.math, program.matrices,
+                           self.transposed):
             return None
         if ar.n_nodes - ar.n_fixed != program.nodes or ar.n_edges != program.edges:
             raise RuntimeError("a replayed step built another graph than the one recorded")
@@ -1053,15 +1214,23 @@ cdef inline int32_t operand(const int32_t[::1] code, Py_ssize_t k, const int32_t
 
 
 cdef bint run_program(Arena ar, const int32_t[::1] code, const int32_t[::1] tokens,
-                      int32_t[::1] scratch, double rmsnorm_eps, int pow_mode) noexcept nogil:
+                      int32_t[::1] scratch, GraphMath* m,
+                      const int32_t[::1] matrices,  # IN: (start, rows, cols, offset) of each matrix to transpose
+                      double[::1] transposed,  # OUT: their transposes, each at its offset
+                      ) noexcept nogil:
     """Build a recorded step's graph with these tokens, op by op, as the ops did when it
     was recorded.  Each op is its code, its integer arguments, then its operands as
     (base, slot) pairs:
-        OP_ADD size a b | OP_LINEAR rows cols w x | OP_RELU size x | OP_RMSNORM size x
+        OP_ADD size a b | OP_LINEAR rows cols w t x | OP_RELU size x | OP_RMSNORM size x
         OP_ATTENTION n n_head T q keys[T] values[T] | OP_NLL size logits target | OP_MEAN n losses[n]
+    (t: where w's transpose is, in `transposed`).  The weights' values are the same all
+    through the step (no Python runs here): each matrix is transposed once, first.
     False when an nll's probability is 0.0 (the graph is then left unfinished)."""
     cdef Py_ssize_t k = 0, end = code.shape[0], t, T
     cdef int32_t op, size, n, x
+    for k in range(0, matrices.shape[0], 4):
+        transpose(&ar.data[matrices[k]], matrices[k + 1], matrices[k + 2], &transposed[matrices[k + 3]])
+    k = 0
     while k < end:
         op = code[k]
         if op == OP_ADD:
@@ -1069,27 +1238,27 @@ cdef bint run_program(Arena ar, const int32_t[::1] code, const int32_t[::1] toke
             build_add(ar, operand(code, k + 2, tokens, size), operand(code, k + 4, tokens, size), size)
             k += 6
         elif op == OP_LINEAR:
-            x = operand(code, k + 4, tokens, code[k + 2])
-            build_linear(ar, code[k + 3], code[k + 1], code[k + 2], x)
-            k += 6
+            x = operand(code, k + 5, tokens, code[k + 2])
+            build_linear(ar, code[k + 3], code[k + 1], code[k + 2], x, &transposed[code[k + 4]])
+            k += 7
         elif op == OP_RELU:
             size = code[k + 1]
             build_relu(ar, operand(code, k + 2, tokens, size), size)
             k += 4
         elif op == OP_RMSNORM:
             size = code[k + 1]
-            build_rmsnorm(ar, operand(code, k + 2, tokens, size), size, rmsnorm_eps, pow_mode)
+            build_rmsnorm(ar, operand(code, k + 2, tokens, size), size, m)
             k += 4
         elif op == OP_ATTENTION:
             n, T = code[k + 1], code[k + 3]
             for t in range(2 * T):
                 scratch[t] = operand(code, k + 6 + 2 * t, tokens, n)
-            build_attention(ar, operand(code, k + 4, tokens, n), n, code[k + 2], T, scratch, pow_mode)
+            build_attention(ar, operand(code, k + 4, tokens, n), n, code[k + 2], T, scratch, m)
             k += 6 + 4 * T
         elif op == OP_NLL:
             size = code[k + 1]
             if build_nll(ar, operand(code, k + 2, tokens, size), size, operand(code, k + 4, tokens, 1),
-                         pow_mode) < 0:
+                         m) < 0:
                 return False
             k += 6
         else:  # OP_MEAN

@@ -16,7 +16,9 @@ The graph's x ** -1, -2, -0.5 and -1.5 (softmax, rmsnorm) skip libm pow where
 csrc/cymicrogpt/pow_shortcut.h proves pow's result, under the Adam kernel's rule
 (engines.adam.POW_SHORTCUT; CYMICROGPT_PLAIN_POW=1 turns it off), its exact products FMAs
 where the fused loops would run their AVX2 build (builds.avx2_fma_in_use), else Dekker's: the
-same bits either way.
+same bits either way.  Its softmax's exps skip libm exp where the fused loops' do
+(engines.fused.EXP_SHORTCUT, CYMICROGPT_PLAIN_EXP=1 turns it off, and their AVX2 build's
+condition): csrc/cymicrogpt/exp_shortcut.h proves them, the same bits.
 """
 from __future__ import annotations
 
@@ -75,7 +77,11 @@ class _TracedEngine:
 
 class GraphEngine:
     def __init__(self, layout: list[MatrixSlot], weights: Sequence[float]) -> None:
-        self.ops = ops = GraphOps(layout, weights, pow_shortcut=POW_SHORTCUT, pow_fma=avx2_fma_in_use())
+        # the fused loops' exp rule, read here: engines/fused.py imports this module
+        from .fused import EXP_SHORTCUT
+        fast = avx2_fma_in_use()
+        self.ops = ops = GraphOps(layout, weights, pow_shortcut=POW_SHORTCUT, pow_fma=fast,
+                                  exp_shortcut=EXP_SHORTCUT and fast)
         self.num_params = len(weights)
         # The model's operations are the compiled ones themselves, bound here rather than
         # wrapped: a wrapper would add a Python call to each of ~100 op calls a step.
