@@ -49,6 +49,16 @@ def test_the_stride_follows_the_steps() -> None:
     assert [b - a for a, b in zip(slow, slow[1:])] == [1, 1, 1]  # cut at once
 
 
+def test_a_coarse_clock_keeps_the_stride_near_the_interval() -> None:
+    # a clock that ticks in 16 ms steps (time.monotonic on Windows) reads 0 s over most
+    # strides: those double it, the next tick cuts it back; it stays within ~2 ticks
+    fine = StepClock(25e-6)
+    pacer = ClockPacer(interval=0.01, clock=lambda: fine.now // 0.016 * 0.016)
+    steps = readings(pacer, fine, 0, 200)
+    strides = [b - a for a, b in zip(steps, steps[1:])]
+    assert max(strides[20:]) * 25e-6 <= 2 * 0.016 + 0.01
+
+
 def test_a_clock_that_does_not_move_doubles_the_stride() -> None:
     clock = StepClock(0.0)
     pacer = ClockPacer(interval=0.01, clock=clock)
