@@ -70,7 +70,6 @@ from libc.string cimport memcpy, memset
 import numpy as np
 
 from cymicrogpt._arena cimport Arena
-from cymicrogpt._kernels cimport transpose  # called ~10 times a pass: through _kernels' pointer
 from cymicrogpt.pow_shortcut cimport (MINUS_ONE, MINUS_TWO, MINUS_HALF, MINUS_THREE_HALVES, MINUS_ONE_MIN,
                                       MINUS_ONE_MAX, MINUS_TWO_MIN, MINUS_TWO_MAX, MINUS_HALF_MIN, MINUS_HALF_MAX,
                                       MINUS_THREE_HALVES_MIN, MINUS_THREE_HALVES_MAX, MARGIN, TAIL_ALLOWANCE,
@@ -113,6 +112,9 @@ cdef extern from * nogil:
        may run them on vectors (-O3), the lanes independent; `restrict` (no operand overlaps
        another) lets it do so without checking for overlap first.  -ffp-contract=off keeps
        every a * b + c two roundings. */
+    #if defined(__SSE2__)
+    #include <immintrin.h>
+    #endif
     static inline void cymg_fused_add(double *restrict y, const double *restrict a, const double *restrict b,
                                       Py_ssize_t n) {
         for (Py_ssize_t i = 0; i < n; i++) y[i] = a[i] + b[i];
@@ -147,6 +149,43 @@ cdef extern from * nogil:
         else
             for (Py_ssize_t i = 0; i < n; i++) dx[i] = ((0.0 + scale * dy[i]) + x[i] * dsum) + x[i] * dsum;
     }
+    /* wt[j * ld + r] = w[r * cols + j] (r < rows, j < cols): w transposed, its rows ld apart
+       (a copy, no arithmetic).  Blocks of 4 x 4 (AVX2) or 2 x 2 (SSE2) through registers,
+       then the columns and the rows left one element at a time. */
+    static inline void cymg_fused_transpose(const double *restrict w, Py_ssize_t rows, Py_ssize_t cols,
+                                            double *restrict wt, Py_ssize_t ld) {
+        Py_ssize_t r = 0, j, k;
+    #if defined(__AVX__)
+        for (; r + 4 <= rows; r += 4) {
+            const double *row = w + r * cols;
+            for (j = 0; j + 4 <= cols; j += 4) {
+                __m256d r0 = _mm256_loadu_pd(row + j), r1 = _mm256_loadu_pd(row + cols + j);
+                __m256d r2 = _mm256_loadu_pd(row + 2 * cols + j), r3 = _mm256_loadu_pd(row + 3 * cols + j);
+                __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);  /* columns j, j+2; j+1, j+3 */
+                __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+                _mm256_storeu_pd(wt + j * ld + r, _mm256_permute2f128_pd(t0, t2, 0x20));
+                _mm256_storeu_pd(wt + (j + 1) * ld + r, _mm256_permute2f128_pd(t1, t3, 0x20));
+                _mm256_storeu_pd(wt + (j + 2) * ld + r, _mm256_permute2f128_pd(t0, t2, 0x31));
+                _mm256_storeu_pd(wt + (j + 3) * ld + r, _mm256_permute2f128_pd(t1, t3, 0x31));
+            }
+            for (; j < cols; j++)
+                for (k = 0; k < 4; k++) wt[j * ld + r + k] = row[k * cols + j];
+        }
+    #elif defined(__SSE2__)
+        for (; r + 2 <= rows; r += 2) {
+            const double *row = w + r * cols;
+            for (j = 0; j + 2 <= cols; j += 2) {
+                __m128d r0 = _mm_loadu_pd(row + j), r1 = _mm_loadu_pd(row + cols + j);
+                _mm_storeu_pd(wt + j * ld + r, _mm_unpacklo_pd(r0, r1));
+                _mm_storeu_pd(wt + (j + 1) * ld + r, _mm_unpackhi_pd(r0, r1));
+            }
+            for (; j < cols; j++)
+                for (k = 0; k < 2; k++) wt[j * ld + r + k] = row[k * cols + j];
+        }
+    #endif
+        for (; r < rows; r++)
+            for (j = 0; j < cols; j++) wt[j * ld + r] = w[r * cols + j];
+    }
     /* an attention score's gradient: through exp (its local grad e_u), e_u's two uses (its
        weight e_u * inv and the total), + (-max) and * scale */
     static inline void cymg_fused_score_backward(double *restrict dscore, const double *restrict e,
@@ -165,6 +204,8 @@ cdef extern from * nogil:
     void rmsnorm_input_backward "cymg_fused_rmsnorm_input_backward"(double* dx, const double* first,
                                                                     const double* x, const double* dy, double scale,
                                                                     double dsum, Py_ssize_t n) noexcept
+    void transpose "cymg_fused_transpose"(const double* w, Py_ssize_t rows, Py_ssize_t cols, double* wt,
+                                          Py_ssize_t ld) noexcept  # wt[j * ld + r] = w[r * cols + j]
     void score_backward "cymg_fused_score_backward"(double* dscore, const double* e, const double* dweight,
                                                     double inv, double dtotal, double scale,
                                                     Py_ssize_t n) noexcept
@@ -429,7 +470,11 @@ cdef class FusedGPT:
     cdef double inv_embd, att_scale  # len(x)**-1 in rmsnorm; (head_dim**0.5)**-1
     cdef Py_ssize_t[::1] off  # (N_MODEL_MATRICES,): off[WTE] ... off[LM_HEAD]
     cdef Py_ssize_t[:, ::1] layer_off  # (L, N_LAYER_MATRICES): layer_off[l, WQ] ... layer_off[l, FC2]
-    cdef double[::1] wt  # (n_weights,): each linear layer's matrix transposed, at the matrix's own offset
+    cdef double[::1] wt  # (n_weights,): each block's matrices transposed, at the matrix's own offset
+    cdef Py_ssize_t vocab_lanes  # vocab rounded up to a multiple of LANES
+    # (n_embd, vocab_lanes): lm_head transposed, each row padded with zeros to whole vectors
+    # (the logits past vocab are computed and unused: no element-by-element tail)
+    cdef double[::1] lm_t
     # Activations, flat; T = capacity.  (L + 1, T, E): each layer's input, the last one the top.
     cdef double[::1] emb, x_in  # emb: (T, E), token + position embedding
     cdef double[::1] s0, d0  # (T,): the first rmsnorm's scale and mean + eps
@@ -488,7 +533,9 @@ cdef class FusedGPT:
             check_inside(self.layer_off[l], (E * E, E * E, E * E, E * E, F * E, E * F), n_weights)
         z = np.zeros
         self.wt = z(n_weights)
-        self.logits, self.dxn = z(vocab + LANES), z(max(E, F))  # logits: read in whole groups (exp_shifted)
+        self.vocab_lanes = (vocab + LANES - 1) // LANES * LANES
+        self.lm_t = z(E * self.vocab_lanes)
+        self.logits, self.dxn = z(self.vocab_lanes), z(max(E, F))  # logits: also read in whole groups (exp_shifted)
         self.tokens = z(block + 1, dtype=np.intp)
         self.qkv_rows = np.array([[qkv_input_rows(self.layer_off[l], E, self.head_dim, first) for first in (False, True)]
                                   for l in range(n_layer)], dtype=np.intp)
@@ -554,13 +601,12 @@ cdef class FusedGPT:
         for l in range(self.n_layer):
             for m in range(WQ, WO + 1):  # the four (E, E) matrices
                 o = self.layer_off[l, m]
-                transpose(w + o, E, E, wt + o)
+                transpose(w + o, E, E, wt + o, E)
             o = self.layer_off[l, FC1]
-            transpose(w + o, F, E, wt + o)
+            transpose(w + o, F, E, wt + o, F)
             o = self.layer_off[l, FC2]
-            transpose(w + o, E, F, wt + o)
-        o = self.off[LM_HEAD]
-        transpose(w + o, self.vocab, E, wt + o)
+            transpose(w + o, E, F, wt + o, E)
+        transpose(w + self.off[LM_HEAD], self.vocab, E, &self.lm_t[0], self.vocab_lanes)
 
     cdef Py_ssize_t forward(self, const Py_ssize_t* tokens, Py_ssize_t n, double* loss) noexcept nogil:
         """The forward pass; loss[0] = the mean loss.  Returns -1, or the first position
@@ -636,7 +682,7 @@ cdef class FusedGPT:
                 matvec(wt + self.layer_off[l, FC2], &self.relu_out[lt * F], xo, E, F)
                 each_add_into(xo, out, E)
             # lm_head, softmax, -log p[target]
-            matvec(wt + self.off[LM_HEAD], &self.x_in[(L * T + t) * E], logits, V, E)
+            matvec(&self.lm_t[0], &self.x_in[(L * T + t) * E], logits, self.vocab_lanes, E)
             inv = softmax_forward(logits, &self.lm_e[t * V], &self.lm_total[t], V, self.exp_shortcut,
                                   self.pow_shortcut)
             self.lm_inv[t] = inv
