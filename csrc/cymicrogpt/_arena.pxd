@@ -118,7 +118,7 @@ cdef class Arena:
 
 # --- linear groups (see _arena.pyx): records of GROUP_FIELDS integers -----------------------
 cdef enum:
-    GROUP_FIELDS = 4  # first order entry, records, entries per record, the layer's row-0 node
+    GROUP_FIELDS = 5  # first order entry, records, entries per record, the layer's row-0 node, in order
 cdef bint group_fits(Arena ar, const int32_t[::1] order, Py_ssize_t start, int32_t records, int32_t stride,
                      int32_t base) noexcept nogil
 cdef Py_ssize_t find_linear_groups(Arena ar, const int32_t[::1] order, Py_ssize_t count,

@@ -437,8 +437,11 @@ cdef inline void dot_backward(double[::1] grad,  # IN/OUT
 # Passed together, the rows' contributions to grad[x] are one loop that keeps a block of
 # them in registers across all rows (_kernels.axpy_rows), where each row alone would load
 # and store all of them.  Each group is a record of GROUP_FIELDS integers:
-# its first entry in the order, its number of records, the entries per record, and the
-# node of the layer's row 0 (the weight rows and rows are numbered from it).
+# its first entry in the order, its number of records, the entries per record, the
+# node of the layer's row 0 (the weight rows and rows are numbered from it), and 1 where
+# its records hold the rows 0, 1, ... in order (the groups found between the known ones:
+# their input gradients are one run), else 0 (an nll's run, which the template reorders
+# per target: its runs are found at each pass).
 
 
 cdef inline Py_ssize_t group_end(const int32_t[::1] groups, Py_ssize_t g) noexcept nogil:
@@ -525,6 +528,7 @@ cdef Py_ssize_t find_linear_groups(Arena ar, const int32_t[::1] order, Py_ssize_
             groups[found * GROUP_FIELDS + 1] = records
             groups[found * GROUP_FIELDS + 2] = stride
             groups[found * GROUP_FIELDS + 3] = d
+            groups[found * GROUP_FIELDS + 4] = 1  # rows 0 .. records - 1, in order (record_row)
             found += 1
             i += <Py_ssize_t>records * stride
         else:
@@ -540,7 +544,8 @@ cdef inline void pass_linear_group(const int32_t[::1] kind, const int32_t[::1] a
     """The backward of linear group g (see above), as the walk down its entries would do
     it: every record's chain, then every row, records last first: the weight rows'
     gradients (one contribution each, in any order), then the input's, row by row in the
-    records' order, a run of consecutive rows (row r, r - 1, ...) per axpy_rows call.
+    records' order, a run of consecutive rows (row r, r - 1, ...) per axpy_rows call: all
+    of them where the group says they are in order.
     (The arena's arrays are arguments, as in backward_node: no copy of them per call.)"""
     cdef Py_ssize_t start = groups[GROUP_FIELDS * g], at
     cdef int32_t records = groups[GROUP_FIELDS * g + 1], stride = groups[GROUP_FIELDS * g + 2]
@@ -557,6 +562,9 @@ cdef inline void pass_linear_group(const int32_t[::1] kind, const int32_t[::1] a
             else:
                 add_backward(grad, a[v], b[v], grad[v])
     outer_add(&grad[w], &data[x], &grad[base], records, cols)  # the rows are 0 .. records - 1
+    if groups[GROUP_FIELDS * g + 4]:  # rows 0 .. records - 1 in order: one run, walked down
+        pass_input_gradients(grad, data, w, x, cols, base, records - 1, records)
+        return
     for k in range(records - 1, -1, -1):
         row = order[start + <Py_ssize_t>k * stride] - base
         if length > 0 and row == first - length:  # the run goes on

@@ -1108,6 +1108,7 @@ cdef class OrderTemplate:
             logit_0 = ar.a[ar.a[es]]  # a triple is (logit, shifted, exp): logit = a[a[exp]]
             if group_fits(ar, self.order, self.runs[i], size, 3, logit_0):
                 known[k], known[k + 1], known[k + 2], known[k + 3] = self.runs[i], size, 3, logit_0
+                known[k + 4] = 0  # reordered per target: not in order
                 k += GROUP_FIELDS
         # the arena's order array is free: the order is the template's now
         found = GROUP_FIELDS * find_linear_groups(ar, self.order[:self.count], self.count, known[:k], ar.order)
