@@ -523,12 +523,13 @@ class HeldOut:
 
 def train_with_progress(run: Run, save: Optional[Checkpointing], save_every: Optional[int], stop: StopRequest,
                         out: Console, held_out: Optional[HeldOut] = None) -> Optional[DivergenceError]:
-    """Train to the end, to a step boundary soon after a stop signal (the next due step:
-    within about pacing.CLOCK_INTERVAL_S), to the first due step after stdout closed when
+    """Train to the end, to the first step boundary after a stop signal (Run.stop_soon,
+    called by the signal handler), to the first due step after stdout closed when
     there is nothing to save, or to a divergence (returned); with `held_out`, print its
     loss line when due."""
     progress = Progress(run.num_steps, stream=out, start=run.step)
-    pacer = ClockPacer()  # the terminal's redraws, the pipe's polls and stop signals are up to the clock
+    pacer = ClockPacer()  # the terminal's redraws and the pipe's polls are up to the clock
+    stop.on_request = run.stop_soon  # a stop signal ends the stretch of steps under way at its step boundary
 
     def after_steps(run: Run) -> int:
         """What is due at run.step; the next step at which anything is (see pacing.py)."""

@@ -2,7 +2,7 @@
 schedulers) and SIGHUP (a closed terminal or ssh session) are all handled alike.
 
 The first one only sets a flag that the training loop reads between two steps (the
-CLI's, at the next step where something is due: within ~10 ms, see pacing.py): a step
+CLI's ends its stretch of steps at the next step boundary: StopRequest.on_request): a step
 stopped halfway (say, in the middle of the Adam update) would leave a run that cannot be
 saved consistently.  The CLI then saves the run and exits with 128 + the signal's number,
 the status a shell reports for a process that a signal ended.  A signal the process
@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
@@ -111,6 +111,9 @@ class StopRequest:
     """Which stop signal arrived first, if any (None: keep going)."""
 
     signum: Optional[int] = None
+    # Called by the handler once signum is set: a training loop that reads the request only
+    # at some steps (the CLI's, see pacing.py) ends its current stretch of steps with it.
+    on_request: Optional[Callable[[], None]] = None
 
     @property
     def requested(self) -> bool:
@@ -127,6 +130,8 @@ def stop_on_signals() -> Iterator[StopRequest]:
         if request.requested:
             raise Interrupted(signum)
         request.signum = signum
+        if request.on_request is not None:
+            request.on_request()
 
     previous = {}
     try:

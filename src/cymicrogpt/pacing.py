@@ -1,15 +1,16 @@
 """When a training loop looks up from its steps: at the steps where something is due.
 
 A fused training step takes ~25 us, and the CLI's work between steps (a progress line,
-a look at whether stdout's reader left, a periodic save, a held-out loss, a stop
-signal's request) is due at a few steps only: some at known steps (every K steps, the
+a look at whether stdout's reader left, a periodic save, a held-out loss) is due at a
+few steps only: some at known steps (every K steps, the
 last one), the rest once some time has passed, which only a clock can say.  Looking
 after every step (a callback, a clock reading) cost ~4% of a step; ``ClockPacer`` reads
 the clock about every ``interval`` seconds instead, however long a step takes, and
 ``next_multiple`` names the known steps, so that the CLI trains from one due step to
-the next (``Run.train(until=...)``) with no Python between the steps.  A stop signal is
-then seen at the next due step: within about ``interval`` seconds, or one step when a
-step takes longer.
+the next (``Run.train(until=...)``) with no Python between the steps.  A stop signal does not
+wait for the next due step: its handler ends the stretch under way at the next step
+boundary (``Run.stop_soon``), since the stride, measured on the steps before it, can
+span seconds of steps that became much slower (long documents after short ones).
 """
 from __future__ import annotations
 

@@ -122,6 +122,7 @@ class Run(Training):
         self.rng = rng  # the one stream: shuffle, init, then sampling
         self.seed = seed
         self.backend = backend
+        self._until = step  # the step train() trains up to (stop_soon() lowers it)
 
     @property
     def num_params(self) -> int:
@@ -143,16 +144,21 @@ class Run(Training):
         step, losses; gradients zeroed), so that it can still be saved and sampled.
 
         A KeyboardInterrupt inside a step can leave that step half applied (Adam updates
-        the weights in place); to stop cleanly, stop between steps (from `on_step`, as the
-        CLI does) before saving.
+        the weights in place); to stop cleanly, stop between steps (from `on_step`, or
+        with ``stop_soon()``, as the CLI's signal handler does) before saving.
         """
-        until = self.num_steps if until is None else min(until, self.num_steps)
+        self._until = self.num_steps if until is None else min(until, self.num_steps)
         docs, encode, train_step = self.docs, self.tokenizer.encode, self.train_step  # looked up once, not per step
-        while self.step < until:
+        while self.step < self._until:  # an attribute: stop_soon() may lower it during a step
             # self._tokens(), inline; encoded outside the step's checks: a bad document is not divergence
             train_step(encode(docs[self.step % len(docs)]))
             if on_step is not None:
                 on_step(self)
+
+    def stop_soon(self) -> None:
+        """End the current train() at the next step boundary (safe from a signal handler:
+        the step under way completes)."""
+        self._until = 0
 
     def sample(self, num: int = DEFAULT_NUM_SAMPLES, temperature: float = DEFAULT_TEMPERATURE) -> list[str]:
         """`num` new documents; continues the run's random stream as microgpt does."""
