@@ -1,10 +1,11 @@
 """How soon `cymicrogpt train` stops after a stop signal when its steps suddenly slow down.
 
-README: a stop signal ends the run "at a step boundary, at most about 10 ms of training
-after the signal".  The CLI trains from one due step to the next (pacing.py): the stride
-to the next clock reading is decided from the steps before it, so when steps become much
-slower right after a reading (a run of long documents after short ones, a machine that
-got busy), the signal waits for the whole stride of slow steps.
+README: a stop signal ends the run "at the end of the step under way".  The CLI trains
+from one due step to the next (pacing.py), the stride to the next clock reading decided
+from the steps before it; were the signal read only at due steps, then when steps become
+much slower right after a reading (a run of long documents after short ones, a machine
+that got busy) it would wait for the whole stride of slow steps (336 steps, 1.3 s here,
+before Run.stop_soon).
 """
 from __future__ import annotations
 
