@@ -18,7 +18,7 @@ import pytest
 from command import TINY
 
 from cymicrogpt import cli
-from cymicrogpt.training import Run, Training
+from cymicrogpt.training import Run, Training, start_run
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -47,3 +47,15 @@ def test_a_signal_as_steps_slow_down_stops_within_about_10_ms_of_training(capsys
     slow_steps_after_the_signal = Run.load(part).step - SLOW_FROM
     # about 10 ms of training: 2-3 slow steps, not a stride measured on the fast ones
     assert slow_steps_after_the_signal * SLOW_STEP_S <= 0.015, slow_steps_after_the_signal
+
+
+def test_stop_soon_between_two_trains_ends_the_next_one_before_its_first_step(tiny_docs, tiny_config) -> None:
+    """The CLI's handler can run after it last looked at the request and before the next
+    train() starts: that train() must not run its stretch of steps."""
+    run = start_run(tiny_docs, config=tiny_config, steps=50, backend="fused")
+    run.train(until=5)
+    run.stop_soon()
+    run.train(until=40)
+    assert run.step == 5
+    run.train(until=10)  # the request was consumed: training goes on
+    assert run.step == 10

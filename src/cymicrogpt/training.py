@@ -122,7 +122,7 @@ class Run(Training):
         self.rng = rng  # the one stream: shuffle, init, then sampling
         self.seed = seed
         self.backend = backend
-        self._until = step  # the step train() trains up to (stop_soon() lowers it)
+        self._stopping = False  # stop_soon() was called: the train() under way or the next ends
 
     @property
     def num_params(self) -> int:
@@ -147,18 +147,23 @@ class Run(Training):
         the weights in place); to stop cleanly, stop between steps (from `on_step`, or
         with ``stop_soon()``, as the CLI's signal handler does) before saving.
         """
-        self._until = self.num_steps if until is None else min(until, self.num_steps)
+        until = self.num_steps if until is None else min(until, self.num_steps)
         docs, encode, train_step = self.docs, self.tokenizer.encode, self.train_step  # looked up once, not per step
-        while self.step < self._until:  # an attribute: stop_soon() may lower it during a step
-            # self._tokens(), inline; encoded outside the step's checks: a bad document is not divergence
-            train_step(encode(docs[self.step % len(docs)]))
-            if on_step is not None:
-                on_step(self)
+        try:
+            while self.step < until and not self._stopping:  # an attribute: stop_soon() may set it during a step
+                # self._tokens(), inline; encoded outside the step's checks: a bad document is not divergence
+                train_step(encode(docs[self.step % len(docs)]))
+                if on_step is not None:
+                    on_step(self)
+        finally:
+            self._stopping = False  # consumed: a later train() trains again
 
     def stop_soon(self) -> None:
-        """End the current train() at the next step boundary (safe from a signal handler:
-        the step under way completes)."""
-        self._until = 0
+        """End the train() under way at its next step boundary, or, called between two
+        train() calls, the next one before its first step (safe from a signal handler: the
+        step under way completes; a flag, not a lowered limit, so that a call landing just
+        before train() sets its limit is not overwritten)."""
+        self._stopping = True
 
     def sample(self, num: int = DEFAULT_NUM_SAMPLES, temperature: float = DEFAULT_TEMPERATURE) -> list[str]:
         """`num` new documents; continues the run's random stream as microgpt does."""
