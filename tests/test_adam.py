@@ -545,6 +545,23 @@ def test_squares_near_midpoints_give_pythons_moments(kernels):
     pair.assert_identical("after a step on near-midpoint squares")
 
 
+@BUILDS
+def test_division_by_a_bias_correction_is_the_division(kernels):
+    """The AVX2 pass divides m and v by the step's bias corrections without the divider
+    (argument 6: Markstein's correction from RN(1/c)); divide_array takes that very route.
+    For every bias correction below 1 of a run (and divisors outside the route's range,
+    which divide), on dividends next to a midpoint of the quotient (both sides), random
+    ones, and the values the route leaves to the division (zeros, subnormal, the range's
+    edges, inf, nan): NumPy's division, bit for bit.  benchmarks/check_division.py runs
+    10^8 of them."""
+    check = benchmark_script("check_division")
+    rng = np.random.default_rng(8)
+    run = check.run_divisors()
+    divisors = np.concatenate([run[:: max(1, run.size // 400)], [2.0**-20, np.nextafter(2.0**-20, 0.0), 0.75,
+                                                                 np.nextafter(1.0, 0.0), 1.0, 1.5, 0.0, -0.5]])
+    assert check.check(kernels.divide_array, divisors, 3_000, rng)[0] == 0
+
+
 # --- input validation ----------------------------------------------------------------------
 SCALARS = dict(beta1=0.85, beta2=0.99, eps=1e-8, one_minus_beta1=1 - 0.85, one_minus_beta2=1 - 0.99,
                bias_correction1=1 - 0.85, bias_correction2=1 - 0.99, lr_t=0.01, shortcut=True)

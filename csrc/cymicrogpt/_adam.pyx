@@ -26,7 +26,8 @@ one pass first) it squares each block's gradients inside the pass that updates t
 block before.  Each element still sees microgpt's expressions in microgpt's order; only
 the interleaving across elements changes, which no result depends on.  (The pass skips
 a division by a bias correction that is 1.0, bias_correction1 from the 231st step on:
-m / 1.0 is m, bit for bit, for every m but a signaling nan, which no arithmetic result is.)
+m / 1.0 is m, bit for bit, for every m but a signaling nan, which no arithmetic result is;
+and divides by the others without the divider: argument 6.)
 
 Errors are atomic.  Where Python's loop would raise (OverflowError when a finite
 gradient's square overflows, ZeroDivisionError) or produce a complex number (a negative
@@ -169,6 +170,41 @@ E(0) = 0.51103, E(20) = 0.51167, E(64) = 0.51306; E(1023) = 0.5435 is the source
    s far below eps, then hardly ever depends on the root's last bit (a 100,000-step run
    spent a fifth of its time in libm pow for them).
 
+6. The bias corrections without the divider (the AVX2 update pass; adam_shortcut.h,
+   cymg4_divide_by_reciprocal).  m_hat = m / c1 and v_hat = v / c2 divide by one constant c
+   per step.  For 2^-20 <= c < 1 (c = 1.0 is not divided by at all), once per pass:
+   hi = RN(1/c) (a division), e = RN(1 - c*hi) (an FMA), lo = RN(e*hi).  Then per element a
+   with a = +-0 or 2^-890 <= |a| <= 2^1000 (the others, nan and inf among them, are divided:
+   their whole group of four), q0 = RN(a*hi + RN(a*lo)) (a multiplication and an FMA),
+   r = RN(a - q0*c) and q = RN(q0 + r*hi) (two FMAs), and q is RN(a/c), the division's result:
+   a. |hi - 1/c| <= ulp(1/c)/2 <= 2^-53/c, so |1 - c*hi| <= 2^-53, and hi + lo = hi + (1 - c hi)
+      hi (1 + eta), |eta| <= 2^-52 + 2^-106 (e's and lo's roundings), = (1/c)(1 - d^2 + d c hi
+      eta) with d = 1 - c hi: hi + lo = (1/c)(1 + rho), |rho| <= 2^-106 + 2^-53 (1 + 2^-53)
+      (2^-52 + 2^-106) < 2^-104.  1 - c*hi lies on the grid of c*hi, ulp(c) ulp(hi) >= 2^-124,
+      so lo is 0 or |lo| >= 2^-124, and a*lo is 0 or at least 2^(-890-124): normal.
+   b. |RN(a*lo) - a*lo| <= 2^-53 |a lo| <= 2^-106 (1 + 2^-52) |a hi|, so
+      a*hi + RN(a*lo) = (a/c)(1 + rho') with |rho'| < 2^-104 + 2^-106 (1 + 2^-51) < 2^-103,
+      and q0, its one rounding, is within ulp(a/c)/2 + 2^-103 |a/c| < ulp(a/c) of a/c (where
+      the perturbed value crosses the power of two above a/c, q0 is that power, closer still).
+   c. Markstein's theorem (P. Markstein, "Computation of elementary functions on the IBM
+      RISC System/6000 processor", IBM J. Res. Develop. 34(1), 1990; restated in J.-M. Muller
+      et al., Handbook of Floating-Point Arithmetic, on division with an FMA): in binary
+      arithmetic with round to nearest, if y is within ulp(1/b)/2 of 1/b and q within
+      ulp(a/b) of a/b, then r = RN(a - b q) is exactly a - b q and RN(q + r y) = RN(a/b),
+      provided no underflow or overflow occurs.  Here b = c, y = hi (a correctly rounded
+      division), q = q0 (b).  Nothing over- or underflows: 1 < hi <= 2^20,
+      2^-890 <= |a/c|, |q0| <= 2^1021, and r, when not 0, is a multiple of
+      ulp(c) ulp(q0) >= 2^(e(a) - 106) >= 2^-996 (c q0 lies within a factor 2 of a,
+      2^e(a) <= |a|): a normal double; the FMAs round once.
+   d. a = +-0: q0 = RN(+-0 * hi + RN(+-0 * lo)) is +0.0 for a = +0.0 (+0 + -0 is +0 in round
+      to nearest), then r = +0.0 and q = +0.0 = +0.0 / c; for a = -0.0 the sum may give +0.0
+      where -0.0 / c is -0.0: the pass ORs a's sign bit into q, which changes nothing where
+      a != 0 (q = RN(a/c) has a's sign, c > 0).
+   So the AVX2 pass's m_hat and v_hat are the baseline build's, bit for bit; the scalar
+   passes and argument 5's settling divide.  tests/test_adam.py compares divide_array (this
+   route) with the division on near-midpoint and random quotients for the run's bias
+   corrections; benchmarks/check_division.py on 10^8 of them.
+
 The shortcut is only correct where libm's pow carries that analysis; the caller decides
 where (cymicrogpt.engines.adam detects glibc >= 2.28 at run time) and passes `shortcut`.
 benchmarks/check_pow_shortcut.py compares it with libm pow on 10^8 random and
@@ -215,6 +251,7 @@ cdef extern from "adam_shortcut.h":
     Py_ssize_t avx2_settle_roots "cymg_avx2_settle_roots"(
         double* params, const double* m, const double* v, int32_t* pending, Py_ssize_t count,
         double bias_correction1, double bias_correction2, double lr_t, double eps) noexcept nogil
+    void avx2_divide "cymg_avx2_divide"(const double* a, double c, double* out, Py_ssize_t n) noexcept nogil
     Py_ssize_t avx2_settle_squares "cymg_avx2_settle_squares"(
         const double* grads, const double* v, double* squares, int32_t* pending, Py_ssize_t count,
         double beta2, double one_minus_beta2) noexcept nogil
@@ -916,6 +953,25 @@ def cpu_has_avx2_fma() -> bool:
     """Can this process run the AVX2 build of this module (cymicrogpt._adam_avx2, compiled
     with AVX2 and FMA)?"""
     return c_cpu_has_avx2_fma() != 0
+
+
+def divide_array(const double[::1] a, double c, double[::1] out) -> None:
+    """out[i] = a[i] / c as the Adam step divides by a bias correction: in the AVX2 build
+    without the divider where argument 6 applies, else (and in the baseline build) by
+    division; the same bits either way (the tests compare them)."""
+    cdef Py_ssize_t i, done = 0, n = a.shape[0]
+    if out.shape[0] != n:
+        raise ValueError(f"divide_array: a has {n} elements, out has {out.shape[0]}")
+    if n == 0:
+        return
+    if &a[0] < &out[0] + n and &out[0] < &a[0] + n:
+        raise ValueError("divide_array: a and out must not share memory")
+    with nogil:
+        if HAVE_AVX2_PASSES:
+            avx2_divide(&a[0], c, &out[0], n)
+            done = n - n % 4
+        for i in range(done, n):
+            out[i] = a[i] / c
 
 
 def power_array(const double[::1] base, double exponent, double[::1] out, *, bint shortcut) -> int:
