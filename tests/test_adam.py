@@ -500,6 +500,35 @@ def test_moments_decayed_below_the_proofs_range_match_reference_adam(kernels, sh
         pair.assert_identical(f"after step {step + 1}")
 
 
+@SHORTCUT
+@BUILDS
+@pytest.mark.parametrize("lr", [0.01, 3000.0], ids=["lr", "huge-lr"])
+def test_subnormal_first_moments_match_reference_adam(kernels, shortcut, lr):
+    """m in the subnormals (argument 7: the AVX2 pass computes beta1 * m in integers there
+    and keeps the parameters whose step cannot move them): units over the whole subnormal
+    range, a few units, zeros of both signs, with zero, tiny and ordinary gradients, v of
+    every kind but negative (nan, inf, 0, tiny), and parameters from ordinary to below the
+    2^-800 where a step of 2^-902 could move them (0.0, -0.0, subnormal); a learning rate
+    past the route's 2^10 as well: the same bits as the Python loop."""
+    size = 1031
+    pair = Pair(size, shortcut, seed=17, lr=lr, kernels=kernels)
+    units = [pair.rng.randrange(1, 2**52), pair.rng.randrange(2**51, 2**52), pair.rng.randrange(1, 8), 0]
+    m = [pair.rng.choice([-1.0, 1.0]) * 5e-324 * units[i % 4] if i % 9 else pair.rng.gauss(0.0, 1e-3)
+         for i in range(size)]
+    odd_v = [math.nan, math.inf, 0.0, 5e-324, 1e-310, 2.0**-968, 1e-200]
+    v = [odd_v[i % len(odd_v)] if i % 13 == 0 else abs(pair.rng.gauss(0.0, 1e-6)) ** pair.rng.choice([1, 4, 20])
+         for i in range(size)]
+    odd_p = [0.0, -0.0, 5e-324, -1e-300, 2.0**-800, -math.nextafter(2.0**-800, 0.0), 2.0**-700, 1.0]
+    for i in range(0, size, 5):
+        pair.values[i].data = pair.params[i] = odd_p[(i // 5) % len(odd_p)]
+    pair.reference.set_moments(m, v)
+    pair.fast.set_moments(m, v)
+    for step in range(3):
+        pair.set_gradients([pair.rng.choice([0.0, -0.0, 5e-324, 1e-3]) if i % 7 == 0 else 0.0 for i in range(size)])
+        pair.step(5000 + step, 20_000)
+        pair.assert_identical(f"after step {step}")
+
+
 @BUILDS
 def test_update_pass_roots_match_libm_near_the_margin(kernels):
     """The update pass's own root decisions, isolated: with beta2 = 1, 1 - beta2 = 0 and

@@ -205,6 +205,42 @@ E(0) = 0.51103, E(20) = 0.51167, E(64) = 0.51306; E(1023) = 0.5435 is the source
    route) with the division on near-midpoint and random quotients for the run's bias
    corrections; benchmarks/check_division.py on 10^8 of them.
 
+7. First moments stuck in the subnormals (the AVX2 pass, where no bias correction divides;
+   adam_shortcut.h, cymg_tiny_moment).  Where a gradient stays 0, m decays by beta1 a step
+   into the subnormals and sticks at 1-3 units of 2^-1074 (0.85 * 3 units rounds back to 3).
+   On Intel cores every multiplication or division with a subnormal operand or result takes a
+   microcode assist (~70 ns); so where a group has |m| < 2^-1022 (a shift and a comparison
+   find it), the pass computes its new m without multiplying a subnormal, and leaves some
+   parameters as they are without computing their step:
+   a. beta1 * m for |m| = K 2^-1074, K < 2^52 an integer (|m|'s bit pattern), and
+      2^-60 <= beta1 < 1: the exact product lies below 2^-1022, where the doubles are the
+      multiples of 2^-1074 (up to 2^-1021), so RN(beta1 * m) = sign(m) RN_int(beta1 K) 2^-1074,
+      ties to even (an even multiple has an even significand).  K is a double exactly,
+      (2^52 + K) - 2^52 from the bits of 2^52 ORed with K's; p = RN(beta1 K) >= 2^-60 is normal,
+      and e = fma(beta1, K, -p) is beta1 K - p exactly (a product's error is a double where
+      nothing underflows).  R = (p + 2^52) - 2^52 is p rounded to an integer, ties to even
+      (p <= 2^52; in [2^52, 2^53] the doubles are the integers; the subtraction is exact).
+      beta1 K = p + e with |e| <= ulp(p)/2: where p - R = +-1/2 (p a tie, so ulp(p) <= 1/2),
+      e decides: R + 1 where p - R = 1/2 and e > 0, R - 1 where p - R = -1/2 and e < 0; elsewhere
+      the half-integers lie on p's grid (ulp(p) <= 1/2) at least ulp(p) from p, or ulp(p)/2
+      below a power of two p where e >= -ulp(p)/4, so RN_int(p + e) = R.  The bit pattern of
+      R 2^-1074 is R itself, bits(R + 2^52) - bits(2^52) (2^52 + R exact for R <= 2^52), with
+      m's sign ORed in (a zero product keeps it: beta1 > 0).  The new m then adds
+      (1 - beta1) * g as everywhere; the group's other lanes multiply as everywhere.
+      (A C check of 4 * 10^7 products, 40 betas, K over the whole range and where p lands on
+      a half-integer, against the multiplication: 0 differences; without e's correction,
+      712,012.)
+   b. With bias_correction1 in [2^-10, 1], 0 <= lr_t <= 2^10 and eps >= 2^-100 (checked per
+      pass): a lane whose new m is subnormal or zero, whose new v is not nan and whose
+      parameter has |p| >= 2^-800 keeps p, whatever the root: Python's m_hat = m / c1 has
+      |m_hat| <= 2^-1012, lr_t * m_hat at most 2^-1002, the denominator root + eps is at
+      least eps >= 2^-100 for every root pow may return (v_hat >= 0 gives a root >= 0, or
+      +inf, which makes the step 0), so |step| <= 2^-902 (each rounding is monotonic), while
+      p's neighbours lie at least ulp(p)/4 >= 2^-854 away: p - step rounds to p.  The pass
+      gives such lanes m_hat = v_hat = +0: their root is 0 (proven: v_hat == 0), their step
+      +0 (lr_t >= 0, eps > 0), and p - (+0) is p, -0.0 included: the same bits, with no
+      division or multiplication of a subnormal, and no root left to argument 5 or libm.
+
 The shortcut is only correct where libm's pow carries that analysis; the caller decides
 where (cymicrogpt.engines.adam detects glibc >= 2.28 at run time) and passes `shortcut`.
 benchmarks/check_pow_shortcut.py compares it with libm pow on 10^8 random and

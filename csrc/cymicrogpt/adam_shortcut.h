@@ -243,6 +243,71 @@ static inline __m256d cymg4_divide_by_reciprocal(__m256d a, const struct cymg_re
     return _mm256_or_pd(q, _mm256_and_pd(a, _mm256_set1_pd(-0.0)));  /* -0.0 / c is -0.0: rem*hi + q0 gave +0.0 */
 }
 
+/* The first moments that stick at a few subnormal units (argument 7 of _adam.pyx): where a
+   gradient stays 0 for thousands of steps, m decays by beta1 a step into the subnormals and
+   stays at 1-3 units of 2^-1074 (0.85 * 3 units rounds back to 3).  On Intel cores a
+   multiplication or division with a subnormal operand or result takes a microcode assist
+   (measured here: ~70 ns, against 0.5 ns), and each group holding such an m took two or three
+   (beta1 * m, lr_t * m_hat, a division): ~1.6-2.2 us of a step late in a 20,000-step run.  The
+   pass sends those groups here (one shift and one comparison per group find them): beta1 * m
+   computed in integers for the subnormal lanes (cymg4_product_of_subnormal), and the lanes
+   whose parameter provably stays put (*kept) cut out of the step. */
+#define CYMG_KEPT_PARAM_MIN 0x1p-800  /* |param| at least this: a step below 2^-902 cannot move it */
+
+/* Lanes where m may be subnormal: all ones where 2|m|'s bit pattern (the sign shifted out) is
+   below 2^53, i.e. |m| < 2^-1022 (zero included), or where |m| >= 2 (the shift's top bit): a
+   superset, which cymg_tiny_moment narrows. */
+static inline __m256i cymg4_maybe_subnormal(__m256d m) {
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)(UINT64_C(1) << 53)),
+                              _mm256_slli_epi64(_mm256_castpd_si256(m), 1));
+}
+
+/* RN(beta1 * m) for |m| = K 2^-1074, K < 2^52 (subnormal or zero), 2^-60 <= beta1 < 1, with no
+   subnormal operand: the product is subnormal, so it is RN_int(beta1 K) 2^-1074 with m's sign
+   (ties to even; argument 7).  K as a double (bits of 2^52 + K, minus 2^52: exact), p = RN(beta1 K)
+   and its error e (an FMA, exact), p rounded to an integer by adding and removing 2^52, and a tie
+   of p that e breaks moved by one. */
+static inline __m256d cymg4_product_of_subnormal(__m256d m, double beta1) {
+    const __m256d two52 = _mm256_set1_pd(0x1p52), one = _mm256_set1_pd(1.0), half = _mm256_set1_pd(0.5);
+    __m256d k = _mm256_sub_pd(_mm256_or_pd(cymg4_abs(m), two52), two52);
+    __m256d p = _mm256_mul_pd(_mm256_set1_pd(beta1), k);
+    __m256d e = _mm256_fmsub_pd(_mm256_set1_pd(beta1), k, p);
+    __m256d r = _mm256_sub_pd(_mm256_add_pd(p, two52), two52);
+    __m256d d = _mm256_sub_pd(p, r);
+    __m256d up = _mm256_and_pd(_mm256_cmp_pd(d, half, _CMP_EQ_OQ), _mm256_cmp_pd(e, _mm256_setzero_pd(), _CMP_GT_OQ));
+    __m256d down = _mm256_and_pd(_mm256_cmp_pd(d, _mm256_sub_pd(_mm256_setzero_pd(), half), _CMP_EQ_OQ),
+                                 _mm256_cmp_pd(e, _mm256_setzero_pd(), _CMP_LT_OQ));
+    r = _mm256_sub_pd(_mm256_add_pd(r, _mm256_and_pd(up, one)), _mm256_and_pd(down, one));
+    __m256i units = _mm256_sub_epi64(_mm256_castpd_si256(_mm256_add_pd(r, two52)),
+                                     _mm256_set1_epi64x((long long)cymg_bits(0x1p52)));
+    return _mm256_or_pd(_mm256_castsi256_pd(units), _mm256_and_pd(m, _mm256_set1_pd(-0.0)));
+}
+
+/* The new m = beta1 * m + (1 - beta1) * g of a group with lanes cymg4_maybe_subnormal found,
+   the same bits as the pass's own expression; *kept: all ones in the lanes whose new m is
+   subnormal or zero, whose parameter has |param| >= CYMG_KEPT_PARAM_MIN and whose new v is
+   not nan (argument 7: with the call's scalars checked, such a parameter stays as it is
+   whatever the root). */
+static inline __attribute__((always_inline)) __m256d cymg_tiny_moment(__m256d m, __m256d g, __m256d v_new, const double* params,
+                                                           double beta1, double one_minus_beta1, __m256d* kept) {
+    const __m256d smallest_normal = _mm256_set1_pd(0x1p-1022);
+    __m256d subnormal = _mm256_cmp_pd(cymg4_abs(m), smallest_normal, _CMP_LT_OQ);  /* no assist: a comparison */
+    __m256d product = _mm256_blendv_pd(_mm256_mul_pd(_mm256_set1_pd(beta1), _mm256_andnot_pd(subnormal, m)),
+                                       cymg4_product_of_subnormal(_mm256_and_pd(subnormal, m), beta1), subnormal);
+    __m256d m_new = _mm256_add_pd(product, _mm256_mul_pd(_mm256_set1_pd(one_minus_beta1), g));
+    *kept = _mm256_and_pd(_mm256_and_pd(_mm256_cmp_pd(cymg4_abs(m_new), smallest_normal, _CMP_LT_OQ),
+                                        _mm256_cmp_pd(v_new, v_new, _CMP_ORD_Q)),
+                          _mm256_cmp_pd(cymg4_abs(_mm256_loadu_pd(params)), _mm256_set1_pd(CYMG_KEPT_PARAM_MIN),
+                                        _CMP_GE_OQ));
+    return m_new;
+}
+
+/* May the pass take cymg_tiny_moment's route (argument 7's conditions on the call's scalars)? */
+static inline int cymg_tiny_moments_allowed(double beta1, double bias_correction1, double lr_t, double eps) {
+    return beta1 >= 0x1p-60 && beta1 < 1.0 && bias_correction1 >= 0x1p-10 && bias_correction1 <= 1.0
+           && lr_t >= 0.0 && lr_t <= 0x1p10 && eps >= 0x1p-100 && eps <= 0x1p1000;
+}
+
 /* out[i] = a[i] / c as the update pass computes it, for i < n - n % 4 (the tests' window on
    cymg4_divide_by_reciprocal: _adam.divide_array) */
 static void cymg_avx2_divide(const double* a, double c, double* out, Py_ssize_t n) {
@@ -277,21 +342,36 @@ static inline __attribute__((always_inline)) void cymg_avx2_update_pass(
     __m256d v_hat_b = _mm256_setzero_pd(), s_b = _mm256_setzero_pd(), step_b = _mm256_setzero_pd();  /* stage b's */
     const struct cymg_reciprocal reciprocal1 = cymg_reciprocal_of(divide_m ? bias_correction1 : 1.0);
     const struct cymg_reciprocal reciprocal2 = cymg_reciprocal_of(divide_v ? bias_correction2 : 1.0);
+    /* only where no bias correction divides (from the 3,726th step of a run): m reaches the
+       subnormals after some 4,000 steps of zero gradient, and where the pass is dividing its
+       test costs more than it saves (the step at 100 ran 8.2 -> 8.9 us with it) */
+    const int tiny_moments = !divide_m && !divide_v && cymg_tiny_moments_allowed(beta1, bias_correction1, lr_t, eps);
 /* stage a: the moments (stored) and m_hat, v_hat of group j */
 #define CYMG_STAGE_A(j) do { \
-        __m256d m_new = _mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(beta1), _mm256_loadu_pd(m + (j))), \
-                                      _mm256_mul_pd(_mm256_set1_pd(one_minus_beta1), _mm256_loadu_pd(grads + (j)))); \
+        __m256d m_old = _mm256_loadu_pd(m + (j)), g_j = _mm256_loadu_pd(grads + (j)), m_new, m_in, v_in; \
         __m256d v_new = _mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(beta2), _mm256_loadu_pd(v + (j))), \
                                       _mm256_mul_pd(_mm256_set1_pd(one_minus_beta2), _mm256_loadu_pd(squares + (j)))); \
+        __m256i maybe_subnormal = cymg4_maybe_subnormal(m_old); \
+        if (__builtin_expect(tiny_moments && !_mm256_testz_si256(maybe_subnormal, maybe_subnormal), 0)) { \
+            __m256d kept; /* argument 7: these lanes' parameters stay; a zero m_hat and v_hat leave them so */ \
+            m_new = cymg_tiny_moment(m_old, g_j, v_new, params + (j), beta1, one_minus_beta1, &kept); \
+            m_in = _mm256_andnot_pd(kept, m_new); \
+            v_in = _mm256_andnot_pd(kept, v_new); \
+        } else { \
+            m_new = _mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(beta1), m_old), \
+                                  _mm256_mul_pd(_mm256_set1_pd(one_minus_beta1), g_j)); \
+            m_in = m_new; \
+            v_in = v_new; \
+        } \
         _mm256_storeu_pd(m + (j), m_new); \
         _mm256_storeu_pd(v + (j), v_new); \
         _mm256_storeu_pd(grads + (j), _mm256_setzero_pd()); \
         __m256d outside = _mm256_setzero_pd(); \
-        m_hat_a = divide_m ? cymg4_divide_by_reciprocal(m_new, &reciprocal1, &outside) : m_new; \
-        v_hat_a = divide_v ? cymg4_divide_by_reciprocal(v_new, &reciprocal2, &outside) : v_new; \
+        m_hat_a = divide_m ? cymg4_divide_by_reciprocal(m_in, &reciprocal1, &outside) : m_in; \
+        v_hat_a = divide_v ? cymg4_divide_by_reciprocal(v_in, &reciprocal2, &outside) : v_in; \
         if (!_mm256_testz_pd(outside, outside)) { \
-            m_hat_a = divide_m ? _mm256_div_pd(m_new, _mm256_set1_pd(bias_correction1)) : m_new; \
-            v_hat_a = divide_v ? _mm256_div_pd(v_new, _mm256_set1_pd(bias_correction2)) : v_new; \
+            m_hat_a = divide_m ? _mm256_div_pd(m_in, _mm256_set1_pd(bias_correction1)) : m_in; \
+            v_hat_a = divide_v ? _mm256_div_pd(v_in, _mm256_set1_pd(bias_correction2)) : v_in; \
         } \
     } while (0)
 /* stage b: the root s = sqrt(v_hat) and the step lr_t * m_hat / (s + eps) of stage a's group
