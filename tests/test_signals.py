@@ -210,8 +210,11 @@ def test_ctrl_c_at_any_moment_of_start_up_prints_one_line(tiny_data_file: Path) 
     # A frame in the package: 'File ".../cymicrogpt/x.py"', not the console script's
     # 'File ".../bin/cymicrogpt"' and not a path in a message: the import system probes
     # bin/cymicrogpt/__init__... (the script's folder is sys.path[0]), and a Ctrl-C there
-    # shows that path in the NotADirectoryError it was handling (seen in CI).
-    ours = re.compile(r'^\s*File "(?:[^"]*[\\/])?cymicrogpt[\\/][^"]+"', re.MULTILINE)
+    # shows that path in the NotADirectoryError it was handling (seen in CI).  Nor a frame
+    # at line 0: Python 3.13 reports a signal taken at a module's entry (its RESUME, before
+    # the module's first line runs) as 'File ".../cymicrogpt/__init__.py", line 0' (seen in
+    # CI, once in 40, 44 ms after launch): none of our lines had run.
+    ours = re.compile(r'^\s*File "(?:[^"]*[\\/])?cymicrogpt[\\/][^"]+", line (?!0,)', re.MULTILINE)
 
     def verdict(delay_s: float) -> str:
         proc = start_command(*train)
