@@ -112,3 +112,34 @@ def test_refuses_shapes_that_do_not_fit_its_weights(change, message):
     FusedGPT(**args)  # fits: every matrix inside the 64 weights (they may overlap)
     with pytest.raises(ValueError, match=message):
         FusedGPT(**{**args, **change})
+
+
+def fused_builds():
+    """The builds of the loops this machine runs: the baseline, and AVX2 (with FMA) where available."""
+    from cymicrogpt import _fused
+
+    builds = [_fused]
+    if _adam.cpu_has_avx2_fma() and importlib.util.find_spec("cymicrogpt._fused_avx2") is not None:
+        from cymicrogpt import _fused_avx2
+
+        builds.append(_fused_avx2)
+    return builds
+
+
+@pytest.mark.parametrize("module", fused_builds(), ids=lambda module: module.__name__.split("._")[-1])
+def test_the_softmaxes_max_is_pythons_max(module):
+    """max_of (the softmaxes' max; in vectors in the AVX2 build) keeps Python's max()'s bits
+    where they depend on more than the value: the first of +0.0 and -0.0, a NaN first element
+    kept, a later NaN passed over; lengths around the vectors' (4) and the tails."""
+    rng = random.Random(7)
+    specials = [0.0, -0.0, float("nan"), float("-inf"), float("inf"), 1.0, -1.0, 5e-324, -5e-324]
+    for trial in range(20000):
+        n = rng.randint(1, 40)
+        if trial % 2:
+            values = [rng.choice(specials) for _ in range(n)]
+        else:
+            values = [rng.choice(specials) if rng.random() < 0.2 else rng.uniform(-5.0, 5.0) for _ in range(n)]
+        expected, got = max(values), module.max_array(np.array(values))
+        assert np.array([got]).view(np.uint64) == np.array([expected]).view(np.uint64), values
+    with pytest.raises(ValueError, match="empty"):
+        module.max_array(np.zeros(0))

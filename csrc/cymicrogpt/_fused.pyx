@@ -39,9 +39,13 @@ Speed without reassociating any sum: the vector loops run across independent sum
 mostly in axpy_rows (axpy_rows.h, inlined: this module is built twice on x86-64, SSE2
 and AVX2, the same bits; engines/fused.py picks one), a sum of scaled rows that keeps its
 destination in registers (each element a lane, adding the rows in the order given):
-    - the forward's matrix-vector products run on a transposed copy of the weights, made at
-      the start of each pass: y = sum over j ascending of W^T[j] * x[j], from 0.0, is each
-      output's dot product in microgpt's order, with the outputs side by side;
+    - the forward's matrix-vector products run on a transposed copy of the weights, made in
+      each pass just before the first use: y = sum over j ascending of W^T[j] * x[j], from
+      0.0, is each output's dot product in microgpt's order, with the outputs side by side;
+    - both passes run layer by layer, the positions in sweeps whose positions are independent
+      (a position's q, k, v; its attention and MLP; its lm_head), so the core overlaps one
+      position's chains of dependent additions with the next one's; each value is computed
+      exactly as before, only the independent ones in another order;
     - a linear layer's input gradient is the sum of its weight rows scaled by the output
       gradients, in the search's row order; q, k and v's common input gets one such sum over
       the rows of all three matrices (axpy_rows_listed: their order listed once per shape);
@@ -186,6 +190,38 @@ cdef extern from * nogil:
         for (; r < rows; r++)
             for (j = 0; j < cols; j++) wt[j * ld + r] = w[r * cols + j];
     }
+    /* Python's max() of x[0 .. n-1]: the running maximum replaced only by a greater value, so
+       the first of equal values is kept, a later NaN never enters, and a NaN x[0] stays.  AVX:
+       where x[0] is not NaN, four lanes keep running maxima from -inf (x > m ? x : m, NaN never
+       enters), and their largest, with the tail's, is the maximum's value M: every double
+       equal to a nonzero M has M's bits; a zero maximum (+0 == -0) takes its sign from the
+       first zero, so there the scalar search decides.  (The scalar loop branches on data:
+       its mispredictions cost more than its comparisons; measured on Xeon model 167.) */
+    static inline double cymg_fused_max(const double *x, Py_ssize_t n) {
+        Py_ssize_t i = 1;
+        double m = x[0];
+    #if defined(__AVX__)
+        if (n >= 8 && m == m) {
+            __m256d v = _mm256_set1_pd(-INFINITY);
+            double lane[4];
+            for (i = 0; i + 4 <= n; i += 4) {
+                __m256d xi = _mm256_loadu_pd(x + i);
+                v = _mm256_blendv_pd(v, xi, _mm256_cmp_pd(xi, v, _CMP_GT_OQ));
+            }
+            _mm256_storeu_pd(lane, v);
+            m = lane[0];
+            for (int l = 1; l < 4; l++) m = lane[l] > m ? lane[l] : m;
+            for (; i < n; i++) m = x[i] > m ? x[i] : m;
+            if (m != 0.0)
+                return m;
+            i = 1;
+            m = x[0];
+        }
+    #endif
+        for (; i < n; i++)
+            if (x[i] > m) m = x[i];
+        return m;
+    }
     /* an attention score's gradient: through exp (its local grad e_u), e_u's two uses (its
        weight e_u * inv and the total), + (-max) and * scale */
     static inline void cymg_fused_score_backward(double *restrict dscore, const double *restrict e,
@@ -206,6 +242,7 @@ cdef extern from * nogil:
                                                                     double dsum, Py_ssize_t n) noexcept
     void transpose "cymg_fused_transpose"(const double* w, Py_ssize_t rows, Py_ssize_t cols, double* wt,
                                           Py_ssize_t ld) noexcept  # wt[j * ld + r] = w[r * cols + j]
+    double max_of "cymg_fused_max"(const double* x, Py_ssize_t n) noexcept  # Python's max(x[0 .. n-1]), n >= 1
     void score_backward "cymg_fused_score_backward"(double* dscore, const double* e, const double* dweight,
                                                     double inv, double dtotal, double scale,
                                                     Py_ssize_t n) noexcept
@@ -243,6 +280,14 @@ if HAVE_EXP_SHORTCUT:
 def exp_shortcut_table() -> list:
     """The table the shortcut reads, as filled (zeros in a build without the shortcut)."""
     return [EXP2_TABLE[i] for i in range(2 * TABLE_SIZE)]
+
+
+def max_array(const double[::1] x) -> float:
+    """Python's max(x) (n >= 1) as the softmaxes take it (max_of: vectors where this build has
+    AVX), for the checks of its +-0 and NaN cases."""
+    if x.shape[0] == 0:
+        raise ValueError("max_array: an empty array has no maximum")
+    return max_of(&x[0], x.shape[0])
 
 
 def exp_array(const double[::1] x, double[::1] out, *, bint shortcut) -> int:
@@ -371,16 +416,6 @@ cdef inline void rmsnorm_backward(const double* x,  # IN (n,): the input
     rmsnorm_input_backward(dx, first, x, dy, scale, dsum, n)
 
 
-cdef inline double max_of(const double* x, Py_ssize_t count) noexcept nogil:
-    """Python's max(): keeps the first of equal (or NaN) values."""
-    cdef Py_ssize_t i
-    cdef double max_val = x[0]
-    for i in range(1, count):
-        if x[i] > max_val:
-            max_val = x[i]
-    return max_val
-
-
 cdef inline double softmax_total(const double* exps,  # IN (count,)
                                  double* e,  # OUT (count,): the exps, where the softmax keeps them (may be exps)
                                  double* total,  # OUT: sum(exps) from 0, in index order
@@ -446,6 +481,23 @@ cdef list qkv_input_rows(const Py_ssize_t[::1] offsets, Py_ssize_t E, Py_ssize_t
         for m, r in order:
             pairs += [offsets[m] + r * E, m * E + r]
     return pairs
+
+
+cdef enum:
+    ALIGNMENT = 64  # bytes: a cache line, and a whole number of AVX2 vectors
+
+
+cdef aligned_zeros(Py_ssize_t n, dtype=np.float64):
+    """n zeros whose first element starts a cache line (ALIGNMENT bytes): numpy's buffers are
+    only 16-byte aligned, and a 32-byte load or store that straddles two cache lines costs
+    about two (on an Intel Xeon, model 167: the pass -2.5%).  Rows a whole number of
+    vectors apart then start whole vectors, too."""
+    cdef Py_ssize_t itemsize = np.dtype(dtype).itemsize
+    buffer = np.zeros(n + ALIGNMENT // itemsize, dtype=dtype)
+    cdef const unsigned char[::1] raw = buffer.view(np.uint8)
+    # numpy's 16-byte alignment makes the distance a whole number of items
+    cdef Py_ssize_t skip = (-<size_t>&raw[0] % ALIGNMENT) // itemsize
+    return buffer[skip:skip + n]
 
 
 cdef class FusedGPT:
@@ -531,7 +583,7 @@ cdef class FusedGPT:
         check_inside(self.off, (vocab * E, block * E, vocab * E), n_weights)
         for l in range(n_layer):
             check_inside(self.layer_off[l], (E * E, E * E, E * E, E * E, F * E, E * F), n_weights)
-        z = np.zeros
+        z = aligned_zeros
         self.wt = z(n_weights)
         self.vocab_lanes = (vocab + LANES - 1) // LANES * LANES
         self.lm_t = z(E * self.vocab_lanes)
@@ -547,7 +599,7 @@ cdef class FusedGPT:
         if T <= self.capacity:
             return
         L, E, F, H, V = self.n_layer, self.n_embd, self.hidden, self.n_head, self.vocab
-        z = np.zeros
+        z = aligned_zeros
         self.emb, self.x_in, self.s0, self.d0 = z(T * E), z((L + 1) * T * E), z(T), z(T)
         self.xn1, self.q, self.k, self.v = z(L * T * E), z(L * T * E), z(L * T * E), z(L * T * E)
         self.heads, self.x_mid, self.xn2 = z(L * T * E), z(L * T * E), z(L * T * E)
@@ -584,7 +636,6 @@ cdef class FusedGPT:
         self.reserve(n)
         cdef double loss
         with nogil:
-            self.transpose_weights()
             bad = self.forward(&self.tokens[0], n, &loss)
             if bad < 0:
                 self.backward(&self.tokens[0], n)
@@ -592,30 +643,14 @@ cdef class FusedGPT:
             raise ValueError(f"math domain error: log of probability {self.lm_p[bad]!r} at position {bad}")
         return loss
 
-    cdef void transpose_weights(self) noexcept nogil:
-        """wt: the linear layers' weights as they are now (the optimizer changes them between
-        passes), transposed for the forward's matvec."""
-        cdef Py_ssize_t E = self.n_embd, F = self.hidden, l, m, o
-        cdef const double* w = &self.arena.data[0]
-        cdef double* wt = &self.wt[0]
-        for l in range(self.n_layer):
-            for m in range(WQ, WO + 1):  # the four (E, E) matrices
-                o = self.layer_off[l, m]
-                transpose(w + o, E, E, wt + o, E)
-            o = self.layer_off[l, FC1]
-            transpose(w + o, F, E, wt + o, F)
-            o = self.layer_off[l, FC2]
-            transpose(w + o, E, F, wt + o, E)
-        transpose(w + self.off[LM_HEAD], self.vocab, E, &self.lm_t[0], self.vocab_lanes)
-
     cdef Py_ssize_t forward(self, const Py_ssize_t* tokens, Py_ssize_t n, double* loss) noexcept nogil:
         """The forward pass; loss[0] = the mean loss.  Returns -1, or the first position
         whose target probability is 0.0 (microgpt's math.log raises there)."""
         cdef Py_ssize_t L = self.n_layer, E = self.n_embd, F = self.hidden, H = self.n_head, hd = self.head_dim
         cdef Py_ssize_t V = self.vocab, T = self.capacity, Tl = self.lanes
-        cdef Py_ssize_t t, u, l, h, j, lt, a, lanes
+        cdef Py_ssize_t t, u, l, h, j, lt, a, lanes, m, o
         cdef const double* w = &self.arena.data[0]
-        cdef const double* wt = &self.wt[0]
+        cdef double* wt = &self.wt[0]
         cdef double* x
         cdef double* xo
         cdef double* ev
@@ -627,16 +662,27 @@ cdef class FusedGPT:
         cdef double* logits = &self.logits[0]
         cdef double* packed = &self.packed[0]
         cdef double inv, max_val, loss_sum = 0.0, eps = self.rmsnorm_eps
+        # Layer by layer, and in each the positions in two sweeps: every value is computed as
+        # microgpt computes it, only in another order (position t's attention reads the keys
+        # and values of positions <= t, its layer's input only).  Each sweep's positions are
+        # independent, so the core overlaps one position's dependent chains (rmsnorm's sum,
+        # a matvec's) with the next one's.
         for t in range(n):
-            lanes = (t + LANES) // LANES * LANES  # positions 0 .. t, rounded up: the lanes past t go unused
             x = &self.emb[t * E]  # (E,) token + position embedding
             each_add(x, w + self.off[WTE] + tokens[t] * E, w + self.off[WPE] + t * E, E)
             rmsnorm(x, &self.x_in[t * E], &self.d0[t], &self.s0[t], E, self.inv_embd, eps, self.pow_shortcut)
-            for l in range(L):
+        # The forward's matvecs run on the weights transposed (wt), made from the weights as
+        # they are now (the optimizer changed them since the last pass) just before each
+        # sweep that uses them: the copies (the weights come from L2, where the optimizer
+        # left them) overlap the arithmetic around them.
+        for l in range(L):
+            for m in range(WQ, WV + 1):
+                o = self.layer_off[l, m]
+                transpose(w + o, E, E, wt + o, E)
+            for t in range(n):  # attention block: rmsnorm, q k v
                 lt = l * T + t
-                x = &self.x_in[lt * E]
-                # attention block: rmsnorm, q k v, causal softmax over positions <= t
-                rmsnorm(x, &self.xn1[lt * E], &self.d1[lt], &self.s1[lt], E, self.inv_embd, eps, self.pow_shortcut)
+                rmsnorm(&self.x_in[lt * E], &self.xn1[lt * E], &self.d1[lt], &self.s1[lt], E, self.inv_embd, eps,
+                        self.pow_shortcut)
                 matvec(wt + self.layer_off[l, WQ], &self.xn1[lt * E], &self.q[lt * E], E, E)
                 matvec(wt + self.layer_off[l, WK], &self.xn1[lt * E], &self.k[lt * E], E, E)
                 matvec(wt + self.layer_off[l, WV], &self.xn1[lt * E], &self.v[lt * E], E, E)
@@ -645,6 +691,16 @@ cdef class FusedGPT:
                 for j in range(E):
                     kt[j * Tl] = self.k[lt * E + j]
                     vt[j * Tl] = self.v[lt * E + j]
+            o = self.layer_off[l, WO]
+            transpose(w + o, E, E, wt + o, E)
+            o = self.layer_off[l, FC1]
+            transpose(w + o, F, E, wt + o, F)
+            o = self.layer_off[l, FC2]
+            transpose(w + o, E, F, wt + o, E)
+            for t in range(n):  # causal softmax over positions <= t, the heads, wo; the MLP block
+                lanes = (t + LANES) // LANES * LANES  # positions 0 .. t, rounded up: the lanes past t go unused
+                lt = l * T + t
+                x = &self.x_in[lt * E]
                 # every head's scores (t+1,): q . k_u (j ascending, from 0.0; the positions u in lanes)
                 axpy_rows_heads(H, &self.scratch[0], Tl, lanes, &self.kT[l * E * Tl], hd * Tl, Tl, &self.q[lt * E], hd,
                                 1, hd, True)
@@ -681,7 +737,8 @@ cdef class FusedGPT:
                 xo = &self.x_in[((l + 1) * T + t) * E]
                 matvec(wt + self.layer_off[l, FC2], &self.relu_out[lt * F], xo, E, F)
                 each_add_into(xo, out, E)
-            # lm_head, softmax, -log p[target]
+        transpose(w + self.off[LM_HEAD], V, E, &self.lm_t[0], self.vocab_lanes)  # rows padded to whole vectors
+        for t in range(n):  # lm_head, softmax, -log p[target]
             matvec(&self.lm_t[0], &self.x_in[(L * T + t) * E], logits, self.vocab_lanes, E)
             inv = softmax_forward(logits, &self.lm_e[t * V], &self.lm_total[t], V, self.exp_shortcut,
                                   self.pow_shortcut)
@@ -714,8 +771,13 @@ cdef class FusedGPT:
         cdef const double* ev
         cdef double dloss = 1.0 / n  # each position's loss gets (1 / n) * 1
         cdef double dp, dinv, dtotal, local
+        # Sweeps over the positions, as the forward's: every gradient is summed as microgpt sums
+        # it, only the independent sums in another order.  A position's lm_head, MLP block, wo
+        # and scores need nothing of another position; a key's or value's gradient needs every
+        # later position's score gradients and heads' gradients (the first sweep's), and the
+        # input of q, k and v needs them.  The embeddings' rows take the positions' parts last
+        # first, as before (a token's row sums them in that order).
         for t in range(n - 1, -1, -1):
-            lanes = (t + LANES) // LANES * LANES
             # -log p: p's gradient is (1 / p) * (-1 * dloss); p = e[tgt] * total**-1
             tgt = tokens[t + 1]
             ev = &self.lm_e[t * V]
@@ -729,7 +791,9 @@ cdef class FusedGPT:
             add_rows_backwards(dx, w + lm, dlogit, E, tgt + 1, V, True)
             add_rows_backwards(dx, w + lm, dlogit, E, 0, tgt, False)
             add_rows_backwards(dx, w + lm, dlogit, E, tgt, tgt + 1, False)
-            for l in range(L - 1, -1, -1):
+        for l in range(L - 1, -1, -1):
+            for t in range(n - 1, -1, -1):
+                lanes = (t + LANES) // LANES * LANES
                 lt = l * T + t
                 # MLP block: x_out = fc2 relu(fc1 rmsnorm(x_mid)) + x_mid
                 dy = &self.gx[((l + 1) * T + t) * E]
@@ -760,6 +824,9 @@ cdef class FusedGPT:
                 # q's gradient, each head's: the keys scaled by their scores' gradients, the last first
                 axpy_rows_heads(H, dq, hd, hd, &self.k[(l * T + t) * E], hd, -E, &self.att_ds[lt * H * T + t], T, -1,
                                 t + 1, True)
+            for t in range(n - 1, -1, -1):
+                lt = l * T + t
+                dq = &self.gqkv[lt * 3 * E + WQ * E]
                 # k and v of position t: every position t' >= t read them, and each added its
                 # part (v: weight * dheads, k: score gradient * q), the last position first
                 dk = &self.gqkv[lt * 3 * E + WK * E]
@@ -771,11 +838,11 @@ cdef class FusedGPT:
                                 n - t, True)
                 # the input's gradient: one sum over the rows of wq, wk and wv, in the search's order
                 axpy_rows_listed(dxn, E, w, &self.qkv_rows[l, 1 if t == 0 else 0, 0], dq, 3 * E, True)
-                dx = &self.gx[lt * E]  # the residual's contribution first
-                rmsnorm_backward(&self.x_in[lt * E], self.d1[lt], self.s1[lt], dxn, dmid, dx, E, self.inv_embd,
-                                 self.pow_shortcut)
-            # the first rmsnorm (no residual around it), then the embeddings
-            rmsnorm_backward(&self.emb[t * E], self.d0[t], self.s0[t], dx, NULL, dxn, E, self.inv_embd,
+                # the residual's contribution first
+                rmsnorm_backward(&self.x_in[lt * E], self.d1[lt], self.s1[lt], dxn, &self.gmid[lt * E], &self.gx[lt * E],
+                                 E, self.inv_embd, self.pow_shortcut)
+        for t in range(n - 1, -1, -1):  # the first rmsnorm (no residual around it), then the embeddings
+            rmsnorm_backward(&self.emb[t * E], self.d0[t], self.s0[t], &self.gx[t * E], NULL, dxn, E, self.inv_embd,
                              self.pow_shortcut)
             axpy(g + self.off[WTE] + tokens[t] * E, dxn, 1.0, E)  # 1 * the sum's gradient
             axpy(g + self.off[WPE] + t * E, dxn, 1.0, E)

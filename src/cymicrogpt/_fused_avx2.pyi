@@ -9,4 +9,5 @@ from cymicrogpt._fused import POW_SHORTCUT_TAIL_ALLOWANCE as POW_SHORTCUT_TAIL_A
 from cymicrogpt._fused import FusedGPT as FusedGPT
 from cymicrogpt._fused import exp_array as exp_array
 from cymicrogpt._fused import exp_shortcut_table as exp_shortcut_table
+from cymicrogpt._fused import max_array as max_array
 from cymicrogpt._fused import power_array as power_array
