@@ -7,6 +7,7 @@ test_parity.py).  The graphs cover what the replay rewrites (nll's target), what
 ignore (which embedding row a node reads) and shapes it must tell apart or refuse: same
 node counts, different structure, and nll on logits that are not a linear layer's output.
 """
+import itertools
 import random
 
 import pytest
@@ -145,3 +146,48 @@ def test_a_residual_joins_a_group_only_when_it_touches_nothing_the_rows_do(sourc
     (groups,) = ops.linear_groups()
     assert ((CONFIG.n_embd, 2) in groups) == (source == "before")
     assert (VOCAB, 3) in groups  # the nll's run
+
+
+def test_a_documents_chains_pass_a_level_at_a_time():
+    """Every group with a chain over its rows passes it a level at a time
+    (_arena.find_elementwise_chains): fc1's relu, the residual add over wo's and fc2's rows,
+    and each nll's shifted and exp nodes.  Replayed, the gradients are the searched ones
+    bit for bit."""
+    rng = random.Random(9)
+    ops = assert_replay_exact(document([rng.randrange(VOCAB) for _ in range(5)]) for _ in range(4))
+    (groups,), (elementwise,) = ops.linear_groups(), ops.elementwise_groups()
+    assert sorted(elementwise) == sorted(kind for kind in groups if kind[1] > 1)
+    assert len(elementwise) == (2 + 4) * 4 + 4  # fc1, fc2, wo of 2 layers and lm_head, at 4 positions
+
+    """fc1's, fc2's, wo's and lm_head's groups add their weight gradients after the pass, a
+    layer's from every position in one sweep (_arena.defer_weight_gradients), grouped by
+    layer; q's and k's do not: the first position passes their rows node by node, so those
+    weights get gradients outside the groups.  Replayed, the gradients are the searched
+    ones (which pass node by node) bit for bit."""
+    rng = random.Random(9)
+    ops = assert_replay_exact(document([rng.randrange(VOCAB) for _ in range(5)]) for _ in range(4))
+    (deferred,) = ops.deferred_groups()
+    positions = 4
+    expected = {(4 * CONFIG.n_embd, 2): 2 * positions, (CONFIG.n_embd, 2): 4 * positions, (VOCAB, 3): positions}
+    assert {kind: deferred.count(kind) for kind in expected} == expected
+    assert len(deferred) == sum(expected.values())
+    # each layer's groups one after another (a layer's sweep): runs of a kind, whole layers each
+    runs = [len(list(run)) for _, run in itertools.groupby(deferred)]
+    assert all(length % positions == 0 for length in runs) and len(runs) > 1
+
+
+@pytest.mark.parametrize("read_outside", [False, True])
+def test_weights_read_outside_the_groups_get_their_gradients_in_the_pass(read_outside):
+    """A layer whose weights a node outside its groups also reads (here an add of a row of the
+    layer's own matrix, in a second loss) keeps its weight gradients in the pass, in order with
+    that node's: only the other layers' wait for its end."""
+    def build(ops, target):
+        h = ops.add(ops.row("wte", 1), ops.row("wpe", 0))
+        y = ops.add(h, ops.linear(ops.rmsnorm(h), ops.matrix("layer0.attn_wq")))  # wq's rows + residual: a group
+        z = ops.add(h, ops.row("layer0.attn_wq" if read_outside else "wte", 1))
+        return ops.mean([ops.nll(ops.linear(ops.rmsnorm(x), ops.matrix("lm_head")), target) for x in (y, z)])
+
+    ops = assert_replay_exact([lambda ops, t=t: build(ops, t) for t in (0, 5, VOCAB - 1, 5)])
+    (groups,), (deferred,) = ops.linear_groups(), ops.deferred_groups()
+    assert sorted(groups) == [(CONFIG.n_embd, 2), (VOCAB, 3), (VOCAB, 3)]
+    assert sorted(deferred) == ([(VOCAB, 3)] * 2 if read_outside else [(CONFIG.n_embd, 2)] + [(VOCAB, 3)] * 2)

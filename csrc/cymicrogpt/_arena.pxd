@@ -113,16 +113,24 @@ cdef class Arena:
     cdef uint32_t next_epoch(self) noexcept nogil
     cdef Py_ssize_t topological_order(self, int32_t root) noexcept nogil
     cdef void pass_gradients(self, int32_t root, const int32_t[::1] order, Py_ssize_t count,
-                             const int32_t[::1] groups=*) noexcept nogil
+                             const int32_t[::1] groups=*, const int32_t[::1] deferred=*) noexcept nogil
 
 
 # --- linear groups (see _arena.pyx): records of GROUP_FIELDS integers -----------------------
 cdef enum:
-    GROUP_FIELDS = 5  # first order entry, records, entries per record, the layer's row-0 node, in order
+    GROUP_FIELDS = 9  # first order entry, records, entries per record, the layer's row-0 node, flags, and
+                      # (GROUP_ELEMENTWISE) each chain level's node and other child for row 0: see find_elementwise_chains
+    GROUP_IN_ORDER = 1  # flag: its records hold rows 0, 1, ... in order
+    GROUP_DEFERRED = 2  # flag: its weight gradients are added after the pass (see defer_weight_gradients)
+    GROUP_ELEMENTWISE = 4  # flag: its chains are passed a level at a time (see find_elementwise_chains)
+    MAX_LEVELS = 2  # chain levels a GROUP_ELEMENTWISE group may have (its fields 5 .. 8)
 cdef bint group_fits(Arena ar, const int32_t[::1] order, Py_ssize_t start, int32_t records, int32_t stride,
                      int32_t base) noexcept nogil
 cdef Py_ssize_t find_linear_groups(Arena ar, const int32_t[::1] order, Py_ssize_t count,
                                    const int32_t[::1] known, int32_t[::1] groups) noexcept nogil
+cdef void find_elementwise_chains(Arena ar, const int32_t[::1] order, int32_t[::1] groups) noexcept nogil
+cdef Py_ssize_t defer_weight_gradients(Arena ar, const int32_t[::1] order, Py_ssize_t count, int32_t[::1] groups,
+                                       int32_t[::1] deferred) noexcept nogil
 
 
 # --- arrays the arena's clients own, grown the arena's way ---------------------------------

@@ -24,5 +24,10 @@ cdef void transpose(const double* w, Py_ssize_t rows, Py_ssize_t cols, double* w
 # a[r * cols + j] += x[j] * g[r] for r < rows, j < cols (a overlaps neither x nor g)
 cdef void outer_add(double* a, const double* x, const double* g, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil
 
+# outer_add of count pairs (xs[e], gs[e]) into one matrix, e = 0, 1, ... in turn: each element's
+# contributions in e's order, the same bits as count calls (a overlaps no xs[e] or gs[e])
+cdef void outer_add_many(double* a, Py_ssize_t rows, Py_ssize_t cols, const double* const* xs, const double* const* gs,
+                         Py_ssize_t count) noexcept nogil
+
 # No nan or inf in x[0:n]
 cdef bint all_finite(const double* x, Py_ssize_t n) noexcept nogil

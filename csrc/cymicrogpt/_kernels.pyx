@@ -1,6 +1,7 @@
 """The vector kernels of the graph's forward (dot_rows; sum_rows over a transposed matrix) and
-backward (axpy_pair; a linear layer's rows: outer_add and axpy_rows) passes, transpose, the check that a step's
-gradients are finite, and the choice between their two builds.
+backward (axpy_pair; a linear layer's rows: outer_add and axpy_rows; its rows at every position:
+outer_add_many) passes, transpose, the check that a step's gradients are finite, and the choice
+between their two builds.
 
 Exactness allows SIMD only across independent sums: each lane is one element's own
 chain of IEEE operations, in microgpt's order, so a lane computes the very bits the scalar
@@ -258,6 +259,57 @@ cdef extern from *:
     }
     #endif
 
+    /* --- outer_add_many: outer_add of `count` pairs into one matrix, in turn: for e = 0 .. count-1,
+       a[r * cols + j] += xs[e][j] * gs[e][r] for r < rows, j < cols.  Each element gets its count
+       contributions in e's order, each the same IEEE product and sum as outer_add's, so the same bits as
+       count calls of outer_add; but a block of a row stays in registers across all the pairs, so `a` is
+       loaded and stored once instead of count times (a layer's weight gradients at every position of a
+       step: _arena.pyx's deferred groups).  WIDTH vectors of a row at a time (four, then one), then the
+       columns left one by one. */
+    #define CYMG_OUTER_ADD_MANY_COLUMNS(V, P, LANES, WIDTH)                             \
+        for (; j + WIDTH * LANES <= cols; j += WIDTH * LANES)                          \
+            for (Py_ssize_t r = 0; r < rows; r++) {                                   \
+                double *row = a + r * cols + j;                                       \
+                V acc[WIDTH];                                                         \
+                for (int v = 0; v < WIDTH; v++) acc[v] = P##_loadu_pd(row + v * LANES);  \
+                for (Py_ssize_t e = 0; e < count; e++) {                              \
+                    V ge = P##_set1_pd(gs[e][r]);                                     \
+                    for (int v = 0; v < WIDTH; v++)                                   \
+                        acc[v] = P##_add_pd(acc[v], P##_mul_pd(P##_loadu_pd(xs[e] + j + v * LANES), ge)); \
+                }                                                                     \
+                for (int v = 0; v < WIDTH; v++) P##_storeu_pd(row + v * LANES, acc[v]);  \
+            }
+    static void cymg_outer_add_many_from(Py_ssize_t j, double *a, Py_ssize_t rows, Py_ssize_t cols,
+                                         const double *const *xs, const double *const *gs, Py_ssize_t count) {
+        for (; j < cols; j++)
+            for (Py_ssize_t r = 0; r < rows; r++) {
+                double acc = a[r * cols + j];
+                for (Py_ssize_t e = 0; e < count; e++) acc = acc + xs[e][j] * gs[e][r];
+                a[r * cols + j] = acc;
+            }
+    }
+    #define CYMG_OUTER_ADD_MANY(V, P, LANES)                                            \
+        Py_ssize_t j = 0;                                                             \
+        CYMG_OUTER_ADD_MANY_COLUMNS(V, P, LANES, 4)                                   \
+        CYMG_OUTER_ADD_MANY_COLUMNS(V, P, LANES, 1)                                   \
+        cymg_outer_add_many_from(j, a, rows, cols, xs, gs, count);
+    #if CYMG_X86
+    static void cymg_outer_add_many_baseline(double *a, Py_ssize_t rows, Py_ssize_t cols, const double *const *xs,
+                                             const double *const *gs, Py_ssize_t count) {
+        CYMG_OUTER_ADD_MANY(__m128d, _mm, 2)
+    }
+    __attribute__((target("avx2")))
+    static void cymg_outer_add_many_avx2(double *a, Py_ssize_t rows, Py_ssize_t cols, const double *const *xs,
+                                         const double *const *gs, Py_ssize_t count) {
+        CYMG_OUTER_ADD_MANY(__m256d, _mm256, 4)
+    }
+    #else
+    static void cymg_outer_add_many_baseline(double *a, Py_ssize_t rows, Py_ssize_t cols, const double *const *xs,
+                                             const double *const *gs, Py_ssize_t count) {
+        cymg_outer_add_many_from(0, a, rows, cols, xs, gs, count);
+    }
+    #endif
+
     /* --- all_finite: no nan or inf in x[0:n].  x[i] - x[i] is +0.0 (all bits 0) for a
        finite x[i] and nan otherwise, so the OR of their bits is 0 exactly when all are
        finite: no early exit and no floating-point sum, a loop the compiler vectorises
@@ -287,6 +339,8 @@ cdef extern from *:
     static void (*cymg_transpose)(const double *, Py_ssize_t, Py_ssize_t, double *) = cymg_transpose_baseline;
     static void (*cymg_outer_add)(double *, const double *, const double *, Py_ssize_t, Py_ssize_t)
         = cymg_outer_add_baseline;
+    static void (*cymg_outer_add_many)(double *, Py_ssize_t, Py_ssize_t, const double *const *, const double *const *,
+                                       Py_ssize_t) = cymg_outer_add_many_baseline;
     static int (*cymg_all_finite)(const double *, Py_ssize_t) = cymg_all_finite_baseline;
 
     static int cymg_use_avx2(int allowed) {  /* returns whether the AVX2 build is in use */
@@ -296,6 +350,7 @@ cdef extern from *:
         cymg_sum_rows = cymg_sum_rows_baseline;
         cymg_transpose = cymg_transpose_baseline;
         cymg_outer_add = cymg_outer_add_baseline;
+        cymg_outer_add_many = cymg_outer_add_many_baseline;
         cymg_all_finite = cymg_all_finite_baseline;
     #if CYMG_X86
         __builtin_cpu_init();  /* libgcc's check includes the OS's saving of the AVX registers */
@@ -306,6 +361,7 @@ cdef extern from *:
             cymg_sum_rows = cymg_sum_rows_avx2;
             cymg_transpose = cymg_transpose_avx2;
             cymg_outer_add = cymg_outer_add_avx2;
+            cymg_outer_add_many = cymg_outer_add_many_avx2;
             cymg_all_finite = cymg_all_finite_avx2;
             return 1;
         }
@@ -324,6 +380,8 @@ cdef extern from *:
     void c_transpose "cymg_transpose"(const double* w, Py_ssize_t rows, Py_ssize_t cols, double* wt) noexcept nogil
     void c_outer_add "cymg_outer_add"(double* a, const double* x, const double* g, Py_ssize_t rows,
                                       Py_ssize_t cols) noexcept nogil
+    void c_outer_add_many "cymg_outer_add_many"(double* a, Py_ssize_t rows, Py_ssize_t cols, const double* const* xs,
+                                                const double* const* gs, Py_ssize_t count) noexcept nogil
     int c_all_finite "cymg_all_finite"(const double* x, Py_ssize_t n) noexcept nogil
     int c_use_avx2 "cymg_use_avx2"(int allowed) noexcept nogil
 
@@ -352,6 +410,11 @@ cdef void transpose(const double* w, Py_ssize_t rows, Py_ssize_t cols, double* w
 
 cdef void outer_add(double* a, const double* x, const double* g, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
     c_outer_add(a, x, g, rows, cols)
+
+
+cdef void outer_add_many(double* a, Py_ssize_t rows, Py_ssize_t cols, const double* const* xs, const double* const* gs,
+                         Py_ssize_t count) noexcept nogil:
+    c_outer_add_many(a, rows, cols, xs, gs, count)
 
 
 cdef bint all_finite(const double* x, Py_ssize_t n) noexcept nogil:

@@ -113,6 +113,7 @@ cdef class OrderTemplate:
     cdef int32_t[::1] order
     cdef Py_ssize_t count  # length of the order
     cdef int32_t[::1] groups  # the order's linear groups (see _arena.pyx); None: not looked for
+    cdef int32_t[::1] deferred  # the groups whose weight gradients wait for the pass's end (defer_weight_gradients)
 
     cdef bint capture(self, Arena ar, const int32_t[::1] prob_nodes, Py_ssize_t count) noexcept nogil
     cdef Py_ssize_t find_groups(self, Arena ar) except -1

@@ -52,8 +52,10 @@ from cymicrogpt.exp2_table import exp2_table
 
 from cymicrogpt._kernels cimport dot_rows, sum_rows, transpose
 from cymicrogpt._arena cimport (Arena, MAX_INDEX, LEAF, UNARY, ADD, SUM, DOT, SUM_LIST, DOT_LIST, GROUP_FIELDS,
-                                add_node, add_edge, cells, find_linear_groups, group_fits, pause_gc, resized,
-                                resume_gc)
+                                GROUP_ELEMENTWISE,
+                                add_node, add_edge, cells, defer_weight_gradients, find_elementwise_chains,
+                                find_linear_groups, group_fits,
+                                pause_gc, resized, resume_gc)
 from cymicrogpt.pow_shortcut cimport MINUS_HALF, MINUS_ONE, MINUS_THREE_HALVES, MINUS_TWO, power  # pow_shortcut.h
 
 
@@ -640,6 +642,22 @@ cdef class GraphOps:
             found.append([(t.groups[g + 1], t.groups[g + 2]) for g in range(0, t.groups.shape[0], GROUP_FIELDS)])
         return found
 
+    def elementwise_groups(self):
+        """Each kept order's groups whose chains pass a level at a time
+        (_arena.find_elementwise_chains), as linear_groups() gives them (for tests)."""
+        cdef OrderTemplate t
+        cdef Py_ssize_t g
+        return [[(t.groups[g + 1], t.groups[g + 2]) for g in range(0, t.groups.shape[0], GROUP_FIELDS)
+                 if t.groups[g + 4] & GROUP_ELEMENTWISE] for t in self.templates.values()]
+
+    def deferred_groups(self):
+        """Each kept order's groups whose weight gradients wait for the end of the pass
+        (_arena.defer_weight_gradients), as linear_groups() gives them, in the order they are
+        added then (for tests)."""
+        cdef OrderTemplate t
+        return [[(t.groups[GROUP_FIELDS * g + 1], t.groups[GROUP_FIELDS * g + 2]) for g in t.deferred]
+                for t in self.templates.values()]
+
     @property
     def order_replays(self):
         """How many backward passes replayed a kept order instead of searching."""
@@ -1048,7 +1066,7 @@ cdef class GraphOps:
             count = template.replay(ar)
             if count >= 0:
                 self.replays += 1
-                ar.pass_gradients(root, template.order, count, template.groups)
+                ar.pass_gradients(root, template.order, count, template.groups, template.deferred)
                 return -1
         count = ar.topological_order(root)
         ar.pass_gradients(root, ar.order, count)
@@ -1099,8 +1117,9 @@ cdef class OrderTemplate:
     cdef Py_ssize_t find_groups(self, Arena ar) except -1:
         """Find the linear groups of the order just captured (see _arena.pyx): each nll's run
         of triples, whose records replay() reorders per target, and the rows of the linear
-        layers between them.  Returns the entries kept."""
-        cdef Py_ssize_t i, k = 0, found
+        layers between them; and those whose weight gradients can wait for the end of the
+        pass.  Returns the entries kept."""
+        cdef Py_ssize_t i, k = 0, found, f
         cdef int32_t es, size, logit_0
         cdef int32_t[::1] known = cells(<int32_t>0, GROUP_FIELDS * self.prob_nodes.shape[0])
         for i in range(self.prob_nodes.shape[0]):
@@ -1109,12 +1128,19 @@ cdef class OrderTemplate:
             if group_fits(ar, self.order, self.runs[i], size, 3, logit_0):
                 known[k], known[k + 1], known[k + 2], known[k + 3] = self.runs[i], size, 3, logit_0
                 known[k + 4] = 0  # reordered per target: not in order
+                for f in range(5, GROUP_FIELDS):
+                    known[k + f] = 0  # (see find_elementwise_chains)
                 k += GROUP_FIELDS
         # the arena's order array is free: the order is the template's now
         found = GROUP_FIELDS * find_linear_groups(ar, self.order[:self.count], self.count, known[:k], ar.order)
         self.groups = cells(<int32_t>0, found)
         self.groups[:found] = ar.order[:found]
-        return found
+        find_elementwise_chains(ar, self.order[:self.count], self.groups)
+        cdef int32_t[::1] deferred = cells(<int32_t>0, found // GROUP_FIELDS)
+        k = defer_weight_gradients(ar, self.order[:self.count], self.count, self.groups, deferred)
+        self.deferred = cells(<int32_t>0, k)[:k]  # (cells: at least one)
+        self.deferred[:] = deferred[:k]
+        return found + k
 
     cdef Py_ssize_t replay(self, Arena ar) noexcept nogil:
         """Make the kept order ar's: rewrite each probability node's run (in self.order, in
