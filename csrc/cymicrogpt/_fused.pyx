@@ -718,11 +718,14 @@ cdef class FusedGPT:
                     aw = &self.att_w[a * T]
                     if self.exp_shortcut:
                         inv = softmax_total(packed + h * (t + 1), ev, &self.att_total[a], t + 1, self.pow_shortcut)
+                        # the weights from packed, not from its copy ev: vector loads of the copy's
+                        # scalar stores, just made, would wait for them (no store forwarding)
+                        each_scale(aw, packed + h * (t + 1), inv, t + 1)
                     else:
                         inv = softmax_forward(&self.scratch[h * Tl], ev, &self.att_total[a], t + 1, False,
                                               self.pow_shortcut)
+                        each_scale(aw, ev, inv, t + 1)
                     self.att_inv[a] = inv
-                    each_scale(aw, ev, inv, t + 1)
                 # each head's output (hd,): sum over u ascending of weight_u * v_u, from 0
                 axpy_rows_heads(H, &self.heads[lt * E], hd, hd, &self.v[l * T * E], hd, E, &self.att_w[lt * H * T], T,
                                 1, t + 1, True)
