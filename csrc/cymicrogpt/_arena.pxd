@@ -118,8 +118,9 @@ cdef class Arena:
 
 # --- linear groups (see _arena.pyx): records of GROUP_FIELDS integers -----------------------
 cdef enum:
-    GROUP_FIELDS = 9  # first order entry, records, entries per record, the layer's row-0 node, flags, and
-                      # (GROUP_ELEMENTWISE) each chain level's node and other child for row 0: see find_elementwise_chains
+    GROUP_FIELDS = 10  # first order entry, records, entries per record, the layer's row-0 node, flags,
+                       # (GROUP_ELEMENTWISE) each chain level's node and other child for row 0 (see
+                       # find_elementwise_chains), and an nll's run's probability node (else -1)
     GROUP_IN_ORDER = 1  # flag: its records hold rows 0, 1, ... in order
     GROUP_DEFERRED = 2  # flag: its weight gradients are added after the pass (see defer_weight_gradients)
     GROUP_ELEMENTWISE = 4  # flag: its chains are passed a level at a time (see find_elementwise_chains)

@@ -536,8 +536,9 @@ cdef Py_ssize_t find_linear_groups(Arena ar, const int32_t[::1] order, Py_ssize_
             groups[found * GROUP_FIELDS + 2] = stride
             groups[found * GROUP_FIELDS + 3] = d
             groups[found * GROUP_FIELDS + 4] = GROUP_IN_ORDER  # rows 0 .. records - 1, in order (record_row)
-            for f in range(5, GROUP_FIELDS):
+            for f in range(5, GROUP_FIELDS - 1):
                 groups[found * GROUP_FIELDS + f] = 0  # (see find_elementwise_chains)
+            groups[found * GROUP_FIELDS + GROUP_FIELDS - 1] = -1  # not an nll's run
             found += 1
             i += <Py_ssize_t>records * stride
         else:
@@ -584,6 +585,21 @@ cdef inline void pass_linear_group(const int32_t[::1] kind, const int32_t[::1] a
         outer_add(&grad[w], &data[x], &grad[base], records, cols)  # the rows are 0 .. records - 1
     if groups[GROUP_FIELDS * g + 4] & GROUP_IN_ORDER:  # rows 0 .. records - 1 in order: one run, walked down
         pass_input_gradients(grad, data, w, x, cols, base, records - 1, records)
+        return
+    cdef int32_t prob = groups[GROUP_FIELDS * g + GROUP_FIELDS - 1], target
+    if prob >= 0:
+        # an nll's run: the target's row first, then the others ascending (_ops.write_run), walked
+        # down: rows records - 1 .. target + 1, target - 1 .. 0, then target (as the loop below
+        # finds them in the order; one run where the target is row 0).  The target is the row of
+        # the logit under the probability's first child, its exp (exp, shifted logit, logit).
+        target = a[a[a[prob]]] - base
+        if target == 0:
+            pass_input_gradients(grad, data, w, x, cols, base, records - 1, records)
+            return
+        if target < records - 1:
+            pass_input_gradients(grad, data, w, x, cols, base, records - 1, records - 1 - target)
+        pass_input_gradients(grad, data, w, x, cols, base, target - 1, target)
+        pass_input_gradients(grad, data, w, x, cols, base, target, 1)
         return
     for k in range(records - 1, -1, -1):
         row = order[start + <Py_ssize_t>k * stride] - base

@@ -110,6 +110,7 @@ cdef class GraphOps:
 cdef class OrderTemplate:
     cdef int32_t[::1] prob_nodes  # nll's probability nodes
     cdef int32_t[::1] runs  # order index where each one's 3V run of triples starts
+    cdef int32_t[::1] read_runs  # 1 where the backward reads the run's entries, 0 where its group needs none
     cdef int32_t[::1] order
     cdef Py_ssize_t count  # length of the order
     cdef int32_t[::1] groups  # the order's linear groups (see _arena.pyx); None: not looked for

@@ -1128,14 +1128,24 @@ cdef class OrderTemplate:
             if group_fits(ar, self.order, self.runs[i], size, 3, logit_0):
                 known[k], known[k + 1], known[k + 2], known[k + 3] = self.runs[i], size, 3, logit_0
                 known[k + 4] = 0  # reordered per target: not in order
-                for f in range(5, GROUP_FIELDS):
+                for f in range(5, GROUP_FIELDS - 1):
                     known[k + f] = 0  # (see find_elementwise_chains)
+                known[k + GROUP_FIELDS - 1] = self.prob_nodes[i]  # its target's row: see pass_linear_group
                 k += GROUP_FIELDS
         # the arena's order array is free: the order is the template's now
         found = GROUP_FIELDS * find_linear_groups(ar, self.order[:self.count], self.count, known[:k], ar.order)
         self.groups = cells(<int32_t>0, found)
         self.groups[:found] = ar.order[:found]
         find_elementwise_chains(ar, self.order[:self.count], self.groups)
+        # A run whose group passes its chains elementwise reads none of its entries (its rows'
+        # order comes from the target): replay() need not rewrite it.
+        self.read_runs = cells(<int32_t>1, self.prob_nodes.shape[0])
+        self.read_runs[:] = 1
+        for f in range(0, found, GROUP_FIELDS):
+            if self.groups[f + GROUP_FIELDS - 1] >= 0 and self.groups[f + 4] & GROUP_ELEMENTWISE:
+                for i in range(self.prob_nodes.shape[0]):
+                    if self.prob_nodes[i] == self.groups[f + GROUP_FIELDS - 1]:
+                        self.read_runs[i] = 0
         cdef int32_t[::1] deferred = cells(<int32_t>0, found // GROUP_FIELDS)
         k = defer_weight_gradients(ar, self.order[:self.count], self.count, self.groups, deferred)
         self.deferred = cells(<int32_t>0, k)[:k]  # (cells: at least one)
@@ -1144,8 +1154,8 @@ cdef class OrderTemplate:
 
     cdef Py_ssize_t replay(self, Arena ar) noexcept nogil:
         """Make the kept order ar's: rewrite each probability node's run (in self.order, in
-        place) for the target ar's graph has; the order's length, or -1 if a target is out
-        of range."""
+        place) for the target ar's graph has, where the backward reads it (read_runs); the
+        order's length, or -1 if a target is out of range."""
         cdef int32_t p, es, size, target
         cdef Py_ssize_t i
         for i in range(self.prob_nodes.shape[0]):
@@ -1154,7 +1164,8 @@ cdef class OrderTemplate:
             target = ar.a[p] - es
             if not 0 <= target < size:
                 return -1
-            write_run(ar, es, size, target, self.order[self.runs[i]:])
+            if self.read_runs is None or self.read_runs[i]:
+                write_run(ar, es, size, target, self.order[self.runs[i]:])
         return self.count
 
 
