@@ -804,6 +804,48 @@ def test_a_negative_v_set_after_steps_is_refused(kernels, shortcut):
 
 
 @BUILDS
+@SHORTCUT
+def test_a_negative_v_that_a_step_let_pass_is_refused_when_python_would_refuse_it(kernels, shortcut):
+    """set_moments writes v = -1.7e308: for the first ~65 steps of zero gradients v_hat =
+    v / bias_correction2 overflows to -inf, whose ** 0.5 Python takes (inf: the weight
+    stays), so those steps pass and v stays negative; from the step where v_hat is finite
+    Python's ** 0.5 gives a complex number and the step is refused.  (The AVX2 build with
+    the shortcut had declared v free of negatives after the first step that did not raise,
+    and stepped on without reading v: no error, the weights written.)"""
+    pair = Pair(9, shortcut, seed=3, kernels=kernels)
+    m, v = pair.fast.moments()
+    v[5] = v[8] = -1.7e308  # in a group of four, and in the last n % 4
+    pair.fast.set_moments(m, v)
+    pair.reference.set_moments(m, v)
+    for step in range(200):
+        pair.set_gradients([0.0] * 9)
+        v_hat = ADAM_BETA2 * pair.reference.v[5] / adam_scalars(0.01, step, 1000).bias_correction2
+        if v_hat > -math.inf:
+            break
+        pair.step(step, 1000)
+        pair.assert_identical(f"at step {step}")
+    assert 10 < step < 100
+    pair.assert_step_refused(ValueError, "parameter 5 .*complex", step, 1000)
+
+
+@BUILDS
+def test_a_negative_v_whose_v_hat_rounds_to_minus_zero_is_refused_when_python_would_refuse_it(kernels):
+    """The same through a schedule's bias_correction2 > 1: v = -2^-1074 over 2.0 is -0.0 (a
+    tie, to even), whose ** 0.5 Python takes; over 0.5 it is complex, and refused."""
+    m, v = np.zeros(5), np.full(5, -5e-324)
+    corrections = iter([2.0, 0.5])
+    state = kernels.AdamState(m, v, 1, beta1=0.85, beta2=0.99, eps=1e-8, shortcut=True, private_moments=True,
+                              schedule=lambda lr, step, total: (0.01, 1.0, next(corrections)))  # int lr: asked
+    params, grads = np.ones(5), np.zeros(5)
+    state.step_on(params, grads, 0, 10)
+    assert (bits(v) == bits([-5e-324] * 5)).all() and (params == 1.0).all()
+    before = [bits(a).copy() for a in (params, grads, m, v)]
+    with pytest.raises(ValueError, match="parameter 0 .*complex"):
+        state.step_on(params, grads, 1, 10)
+    assert all((bits(a) == saved).all() for a, saved in zip((params, grads, m, v), before))
+
+
+@BUILDS
 def test_a_state_with_shared_moments_checks_v_every_step(kernels):
     """Without private_moments the caller may write m and v between steps: a negative v
     written directly is refused."""

@@ -898,10 +898,14 @@ cdef class AdamState:
     private_moments: the caller writes m and v only before a step, and then calls
     moments_changed (VectorAdam hands out read-only views).  The state then knows when no
     v is negative, and skips that check (a read of v: ~0.3 us of a default step): after
-    moments_changed found none, and after every step that did not raise with
-    bias_correction2 > 0 (a step refuses a negative v_hat, so each new v is >= 0 or nan),
-    unless moments_changed was called while that step ran (the kernel runs without the GIL:
-    another thread may write the moments meanwhile; the next step then checks).
+    moments_changed found none, and after every step from such v with beta2 >= 0 and
+    1 - beta2 >= 0 (each new v = beta2 * v + (1 - beta2) * g**2 is then >= 0 or nan; g**2
+    is), unless moments_changed was called while that step ran (the kernel runs without the
+    GIL: another thread may write the moments meanwhile; the next step then checks).
+    A step that did not raise proves nothing about v by itself: a negative v passes where
+    v_hat = v / bias_correction2 overflows to -inf (Python's (-inf) ** 0.5 is inf) or
+    rounds to -0.0 (bias_correction2 > 1, a schedule's own), and stays negative; so after
+    moments_changed found a negative v every step checks, until it is called again.
 
     refuse_non_finite: a step refuses (FloatingPointError, changing nothing) a nan or
     infinite gradient, as training must (VectorAdam asks for it): the step reads every
@@ -946,12 +950,15 @@ cdef class AdamState:
 
     cdef int step_weights(self, double* params, double* grads, const AdamScalars* s) except -1:
         """One step of the state's moments on these weights and gradients (self.size of each,
-        alive until it returns).  A step that did not raise leaves each new v_hat >= 0 or nan,
-        unless moments were written while it ran (then what moments_changed found may be stale)."""
+        alive until it returns).  From v with no negative, beta2 >= 0 and 1 - beta2 >= 0 leave
+        none (see the class), unless moments were written while it ran (then what
+        moments_changed found may be stale).  (Not "a step that did not raise": one with
+        v = -1.7e308 passes while v / bias_correction2 overflows, tests/test_adam.py.)"""
         cdef Py_ssize_t writes_before = self.writes
         run_step(params, grads, &self.m[0], &self.v[0], &self.squares[0], self.size, s, self.shortcut,
                  self.v_nonnegative, self.refuse_non_finite)
-        self.v_nonnegative = self.private_moments and s.bias_correction2 > 0.0 and self.writes == writes_before
+        self.v_nonnegative = (self.v_nonnegative and s.beta2 >= 0.0 and s.one_minus_beta2 >= 0.0
+                              and self.writes == writes_before)
         return 0
 
     def scalars(self, step_index, num_steps) -> tuple:
